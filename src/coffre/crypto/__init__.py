@@ -1,0 +1,1 @@
+"""Cryptography at rest: the segmented AEAD stream, envelope keys, key providers."""

@@ -1,0 +1,263 @@
+"""Segmented AEAD stream in the wire format of Tink's ``AES256_GCM_HKDF_1MB``.
+
+Layout of a stream (ciphertext)::
+
+    header = len(header) (1 byte, 40) || salt (32) || nonce_prefix (7)
+    segment 0 = AES-GCM(k, nonce_0, pt_0)   pt_0 <= SEGMENT - 40 - 16 bytes
+    segment i = AES-GCM(k, nonce_i, pt_i)   pt_i <= SEGMENT - 16 bytes
+
+    k       = HKDF-SHA256(ikm=data key, salt=salt, info=associated data, 32)
+    nonce_i = nonce_prefix || i (4 bytes, big endian) || last (1 byte)
+
+Every segment but the last is full; the last is flagged and may be short
+(an empty stream is one empty last segment). Segments decrypt on their own,
+which gives random access for HTTP ``Range``. The code is built on
+``cryptography``'s AES-GCM (several GB/s) instead of Tink's Python
+streaming (about 0.2 GB/s), and checked against Tink in tests.
+
+Never encrypt two different plaintexts under the same (key, header,
+index): callers that resume writing must use ``SegmentCipher`` only for
+segments never written before (see ``services.uploads``).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from coffre.errors import IntegrityError, InvalidInput
+
+KEY_SIZE = 32
+SALT_SIZE = 32
+NONCE_PREFIX_SIZE = 7
+TAG_SIZE = 16
+HEADER_SIZE = 1 + SALT_SIZE + NONCE_PREFIX_SIZE  # 40
+SEGMENT_SIZE = 1 << 20  # ciphertext segment size
+PLAINTEXT_SEGMENT_SIZE = SEGMENT_SIZE - TAG_SIZE
+FIRST_PLAINTEXT_SEGMENT_SIZE = SEGMENT_SIZE - HEADER_SIZE - TAG_SIZE
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    salt: bytes
+    nonce_prefix: bytes
+
+    @classmethod
+    def random(cls) -> StreamHeader:
+        return cls(os.urandom(SALT_SIZE), os.urandom(NONCE_PREFIX_SIZE))
+
+    @classmethod
+    def parse(cls, data: bytes) -> StreamHeader:
+        if len(data) < HEADER_SIZE or data[0] != HEADER_SIZE:
+            raise IntegrityError("invalid stream header")
+        return cls(bytes(data[1 : 1 + SALT_SIZE]), bytes(data[1 + SALT_SIZE : HEADER_SIZE]))
+
+    def to_bytes(self) -> bytes:
+        return bytes([HEADER_SIZE]) + self.salt + self.nonce_prefix
+
+
+# --- layout arithmetic -------------------------------------------------------
+
+
+def segment_plaintext_size(index: int) -> int:
+    """Plaintext capacity of segment ``index``."""
+    return FIRST_PLAINTEXT_SEGMENT_SIZE if index == 0 else PLAINTEXT_SEGMENT_SIZE
+
+
+def segment_plaintext_offset(index: int) -> int:
+    """Plaintext offset where segment ``index`` starts."""
+    if index == 0:
+        return 0
+    return FIRST_PLAINTEXT_SEGMENT_SIZE + (index - 1) * PLAINTEXT_SEGMENT_SIZE
+
+
+def segment_ciphertext_offset(index: int) -> int:
+    """Ciphertext offset (from the start of the stream) of segment ``index``."""
+    return HEADER_SIZE if index == 0 else index * SEGMENT_SIZE
+
+
+def segment_index(plaintext_offset: int) -> int:
+    """Index of the segment holding plaintext byte ``plaintext_offset``."""
+    if plaintext_offset < FIRST_PLAINTEXT_SEGMENT_SIZE:
+        return 0
+    return 1 + (plaintext_offset - FIRST_PLAINTEXT_SEGMENT_SIZE) // PLAINTEXT_SEGMENT_SIZE
+
+
+def segment_count(plaintext_size: int) -> int:
+    """Number of segments of a stream of ``plaintext_size`` bytes (at least 1)."""
+    if plaintext_size <= FIRST_PLAINTEXT_SEGMENT_SIZE:
+        return 1
+    rest = plaintext_size - FIRST_PLAINTEXT_SEGMENT_SIZE
+    return 1 + -(-rest // PLAINTEXT_SEGMENT_SIZE)
+
+
+def ciphertext_size(plaintext_size: int) -> int:
+    """Total stream size, header included, for ``plaintext_size`` bytes."""
+    return HEADER_SIZE + plaintext_size + segment_count(plaintext_size) * TAG_SIZE
+
+
+def plaintext_size(stream_size: int) -> int:
+    """Inverse of ``ciphertext_size``; raises ``IntegrityError`` if impossible."""
+    body = stream_size - HEADER_SIZE
+    if body < TAG_SIZE:
+        raise IntegrityError("stream too short")
+    full = (stream_size - 1) // SEGMENT_SIZE  # segments before the last one
+    size = body - (full + 1) * TAG_SIZE
+    if size < 0 or ciphertext_size(size) != stream_size:
+        raise IntegrityError("impossible stream size")
+    return size
+
+
+# --- segments ----------------------------------------------------------------
+
+
+class SegmentCipher:
+    """Encrypts and decrypts individual segments of one stream."""
+
+    def __init__(self, key: bytes, header: StreamHeader, associated_data: bytes = b"") -> None:
+        if len(key) != KEY_SIZE:
+            raise InvalidInput("stream key must be 32 bytes")
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=KEY_SIZE, salt=header.salt, info=associated_data
+        ).derive(key)
+        self._aead = AESGCM(derived)
+        self.header = header
+
+    def _nonce(self, index: int, last: bool) -> bytes:
+        return self.header.nonce_prefix + struct.pack(">IB", index, 1 if last else 0)
+
+    def encrypt_segment(self, index: int, plaintext: bytes, last: bool) -> bytes:
+        capacity = segment_plaintext_size(index)
+        if len(plaintext) > capacity or (not last and len(plaintext) != capacity):
+            raise InvalidInput("segment plaintext has the wrong size")
+        return self._aead.encrypt(self._nonce(index, last), plaintext, None)
+
+    def decrypt_segment(self, index: int, ciphertext: bytes, last: bool) -> bytes:
+        try:
+            return self._aead.decrypt(self._nonce(index, last), ciphertext, None)
+        except InvalidTag:
+            raise IntegrityError("segment failed authentication", segment=index) from None
+
+
+class StreamEncryptor:
+    """Incremental encryption: feed plaintext, collect ciphertext.
+
+    Holds back at most one segment, because a full segment is only known
+    not to be the last one when a byte after it arrives.
+    """
+
+    def __init__(
+        self, key: bytes, associated_data: bytes = b"", header: StreamHeader | None = None
+    ) -> None:
+        self._cipher = SegmentCipher(key, header or StreamHeader.random(), associated_data)
+        self._buffer = bytearray()
+        self._index = 0
+        self._started = False
+        self._finished = False
+
+    def update(self, data: bytes) -> bytes:
+        if self._finished:
+            raise InvalidInput("stream already finished")
+        out = bytearray()
+        if not self._started:
+            out += self._cipher.header.to_bytes()
+            self._started = True
+        self._buffer += data
+        while len(self._buffer) > segment_plaintext_size(self._index):
+            size = segment_plaintext_size(self._index)
+            out += self._cipher.encrypt_segment(self._index, bytes(self._buffer[:size]), False)
+            del self._buffer[:size]
+            self._index += 1
+        return bytes(out)
+
+    def finalize(self) -> bytes:
+        out = self.update(b"")
+        self._finished = True
+        return out + self._cipher.encrypt_segment(self._index, bytes(self._buffer), True)
+
+
+def encrypt(key: bytes, plaintext: bytes, associated_data: bytes = b"") -> bytes:
+    """Encrypt a whole stream held in memory."""
+    enc = StreamEncryptor(key, associated_data)
+    return enc.update(plaintext) + enc.finalize()
+
+
+def encrypt_chunks(
+    key: bytes, chunks: Iterable[bytes], associated_data: bytes = b""
+) -> Iterator[bytes]:
+    """Encrypt an iterable of plaintext pieces, yielding ciphertext pieces."""
+    enc = StreamEncryptor(key, associated_data)
+    for chunk in chunks:
+        out = enc.update(chunk)
+        if out:
+            yield out
+    yield enc.finalize()
+
+
+Reader = Callable[[int, int], bytes]
+"""``read(offset, length)`` on the ciphertext stream."""
+
+
+def decrypt_range(
+    key: bytes,
+    read: Reader,
+    stream_size: int,
+    start: int = 0,
+    end: int | None = None,
+    associated_data: bytes = b"",
+    batch_segments: int = 4,
+) -> Iterator[bytes]:
+    """Yield the plaintext bytes ``[start, end)`` of a stored stream.
+
+    Reads ``batch_segments`` segments per call to ``read`` and verifies
+    each one (including the last-segment flag, so truncation is caught).
+    """
+    total = plaintext_size(stream_size)
+    end = total if end is None else min(end, total)
+    if start < 0 or start > end:
+        raise InvalidInput("invalid range")
+    cipher = SegmentCipher(key, StreamHeader.parse(read(0, HEADER_SIZE)), associated_data)
+    last_index = segment_count(total) - 1
+    first = segment_index(start)
+    final = segment_index(end - 1) if end > start else first
+    if end == start and total > 0:
+        return
+    index = first
+    while index <= final:
+        upto = min(final, index + batch_segments - 1)
+        c_start = segment_ciphertext_offset(index)
+        c_end = min(segment_ciphertext_offset(upto + 1), stream_size)
+        data = read(c_start, c_end - c_start)
+        if len(data) != c_end - c_start:
+            raise IntegrityError("stream truncated")
+        pos = 0
+        for i in range(index, upto + 1):
+            seg_len = segment_plaintext_size(i) + TAG_SIZE
+            if i == last_index:
+                seg_len = len(data) - pos
+            plain = cipher.decrypt_segment(i, data[pos : pos + seg_len], i == last_index)
+            pos += seg_len
+            seg_start = segment_plaintext_offset(i)
+            lo = max(start - seg_start, 0)
+            hi = min(end - seg_start, len(plain))
+            if lo or hi != len(plain):
+                plain = plain[lo:hi]
+            if plain:
+                yield plain
+        index = upto + 1
+
+
+def decrypt(key: bytes, stream: bytes, associated_data: bytes = b"") -> bytes:
+    """Decrypt a whole stream held in memory."""
+
+    def read(offset: int, length: int) -> bytes:
+        return stream[offset : offset + length]
+
+    return b"".join(decrypt_range(key, read, len(stream), associated_data=associated_data))

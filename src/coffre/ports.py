@@ -1,0 +1,115 @@
+"""Ports: the small interfaces the services depend on.
+
+Adapters live in ``storage/``, ``crypto/``, ``notify/`` and ``db/``; the
+composition root (``bootstrap.py``) picks them from the settings. Each
+method documents its contract: what is idempotent, what is durable on
+return, and which errors from ``coffre.errors`` it may raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class BlobAppender(Protocol):
+    """A writer that extends one blob sequentially (see ``BlobStore.open_append``)."""
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``. Not durable until ``commit`` returns."""
+
+    def commit(self) -> int:
+        """Make everything written so far durable; return the blob's size.
+
+        May be called several times; the appender stays usable afterwards.
+        Raises ``StorageError`` (retryable) or ``StorageFull``.
+        """
+
+    def close(self) -> None:
+        """Release resources. Bytes written after the last commit may be lost."""
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Stores opaque byte strings under server-generated keys.
+
+    Only ciphertext ever reaches a ``BlobStore``: callers wrap it in
+    ``storage.sealed.SealedStore`` or write stream-encrypted data. Keys are
+    relative paths made of ``[A-Za-z0-9._-]`` segments separated by ``/``
+    (no ``..``, no leading ``/``); anything else raises ``InvalidInput``.
+    Missing keys raise ``NotFound``; backend failures raise ``StorageError``.
+    """
+
+    def put(self, key: str, data: bytes) -> None:
+        """Create or replace ``key`` atomically; durable on return."""
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Like ``put`` for data arriving in pieces; returns the size written.
+
+        Readers see either the old value or the complete new one, never a
+        partial write. If ``chunks`` raises, nothing is stored.
+        """
+
+    def open_append(self, key: str, offset: int) -> BlobAppender:
+        """Continue writing ``key`` from byte ``offset``.
+
+        ``offset == 0`` creates (or restarts) the blob. Bytes past
+        ``offset`` left by an earlier writer that never committed them are
+        discarded. An ``offset`` past the blob's size raises ``Conflict``:
+        committed data was lost, which the caller must not paper over.
+        """
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return up to ``length`` bytes from ``offset`` (fewer at the end)."""
+
+    def size(self, key: str) -> int:
+        """Size in bytes of ``key``."""
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a blob."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``. Idempotent: deleting a missing key is not an error."""
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys starting with ``prefix``, in no particular order."""
+
+
+class KeyProvider(Protocol):
+    """Holds the root key that wraps organisation key-encryption keys.
+
+    The root key never leaves the provider (a 0400 file today; PKCS#11 or
+    Vault transit later). ``context`` is bound as associated data: a key
+    wrapped for one context does not unwrap in another.
+    """
+
+    key_id: str
+
+    def wrap(self, key: bytes, context: bytes) -> bytes:
+        """Encrypt ``key`` under the root key."""
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        """Decrypt; raises ``IntegrityError`` if altered or wrong context."""
+
+
+@dataclass(frozen=True)
+class Mail:
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Mailer(Protocol):
+    """Delivers mail. Raises ``StorageError`` on a retryable failure."""
+
+    async def send(self, mail: Mail) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Current time, timezone-aware UTC."""

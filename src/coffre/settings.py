@@ -1,0 +1,102 @@
+"""Typed settings, read once by ``bootstrap`` from ``COFFRE_*`` variables
+and an optional ``coffre.toml``; never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from coffre.errors import ConfigurationError
+
+GiB = 1 << 30
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COFFRE_", toml_file=os.environ.get("COFFRE_CONFIG", "coffre.toml"),
+        extra="forbid",
+    )
+
+    mode: Literal["dev", "production"] = "dev"
+    data_dir: Path = Path("./data")
+    #: Public base URL used in links sent by mail, e.g. https://coffre.example.fr
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Set when a TLS-terminating proxy sits in front of a non-loopback listener.
+    behind_tls_proxy: bool = False
+    database_url: str | None = None
+    storage_url: str | None = None
+    root_key_file: Path | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    mail_from: str = "Coffre <coffre@localhost>"
+
+    max_file_size: int = Field(default=100 * GiB, gt=0)
+    #: Uploads not completed within this many hours expire.
+    upload_expiry_hours: int = Field(default=72, gt=0)
+    default_expiry_days: int = Field(default=7, gt=0)
+    max_expiry_days: int = Field(default=365, gt=0)
+    purge_interval_seconds: int = Field(default=300, gt=0)
+    #: Failed link-password attempts before a recipient link locks.
+    link_password_attempts: int = Field(default=10, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.mode == "production":
+            if not self.public_url.startswith("https://"):
+                raise ConfigurationError("production mode needs an https:// COFFRE_PUBLIC_URL")
+            if self.smtp_host is None:
+                raise ConfigurationError("production mode needs COFFRE_SMTP_HOST")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'coffre.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return (self.data_dir / "blobs").resolve().as_uri()
+
+    @property
+    def resolved_root_key_file(self) -> Path:
+        return self.root_key_file or self.data_dir / "keys" / "root.key"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in {"127.0.0.1", "::1", "localhost"}
+
+    @property
+    def public_origin(self) -> str:
+        parsed = urlparse(self.public_url)
+        return f"{parsed.scheme}://{parsed.netloc}"
