@@ -219,6 +219,8 @@ def decrypt_range(
     Reads ``batch_segments`` segments per call to ``read`` and verifies
     each one (including the last-segment flag, so truncation is caught).
     """
+    if batch_segments < 1:
+        raise InvalidInput("batch_segments must be at least 1")
     total = plaintext_size(stream_size)
     end = total if end is None else min(end, total)
     if start < 0 or start > end:
