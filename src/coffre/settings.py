@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -24,14 +23,15 @@ GiB = 1 << 30
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="COFFRE_", toml_file=os.environ.get("COFFRE_CONFIG", "coffre.toml"),
+        env_prefix="COFFRE_",
+        toml_file=os.environ.get("COFFRE_CONFIG", "coffre.toml"),
         extra="forbid",
     )
 
     mode: Literal["dev", "production"] = "dev"
     data_dir: Path = Path("./data")
     #: Public base URL used in links sent by mail, e.g. https://coffre.example.fr
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     #: Set when a TLS-terminating proxy sits in front of a non-loopback listener.
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.mode == "production":
-            if not self.public_url.startswith("https://"):
+            if not (self.public_url or "").startswith("https://"):
                 raise ConfigurationError("production mode needs an https:// COFFRE_PUBLIC_URL")
             if self.smtp_host is None:
                 raise ConfigurationError("production mode needs COFFRE_SMTP_HOST")
@@ -97,6 +97,9 @@ class Settings(BaseSettings):
         return self.host in {"127.0.0.1", "::1", "localhost"}
 
     @property
-    def public_origin(self) -> str:
-        parsed = urlparse(self.public_url)
-        return f"{parsed.scheme}://{parsed.netloc}"
+    def base_url(self) -> str:
+        """Public base URL for links in mail (defaults to the listener)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"

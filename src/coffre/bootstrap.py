@@ -1,0 +1,115 @@
+"""The composition root: settings -> adapters -> services.
+
+Nothing else builds adapters; the HTTP app, the jobs and the server-side
+CLI commands receive a ``Coffre`` from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from coffre.clock import SystemClock
+from coffre.crypto.keyfile import KeyFileProvider
+from coffre.db.engine import Database
+from coffre.db.migrate import upgrade
+from coffre.notify.mailbox import DevMailbox
+from coffre.notify.smtp import SmtpMailer
+from coffre.ports import BlobStore, Clock, KeyProvider, Mailer
+from coffre.services.accounts import AccountService
+from coffre.services.keys import KeyRing
+from coffre.services.links import LinkService
+from coffre.services.mail import MailQueue
+from coffre.services.transfers import TransferService
+from coffre.services.uploads import UploadService
+from coffre.settings import Settings
+from coffre.storage import open_blob_store
+
+
+@dataclass
+class Coffre:
+    settings: Settings
+    db: Database
+    store: BlobStore
+    provider: KeyProvider
+    keys: KeyRing
+    clock: Clock
+    mailer: Mailer
+    dev_mailbox: DevMailbox | None
+    mail: MailQueue
+    accounts: AccountService
+    uploads: UploadService
+    transfers: TransferService
+    links: LinkService
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    mailer: Mailer | None = None,
+    migrate: bool = True,
+) -> Coffre:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    clock = clock or SystemClock()
+    db_url = settings.resolved_database_url
+    if migrate:
+        upgrade(db_url)
+    db = Database(db_url)
+    store = open_blob_store(settings.resolved_storage_url)
+    provider = KeyFileProvider(settings.resolved_root_key_file)
+    keys = KeyRing(provider)
+    dev_mailbox = None
+    if mailer is None:
+        if settings.smtp_host:
+            mailer = SmtpMailer(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.mail_from,
+                username=settings.smtp_username,
+                password=settings.smtp_password.get_secret_value()
+                if settings.smtp_password
+                else None,
+                tls=settings.smtp_tls,
+            )
+        else:
+            dev_mailbox = DevMailbox(settings.data_dir / "mailbox", provider)
+            mailer = dev_mailbox
+    mail = MailQueue(db, keys, mailer, clock)
+    transfers = TransferService(
+        db,
+        store,
+        keys,
+        mail,
+        clock,
+        public_url=settings.base_url,
+        max_expiry=timedelta(days=settings.max_expiry_days),
+    )
+    return Coffre(
+        settings=settings,
+        db=db,
+        store=store,
+        provider=provider,
+        keys=keys,
+        clock=clock,
+        mailer=mailer,
+        dev_mailbox=dev_mailbox,
+        mail=mail,
+        accounts=AccountService(db, keys, clock),
+        uploads=UploadService(
+            db,
+            store,
+            keys,
+            clock,
+            max_size=settings.max_file_size,
+            expiry=timedelta(hours=settings.upload_expiry_hours),
+            single_instance=db.url.startswith("sqlite"),
+        ),
+        transfers=transfers,
+        links=LinkService(
+            db, store, keys, transfers, clock, password_attempts=settings.link_password_attempts
+        ),
+    )

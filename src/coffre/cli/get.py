@@ -1,0 +1,111 @@
+"""``coffre get LINK``: download a transfer's files and check their SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlparse
+
+import httpx
+import typer
+
+from coffre.cli.auth import read_secret
+from coffre.cli.client import TIMEOUT, check, fail, out, print_json
+from coffre.cli.send import progress_bar
+from coffre.domain.transfers import sanitise_filename
+
+READ_SIZE = 4 << 20
+
+
+def _split_link(link: str) -> tuple[str, str]:
+    parsed = urlparse(link)
+    parts = parsed.path.rstrip("/").split("/")
+    if parsed.scheme not in {"http", "https"} or len(parts) < 3 or parts[-2] != "t":
+        fail("this is not a Coffre link (expected https://server/t/...)")
+    base = f"{parsed.scheme}://{parsed.netloc}{'/'.join(parts[:-2])}"
+    return base, parts[-1]
+
+
+def get(
+    link: Annotated[str, typer.Argument(help="The personal link received by mail")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write into")] = Path(
+        "."
+    ),
+    password_file: Annotated[
+        Path | None, typer.Option(help="Read the link password from a file")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Download every file of a transfer and verify its SHA-256."""
+    base, token = _split_link(link)
+    output.mkdir(parents=True, exist_ok=True)
+    headers = {"User-Agent": "coffre-cli"}
+    with httpx.Client(base_url=base, timeout=TIMEOUT, headers=headers) as client:
+        response = client.get(f"/api/v1/links/{token}")
+        if response.status_code == 401:
+            password = read_secret(password_file, "Mot de passe du lien")
+            access = check(
+                client.post(f"/api/v1/links/{token}/unlock", json={"password": password})
+            )["access"]
+            client.headers["X-Coffre-Access"] = access
+            response = client.get(f"/api/v1/links/{token}")
+        info = check(response)
+        results = []
+        with progress_bar() as progress:
+            for file in info["files"]:
+                target = output / sanitise_filename(file["name"])
+                _download(client, file, target, progress)
+                results.append(
+                    {
+                        "name": target.name,
+                        "path": str(target),
+                        "size": file["size"],
+                        "sha256": file["sha256"],
+                    }
+                )
+    if as_json:
+        print_json(results)
+        return
+    for r in results:
+        out.print(f"{r['path']}  {r['size']} octets  SHA-256 vérifié {r['sha256']}")
+
+
+def _download(
+    client: httpx.Client, file: dict[str, object], target: Path, progress: object
+) -> None:
+    from rich.progress import Progress
+
+    assert isinstance(progress, Progress)
+    size = int(str(file["size"]))
+    part = target.with_name(target.name + ".part")
+    hasher = hashlib.sha256()
+    offset = 0
+    if part.exists() and part.stat().st_size <= size:
+        offset = part.stat().st_size
+        with part.open("rb") as f:
+            while chunk := f.read(READ_SIZE):
+                hasher.update(chunk)
+    task = progress.add_task(target.name, total=size, completed=offset)
+    headers = {"Range": f"bytes={offset}-"} if 0 < offset < size else {}
+    if offset < size or size == 0:
+        with client.stream("GET", str(file["url"]), headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                check(response)
+            mode = "ab" if response.status_code == 206 else "wb"
+            if mode == "wb":
+                hasher = hashlib.sha256()
+                progress.update(task, completed=0)
+            with part.open(mode) as f:
+                for chunk in response.iter_bytes(READ_SIZE):
+                    f.write(chunk)
+                    hasher.update(chunk)
+                    progress.advance(task, len(chunk))
+                f.flush()
+                os.fsync(f.fileno())
+    if hasher.hexdigest() != file["sha256"]:
+        part.unlink(missing_ok=True)
+        fail(f"{target.name}: SHA-256 does not match the server's; the file was discarded")
+    os.replace(part, target)

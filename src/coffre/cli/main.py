@@ -1,0 +1,27 @@
+"""Entry point of the ``coffre`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from coffre.cli import auth, get, send, server, transfers
+
+app = typer.Typer(
+    name="coffre",
+    help="Coffre: send health data safely. Client commands use COFFRE_URL and COFFRE_TOKEN.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(server.serve)
+app.command()(server.setup)
+app.command()(server.purge)
+app.command()(auth.login)
+app.command()(auth.logout)
+app.add_typer(auth.token_app, name="token")
+app.command()(send.send)
+app.add_typer(transfers.app, name="transfers")
+app.command()(get.get)
+
+
+def main() -> None:
+    app()

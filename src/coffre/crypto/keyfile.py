@@ -1,0 +1,51 @@
+"""Root key provider backed by a key file (mode 0400), created at first start.
+
+The file holds 32 random bytes. It must never be stored with the database
+or the blobs' backups: a database dump alone decrypts nothing (SEC-25).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from coffre.crypto.envelope import KEY_SIZE, derive_key, new_key, open_sealed, seal
+from coffre.errors import ConfigurationError
+
+LABEL_ROOT_WRAP = b"coffre/v1/root-wrap"
+LABEL_KEY_ID = b"coffre/v1/key-id"
+
+
+class KeyFileProvider:
+    """``KeyProvider`` over a local 0400 file."""
+
+    def __init__(self, path: Path, create: bool = True) -> None:
+        self.path = path
+        if not path.exists():
+            if not create:
+                raise ConfigurationError(f"root key file {path} does not exist")
+            _create_key_file(path)
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigurationError(f"root key file {path} is readable by others (mode {mode:o})")
+        raw = path.read_bytes()
+        if len(raw) != KEY_SIZE:
+            raise ConfigurationError(f"root key file {path} must hold exactly 32 bytes")
+        self._wrap_key = derive_key(raw, LABEL_ROOT_WRAP)
+        self.key_id = "file:" + derive_key(raw, LABEL_KEY_ID)[:8].hex()
+
+    def wrap(self, key: bytes, context: bytes) -> bytes:
+        return seal(self._wrap_key, key, context)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        return open_sealed(self._wrap_key, wrapped, context)
+
+
+def _create_key_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    try:
+        os.write(fd, new_key())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,77 @@
+"""Who is acting, with which role and scopes, and what they may do."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+from coffre.errors import InvalidInput, PermissionDenied
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class Scope(enum.StrEnum):
+    """What an API token may do. A browser session holds every scope."""
+
+    TRANSFERS_READ = "transfers:read"
+    TRANSFERS_WRITE = "transfers:write"
+    ADMIN = "admin"
+
+
+ALL_SCOPES = frozenset(Scope)
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 256
+_EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An authenticated user acting through a session or a token."""
+
+    user_id: str
+    organisation_id: str
+    role: Role
+    scopes: frozenset[Scope] = field(default=ALL_SCOPES)
+
+    def require(self, scope: Scope) -> None:
+        if scope not in self.scopes:
+            raise PermissionDenied(f"this token lacks the '{scope}' scope", scope=str(scope))
+
+
+def parse_scopes(text: str) -> frozenset[Scope]:
+    scopes = set()
+    for part in text.replace(",", " ").split():
+        try:
+            scopes.add(Scope(part))
+        except ValueError:
+            raise InvalidInput(f"unknown scope '{part}'", allowed=sorted(ALL_SCOPES)) from None
+    if not scopes:
+        raise InvalidInput("at least one scope is needed", allowed=sorted(ALL_SCOPES))
+    return frozenset(scopes)
+
+
+def normalise_email(email: str) -> str:
+    """Lower-cased, trimmed address; ``InvalidInput`` if it is not one."""
+    value = email.strip()
+    if not _EMAIL.match(value):
+        raise InvalidInput("invalid e-mail address", field="email")
+    local, domain = value.rsplit("@", 1)
+    return f"{local}@{domain.lower()}".lower()
+
+
+def check_password_policy(password: str) -> None:
+    """SEC-12: at least 12 characters (with lockout), at most 256."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"the password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
+        )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"the password must have at most {MAX_PASSWORD_LENGTH} characters", field="password"
+        )
+    if len(set(password)) < 4:
+        raise InvalidInput("the password is too repetitive", field="password")

@@ -1,0 +1,151 @@
+"""Rules of a transfer: expiry, link usability, download limits, who may
+manage it. Pure functions over plain values."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from coffre.domain.accounts import Actor, Role
+from coffre.errors import Gone, InvalidInput, NotFound
+
+_DURATION = re.compile(r"^\s*(\d{1,5})\s*(h|d|w|m)\s*$", re.IGNORECASE)
+_UNITS = {
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+    "m": timedelta(days=30),
+}
+PERMANENT = {"permanent", "never", "jamais"}
+MAX_FILENAME_BYTES = 255
+MAX_MESSAGE_CHARS = 10_000
+MAX_RECIPIENTS = 100
+
+
+def parse_expiry(text: str) -> timedelta | None:
+    """``12h``, ``7d``, ``2w``, ``3m`` (30-day months), or ``permanent`` -> None."""
+    if text.strip().lower() in PERMANENT:
+        return None
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise InvalidInput(
+            "expiry must look like 12h, 7d, 2w, 3m or 'permanent'", field="expires_in"
+        )
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def check_expiry(expires_in: timedelta | None, maximum: timedelta) -> None:
+    if expires_in is not None and not timedelta(hours=1) <= expires_in <= maximum:
+        raise InvalidInput(
+            f"expiry must be between 1 hour and {maximum.days} days", field="expires_in"
+        )
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+
+
+def sanitise_filename(name: str) -> str:
+    """A file name safe to show and to offer in ``Content-Disposition``.
+
+    Keeps only the last path component, drops control and bidirectional
+    override characters, normalises to NFC, caps the UTF-8 length.
+    """
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c) not in {"Cc", "Cf", "Cs", "Co"})
+    name = _UNSAFE.sub("_", name).strip().strip(".")
+    encoded = name.encode()
+    if len(encoded) > MAX_FILENAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        keep = ext if dot and len(ext.encode()) < 20 else ""
+        budget = MAX_FILENAME_BYTES - len(keep.encode()) - (1 if keep else 0)
+        head = (stem if keep else name).encode()[:budget].decode(errors="ignore")
+        name = f"{head}.{keep}" if keep else head
+    return name or "fichier"
+
+
+class TransferState(Protocol):
+    sender_id: str
+    organisation_id: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    purged_at: datetime | None
+    max_downloads: int | None
+
+
+def check_link_usable(transfer: TransferState, now: datetime) -> None:
+    """A recipient link works until revoked, expired or purged (410)."""
+    if transfer.purged_at is not None:
+        raise Gone("this transfer has been deleted", reason="deleted")
+    if transfer.revoked_at is not None:
+        raise Gone("this transfer has been revoked by its sender", reason="revoked")
+    if transfer.expires_at is not None and transfer.expires_at <= now:
+        raise Gone("this transfer has expired", reason="expired")
+
+
+def check_downloads_left(transfer: TransferState, completed: int) -> None:
+    """Each recipient may fetch each file ``max_downloads`` times in full."""
+    if transfer.max_downloads is not None and completed >= transfer.max_downloads:
+        raise Gone("the download limit of this link is reached", reason="exhausted")
+
+
+def downloads_left(transfer: TransferState, completed: int) -> int | None:
+    if transfer.max_downloads is None:
+        return None
+    return max(transfer.max_downloads - completed, 0)
+
+
+def can_manage_transfer(actor: Actor, transfer: TransferState) -> bool:
+    """Deny by default: the sender, or an administrator of its organisation."""
+    if actor.organisation_id != transfer.organisation_id:
+        return False
+    return actor.user_id == transfer.sender_id or actor.role is Role.ADMIN
+
+
+def require_manage(actor: Actor, transfer: TransferState) -> None:
+    # 404, not 403: another organisation's objects do not exist for you.
+    if not can_manage_transfer(actor, transfer):
+        raise NotFound("transfer not found")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # exclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """RFC 9110 single byte range. None = whole representation.
+
+    Raises ``InvalidInput`` with ``unsatisfiable=True`` for a 416.
+    Several ranges are answered with the whole file (allowed by RFC 9110).
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix <= 0:
+                raise InvalidInput("unsatisfiable range", unsatisfiable=True)
+            return ByteRange(max(size - suffix, 0), size)
+        start = int(first)
+        if last != "" and int(last) < start:
+            return None  # syntactically invalid: ignore the header
+        end = size if last == "" else min(int(last) + 1, size)
+    except ValueError:
+        return None
+    if start < 0 or start >= size or end <= start:
+        raise InvalidInput("unsatisfiable range", unsatisfiable=True)
+    return ByteRange(start, end)

@@ -1,0 +1,88 @@
+"""Setup, login (API token for the CLI), tokens, current user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Request, Response
+
+from coffre.audit.trail import Context
+from coffre.domain.accounts import Actor, parse_scopes
+from coffre.http import deps
+from coffre.http.api.schemas import (
+    LoginRequest,
+    Me,
+    SetupRequest,
+    TokenCreated,
+    TokenOut,
+    TokenRequest,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+Actor_ = Annotated[Actor, Depends(deps.actor)]
+Ctx = Annotated[Context, Depends(deps.context)]
+
+
+@router.post("/setup", status_code=201, summary="Create the first administrator")
+async def setup(body: SetupRequest, request: Request, ctx: Ctx) -> Me:
+    app = deps.coffre(request)
+    user = await to_thread.run_sync(
+        lambda: app.accounts.complete_setup(
+            body.token, body.email, body.password, body.organisation, body.display_name, ctx
+        )
+    )
+    return Me(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        role=user.role,
+        organisation_id=user.organisation_id,
+        scopes=[],
+    )
+
+
+@router.post("/auth/token", status_code=201, summary="Log in and get an API token")
+async def login(body: LoginRequest, request: Request, ctx: Ctx) -> TokenCreated:
+    app = deps.coffre(request)
+    scopes = parse_scopes(" ".join(body.scopes))
+
+    def run() -> str:
+        user = app.accounts.authenticate(body.email, body.password, ctx)
+        return app.accounts.create_token(user, body.token_name, scopes, ctx, body.expires_in_days)
+
+    token = await to_thread.run_sync(run)
+    return TokenCreated(token=token, scopes=sorted(scopes))
+
+
+@router.get("/me")
+def me(actor: Actor_, request: Request) -> Me:
+    user = deps.coffre(request).accounts.user(actor)
+    return Me(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        role=user.role,
+        organisation_id=user.organisation_id,
+        scopes=sorted(actor.scopes),
+    )
+
+
+@router.get("/tokens")
+def list_tokens(actor: Actor_, request: Request) -> list[TokenOut]:
+    return [TokenOut(**t.__dict__) for t in deps.coffre(request).accounts.list_tokens(actor)]
+
+
+@router.post("/tokens", status_code=201)
+def create_token(body: TokenRequest, actor: Actor_, request: Request, ctx: Ctx) -> TokenCreated:
+    scopes = parse_scopes(" ".join(body.scopes))
+    token = deps.coffre(request).accounts.create_token(
+        actor, body.name, scopes, ctx, body.expires_in_days
+    )
+    return TokenCreated(token=token, scopes=sorted(scopes))
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(token_id: str, actor: Actor_, request: Request, ctx: Ctx) -> Response:
+    deps.coffre(request).accounts.revoke_token(actor, token_id, ctx)
+    return Response(status_code=204)

@@ -1,0 +1,94 @@
+"""Recipients' side: a personal link's files, password unlock, downloads.
+
+The link token travels in the path (it is the capability); an access
+grant obtained with the transfer's password travels in the
+``X-Coffre-Access`` header or the ``__Host-coffre-access`` cookie.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Request, Response
+
+from coffre.audit.trail import Context
+from coffre.http import deps
+from coffre.http.api.schemas import Access, LinkFileOut, LinkOut, Unlock
+from coffre.http.downloads import archive_response, file_response, requested_range
+from coffre.services.links import ACCESS_LIFETIME
+
+router = APIRouter(prefix="/api/v1/links", tags=["links"])
+Ctx = Annotated[Context, Depends(deps.context)]
+ACCESS_COOKIE = "__Host-coffre-access"
+
+
+def access_of(request: Request) -> str | None:
+    return request.headers.get("x-coffre-access") or request.cookies.get(ACCESS_COOKIE)
+
+
+@router.get("/{token}", summary="What a personal link gives access to")
+def view(token: str, request: Request, ctx: Ctx) -> LinkOut:
+    link = deps.coffre(request).links.view(token, access_of(request), ctx)
+    base = str(request.url_for("link_file", token=token, file_id="X"))[:-1]
+    return LinkOut(
+        transfer_id=link.transfer_id,
+        sender=link.sender,
+        sender_email=link.sender_email,
+        subject=link.subject,
+        message=link.message,
+        expires_at=link.expires_at,
+        total_size=link.total_size,
+        files=[LinkFileOut(**f.__dict__, url=base + f.id) for f in link.files],
+        archive_url=str(request.url_for("link_archive", token=token)),
+    )
+
+
+@router.post("/{token}/unlock", summary="Exchange the link password for an access grant")
+def unlock(token: str, body: Unlock, request: Request, response: Response, ctx: Ctx) -> Access:
+    access = deps.coffre(request).links.unlock(token, body.password, ctx)
+    seconds = int(ACCESS_LIFETIME.total_seconds())
+    response.set_cookie(
+        ACCESS_COOKIE,
+        access,
+        max_age=seconds,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+    return Access(access=access, expires_in=seconds)
+
+
+@router.api_route(
+    "/{token}/files/{file_id}", methods=["GET", "HEAD"], name="link_file", response_class=Response
+)
+async def download_file(token: str, file_id: str, request: Request, ctx: Ctx) -> Response:
+    app = deps.coffre(request)
+    head = request.method == "HEAD"
+    access = access_of(request)
+
+    def prepare() -> Response:
+        dl = app.links.open_file(
+            token,
+            access,
+            file_id,
+            lambda size, etag: requested_range(request, size, etag),
+            ctx,
+            body=not head,
+        )
+        return file_response(request, dl, head)
+
+    return await to_thread.run_sync(prepare)
+
+
+@router.api_route(
+    "/{token}/archive.zip", methods=["GET", "HEAD"], name="link_archive", response_class=Response
+)
+async def download_archive(token: str, request: Request, ctx: Ctx) -> Response:
+    app = deps.coffre(request)
+    head = request.method == "HEAD"
+    name, size, body = await to_thread.run_sync(
+        app.links.open_archive, token, access_of(request), ctx
+    )
+    return archive_response(name, size, body, head)

@@ -1,0 +1,132 @@
+"""Request and response bodies of the JSON API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SetupRequest(Strict):
+    token: str = Field(max_length=200)
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=256)
+    organisation: str = Field(max_length=200)
+    display_name: str = Field(default="", max_length=200)
+
+
+class LoginRequest(Strict):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=256)
+    token_name: str = Field(default="cli", max_length=100)
+    scopes: list[str] = Field(default=["transfers:read", "transfers:write"], max_length=10)
+    expires_in_days: int | None = Field(default=90, ge=1, le=3650)
+
+
+class TokenRequest(Strict):
+    name: str = Field(max_length=100)
+    scopes: list[str] = Field(max_length=10)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenCreated(BaseModel):
+    token: str
+    scopes: list[str]
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+class Me(BaseModel):
+    id: str
+    email: str
+    display_name: str
+    role: str
+    organisation_id: str
+    scopes: list[str]
+
+
+class TransferCreate(Strict):
+    files: list[str] = Field(min_length=1, max_length=1000, description="completed upload ids")
+    recipients: list[str] = Field(min_length=1, max_length=100)
+    subject: str = Field(default="", max_length=200)
+    message: str = Field(default="", max_length=10_000)
+    expires_in: str = Field(
+        default="7d", max_length=20, description="12h, 7d, 2w, 3m or 'permanent'"
+    )
+    max_downloads: int | None = Field(default=None, ge=1, le=1000)
+    password: str | None = Field(default=None, max_length=256)
+    notify_on_download: bool = False
+
+
+class Extend(Strict):
+    expires_in: str = Field(max_length=20)
+
+
+class FileOut(BaseModel):
+    id: str
+    name: str
+    size: int
+    sha256: str
+
+
+class RecipientOut(BaseModel):
+    id: str
+    email: str
+    downloads: int
+    first_opened_at: datetime | None
+
+
+class TransferOut(BaseModel):
+    id: str
+    subject: str
+    message: str
+    status: str
+    created_at: datetime
+    expires_at: datetime | None
+    max_downloads: int | None
+    password_protected: bool
+    notify_on_download: bool
+    files: list[FileOut]
+    recipients: list[RecipientOut]
+    links: dict[str, str] | None = None
+
+
+class Unlock(Strict):
+    password: str = Field(max_length=256)
+
+
+class Access(BaseModel):
+    access: str
+    expires_in: int
+
+
+class LinkFileOut(BaseModel):
+    id: str
+    name: str
+    size: int
+    sha256: str
+    downloads_left: int | None
+    url: str
+
+
+class LinkOut(BaseModel):
+    transfer_id: str
+    sender: str
+    sender_email: str
+    subject: str
+    message: str
+    expires_at: datetime | None
+    files: list[LinkFileOut]
+    total_size: int
+    archive_url: str

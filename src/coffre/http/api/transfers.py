@@ -1,0 +1,69 @@
+"""Senders' side of transfers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from coffre.audit.trail import Context
+from coffre.domain.accounts import Actor
+from coffre.domain.transfers import parse_expiry
+from coffre.http import deps
+from coffre.http.api.schemas import Extend, TransferCreate, TransferOut
+from coffre.services.transfers import NewTransfer, TransferView
+
+router = APIRouter(prefix="/api/v1/transfers", tags=["transfers"])
+Actor_ = Annotated[Actor, Depends(deps.actor)]
+Ctx = Annotated[Context, Depends(deps.context)]
+
+
+def _out(view: TransferView) -> TransferOut:
+    return TransferOut.model_validate(view, from_attributes=True)
+
+
+@router.post("", status_code=201, summary="Create a transfer from completed uploads")
+def create(body: TransferCreate, actor: Actor_, request: Request, ctx: Ctx) -> TransferOut:
+    new = NewTransfer(
+        upload_ids=body.files,
+        recipients=body.recipients,
+        message=body.message,
+        subject=body.subject,
+        expires_in=parse_expiry(body.expires_in),
+        max_downloads=body.max_downloads,
+        password=body.password,
+        notify_on_download=body.notify_on_download,
+    )
+    return _out(deps.coffre(request).transfers.create(actor, new, ctx))
+
+
+@router.get("")
+def list_(actor: Actor_, request: Request) -> list[TransferOut]:
+    return [_out(v) for v in deps.coffre(request).transfers.list_sent(actor)]
+
+
+@router.get("/{transfer_id}")
+def get(transfer_id: str, actor: Actor_, request: Request) -> TransferOut:
+    return _out(deps.coffre(request).transfers.get(actor, transfer_id))
+
+
+@router.post("/{transfer_id}/revoke")
+def revoke(transfer_id: str, actor: Actor_, request: Request, ctx: Ctx) -> TransferOut:
+    return _out(deps.coffre(request).transfers.revoke(actor, transfer_id, ctx))
+
+
+@router.post("/{transfer_id}/extend")
+def extend(
+    transfer_id: str, body: Extend, actor: Actor_, request: Request, ctx: Ctx
+) -> TransferOut:
+    return _out(
+        deps.coffre(request).transfers.extend(
+            actor, transfer_id, parse_expiry(body.expires_in), ctx
+        )
+    )
+
+
+@router.delete("/{transfer_id}", status_code=204)
+def delete(transfer_id: str, actor: Actor_, request: Request, ctx: Ctx) -> Response:
+    deps.coffre(request).transfers.delete(actor, transfer_id, ctx)
+    return Response(status_code=204)

@@ -1,0 +1,103 @@
+"""The ASGI application: routers, error handlers, middleware, jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from anyio import to_thread
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+
+from coffre import __version__
+from coffre.bootstrap import Coffre
+from coffre.http import errors, tus
+from coffre.http.api import accounts, links, transfers
+from coffre.http.middleware import SecurityHeaders
+from coffre.http.web import pages
+from coffre.jobs import scheduler
+
+
+def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(scheduler.run_forever(coffre)) if run_jobs else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        title="Coffre",
+        version=__version__,
+        summary="Send, receive, share and back up health data, encrypted at rest.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.coffre = coffre
+    errors.install(app, pages.render_error)
+    for router in (accounts.router, transfers.router, links.router, tus.router, pages.router):
+        app.include_router(router)
+    app.mount(
+        "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"
+    )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        def check() -> dict[str, str]:
+            result = {}
+            try:
+                with coffre.db.session() as session:
+                    session.execute(text("SELECT 1"))
+                result["database"] = "ok"
+            except Exception:  # noqa: BLE001 - readiness reports, never raises
+                result["database"] = "unavailable"
+            try:
+                coffre.store.exists("readyz-probe")
+                result["storage"] = "ok"
+            except Exception:  # noqa: BLE001
+                result["storage"] = "unavailable"
+            return result
+
+        checks = await to_thread.run_sync(check)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> JSONResponse:
+        return JSONResponse(
+            {
+                "name": "Coffre",
+                "version": __version__,
+                "api": "/api/v1/",
+                "openapi": "/api/openapi.json",
+            }
+        )
+
+    hsts = coffre.settings.base_url.startswith("https://")
+    wrapped = SecurityHeaders(tus.MethodOverride(app), hsts=hsts)
+    app.state.asgi = wrapped
+    return app
+
+
+def asgi_app(coffre: Coffre, *, run_jobs: bool = True) -> SecurityHeaders:
+    """The application with its outer middleware, as served."""
+    app = create_app(coffre, run_jobs=run_jobs)
+    asgi: SecurityHeaders = app.state.asgi
+    return asgi

@@ -1,0 +1,112 @@
+"""One JSON error shape for every endpoint::
+
+    {"error": {"code": "not_found", "message": "...", "details": {...}}}
+
+Web pages get the same information as a small French HTML page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coffre.errors import CoffreError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid_input",
+    401: "authentication_required",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    410: "gone",
+    411: "length_required",
+    412: "precondition_failed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    429: "too_many_attempts",
+}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def _extra_headers(request: Request) -> dict[str, str]:
+    headers = {"Cache-Control": "no-store"}
+    if request.url.path.startswith("/api/v1/uploads"):
+        headers["Tus-Resumable"] = "1.0.0"
+    return headers
+
+
+def install(app: FastAPI, render_page: Any) -> None:
+    """Register the handlers. ``render_page(request, status, error)`` may
+    return an HTML response for browser pages, or None."""
+
+    @app.exception_handler(CoffreError)
+    async def coffre_error(request: Request, exc: CoffreError) -> Response:
+        status = exc.status
+        if exc.details.get("unsatisfiable"):
+            status = 416
+        if status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        page = render_page(request, status, exc.code, exc.message, exc.details)
+        if page is not None:
+            return page  # type: ignore[no-any-return]
+        headers = _extra_headers(request)
+        if status == 401 and request.url.path.startswith("/api/"):
+            headers["WWW-Authenticate"] = 'Bearer realm="coffre"'
+        if status == 412 and request.url.path.startswith("/api/v1/uploads"):
+            headers["Tus-Version"] = "1.0.0"
+        details = {k: v for k, v in exc.details.items() if k != "unsatisfiable"}
+        return error_response(status, exc.code, exc.message, details, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "problem": e.get("msg")}
+            for e in exc.errors()
+        ]
+        return error_response(
+            400,
+            "invalid_input",
+            "the request is malformed",
+            {"problems": problems},
+            _extra_headers(request),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        page = render_page(request, exc.status_code, code, message, {})
+        if page is not None:
+            return page  # type: ignore[no-any-return]
+        headers = {**_extra_headers(request), **(exc.headers or {})}
+        return error_response(exc.status_code, code, message, None, headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.scope.get("route"))
+        return error_response(
+            500, "internal_error", "an internal error occurred", None, _extra_headers(request)
+        )

@@ -1,0 +1,72 @@
+"""ASGI middleware: security headers and an access log that never records
+a token (personal links and setup links carry capabilities in the path)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("coffre.access")
+
+_SECRET_PATH = re.compile(r"^(/t/|/setup/|/api/v1/links/)[^/]+")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def redact_path(path: str) -> str:
+    return _SECRET_PATH.sub(lambda m: m.group(1) + "[redacted]", path)
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp, hsts: bool) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+        sent = 0
+        is_static = scope["path"].startswith("/static/")
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Content-Security-Policy", CSP)
+                headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+                if not is_static:
+                    headers.setdefault("Cache-Control", "no-store")
+                if self.hsts:
+                    headers.setdefault(
+                        "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
+                    )
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            client = scope.get("client")
+            access_log.info(
+                '%s "%s %s" %d %d %.3fs',
+                client[0] if client else "-",
+                scope["method"],
+                redact_path(scope["path"]),
+                status,
+                sent,
+                time.perf_counter() - started,
+            )

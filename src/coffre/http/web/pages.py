@@ -1,0 +1,217 @@
+"""Web pages: a recipient's link, the first-run setup, the dev mailbox."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
+
+from coffre.audit.trail import Context
+from coffre.errors import AuthenticationRequired, CoffreError, InvalidInput, NotFound
+from coffre.http import deps
+from coffre.http.api.links import ACCESS_COOKIE, access_of
+from coffre.services.links import ACCESS_LIFETIME
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+router = APIRouter(include_in_schema=False)
+Ctx = Annotated[Context, Depends(deps.context)]
+_URL = re.compile(r"https?://[^\s<>\"]+")
+HTML_PATHS = ("/t/", "/setup/", "/dev/")
+
+
+def _filesize(value: int) -> str:
+    size = float(value)
+    for unit in ("octets", "Ko", "Mo", "Go", "To"):
+        if size < 1024 or unit == "To":
+            return f"{size:.0f} {unit}" if unit == "octets" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+def _linkify(text: str) -> Markup:
+    escaped = str(escape(text))
+    # Safe: the text is escaped first; URLs matched cannot contain quotes or <>.
+    linked = _URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', escaped)
+    return Markup(linked)  # noqa: S704
+
+
+TEMPLATES.env.filters["filesize"] = _filesize
+TEMPLATES.env.filters["linkify"] = _linkify
+TEMPLATES.env.filters["datetime"] = lambda ts: datetime.fromtimestamp(ts, UTC).strftime(
+    "%d/%m/%Y %H:%M:%S UTC"
+)
+
+_ERRORS = {
+    "expired": (
+        "Lien expiré",
+        "Ce transfert a expiré et ses fichiers ont été détruits.",
+        "Demandez à l'expéditeur de vous les envoyer à nouveau.",
+    ),
+    "revoked": ("Lien révoqué", "L'expéditeur a révoqué ce transfert.", None),
+    "deleted": ("Transfert supprimé", "Ce transfert a été supprimé.", None),
+    "exhausted": (
+        "Limite atteinte",
+        "Le nombre de téléchargements autorisé est atteint.",
+        "Demandez à l'expéditeur un nouvel envoi si nécessaire.",
+    ),
+}
+
+
+def render_error(
+    request: Request, status: int, code: str, message: str, details: dict[str, Any]
+) -> Response | None:
+    """An HTML error page for browser pages; None for the API (JSON)."""
+    path = request.url.path
+    if not path.startswith(HTML_PATHS):
+        return None
+    reason = details.get("reason")
+    if isinstance(reason, str) and reason in _ERRORS:
+        title, explanation, hint = _ERRORS[reason]
+    elif status == 404:
+        title, explanation, hint = (
+            "Lien inconnu",
+            "Ce lien n'existe pas ou plus.",
+            "Vérifiez qu'il a été copié en entier.",
+        )
+    else:
+        title, explanation, hint = ("Erreur", message, None)
+    return TEMPLATES.TemplateResponse(
+        request,
+        "error.html",
+        {"title": title, "explanation": explanation, "hint": hint},
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/t/{token}", name="link_page")
+def link_page(token: str, request: Request, ctx: Ctx) -> Response:
+    app = deps.coffre(request)
+    try:
+        link = app.links.view(token, access_of(request), ctx)
+    except AuthenticationRequired:
+        _, sender = app.links.peek(token)
+        return TEMPLATES.TemplateResponse(
+            request,
+            "unlock.html",
+            {"token": token, "sender": sender, "error": None},
+            headers={"Cache-Control": "no-store"},
+        )
+    return TEMPLATES.TemplateResponse(
+        request,
+        "link.html",
+        {"token": token, "link": link},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.post("/t/{token}/unlock")
+async def unlock_page(token: str, request: Request, ctx: Ctx) -> Response:
+    app = deps.coffre(request)
+    form = await request.form()
+    password = str(form.get("password", ""))[:256]
+    try:
+        access = await to_thread.run_sync(app.links.unlock, token, password, ctx)
+    except AuthenticationRequired:
+        _, sender = await to_thread.run_sync(app.links.peek, token)
+        return TEMPLATES.TemplateResponse(
+            request,
+            "unlock.html",
+            {"token": token, "sender": sender, "error": "Mot de passe incorrect."},
+            status_code=401,
+            headers={"Cache-Control": "no-store"},
+        )
+    response = RedirectResponse(f"/t/{token}", status_code=303)
+    response.set_cookie(
+        ACCESS_COOKIE,
+        access,
+        max_age=int(ACCESS_LIFETIME.total_seconds()),
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+@router.get("/setup/{token}")
+def setup_page(token: str, request: Request) -> Response:
+    deps.coffre(request).accounts.check_setup_token(token)
+    return TEMPLATES.TemplateResponse(
+        request,
+        "setup.html",
+        {
+            "token": token,
+            "done": False,
+            "error": None,
+            "email": "",
+            "organisation": "",
+            "display_name": "",
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.post("/setup/{token}")
+async def setup_submit(token: str, request: Request, ctx: Ctx) -> Response:
+    app = deps.coffre(request)
+    form = await request.form()
+    fields = {
+        k: str(form.get(k, ""))[:256] for k in ("email", "password", "organisation", "display_name")
+    }
+    try:
+        await to_thread.run_sync(
+            lambda: app.accounts.complete_setup(
+                token,
+                fields["email"],
+                fields["password"],
+                fields["organisation"],
+                fields["display_name"],
+                ctx,
+            )
+        )
+    except InvalidInput as exc:
+        return TEMPLATES.TemplateResponse(
+            request,
+            "setup.html",
+            {"token": token, "done": False, "error": _setup_error(exc), **fields, "password": ""},
+            status_code=400,
+            headers={"Cache-Control": "no-store"},
+        )
+    return TEMPLATES.TemplateResponse(
+        request,
+        "setup.html",
+        {"done": True, "email": fields["email"], "public_url": app.settings.base_url},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _setup_error(exc: CoffreError) -> str:
+    field = exc.details.get("field")
+    return {
+        "email": "L'adresse e-mail n'est pas valide.",
+        "password": "Le mot de passe doit comporter entre 12 et 256 caractères variés.",
+        "organisation": "Indiquez le nom de l'organisation.",
+    }.get(str(field), "Les informations saisies ne sont pas valides.")
+
+
+@router.get("/dev/mailbox")
+def mailbox(request: Request) -> HTMLResponse:
+    """Development only: shown in dev mode, without SMTP, to loopback clients."""
+    app = deps.coffre(request)
+    client = request.client.host if request.client else ""
+    if app.dev_mailbox is None or app.settings.mode != "dev" or client not in {"127.0.0.1", "::1"}:
+        raise NotFound("not found")
+    return TEMPLATES.TemplateResponse(
+        request,
+        "mailbox.html",
+        {"messages": app.dev_mailbox.messages()},
+        headers={"Cache-Control": "no-store"},
+    )

@@ -1,0 +1,1 @@
+"""Scheduled work (purge, mail delivery). Jobs call services only."""

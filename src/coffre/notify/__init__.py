@@ -1,0 +1,1 @@
+"""Notifications: mail over SMTP, the development mailbox, in-memory for tests."""

@@ -1,0 +1,387 @@
+"""A recipient's side of a transfer: open the personal link, unlock it
+with the transfer's password, download files or the whole ZIP.
+
+A download counts only once every byte of a full GET went out: HEAD,
+partial ranges and aborted reads never use up a limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from zipstream import ZIP_STORED, ZipStream
+
+from coffre.audit import trail
+from coffre.crypto import credentials, stream
+from coffre.db.engine import Database
+from coffre.db.tables import Download, LinkAccess, Recipient, Transfer, TransferFile, User
+from coffre.domain.transfers import (
+    ByteRange,
+    check_downloads_left,
+    check_link_usable,
+    downloads_left,
+)
+from coffre.errors import AuthenticationRequired, NotFound, TooManyAttempts
+from coffre.ports import BlobStore, Clock
+from coffre.services import messages
+from coffre.services.keys import KeyRing
+from coffre.services.transfers import FileView, TransferService
+
+ACCESS_LIFETIME = timedelta(hours=2)
+READ_BATCH_SEGMENTS = 4
+
+
+@dataclass(frozen=True)
+class LinkFile:
+    id: str
+    name: str
+    size: int
+    sha256: str
+    downloads_left: int | None
+
+
+@dataclass(frozen=True)
+class LinkView:
+    transfer_id: str
+    sender: str
+    sender_email: str
+    subject: str
+    message: str
+    expires_at: datetime | None
+    password_required: bool
+    files: list[LinkFile]
+    total_size: int
+
+
+@dataclass
+class FileDownload:
+    """What a handler needs to stream one file (or part of it)."""
+
+    file: FileView
+    etag: str
+    start: int
+    end: int
+    body: Iterator[bytes]
+
+
+class LinkService:
+    def __init__(
+        self,
+        db: Database,
+        store: BlobStore,
+        keys: KeyRing,
+        transfers: TransferService,
+        clock: Clock,
+        *,
+        password_attempts: int,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.keys = keys
+        self.transfers = transfers
+        self.clock = clock
+        self.password_attempts = password_attempts
+
+    # -- access -----------------------------------------------------------------
+
+    def _recipient(self, session: Session, token: str) -> Recipient:
+        recipient = session.execute(
+            select(Recipient).where(Recipient.token_hash == credentials.hash_token(token))
+        ).scalar_one_or_none()
+        if recipient is None:
+            raise NotFound("unknown link")
+        check_link_usable(recipient.transfer, self.clock.now())
+        return recipient
+
+    def _check_access(self, session: Session, recipient: Recipient, access: str | None) -> None:
+        if recipient.transfer.password_hash is None:
+            return
+        if access:
+            grant = session.get(LinkAccess, credentials.hash_token(access))
+            if (
+                grant is not None
+                and grant.recipient_id == recipient.id
+                and grant.expires_at > self.clock.now()
+            ):
+                return
+        raise AuthenticationRequired(
+            "this link is protected by a password", reason="password_required"
+        )
+
+    def unlock(self, token: str, password: str, ctx: trail.Context) -> str:
+        """Exchange the transfer's password for a short-lived access grant."""
+        with self.db.session() as session:
+            recipient = self._recipient(session, token)
+            transfer = recipient.transfer
+            if transfer.password_hash is None:
+                ok = True
+            elif recipient.password_failures >= self.password_attempts:
+                trail.record(
+                    session,
+                    "link.password_locked",
+                    actor=None,
+                    organisation_id=transfer.organisation_id,
+                    object_type="recipient",
+                    object_id=recipient.id,
+                    outcome="failure",
+                    context=ctx,
+                )
+                locked = True
+                ok = False
+            else:
+                locked = False
+                ok = credentials.verify_password(transfer.password_hash, password)
+            if not ok:
+                if not locked:
+                    recipient.password_failures += 1
+                    trail.record(
+                        session,
+                        "link.password_failed",
+                        actor=None,
+                        organisation_id=transfer.organisation_id,
+                        object_type="recipient",
+                        object_id=recipient.id,
+                        outcome="failure",
+                        context=ctx,
+                        failures=recipient.password_failures,
+                    )
+                failed_locked = locked
+            else:
+                recipient.password_failures = 0
+                access = credentials.new_token()
+                session.add(
+                    LinkAccess(
+                        token_hash=credentials.hash_token(access),
+                        recipient_id=recipient.id,
+                        expires_at=self.clock.now() + ACCESS_LIFETIME,
+                    )
+                )
+                trail.record(
+                    session,
+                    "link.unlocked",
+                    actor=None,
+                    organisation_id=transfer.organisation_id,
+                    object_type="recipient",
+                    object_id=recipient.id,
+                    context=ctx,
+                )
+                return access
+        if failed_locked:
+            raise TooManyAttempts("too many wrong passwords: ask the sender for a new link")
+        raise AuthenticationRequired("wrong password", reason="wrong_password")
+
+    def view(self, token: str, access: str | None, ctx: trail.Context) -> LinkView:
+        with self.db.session() as session:
+            recipient = self._recipient(session, token)
+            transfer = recipient.transfer
+            self._check_access(session, recipient, access)
+            if recipient.first_opened_at is None:
+                recipient.first_opened_at = self.clock.now()
+            trail.record(
+                session,
+                "link.opened",
+                actor=None,
+                organisation_id=transfer.organisation_id,
+                object_type="recipient",
+                object_id=recipient.id,
+                context=ctx,
+                transfer=transfer.id,
+            )
+            counts = self._counts(session, recipient.id)
+            sender = session.get(User, transfer.sender_id)
+            assert sender is not None
+            view = self.transfers._view(session, transfer)
+            files = [
+                LinkFile(
+                    f.id, f.name, f.size, f.sha256, downloads_left(transfer, counts.get(f.id, 0))
+                )
+                for f in view.files
+            ]
+            return LinkView(
+                transfer_id=transfer.id,
+                sender=sender.display_name or sender.email,
+                sender_email=sender.email,
+                subject=view.subject,
+                message=view.message,
+                expires_at=transfer.expires_at,
+                password_required=transfer.password_hash is not None,
+                files=files,
+                total_size=sum(f.size for f in files),
+            )
+
+    def peek(self, token: str) -> tuple[bool, str | None]:
+        """(password required, sender) without recording an open; for pages."""
+        with self.db.session() as session:
+            recipient = self._recipient(session, token)
+            sender = session.get(User, recipient.transfer.sender_id)
+            return recipient.transfer.password_hash is not None, sender.email if sender else None
+
+    def _counts(self, session: Session, recipient_id: str) -> dict[str, int]:
+        return dict(
+            session.execute(
+                select(Download.file_id, func.count())
+                .where(Download.recipient_id == recipient_id)
+                .group_by(Download.file_id)
+            )
+            .tuples()
+            .all()
+        )
+
+    # -- downloads --------------------------------------------------------------
+
+    def open_file(
+        self,
+        token: str,
+        access: str | None,
+        file_id: str,
+        choose_range: Callable[[int, str], ByteRange | None],
+        ctx: trail.Context,
+        *,
+        body: bool = True,
+    ) -> FileDownload:
+        """Prepare a file download; the body counts as a download only if
+        it covers the whole file and is consumed to the end."""
+        with self.db.session() as session:
+            recipient = self._recipient(session, token)
+            self._check_access(session, recipient, access)
+            file = session.get(TransferFile, file_id)
+            if file is None or file.transfer_id != recipient.transfer_id:
+                raise NotFound("file not found")
+            check_downloads_left(
+                recipient.transfer, self._counts(session, recipient.id).get(file.id, 0)
+            )
+            view = self.transfers.file_view(session, file)
+            key = self.keys.blob_key(session, file.blob)
+            storage_key = file.blob.storage_key
+            stream_size = file.blob.ciphertext_size
+            recipient_id = recipient.id
+        etag = f'"{view.sha256[:32]}"'
+        rng = choose_range(view.size, etag)
+        lo, hi = (rng.start, rng.end) if rng else (0, view.size)
+        whole = lo == 0 and hi == file.size
+        iterator: Iterator[bytes] = iter(())
+        if body:
+            chunks = self._plaintext(key, storage_key, stream_size, lo, hi)
+            iterator = _on_complete(
+                chunks,
+                (lambda: self._record(recipient_id, [file_id], False, ctx)) if whole else None,
+            )
+        return FileDownload(file=view, etag=etag, start=lo, end=hi, body=iterator)
+
+    def _plaintext(
+        self, key: bytes, storage_key: str, stream_size: int, start: int, end: int
+    ) -> Iterator[bytes]:
+        def read(offset: int, length: int) -> bytes:
+            return self.store.read(storage_key, offset, length)
+
+        return stream.decrypt_range(
+            key, read, stream_size, start, end, batch_segments=READ_BATCH_SEGMENTS
+        )
+
+    def open_archive(
+        self, token: str, access: str | None, ctx: trail.Context
+    ) -> tuple[str, int, Iterator[bytes]]:
+        """The whole transfer as a ZIP built on the fly (stored, ZIP64).
+
+        Returns (file name, exact size, body). Counts one download of every
+        file once the last byte is out.
+        """
+        with self.db.session() as session:
+            recipient = self._recipient(session, token)
+            self._check_access(session, recipient, access)
+            counts = self._counts(session, recipient.id)
+            entries = []
+            for file in recipient.transfer.files:
+                check_downloads_left(recipient.transfer, counts.get(file.id, 0))
+                view = self.transfers.file_view(session, file)
+                entries.append(
+                    (
+                        view,
+                        self.keys.blob_key(session, file.blob),
+                        file.blob.storage_key,
+                        file.blob.ciphertext_size,
+                    )
+                )
+            recipient_id = recipient.id
+            transfer_id = recipient.transfer_id
+        archive = ZipStream(compress_type=ZIP_STORED, sized=True)
+        used: set[str] = set()
+        for view, key, storage_key, size in entries:
+            archive.add(
+                self._plaintext(key, storage_key, size, 0, view.size),
+                arcname=_unique_name(view.name, used),
+                size=view.size,
+            )
+        name = f"coffre-{transfer_id[:8]}.zip"
+        body = _on_complete(
+            iter(archive),
+            lambda: self._record(recipient_id, [e[0].id for e in entries], True, ctx),
+        )
+        return name, len(archive), body
+
+    def _record(
+        self, recipient_id: str, file_ids: list[str], archive: bool, ctx: trail.Context
+    ) -> None:
+        now = self.clock.now()
+        with self.db.session() as session:
+            recipient = session.get(Recipient, recipient_id)
+            assert recipient is not None
+            transfer: Transfer = recipient.transfer
+            for file_id in file_ids:
+                session.add(
+                    Download(
+                        recipient_id=recipient_id,
+                        file_id=file_id,
+                        completed_at=now,
+                        via_archive=archive,
+                    )
+                )
+            trail.record(
+                session,
+                "transfer.downloaded",
+                actor=None,
+                organisation_id=transfer.organisation_id,
+                object_type="recipient",
+                object_id=recipient_id,
+                context=ctx,
+                transfer=transfer.id,
+                files=file_ids,
+                archive=archive,
+            )
+            if transfer.notify_on_download:
+                sender = session.get(User, transfer.sender_id)
+                assert sender is not None
+                subject = self.transfers._view(session, transfer).subject
+                what = "tous les fichiers (ZIP)" if archive else f"{len(file_ids)} fichier(s)"
+                self.transfers.notify_sender(
+                    session,
+                    transfer,
+                    messages.download_notice(
+                        to=sender.email,
+                        recipient=recipient.email,
+                        transfer_subject=subject,
+                        what=what,
+                    ),
+                )
+
+
+def _on_complete(chunks: Iterator[bytes], done: Callable[[], None] | None) -> Iterator[bytes]:
+    """Yield ``chunks``; call ``done`` only after the consumer asked past the
+    last one (so every byte was handed to the server for sending)."""
+    yield from chunks
+    if done is not None:
+        done()
+
+
+def _unique_name(name: str, used: set[str]) -> str:
+    candidate, n = name, 1
+    stem, dot, ext = name.rpartition(".")
+    while candidate.lower() in used:
+        n += 1
+        candidate = f"{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
+    used.add(candidate.lower())
+    return candidate

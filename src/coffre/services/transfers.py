@@ -1,0 +1,425 @@
+"""Transfers: create, list, revoke, extend, delete, purge.
+
+Recipients' side (links, downloads) is in ``services.links``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from coffre.audit import trail
+from coffre.crypto import credentials
+from coffre.db.engine import Database
+from coffre.db.tables import Download, Recipient, Transfer, TransferFile, Upload, User, new_id
+from coffre.domain.accounts import Actor, Scope, normalise_email
+from coffre.domain.transfers import (
+    MAX_MESSAGE_CHARS,
+    MAX_RECIPIENTS,
+    check_expiry,
+    require_manage,
+    sanitise_filename,
+)
+from coffre.errors import Conflict, Gone, InvalidInput, NotFound
+from coffre.ports import BlobStore, Clock, Mail
+from coffre.services import messages
+from coffre.services.keys import KeyRing
+from coffre.services.mail import MailQueue
+
+
+@dataclass(frozen=True)
+class NewTransfer:
+    upload_ids: list[str]
+    recipients: list[str]
+    message: str = ""
+    subject: str = ""
+    expires_in: timedelta | None = timedelta(days=7)
+    max_downloads: int | None = None
+    password: str | None = None
+    notify_on_download: bool = False
+
+
+@dataclass(frozen=True)
+class FileView:
+    id: str
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RecipientView:
+    id: str
+    email: str
+    downloads: int
+    first_opened_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TransferView:
+    id: str
+    subject: str
+    message: str
+    created_at: datetime
+    expires_at: datetime | None
+    max_downloads: int | None
+    password_protected: bool
+    notify_on_download: bool
+    status: str
+    files: list[FileView]
+    recipients: list[RecipientView]
+    #: Personal links, only right after creation (never stored in clear).
+    links: dict[str, str] | None = None
+
+
+class TransferService:
+    def __init__(
+        self,
+        db: Database,
+        store: BlobStore,
+        keys: KeyRing,
+        mail: MailQueue,
+        clock: Clock,
+        *,
+        public_url: str,
+        max_expiry: timedelta,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.keys = keys
+        self.mail = mail
+        self.clock = clock
+        self.public_url = public_url.rstrip("/")
+        self.max_expiry = max_expiry
+
+    def link_url(self, token: str) -> str:
+        return f"{self.public_url}/t/{token}"
+
+    # -- create -----------------------------------------------------------------
+
+    def create(self, actor: Actor, new: NewTransfer, ctx: trail.Context) -> TransferView:
+        actor.require(Scope.TRANSFERS_WRITE)
+        recipients = _unique([normalise_email(r) for r in new.recipients])
+        if not recipients:
+            raise InvalidInput("a transfer needs at least one recipient", field="recipients")
+        if len(recipients) > MAX_RECIPIENTS:
+            raise InvalidInput(f"at most {MAX_RECIPIENTS} recipients", field="recipients")
+        if not new.upload_ids:
+            raise InvalidInput("a transfer needs at least one file", field="files")
+        if len(set(new.upload_ids)) != len(new.upload_ids):
+            raise InvalidInput("the same file is listed twice", field="files")
+        if len(new.message) > MAX_MESSAGE_CHARS or len(new.subject) > 200:
+            raise InvalidInput("the message or subject is too long", field="message")
+        check_expiry(new.expires_in, self.max_expiry)
+        if new.max_downloads is not None and not 1 <= new.max_downloads <= 1000:
+            raise InvalidInput("download limit must be between 1 and 1000", field="max_downloads")
+        password_hash = None
+        if new.password:
+            if not 4 <= len(new.password) <= 256:
+                raise InvalidInput(
+                    "the link password must have 4 to 256 characters", field="password"
+                )
+            password_hash = credentials.hash_password(new.password)
+        now = self.clock.now()
+        links: dict[str, str] = {}
+        with self.db.session() as session:
+            sender = session.get(User, actor.user_id)
+            assert sender is not None
+            transfer = Transfer(
+                id=new_id(),
+                organisation_id=actor.organisation_id,
+                sender_id=actor.user_id,
+                created_at=now,
+                expires_at=now + new.expires_in if new.expires_in is not None else None,
+                max_downloads=new.max_downloads,
+                password_hash=password_hash,
+                notify_on_download=new.notify_on_download,
+            )
+            org = actor.organisation_id
+            transfer.message_sealed = self.keys.seal_text(
+                session, org, new.message, f"transfer:{transfer.id}:message"
+            )
+            transfer.subject_sealed = self.keys.seal_text(
+                session, org, new.subject.strip(), f"transfer:{transfer.id}:subject"
+            )
+            session.add(transfer)
+            total = 0
+            for position, upload_id in enumerate(new.upload_ids):
+                upload = session.get(Upload, upload_id)
+                if upload is None or upload.owner_id != actor.user_id:
+                    raise NotFound("upload not found", upload=upload_id)
+                if upload.completed_at is None or upload.sha256 is None:
+                    raise Conflict("this upload is not complete yet", upload=upload_id)
+                if upload.attached_at is not None:
+                    raise Conflict("this upload already belongs to a transfer", upload=upload_id)
+                metadata = {}
+                if upload.metadata_sealed:
+                    metadata = json.loads(
+                        self.keys.open_text(session, upload.metadata_sealed, f"upload:{upload.id}")
+                    )
+                name = sanitise_filename(metadata.get("filename") or f"fichier-{position + 1}")
+                file = TransferFile(
+                    id=new_id(),
+                    transfer_id=transfer.id,
+                    blob_id=upload.blob_id,
+                    position=position,
+                    size=upload.blob.plaintext_size,
+                    sha256=upload.sha256,
+                )
+                file.name_sealed = self.keys.seal_text(session, org, name, f"file:{file.id}")
+                session.add(file)
+                upload.attached_at = now
+                upload.metadata_sealed = None
+                total += file.size
+            for position, email in enumerate(recipients):
+                token = credentials.new_token()
+                recipient = Recipient(
+                    id=new_id(),
+                    transfer_id=transfer.id,
+                    position=position,
+                    email=email,
+                    token_hash=credentials.hash_token(token),
+                    created_at=now,
+                )
+                session.add(recipient)
+                links[email] = self.link_url(token)
+                self.mail.enqueue(
+                    session,
+                    org,
+                    messages.transfer_link(
+                        to=email,
+                        sender=sender.display_name or sender.email,
+                        sender_email=sender.email,
+                        subject=new.subject.strip(),
+                        message=new.message,
+                        link=links[email],
+                        expires_at=transfer.expires_at,
+                        password=bool(password_hash),
+                    ),
+                )
+            session.flush()
+            trail.record(
+                session,
+                "transfer.created",
+                actor=actor.user_id,
+                organisation_id=org,
+                object_type="transfer",
+                object_id=transfer.id,
+                context=ctx,
+                files=len(new.upload_ids),
+                recipients=len(recipients),
+                bytes=total,
+                expires_at=transfer.expires_at.isoformat() if transfer.expires_at else None,
+                max_downloads=new.max_downloads,
+                password=bool(password_hash),
+            )
+            session.refresh(transfer)
+            view = self._view(session, transfer)
+        return TransferView(**{**view.__dict__, "links": links})
+
+    # -- read -------------------------------------------------------------------
+
+    def list_sent(self, actor: Actor, include_inactive: bool = True) -> list[TransferView]:
+        actor.require(Scope.TRANSFERS_READ)
+        with self.db.session() as session:
+            rows = (
+                session.execute(
+                    select(Transfer)
+                    .where(Transfer.sender_id == actor.user_id, Transfer.purged_at.is_(None))
+                    .order_by(Transfer.created_at.desc())
+                )
+                .scalars()
+                .all()
+            )
+            views = [self._view(session, t) for t in rows]
+        if not include_inactive:
+            views = [v for v in views if v.status == "active"]
+        return views
+
+    def get(self, actor: Actor, transfer_id: str) -> TransferView:
+        actor.require(Scope.TRANSFERS_READ)
+        with self.db.session() as session:
+            return self._view(session, self._managed(session, actor, transfer_id))
+
+    def _managed(self, session: Session, actor: Actor, transfer_id: str) -> Transfer:
+        transfer = session.get(Transfer, transfer_id)
+        if transfer is None:
+            raise NotFound("transfer not found")
+        require_manage(actor, transfer)
+        return transfer
+
+    def _view(self, session: Session, transfer: Transfer) -> TransferView:
+        now = self.clock.now()
+        counts = dict(
+            session.execute(
+                select(Download.recipient_id, func.count())
+                .join(Recipient, Recipient.id == Download.recipient_id)
+                .where(Recipient.transfer_id == transfer.id)
+                .group_by(Download.recipient_id)
+            )
+            .tuples()
+            .all()
+        )
+        if transfer.purged_at is not None:
+            status = "deleted"
+        elif transfer.revoked_at is not None:
+            status = "revoked"
+        elif transfer.expires_at is not None and transfer.expires_at <= now:
+            status = "expired"
+        else:
+            status = "active"
+        purged = transfer.purged_at is not None
+        return TransferView(
+            id=transfer.id,
+            subject=""
+            if purged or not transfer.subject_sealed
+            else self.keys.open_text(
+                session, transfer.subject_sealed, f"transfer:{transfer.id}:subject"
+            ),
+            message=""
+            if purged or not transfer.message_sealed
+            else self.keys.open_text(
+                session, transfer.message_sealed, f"transfer:{transfer.id}:message"
+            ),
+            created_at=transfer.created_at,
+            expires_at=transfer.expires_at,
+            max_downloads=transfer.max_downloads,
+            password_protected=transfer.password_hash is not None,
+            notify_on_download=transfer.notify_on_download,
+            status=status,
+            files=[self.file_view(session, f) for f in transfer.files] if not purged else [],
+            recipients=[
+                RecipientView(r.id, r.email, counts.get(r.id, 0), r.first_opened_at)
+                for r in transfer.recipients
+            ],
+        )
+
+    def file_view(self, session: Session, file: TransferFile) -> FileView:
+        name = self.keys.open_text(session, file.name_sealed, f"file:{file.id}")
+        return FileView(file.id, name, file.size, file.sha256)
+
+    # -- change -----------------------------------------------------------------
+
+    def revoke(self, actor: Actor, transfer_id: str, ctx: trail.Context) -> TransferView:
+        actor.require(Scope.TRANSFERS_WRITE)
+        with self.db.session() as session:
+            transfer = self._managed(session, actor, transfer_id)
+            if transfer.purged_at is not None:
+                raise Gone("this transfer has been deleted")
+            if transfer.revoked_at is None:
+                transfer.revoked_at = self.clock.now()
+                trail.record(
+                    session,
+                    "transfer.revoked",
+                    actor=actor.user_id,
+                    organisation_id=transfer.organisation_id,
+                    object_type="transfer",
+                    object_id=transfer.id,
+                    context=ctx,
+                )
+            return self._view(session, transfer)
+
+    def extend(
+        self, actor: Actor, transfer_id: str, expires_in: timedelta | None, ctx: trail.Context
+    ) -> TransferView:
+        """Set a new expiry counted from now (None = permanent)."""
+        actor.require(Scope.TRANSFERS_WRITE)
+        check_expiry(expires_in, self.max_expiry)
+        with self.db.session() as session:
+            transfer = self._managed(session, actor, transfer_id)
+            if transfer.purged_at is not None:
+                raise Gone("this transfer has been deleted; it cannot be extended")
+            now = self.clock.now()
+            transfer.expires_at = now + expires_in if expires_in is not None else None
+            trail.record(
+                session,
+                "transfer.extended",
+                actor=actor.user_id,
+                organisation_id=transfer.organisation_id,
+                object_type="transfer",
+                object_id=transfer.id,
+                context=ctx,
+                expires_at=transfer.expires_at.isoformat() if transfer.expires_at else None,
+            )
+            return self._view(session, transfer)
+
+    def delete(self, actor: Actor, transfer_id: str, ctx: trail.Context) -> None:
+        actor.require(Scope.TRANSFERS_WRITE)
+        with self.db.session() as session:
+            transfer = self._managed(session, actor, transfer_id)
+            if transfer.purged_at is not None:
+                raise Gone("this transfer has already been deleted")
+            keys = self._shred(session, transfer)
+            trail.record(
+                session,
+                "transfer.deleted",
+                actor=actor.user_id,
+                organisation_id=transfer.organisation_id,
+                object_type="transfer",
+                object_id=transfer.id,
+                context=ctx,
+                files=len(keys),
+            )
+        self._remove_blobs(keys)
+
+    def purge_expired(self) -> int:
+        """Crypto-shred transfers past their expiry. Returns how many."""
+        now = self.clock.now()
+        purged = 0
+        while True:
+            with self.db.session() as session:
+                transfer = session.execute(
+                    select(Transfer)
+                    .where(Transfer.purged_at.is_(None), Transfer.expires_at <= now)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).scalar_one_or_none()
+                if transfer is None:
+                    return purged
+                keys = self._shred(session, transfer)
+                trail.record(
+                    session,
+                    "transfer.purged",
+                    actor=None,
+                    organisation_id=transfer.organisation_id,
+                    object_type="transfer",
+                    object_id=transfer.id,
+                    files=len(keys),
+                    reason="expired",
+                    data_keys_destroyed=len(keys),
+                )
+            self._remove_blobs(keys)
+            purged += 1
+
+    def _shred(self, session: Session, transfer: Transfer) -> list[str]:
+        """Destroy data keys and sealed metadata; returns the blobs' storage keys."""
+        now = self.clock.now()
+        storage_keys = []
+        for file in transfer.files:
+            file.blob.wrapped_key = None
+            file.blob.shredded_at = now
+            file.name_sealed = b""
+            storage_keys.append(file.blob.storage_key)
+        transfer.message_sealed = None
+        transfer.subject_sealed = None
+        transfer.purged_at = now
+        return storage_keys
+
+    def _remove_blobs(self, storage_keys: list[str]) -> None:
+        # After the commit: if this fails, the ciphertext is already noise.
+        for key in storage_keys:
+            self.store.delete(key)
+
+    def notify_sender(self, session: Session, transfer: Transfer, mail: Mail) -> None:
+        self.mail.enqueue(session, transfer.organisation_id, mail)
+
+
+def _unique(items: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)

@@ -1,0 +1,691 @@
+"""Resumable uploads (the use cases behind the tus endpoint).
+
+Plaintext arrives in pieces; whole stream segments are encrypted once and
+appended to the blob, and what is left after the last whole segment is kept
+as a small "tail" sealed under its own key with a fresh random nonce, in the
+database row next to the offset, so the two commit atomically.
+
+Never encrypt a stream segment twice with different contents: segment
+indices that may have reached storage without being committed (a crash, a
+checksum mismatch) are "reserved"; a later writer finding reservations past
+the committed segments re-keys the stream (new salt and data key,
+re-encrypting the committed prefix) before writing. Never writes plaintext
+to disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coffre.audit import trail
+from coffre.crypto import envelope, stream
+from coffre.db.engine import Database
+from coffre.db.tables import Blob, Upload, new_id
+from coffre.domain.accounts import Actor, Scope
+from coffre.domain.transfers import sanitise_filename
+from coffre.errors import (
+    ChecksumMismatch,
+    Conflict,
+    Gone,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+)
+from coffre.ports import BlobAppender, BlobStore, Clock
+from coffre.services.keys import KeyRing
+
+#: Segments a writer may encrypt between two database round trips.
+RESERVE_WINDOW = 64
+#: A live writer renews its lease at least this often.
+LEASE = timedelta(seconds=30)
+CHECKPOINT_SECONDS = 5.0
+CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+MAX_METADATA_BYTES = 4096
+#: This process, as a lease owner.
+PROCESS_ID = new_id()
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    id: str
+    offset: int
+    length: int | None
+    metadata: dict[str, str]
+    expires_at: datetime
+    completed: bool
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Checksum:
+    algorithm: str
+    digest: bytes
+
+    @classmethod
+    def parse(cls, header: str) -> Checksum:
+        alg, _, value = header.strip().partition(" ")
+        alg = alg.lower()
+        if alg not in CHECKSUM_ALGORITHMS:
+            raise InvalidInput(
+                "unsupported checksum algorithm", supported=sorted(CHECKSUM_ALGORITHMS)
+            )
+        try:
+            digest = base64.b64decode(value.strip(), validate=True)
+        except ValueError:
+            raise InvalidInput("checksum is not base64") from None
+        return cls(alg, digest)
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """tus ``Upload-Metadata``: ``key base64(value)`` pairs, comma-separated."""
+    if not header:
+        return {}
+    if len(header) > MAX_METADATA_BYTES:
+        raise InvalidInput("Upload-Metadata is too long")
+    result: dict[str, str] = {}
+    for pair in header.split(","):
+        key, _, value = pair.strip().partition(" ")
+        if not key or not key.isascii() or " " in key or key in result:
+            raise InvalidInput("malformed Upload-Metadata")
+        try:
+            result[key] = base64.b64decode(value.strip(), validate=True).decode() if value else ""
+        except ValueError:
+            raise InvalidInput("Upload-Metadata values must be base64 UTF-8") from None
+    if "filename" in result:
+        result["filename"] = sanitise_filename(result["filename"])
+    if "filetype" in result:
+        result["filetype"] = result["filetype"][:100]
+    return result
+
+
+def encode_metadata(metadata: dict[str, str]) -> str:
+    return ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}" if v else k for k, v in metadata.items()
+    )
+
+
+class _HashCache:
+    """Running SHA-256 of each upload's encrypted segments, per process.
+
+    hashlib's state cannot be saved, so after a restart (or on another
+    instance) it is rebuilt by decrypting what is stored.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[int, Any]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, upload_id: str, segments: int) -> Any | None:
+        with self._lock:
+            item = self._items.pop(upload_id, None)
+        if item is not None and item[0] == segments:
+            return item[1]
+        return None
+
+    def put(self, upload_id: str, segments: int, hasher: Any) -> None:
+        with self._lock:
+            self._items[upload_id] = (segments, hasher.copy())
+
+    def drop(self, upload_id: str) -> None:
+        with self._lock:
+            self._items.pop(upload_id, None)
+
+
+class UploadService:
+    def __init__(
+        self,
+        db: Database,
+        store: BlobStore,
+        keys: KeyRing,
+        clock: Clock,
+        *,
+        max_size: int,
+        expiry: timedelta,
+        single_instance: bool,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.keys = keys
+        self.clock = clock
+        self.max_size = max_size
+        self.expiry = expiry
+        self.single_instance = single_instance
+        self.hashes = _HashCache()
+        self._local_writers: set[str] = set()
+        self._local_lock = threading.Lock()
+
+    # -- creation and status --------------------------------------------------
+
+    def create(
+        self,
+        actor: Actor,
+        length: int | None,
+        metadata: dict[str, str],
+        ctx: trail.Context,
+    ) -> UploadInfo:
+        actor.require(Scope.TRANSFERS_WRITE)
+        if length is not None and length > self.max_size:
+            raise TooLarge(
+                f"the file is larger than the {self.max_size} bytes allowed",
+                max_size=self.max_size,
+            )
+        now = self.clock.now()
+        with self.db.session() as session:
+            blob = Blob(id=new_id(), organisation_id=actor.organisation_id)
+            blob.storage_key = f"blobs/{blob.id[:2]}/{blob.id}"
+            blob.header = stream.StreamHeader.random().to_bytes()
+            self.keys.new_blob_key(session, blob)
+            session.add(blob)
+            upload = Upload(
+                id=new_id(),
+                organisation_id=actor.organisation_id,
+                owner_id=actor.user_id,
+                blob_id=blob.id,
+                length=length,
+                offset=0,
+                expires_at=now + self.expiry,
+                created_at=now,
+            )
+            if metadata:
+                upload.metadata_sealed = self.keys.seal_text(
+                    session, actor.organisation_id, json.dumps(metadata), f"upload:{upload.id}"
+                )
+            session.add(upload)
+            session.flush()
+            trail.record(
+                session,
+                "upload.created",
+                actor=actor.user_id,
+                organisation_id=actor.organisation_id,
+                object_type="upload",
+                object_id=upload.id,
+                context=ctx,
+                length=length,
+            )
+            return self._info(session, upload)
+
+    def info(self, actor: Actor, upload_id: str) -> UploadInfo:
+        with self.db.session() as session:
+            upload = self._load(session, actor, upload_id)
+            return self._info(session, upload)
+
+    def _info(self, session: Session, upload: Upload) -> UploadInfo:
+        metadata: dict[str, str] = {}
+        if upload.metadata_sealed:
+            metadata = json.loads(
+                self.keys.open_text(session, upload.metadata_sealed, f"upload:{upload.id}")
+            )
+        return UploadInfo(
+            id=upload.id,
+            offset=upload.offset,
+            length=upload.length,
+            metadata=metadata,
+            expires_at=upload.expires_at,
+            completed=upload.completed_at is not None,
+            sha256=upload.sha256,
+        )
+
+    def _load(self, session: Session, actor: Actor, upload_id: str) -> Upload:
+        upload = session.get(Upload, upload_id)
+        if upload is None or upload.owner_id != actor.user_id:
+            raise NotFound("upload not found")
+        if upload.attached_at is None and upload.expires_at <= self.clock.now():
+            raise Gone("this upload has expired", reason="expired")
+        return upload
+
+    def terminate(self, actor: Actor, upload_id: str, ctx: trail.Context) -> None:
+        actor.require(Scope.TRANSFERS_WRITE)
+        with self.db.session() as session:
+            upload = self._load(session, actor, upload_id)
+            if upload.attached_at is not None:
+                raise Conflict("this upload belongs to a transfer; delete the transfer instead")
+            self._destroy(session, upload)
+            trail.record(
+                session,
+                "upload.terminated",
+                actor=actor.user_id,
+                organisation_id=actor.organisation_id,
+                object_type="upload",
+                object_id=upload_id,
+                context=ctx,
+            )
+        self.hashes.drop(upload_id)
+
+    def _destroy(self, session: Session, upload: Upload) -> None:
+        blob = upload.blob
+        blob.wrapped_key = None
+        blob.shredded_at = self.clock.now()
+        session.delete(upload)
+        self.store.delete(blob.storage_key)
+
+    def purge_expired(self) -> int:
+        """Delete abandoned uploads (crypto-shredded). Returns how many."""
+        now = self.clock.now()
+        count = 0
+        with self.db.session() as session:
+            rows = (
+                session.execute(
+                    select(Upload).where(Upload.attached_at.is_(None), Upload.expires_at <= now)
+                )
+                .scalars()
+                .all()
+            )
+            for upload in rows:
+                self._destroy(session, upload)
+                trail.record(
+                    session,
+                    "upload.expired",
+                    actor=None,
+                    organisation_id=upload.organisation_id,
+                    object_type="upload",
+                    object_id=upload.id,
+                )
+                self.hashes.drop(upload.id)
+                count += 1
+        return count
+
+    # -- appending --------------------------------------------------------------
+
+    def begin_append(
+        self,
+        actor: Actor,
+        upload_id: str,
+        offset: int,
+        *,
+        length: int | None = None,
+        checksum: Checksum | None = None,
+    ) -> UploadWriter:
+        """Claim the upload for one PATCH; blocking (call from a worker thread)."""
+        actor.require(Scope.TRANSFERS_WRITE)
+        deadline = time.monotonic() + 10
+        while True:
+            with self._local_lock:
+                busy_here = upload_id in self._local_writers
+                if not busy_here:
+                    self._local_writers.add(upload_id)
+            if not busy_here:
+                break
+            if time.monotonic() > deadline:
+                raise Conflict("another request is writing to this upload")
+            time.sleep(0.05)
+        try:
+            return self._claim(actor, upload_id, offset, length, checksum)
+        except BaseException:
+            self._release_local(upload_id)
+            raise
+
+    def _release_local(self, upload_id: str) -> None:
+        with self._local_lock:
+            self._local_writers.discard(upload_id)
+
+    def _claim(
+        self,
+        actor: Actor,
+        upload_id: str,
+        offset: int,
+        length: int | None,
+        checksum: Checksum | None,
+    ) -> UploadWriter:
+        deadline = time.monotonic() + 10
+        while True:
+            with self.db.session() as session:
+                upload = self._load(session, actor, upload_id)
+                now = self.clock.now()
+                if upload.offset != offset:
+                    raise Conflict(
+                        "Upload-Offset does not match the upload's offset",
+                        expected=upload.offset,
+                    )
+                held = (
+                    upload.lease_owner not in (None, PROCESS_ID)
+                    and upload.lease_until is not None
+                    and upload.lease_until > now
+                    and not self.single_instance
+                )
+                if not held:
+                    self._apply_length(upload, length)
+                    needs_rekey = upload.segments_reserved > upload.segments_committed
+                    upload.lease_owner = PROCESS_ID
+                    upload.lease_until = now + LEASE
+                    break
+            if time.monotonic() > deadline:
+                raise Conflict("another instance is writing to this upload")
+            time.sleep(0.2)
+        if needs_rekey:
+            self._rekey(upload_id)
+        with self.db.session() as session:
+            upload = self._load(session, actor, upload_id)
+            key = self.keys.blob_key(session, upload.blob)
+            tail = b""
+            if upload.tail_sealed:
+                tail = envelope.open_sealed(
+                    envelope.derive_key(key, envelope.LABEL_UPLOAD_TAIL),
+                    upload.tail_sealed,
+                    _tail_context(upload),
+                )
+            snapshot = _Snapshot(
+                upload_id=upload.id,
+                organisation_id=upload.organisation_id,
+                actor_id=actor.user_id,
+                blob_id=upload.blob_id,
+                storage_key=upload.blob.storage_key,
+                header=upload.blob.header,
+                length=upload.length,
+                offset=upload.offset,
+                segments=upload.segments_committed,
+                completed=upload.completed_at is not None,
+            )
+        hasher = self.hashes.take(upload_id, snapshot.segments)
+        if hasher is None:
+            hasher = self._rehash(key, snapshot)
+        return UploadWriter(self, snapshot, key, tail, hasher, checksum)
+
+    def _apply_length(self, upload: Upload, length: int | None) -> None:
+        if length is None:
+            return
+        if upload.length is not None and upload.length != length:
+            raise InvalidInput("Upload-Length cannot change once set")
+        if length < upload.offset:
+            raise InvalidInput("Upload-Length is smaller than the bytes already received")
+        if length > self.max_size:
+            raise TooLarge(f"the file is larger than the {self.max_size} bytes allowed")
+        upload.length = length
+
+    def _rehash(self, key: bytes, snap: _Snapshot) -> Any:
+        """Rebuild the running SHA-256 by decrypting the committed segments."""
+        hasher = hashlib.sha256()
+        if snap.segments == 0:
+            return hasher
+        cipher = stream.SegmentCipher(key, stream.StreamHeader.parse(snap.header))
+        end = stream.segment_ciphertext_offset(snap.segments)
+        pos = stream.HEADER_SIZE
+        index = 0
+        while pos < end:
+            batch = min(end, stream.segment_ciphertext_offset(index + 8))
+            data = self.store.read(snap.storage_key, pos, batch - pos)
+            view = memoryview(data)
+            while view:
+                size = stream.segment_plaintext_size(index) + stream.TAG_SIZE
+                hasher.update(cipher.decrypt_segment(index, bytes(view[:size]), False))
+                view = view[size:]
+                index += 1
+            pos = batch
+        return hasher
+
+    def _rekey(self, upload_id: str) -> None:
+        """Re-encrypt the committed prefix under a new key and salt.
+
+        Segments past the committed ones may sit in storage, encrypted with
+        the current key and nonces; writing different data under the same
+        nonces would break AES-GCM, so the stream moves to fresh keys.
+        """
+        with self.db.session() as session:
+            upload = session.get(Upload, upload_id)
+            assert upload is not None
+            old_blob = upload.blob
+            old_key = self.keys.blob_key(session, old_blob)
+            old_cipher = stream.SegmentCipher(old_key, stream.StreamHeader.parse(old_blob.header))
+            new_blob = Blob(id=new_id(), organisation_id=upload.organisation_id)
+            new_blob.storage_key = f"blobs/{new_blob.id[:2]}/{new_blob.id}"
+            header = stream.StreamHeader.random()
+            new_blob.header = header.to_bytes()
+            new_key = self.keys.new_blob_key(session, new_blob)
+            new_cipher = stream.SegmentCipher(new_key, header)
+            appender = self.store.open_append(new_blob.storage_key, 0)
+            try:
+                appender.write(new_blob.header)
+                for index in range(upload.segments_committed):
+                    start = stream.segment_ciphertext_offset(index)
+                    size = stream.segment_plaintext_size(index) + stream.TAG_SIZE
+                    plain = old_cipher.decrypt_segment(
+                        index, self.store.read(old_blob.storage_key, start, size), False
+                    )
+                    appender.write(new_cipher.encrypt_segment(index, plain, False))
+                appender.commit()
+            finally:
+                appender.close()
+            if upload.tail_sealed:
+                old_tail_key = envelope.derive_key(old_key, envelope.LABEL_UPLOAD_TAIL)
+                tail = envelope.open_sealed(old_tail_key, upload.tail_sealed, _tail_context(upload))
+                upload.blob_id = new_blob.id
+                upload.blob = new_blob
+                upload.tail_sealed = envelope.seal(
+                    envelope.derive_key(new_key, envelope.LABEL_UPLOAD_TAIL),
+                    tail,
+                    _tail_context(upload),
+                )
+            session.add(new_blob)
+            upload.blob_id = new_blob.id
+            upload.blob = new_blob
+            upload.segments_reserved = upload.segments_committed
+            old_blob.wrapped_key = None
+            old_blob.shredded_at = self.clock.now()
+            trail.record(
+                session,
+                "upload.rekeyed",
+                actor=None,
+                organisation_id=upload.organisation_id,
+                object_type="upload",
+                object_id=upload.id,
+                segments=upload.segments_committed,
+            )
+        self.store.delete(old_blob.storage_key)
+
+
+@dataclass
+class _Snapshot:
+    upload_id: str
+    organisation_id: str
+    actor_id: str
+    blob_id: str
+    storage_key: str
+    header: bytes
+    length: int | None
+    offset: int
+    segments: int
+    completed: bool
+
+
+def _tail_context(upload: Upload) -> bytes:
+    return f"coffre/tail/{upload.id}/{upload.blob_id}/{upload.segments_committed}".encode()
+
+
+class UploadWriter:
+    """One PATCH's worth of writing. Methods block: run them in a thread.
+
+    ``feed`` pieces of the body, then ``finish``. Everything received is
+    committed at ``finish`` (and at checkpoints along the way), unless a
+    checksum was announced and does not match.
+    """
+
+    def __init__(
+        self,
+        service: UploadService,
+        snap: _Snapshot,
+        key: bytes,
+        tail: bytes,
+        hasher: Any,
+        checksum: Checksum | None,
+    ) -> None:
+        self.service = service
+        self.snap = snap
+        self._key = key
+        self._cipher = stream.SegmentCipher(key, stream.StreamHeader.parse(snap.header))
+        self._buffer = bytearray(tail)
+        self._index = snap.segments
+        self._hasher = hasher
+        self._checksum = checksum
+        self._body_hash = CHECKSUM_ALGORITHMS[checksum.algorithm]() if checksum else None
+        self._received = 0
+        self._reserved = snap.segments + RESERVE_WINDOW
+        self._appender: BlobAppender | None = None
+        self._last_checkpoint = time.monotonic()
+        self._bytes_since_checkpoint = 0
+        self._closed = False
+        if snap.completed and snap.length is not None and snap.offset == snap.length:
+            self._done = True
+        else:
+            self._done = False
+        self._reserve(self._reserved)
+
+    @property
+    def offset(self) -> int:
+        return self.snap.offset + self._received
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        length = self.snap.length
+        if length is not None and self.offset + len(data) > length:
+            raise InvalidInput("the body goes past Upload-Length")
+        if self._body_hash is not None:
+            self._body_hash.update(data)
+        self._received += len(data)
+        self._buffer += data
+        out = bytearray()
+        while len(self._buffer) > stream.segment_plaintext_size(self._index):
+            out += self._encrypt_next(last=False)
+        if out:
+            self._write(bytes(out))
+        self._bytes_since_checkpoint += len(data)
+        if self._checksum is None and time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
+            self._commit(final=False)
+
+    def _encrypt_next(self, last: bool) -> bytes:
+        if self._index >= self._reserved:
+            self._reserved = self._index + RESERVE_WINDOW
+            self._reserve(self._reserved)
+        size = min(stream.segment_plaintext_size(self._index), len(self._buffer))
+        plain = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self._hasher.update(plain)
+        if self._index == 0:
+            self._write(self.snap.header)
+        out = self._cipher.encrypt_segment(self._index, plain, last)
+        self._index += 1
+        return out
+
+    def _write(self, data: bytes) -> None:
+        if self._appender is None:
+            start = (
+                0
+                if self.snap.segments == 0
+                else stream.segment_ciphertext_offset(self.snap.segments)
+            )
+            self._appender = self.service.store.open_append(self.snap.storage_key, start)
+        self._appender.write(data)
+
+    def _reserve(self, upto: int) -> None:
+        with self.service.db.session() as session:
+            upload = session.get(Upload, self.snap.upload_id)
+            if upload is None:
+                raise Gone("this upload was deleted")
+            upload.segments_reserved = max(upload.segments_reserved, upto)
+            upload.lease_until = self.service.clock.now() + LEASE
+
+    def finish(self, *, complete_body: bool) -> UploadInfo:
+        """Commit what arrived; returns the new state.
+
+        ``complete_body`` is False when the client went away mid-body.
+        Raises ``ChecksumMismatch`` (nothing kept) if the announced checksum
+        does not match or cannot be checked.
+        """
+        try:
+            if self._checksum is not None and self._body_hash is not None:
+                if not complete_body:
+                    raise ChecksumMismatch("the body was cut short; its checksum cannot match")
+                if self._body_hash.digest() != self._checksum.digest:
+                    raise ChecksumMismatch("the body does not match Upload-Checksum")
+            return self._commit(final=True)
+        except BaseException:
+            self.service.hashes.drop(self.snap.upload_id)
+            self._release()
+            raise
+
+    def abort(self) -> None:
+        """Give up without committing (server error): reservations stay."""
+        self.service.hashes.drop(self.snap.upload_id)
+        self._release()
+
+    def _release(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._appender is not None:
+            self._appender.close()
+        self.service._release_local(self.snap.upload_id)
+
+    def _commit(self, *, final: bool) -> UploadInfo:
+        length = self.snap.length
+        completing = final and not self._done and length is not None and self.offset == length
+        if completing:
+            out = self._encrypt_next(last=True)
+            self._write(out)
+        ciphertext_size = None
+        if self._appender is not None:
+            ciphertext_size = self._appender.commit()
+        elif self._index == 0 and completing:
+            ciphertext_size = 0
+        service = self.service
+        with service.db.session() as session:
+            upload = session.get(Upload, self.snap.upload_id)
+            if upload is None:
+                raise Gone("this upload was deleted")
+            upload.offset = self.offset
+            upload.segments_committed = self._index
+            now = service.clock.now()
+            if final:
+                upload.segments_reserved = self._index
+                upload.lease_owner = None
+                upload.lease_until = None
+            else:
+                upload.lease_until = now + LEASE
+            if completing:
+                blob = upload.blob
+                blob.plaintext_size = self.offset
+                blob.ciphertext_size = stream.ciphertext_size(self.offset)
+                if ciphertext_size is not None and ciphertext_size != blob.ciphertext_size:
+                    raise Conflict("stored size does not match the stream layout")
+                upload.sha256 = blob.sha256 = self._hasher.hexdigest()
+                upload.tail_sealed = None
+                upload.completed_at = now
+                trail.record(
+                    session,
+                    "upload.completed",
+                    actor=self.snap.actor_id,
+                    organisation_id=self.snap.organisation_id,
+                    object_type="upload",
+                    object_id=upload.id,
+                    size=self.offset,
+                )
+            else:
+                upload.tail_sealed = (
+                    envelope.seal(
+                        envelope.derive_key(self._key, envelope.LABEL_UPLOAD_TAIL),
+                        bytes(self._buffer),
+                        _tail_context(upload),
+                    )
+                    if self._buffer
+                    else None
+                )
+            info = service._info(session, upload)
+        if completing:
+            self._done = True
+            service.hashes.drop(self.snap.upload_id)
+        else:
+            service.hashes.put(self.snap.upload_id, self._index, self._hasher)
+        self._last_checkpoint = time.monotonic()
+        self._bytes_since_checkpoint = 0
+        if final:
+            self._release()
+        return info
