@@ -530,7 +530,6 @@ class UploadWriter:
         self._reserved = snap.segments + RESERVE_WINDOW
         self._appender: BlobAppender | None = None
         self._last_checkpoint = time.monotonic()
-        self._bytes_since_checkpoint = 0
         self._closed = False
         if snap.completed and snap.length is not None and snap.offset == snap.length:
             self._done = True
@@ -554,17 +553,28 @@ class UploadWriter:
         self._buffer += data
         out = bytearray()
         while len(self._buffer) > stream.segment_plaintext_size(self._index):
+            if self._index >= self._reserved:
+                # End of the reserved window: make progress durable (unless a
+                # checksum must be verified first), then reserve the next one.
+                self._flush(out)
+                if self._checksum is None:
+                    self._checkpoint()
+                self._reserved = self._index + RESERVE_WINDOW
+                self._reserve(self._reserved)
             out += self._encrypt_next(last=False)
+        self._flush(out)
+        if (
+            self._checksum is None
+            and time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS
+        ):
+            self._checkpoint()
+
+    def _flush(self, out: bytearray) -> None:
         if out:
             self._write(bytes(out))
-        self._bytes_since_checkpoint += len(data)
-        if self._checksum is None and time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
-            self._commit(final=False)
+            out.clear()
 
     def _encrypt_next(self, last: bool) -> bytes:
-        if self._index >= self._reserved:
-            self._reserved = self._index + RESERVE_WINDOW
-            self._reserve(self._reserved)
         size = min(stream.segment_plaintext_size(self._index), len(self._buffer))
         plain = bytes(self._buffer[:size])
         del self._buffer[:size]
@@ -574,6 +584,29 @@ class UploadWriter:
         out = self._cipher.encrypt_segment(self._index, plain, last)
         self._index += 1
         return out
+
+    def _checkpoint(self) -> None:
+        """Commit the whole segments written so far (mid-body, no tail).
+
+        The acknowledged offset moves to the last segment boundary; the
+        bytes still in memory are committed later, or received again.
+        """
+        self._last_checkpoint = time.monotonic()
+        if self._index <= self.snap.segments or self._appender is None:
+            return
+        self._appender.commit()
+        boundary = stream.segment_plaintext_offset(self._index)
+        with self.service.db.session() as session:
+            upload = session.get(Upload, self.snap.upload_id)
+            if upload is None:
+                raise Gone("this upload was deleted")
+            if boundary <= upload.offset:
+                return
+            upload.offset = boundary
+            upload.segments_committed = self._index
+            upload.tail_sealed = None
+            upload.lease_until = self.service.clock.now() + LEASE
+        self.service.hashes.put(self.snap.upload_id, self._index, self._hasher)
 
     def _write(self, data: bytes) -> None:
         if self._appender is None:
@@ -606,7 +639,7 @@ class UploadWriter:
                     raise ChecksumMismatch("the body was cut short; its checksum cannot match")
                 if self._body_hash.digest() != self._checksum.digest:
                     raise ChecksumMismatch("the body does not match Upload-Checksum")
-            return self._commit(final=True)
+            return self._commit()
         except BaseException:
             self.service.hashes.drop(self.snap.upload_id)
             self._release()
@@ -625,12 +658,14 @@ class UploadWriter:
             self._appender.close()
         self.service._release_local(self.snap.upload_id)
 
-    def _commit(self, *, final: bool) -> UploadInfo:
+    def _commit(self) -> UploadInfo:
+        """The end of a PATCH: commit every byte received, tail included."""
         length = self.snap.length
-        completing = final and not self._done and length is not None and self.offset == length
+        completing = not self._done and length is not None and self.offset == length
         if completing:
-            out = self._encrypt_next(last=True)
-            self._write(out)
+            if self._index >= self._reserved:
+                self._reserve(self._index + 1)
+            self._write(self._encrypt_next(last=True))
         ciphertext_size = None
         if self._appender is not None:
             ciphertext_size = self._appender.commit()
@@ -644,12 +679,9 @@ class UploadWriter:
             upload.offset = self.offset
             upload.segments_committed = self._index
             now = service.clock.now()
-            if final:
-                upload.segments_reserved = self._index
-                upload.lease_owner = None
-                upload.lease_until = None
-            else:
-                upload.lease_until = now + LEASE
+            upload.segments_reserved = self._index
+            upload.lease_owner = None
+            upload.lease_until = None
             if completing:
                 blob = upload.blob
                 blob.plaintext_size = self.offset
@@ -684,8 +716,5 @@ class UploadWriter:
             service.hashes.drop(self.snap.upload_id)
         else:
             service.hashes.put(self.snap.upload_id, self._index, self._hasher)
-        self._last_checkpoint = time.monotonic()
-        self._bytes_since_checkpoint = 0
-        if final:
-            self._release()
+        self._release()
         return info

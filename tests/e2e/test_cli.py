@@ -1,0 +1,156 @@
+"""The CLI as a new user runs it: login, send several files to two
+recipients, each downloads with ``coffre get`` and with curl; a send
+interrupted by a server crash resumes when run again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_EMAIL, MailCatcher, Server
+from tests.integration.flows import link_token, wait_for_events
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def random_file(path: Path, size: int) -> Path:
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 << 20)
+            f.write(os.urandom(n))
+            left -= n
+    return path
+
+
+class Cli:
+    """Runs ``coffre`` as a separate user would: own HOME, COFFRE_URL."""
+
+    def __init__(self, home: Path, url: str) -> None:
+        self.home = home
+        self.url = url
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COFFRE_")}
+        env.update({"HOME": str(self.home), "XDG_CONFIG_HOME": str(self.home / ".config"),
+                    "XDG_STATE_HOME": str(self.home / ".state"), "COFFRE_URL": self.url,
+                    "COLUMNS": "200"})
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "coffre.cli.main", *args]
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(self.command(*args), env=self.env(), capture_output=True,
+                              text=True, timeout=900, check=False)
+        if check:
+            assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.command(*args), env=self.env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def cli(server: Server, tmp_path: Path) -> Cli:
+    home = tmp_path / "home"
+    home.mkdir()
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse battery staple\n")
+    c = Cli(home, server.url)
+    c.run("login", "--url", server.url, "--email", ADMIN_EMAIL, "--password-file", str(pw))
+    creds = home / ".config" / "coffre" / "credentials.json"
+    assert creds.stat().st_mode & 0o777 == 0o600
+    return c
+
+
+def test_send_get_and_curl(server: Server, cli: Cli, mail: MailCatcher, tmp_path: Path) -> None:
+    files = [random_file(tmp_path / "scanner.dcm", 40 * 1024 * 1024 + 123),
+             random_file(tmp_path / "compte rendu é.pdf", 2000),
+             random_file(tmp_path / "vide.txt", 0)]
+    sent = cli.run("send", *map(str, files), "--to", "a@exemple.fr", "--to", "b@exemple.fr",
+                   "--message", "Voici les examens", "--expires", "3d", "--json")
+    transfer = json.loads(sent.stdout)
+    assert [f["sha256"] for f in transfer["files"]] == [sha256_file(f) for f in files]
+    assert transfer["status"] == "active"
+
+    for address in ("a@exemple.fr", "b@exemple.fr"):
+        link = mail.link_for(address)
+        out = tmp_path / f"get-{address}"
+        got = cli.run("get", link, "-o", str(out), "--json")
+        results = json.loads(got.stdout)
+        assert [r["name"] for r in results] == [f.name for f in files]
+        for f in files:
+            assert sha256_file(out / f.name) == sha256_file(f)
+        # and with curl, as a recipient without Coffre installed would
+        info = httpx.get(f"{server.url}/api/v1/links/{link_token(link)}").json()
+        curl_dir = tmp_path / f"curl-{address}"
+        curl_dir.mkdir()
+        subprocess.run(["curl", "-sSfOJ", "--output-dir", str(curl_dir), info["files"][0]["url"]],
+                       check=True, timeout=300)
+        assert sha256_file(curl_dir / "scanner.dcm") == sha256_file(files[0])
+
+    # 2 recipients x (3 files by coffre get + 1 by curl)
+    assert len(wait_for_events(server.data_dir, "transfer.downloaded", 8)) == 8
+    shown = json.loads(cli.run("transfers", "show", transfer["id"], "--json").stdout)
+    assert [r["downloads"] for r in shown["recipients"]] == [4, 4]
+
+
+def test_send_resumes_after_server_crash(server: Server, cli: Cli, mail: MailCatcher,
+                                         tmp_path: Path) -> None:
+    big = random_file(tmp_path / "irm.bin", 400 * 1024 * 1024)
+    blobs = server.data_dir / "blobs"
+
+    def stored_bytes() -> int:
+        return sum(p.stat().st_size for p in blobs.rglob("*") if p.is_file())
+
+    proc = cli.popen("send", str(big), "--to", "patient@exemple.fr", "--json")
+    deadline = time.monotonic() + 120
+    while stored_bytes() < 150 * 1024 * 1024 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.kill()  # crash mid-upload
+    proc.kill()  # and the user gives up on this run
+    proc.wait(timeout=30)
+    server.start()
+    # what the crash left: an upload URL in the CLI's state, and a server offset > 0
+    (upload_url,) = json.loads((cli.home / ".state/coffre/uploads.json").read_text()).values()
+    token = json.loads((cli.home / ".config/coffre/credentials.json").read_text())["token"]
+    head = httpx.head(upload_url, headers={"Tus-Resumable": "1.0.0",
+                                           "Authorization": f"Bearer {token}"})
+    assert 0 < int(head.headers["upload-offset"]) < big.stat().st_size
+
+    done = cli.run("send", str(big), "--to", "patient@exemple.fr", "--json")
+    transfer = json.loads(done.stdout)
+    assert transfer["files"][0]["sha256"] == sha256_file(big)
+    # the second run did not start over: only one upload was created
+    created = wait_for_events(server.data_dir, "upload.created")
+    assert len(created) == 1
+    link = mail.link_for("patient@exemple.fr")
+    out = tmp_path / "out"
+    cli.run("get", link, "-o", str(out))
+    assert sha256_file(out / "irm.bin") == sha256_file(big)
+
+
+@pytest.mark.slow
+def test_send_five_gigabytes(server: Server, cli: Cli, mail: MailCatcher, tmp_path: Path) -> None:
+    big = random_file(tmp_path / "etude.bin", 5 * 1000**3)
+    done = cli.run("send", str(big), "--to", "a@exemple.fr", "--json")
+    assert json.loads(done.stdout)["files"][0]["sha256"] == sha256_file(big)
+    out = tmp_path / "out"
+    cli.run("get", mail.link_for("a@exemple.fr"), "-o", str(out))
+    assert sha256_file(out / "etude.bin") == sha256_file(big)
