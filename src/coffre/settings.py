@@ -22,11 +22,7 @@ GiB = 1 << 30
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="COFFRE_",
-        toml_file=os.environ.get("COFFRE_CONFIG", "coffre.toml"),
-        extra="forbid",
-    )
+    model_config = SettingsConfigDict(env_prefix="COFFRE_", extra="forbid")
 
     mode: Literal["dev", "production"] = "dev"
     data_dir: Path = Path("./data")
@@ -65,7 +61,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        toml_file = os.environ.get("COFFRE_CONFIG", "coffre.toml")
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,8 @@ from coffre.settings import Settings
 
 
 def load_settings(data_dir: Path | None = None) -> Settings:
+    os.umask(0o077)  # database, blobs, keys, mail: readable by this user only
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         if data_dir is not None:
             return Settings(data_dir=data_dir)

@@ -1,0 +1,66 @@
+"""The embedded profile as a new user tries it: no SMTP, the development
+mailbox, files private to the server's user, plain HTTP only on loopback."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, login
+from tests.integration.flows import make_transfer
+
+CANARY = "CANARY-MESSAGE-7f3a"
+
+
+def test_dev_mailbox_shows_links_and_keeps_mail_sealed(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data")
+    pw = tmp_path / "pw"
+    pw.write_text(ADMIN_PASSWORD)
+    assert srv.coffre("setup", "--email", ADMIN_EMAIL, "--password-file", str(pw)).returncode == 0
+    srv.start()
+    try:
+        token = login(srv.url)
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}) as c:
+            make_transfer(c, {"a.txt": b"x"}, ["patient@exemple.fr"], message=CANARY)
+        page = ""
+        for _ in range(100):
+            page = httpx.get(f"{srv.url}/dev/mailbox").text
+            if "patient@exemple.fr" in page:
+                break
+            time.sleep(0.1)
+        assert "patient@exemple.fr" in page and CANARY in page
+        assert f"{srv.url}/t/" in page
+        for path in srv.data_dir.rglob("*"):
+            if path.is_file():
+                assert CANARY.encode() not in path.read_bytes(), path
+                assert not path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO), path
+    finally:
+        srv.stop()
+
+
+def test_mailbox_page_is_absent_when_smtp_is_configured(server: Server) -> None:
+    assert httpx.get(f"{server.url}/dev/mailbox").status_code == 404
+
+
+def test_serve_refuses_plain_http_on_a_public_address(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", env={"COFFRE_HOST": "0.0.0.0"})
+    done = srv.coffre("serve")
+    assert done.returncode != 0
+    assert "TLS" in done.stderr
+
+
+def test_settings_from_coffre_toml(tmp_path: Path) -> None:
+    config = tmp_path / "coffre.toml"
+    config.write_text('max_file_size = 1000\nlink_password_attempts = 3\n')
+    srv = Server(tmp_path / "data", env={"COFFRE_CONFIG": str(config)})
+    srv.start()
+    try:
+        options = httpx.options(f"{srv.url}/api/v1/uploads/")
+        assert options.headers["tus-max-size"] == "1000"
+    finally:
+        srv.stop()
+    assert os.environ.get("COFFRE_CONFIG") is None
