@@ -41,7 +41,7 @@ class MailCatcher:
         catcher = self
 
         class Handler:
-            async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            async def handle_DATA(self, server, session, envelope):
                 msg = message_from_bytes(envelope.content, policy=policy.default)
                 with catcher._lock:
                     catcher.messages.append(msg)  # type: ignore[arg-type]

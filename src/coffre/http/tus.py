@@ -69,7 +69,8 @@ def _int_header(request: Request, name: str) -> int | None:
     value = request.headers.get(name)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 18:
+    # ASCII digits only: str.isdigit() also accepts "²" (latin-1 \xb2), which int() refuses.
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise InvalidInput(f"{name} must be a non-negative integer")
     return int(value)
 

@@ -83,6 +83,8 @@ class Checksum:
             digest = base64.b64decode(value.strip(), validate=True)
         except ValueError:
             raise InvalidInput("checksum is not base64") from None
+        if len(digest) != CHECKSUM_ALGORITHMS[alg]().digest_size:
+            raise InvalidInput(f"checksum is not a {alg} digest")
         return cls(alg, digest)
 
 
@@ -547,6 +549,11 @@ class UploadWriter:
         length = self.snap.length
         if length is not None and self.offset + len(data) > length:
             raise InvalidInput("the body goes past Upload-Length")
+        if length is None and self.offset + len(data) > self.service.max_size:
+            raise TooLarge(
+                f"the file is larger than the {self.service.max_size} bytes allowed",
+                max_size=self.service.max_size,
+            )
         if self._body_hash is not None:
             self._body_hash.update(data)
         self._received += len(data)
