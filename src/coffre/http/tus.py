@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
-from coffre.errors import InvalidInput, PreconditionFailed, UnsupportedMediaType
+from coffre.errors import CoffreError, InvalidInput, PreconditionFailed, UnsupportedMediaType
 from coffre.http import deps
 from coffre.services.uploads import (
     Checksum,
@@ -124,7 +124,12 @@ async def create(request: Request, actor: Actor_, ctx: Ctx) -> Response:
         and request.headers.get("content-length", "1") != "0"
     )
     if has_body or length == 0:
-        info = await _append(request, actor, info.id, 0)
+        try:
+            info = await _append(request, actor, info.id, 0)
+        except CoffreError:
+            # A rejected creation-with-upload leaves no orphan upload behind.
+            await asyncio.shield(to_thread.run_sync(app.uploads.terminate, actor, info.id, ctx))
+            raise
     headers = _headers(info)
     headers["Location"] = location
     return Response(status_code=201, headers=headers)

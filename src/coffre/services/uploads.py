@@ -606,13 +606,14 @@ class UploadWriter:
         with self.service.db.session() as session:
             upload = session.get(Upload, self.snap.upload_id)
             if upload is None:
-                raise Gone("this upload was deleted")
+                raise self._deleted()
             if boundary <= upload.offset:
                 return
             upload.offset = boundary
             upload.segments_committed = self._index
             upload.tail_sealed = None
             upload.lease_until = self.service.clock.now() + LEASE
+            upload.expires_at = self.service.clock.now() + self.service.expiry
         self.service.hashes.put(self.snap.upload_id, self._index, self._hasher)
 
     def _write(self, data: bytes) -> None:
@@ -629,7 +630,7 @@ class UploadWriter:
         with self.service.db.session() as session:
             upload = session.get(Upload, self.snap.upload_id)
             if upload is None:
-                raise Gone("this upload was deleted")
+                raise self._deleted()
             upload.segments_reserved = max(upload.segments_reserved, upto)
             upload.lease_until = self.service.clock.now() + LEASE
 
@@ -657,6 +658,15 @@ class UploadWriter:
         self.service.hashes.drop(self.snap.upload_id)
         self._release()
 
+    def _deleted(self) -> Gone:
+        # Terminated while this PATCH ran: drop what it wrote (already noise,
+        # its key is destroyed) so no orphan file stays behind.
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
+        self.service.store.delete(self.snap.storage_key)
+        return Gone("this upload was deleted")
+
     def _release(self) -> None:
         if self._closed:
             return
@@ -682,13 +692,16 @@ class UploadWriter:
         with service.db.session() as session:
             upload = session.get(Upload, self.snap.upload_id)
             if upload is None:
-                raise Gone("this upload was deleted")
+                raise self._deleted()
             upload.offset = self.offset
             upload.segments_committed = self._index
             now = service.clock.now()
             upload.segments_reserved = self._index
             upload.lease_owner = None
             upload.lease_until = None
+            if not completing:
+                # tus expiration: an upload making progress stays alive.
+                upload.expires_at = max(upload.expires_at, now + service.expiry)
             if completing:
                 blob = upload.blob
                 blob.plaintext_size = self.offset
