@@ -12,7 +12,7 @@ from typing import Protocol
 from coffre.domain.accounts import Actor, Role
 from coffre.errors import Gone, InvalidInput, NotFound
 
-_DURATION = re.compile(r"^\s*(\d{1,5})\s*(h|d|w|m)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*([0-9]{1,5})\s*(h|d|w|m)\s*$", re.IGNORECASE)
 _UNITS = {
     "h": timedelta(hours=1),
     "d": timedelta(days=1),
@@ -110,6 +110,9 @@ def require_manage(actor: Actor, transfer: TransferState) -> None:
         raise NotFound("transfer not found")
 
 
+_RANGE_SPEC = re.compile(r"([0-9]{0,18})-([0-9]{0,18})")
+
+
 @dataclass(frozen=True)
 class ByteRange:
     start: int
@@ -123,29 +126,28 @@ class ByteRange:
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """RFC 9110 single byte range. None = whole representation.
 
-    Raises ``InvalidInput`` with ``unsatisfiable=True`` for a 416.
-    Several ranges are answered with the whole file (allowed by RFC 9110).
+    Raises ``InvalidInput`` with ``unsatisfiable=True`` and ``size`` for a
+    416. Several ranges are answered with the whole file (allowed by RFC
+    9110); a syntactically invalid header is ignored.
     """
     if not header:
         return None
     unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
+    if unit.strip().lower() != "bytes":
         return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    try:
-        if first == "":
-            suffix = int(last)
-            if suffix <= 0:
-                raise InvalidInput("unsatisfiable range", unsatisfiable=True)
-            return ByteRange(max(size - suffix, 0), size)
-        start = int(first)
-        if last != "" and int(last) < start:
-            return None  # syntactically invalid: ignore the header
-        end = size if last == "" else min(int(last) + 1, size)
-    except ValueError:
-        return None
-    if start < 0 or start >= size or end <= start:
-        raise InvalidInput("unsatisfiable range", unsatisfiable=True)
+    match = _RANGE_SPEC.fullmatch(spec.strip())
+    if not match or match.group(1) == match.group(2) == "":
+        return None  # several ranges, or not ASCII digits: ignore the header
+    first, last = match.group(1), match.group(2)
+    if first == "":
+        suffix = int(last)
+        if suffix == 0:
+            raise InvalidInput("unsatisfiable range", unsatisfiable=True, size=size)
+        return ByteRange(max(size - suffix, 0), size)
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None  # syntactically invalid: ignore the header
+    end = size if last == "" else min(int(last) + 1, size)
+    if start >= size or end <= start:
+        raise InvalidInput("unsatisfiable range", unsatisfiable=True, size=size)
     return ByteRange(start, end)

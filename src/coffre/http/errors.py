@@ -64,21 +64,24 @@ def install(app: FastAPI, render_page: Any) -> None:
 
     @app.exception_handler(CoffreError)
     async def coffre_error(request: Request, exc: CoffreError) -> Response:
-        status = exc.status
+        status, code = exc.status, exc.code
+        headers = _extra_headers(request)
         if exc.details.get("unsatisfiable"):
-            status = 416
+            # RFC 9110 15.5.17: a 416 names the current length.
+            status, code = 416, _HTTP_CODES[416]
+            if isinstance(exc.details.get("size"), int):
+                headers["Content-Range"] = f"bytes */{exc.details['size']}"
         if status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        page = render_page(request, status, exc.code, exc.message, exc.details)
+        page = render_page(request, status, code, exc.message, exc.details)
         if page is not None:
             return page  # type: ignore[no-any-return]
-        headers = _extra_headers(request)
         if status == 401 and request.url.path.startswith("/api/"):
             headers["WWW-Authenticate"] = 'Bearer realm="coffre"'
         if status == 412 and request.url.path.startswith("/api/v1/uploads"):
             headers["Tus-Version"] = "1.0.0"
         details = {k: v for k, v in exc.details.items() if k != "unsatisfiable"}
-        return error_response(status, exc.code, exc.message, details, headers)
+        return error_response(status, code, exc.message, details, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -226,9 +226,7 @@ class LinkService:
                 select(Download.file_id, func.count())
                 .where(Download.recipient_id == recipient_id)
                 .group_by(Download.file_id)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
 
     # -- downloads --------------------------------------------------------------

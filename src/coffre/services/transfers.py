@@ -260,9 +260,7 @@ class TransferService:
                 .join(Recipient, Recipient.id == Download.recipient_id)
                 .where(Recipient.transfer_id == transfer.id)
                 .group_by(Download.recipient_id)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         if transfer.purged_at is not None:
             status = "deleted"

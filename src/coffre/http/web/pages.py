@@ -51,7 +51,7 @@ TEMPLATES.env.filters["datetime"] = lambda ts: datetime.fromtimestamp(ts, UTC).s
 _ERRORS = {
     "expired": (
         "Lien expiré",
-        "Ce transfert a expiré et ses fichiers ont été détruits.",
+        "Ce transfert a expiré : ses fichiers ne sont plus disponibles.",
         "Demandez à l'expéditeur de vous les envoyer à nouveau.",
     ),
     "revoked": ("Lien révoqué", "L'expéditeur a révoqué ce transfert.", None),
@@ -79,6 +79,12 @@ def render_error(
             "Lien inconnu",
             "Ce lien n'existe pas ou plus.",
             "Vérifiez qu'il a été copié en entier.",
+        )
+    elif status == 429:
+        title, explanation, hint = (
+            "Trop de tentatives",
+            "Trop de mots de passe erronés ont été saisis : ce lien est verrouillé.",
+            "Demandez à l'expéditeur un nouvel envoi.",
         )
     else:
         title, explanation, hint = ("Erreur", message, None)

@@ -1,0 +1,613 @@
+"""A recipient's downloads from a real server: headers (RFC 6266/5987,
+nosniff, no-store, ETag), byte ranges (RFC 9110), what counts as a
+download (only a GET that delivers every byte), download limits, the
+streamed ZIP (ZIP64), link passwords with lockout, and the sender's
+download notice.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import socket
+import time
+import zipfile
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coffre.audit.trail import Context
+from tests.conftest import ADMIN_EMAIL, MailCatcher, Server, login
+from tests.integration.flows import TUS, sql, upload_bytes
+from tests.integration.support import (
+    api_client,
+    assert_error,
+    events_for,
+    in_process,
+    me,
+    one_event,
+    running_server,
+    send,
+    started_mail,
+    wait_events_for,
+)
+
+ATTEMPTS = 3
+MiB = 1 << 20
+
+# -- one server for the module ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mail() -> Iterator[MailCatcher]:
+    with started_mail() as catcher:
+        yield catcher
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, mail: MailCatcher) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("downloads"), mail,
+                        COFFRE_LINK_PASSWORD_ATTEMPTS=str(ATTEMPTS)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def token(server: Server) -> str:
+    return login(server.url)
+
+
+@pytest.fixture(scope="module")
+def client(server: Server, token: str) -> Iterator[httpx.Client]:
+    with api_client(server, token) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def admin(client: httpx.Client) -> dict[str, Any]:
+    return me(client)
+
+
+def _link(server: Server, token: str) -> str:
+    return f"{server.url}/api/v1/links/{token}"
+
+
+def _view(server: Server, token: str, **headers: str) -> dict[str, Any]:
+    response = httpx.get(_link(server, token), headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _recipient_ids(transfer: dict[str, Any]) -> list[str]:
+    return [r["id"] for r in transfer["recipients"]]
+
+
+def _downloads(client: httpx.Client, transfer_id: str) -> list[int]:
+    shown = client.get(f"/api/v1/transfers/{transfer_id}").json()
+    return [r["downloads"] for r in shown["recipients"]]
+
+
+def _no_download_recorded(server: Server, recipient_id: str) -> None:
+    time.sleep(0.3)  # a completed download is recorded right after its last byte
+    assert not events_for(server.data_dir, "transfer.downloaded", recipient_id)
+
+
+def _downloaded(server: Server, admin: dict[str, Any], recipient_id: str,
+                secrets: tuple[str | bytes, ...]) -> dict[str, Any]:
+    return one_event(server.data_dir, "transfer.downloaded", object_type="recipient",
+                     object_id=recipient_id, organisation=admin["organisation_id"],
+                     actor=None, secrets=secrets, wait=True)
+
+
+# -- a whole file -------------------------------------------------------------------
+
+
+def test_full_download(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
+    content = b"%PDF-1.7\nCANARY-DL " + os.urandom(2 * MiB + 12345)
+    name = "Compte rendu é.pdf"
+    transfer, (token,) = send(client, {name: content})
+    (recipient,) = _recipient_ids(transfer)
+    sha = hashlib.sha256(content).hexdigest()
+
+    info = _view(server, token)
+    (file,) = info["files"]
+    assert (file["name"], file["size"], file["sha256"]) == (name, len(content), sha)
+    assert file["downloads_left"] is None
+    assert info["total_size"] == len(content)
+    assert info["sender_email"] == ADMIN_EMAIL
+    opened = one_event(server.data_dir, "link.opened", object_type="recipient",
+                       object_id=recipient, organisation=admin["organisation_id"], actor=None,
+                       secrets=(token, name))
+    assert opened["details"]["transfer"] == transfer["id"]
+
+    response = httpx.get(file["url"])
+    assert response.status_code == 200
+    assert response.content == content
+    h = response.headers
+    assert h["content-length"] == str(len(content))
+    assert h["content-type"] == "application/octet-stream"
+    assert h["content-disposition"] == (
+        "attachment; filename=\"Compte rendu _.pdf\"; "
+        "filename*=UTF-8''Compte%20rendu%20%C3%A9.pdf")
+    # The extended parameter alone, through a real RFC 2231/5987 parser.
+    extended = h["content-disposition"].split("; ")[2]
+    parsed = EmailMessage()
+    parsed["Content-Disposition"] = f"attachment; {extended}"
+    assert parsed.get_filename() == name
+    assert h["x-content-type-options"] == "nosniff"
+    assert h["cache-control"] == "no-store"
+    assert h["accept-ranges"] == "bytes"
+    assert h["etag"] == f'"{sha[:32]}"'
+    assert h["repr-digest"] == f"sha-256=:{base64.b64encode(bytes.fromhex(sha)).decode()}:"
+    assert "sandbox" in h["content-security-policy"]
+
+    event = _downloaded(server, admin, recipient, (token, "CANARY-DL", name))
+    assert event["details"] == {"transfer": transfer["id"], "files": [file["id"]],
+                                "archive": False}
+    assert _downloads(client, transfer["id"]) == [1]
+    first_opened = client.get(f"/api/v1/transfers/{transfer['id']}").json()["recipients"][0]
+    assert first_opened["first_opened_at"] is not None
+
+
+def test_html_is_served_as_an_inert_attachment(server: Server, client: httpx.Client) -> None:
+    files = {
+        "page.html": b"<!doctype html><html><body><script>alert(document.cookie)</script>",
+        "image.svg": b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+    }
+    _, (token,) = send(client, files)
+    for file in _view(server, token)["files"]:
+        response = httpx.get(file["url"])
+        assert response.status_code == 200
+        assert response.content == files[file["name"]]
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert response.headers["content-disposition"].startswith("attachment;")
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["content-security-policy"] == "default-src 'none'; sandbox"
+
+
+def test_empty_file(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
+    transfer, (token,) = send(client, {"vide.txt": b""})
+    (file,) = _view(server, token)["files"]
+    response = httpx.get(file["url"])
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["content-length"] == "0"
+    _downloaded(server, admin, _recipient_ids(transfer)[0], (token,))
+
+
+# -- ranges ---------------------------------------------------------------------------
+
+
+def test_ranges_never_count(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
+    content = os.urandom(2 * MiB + 777)  # three encrypted segments
+    size = len(content)
+    transfer, (token,) = send(client, {"scanner.dcm": content})
+    (recipient,) = _recipient_ids(transfer)
+    (file,) = _view(server, token)["files"]
+    url, etag = file["url"], f'"{file["sha256"][:32]}"'
+
+    def get(range_: str, **headers: str) -> httpx.Response:
+        return httpx.get(url, headers={"Range": range_, **headers})
+
+    for header, start, end in [
+        ("bytes=0-99", 0, 100),
+        ("bytes=1048570-1048590", 1048570, 1048591),  # across a segment boundary
+        ("bytes=-500", size - 500, size),  # suffix
+        ("bytes=2000000-", 2000000, size),  # open-ended
+        (f"bytes={size - 10}-{size + 1000}", size - 10, size),  # clamped
+        ("bytes=1-", 1, size),  # all but the first byte: still partial
+    ]:
+        response = get(header)
+        assert response.status_code == 206, header
+        assert response.content == content[start:end], header
+        assert response.headers["content-range"] == f"bytes {start}-{end - 1}/{size}"
+        assert response.headers["content-length"] == str(end - start)
+        assert response.headers["etag"] == etag
+        assert response.headers["content-disposition"].startswith("attachment;")
+        assert response.headers["cache-control"] == "no-store"
+        assert "repr-digest" not in response.headers
+
+    assert get("bytes=10-19", **{"If-Range": etag}).status_code == 206
+    for header in (f"bytes={size}-", f"bytes={size + 5}-{size + 10}", "bytes=-0"):
+        refused = get(header)
+        assert_error(refused, 416, "range_not_satisfiable", {"size": size})
+        assert refused.headers["content-range"] == f"bytes */{size}"
+
+    head = httpx.head(url)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(size)
+    assert head.headers["etag"] == etag
+    head_range = httpx.head(url, headers={"Range": "bytes=0-9"})
+    assert head_range.status_code == 206
+    assert head_range.headers["content-range"] == f"bytes 0-9/{size}"
+
+    _no_download_recorded(server, recipient)
+    assert _downloads(client, transfer["id"]) == [0]
+
+    # If-Range with another validator: the whole file, 200, which counts.
+    full = get("bytes=0-9", **{"If-Range": '"not-the-etag"'})
+    assert full.status_code == 200
+    assert full.content == content
+    assert "content-range" not in full.headers
+    _downloaded(server, admin, recipient, (token,))
+    # Several ranges are answered with the whole file (RFC 9110 allows it): counts too.
+    several = get("bytes=0-1,5-6")
+    assert several.status_code == 200
+    assert several.content == content
+    assert len(wait_events_for(server.data_dir, "transfer.downloaded", recipient, 2)) == 2
+    assert _downloads(client, transfer["id"]) == [2]
+
+
+def test_one_time_link(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
+    content = b"CANARY-ONCE " + os.urandom(50_000)
+    transfer, (token, other_token) = send(client, {"ordonnance.pdf": content}, recipients=2,
+                                          max_downloads=1)
+    recipient, other = _recipient_ids(transfer)
+    (file,) = _view(server, token)["files"]
+    url = file["url"]
+    assert file["downloads_left"] == 1
+
+    # Previews, HEAD and partial ranges leave the link usable.
+    assert httpx.get(f"{server.url}/t/{token}").status_code == 200
+    assert httpx.head(url).status_code == 200
+    assert httpx.get(url, headers={"Range": "bytes=0-99"}).status_code == 206
+    assert httpx.get(url, headers={"Range": "bytes=-1"}).status_code == 206
+    _no_download_recorded(server, recipient)
+    assert _view(server, token)["files"][0]["downloads_left"] == 1
+
+    # The one full GET uses it up.
+    assert httpx.get(url).content == content
+    _downloaded(server, admin, recipient, (token, "CANARY-ONCE"))
+    exhausted = {"reason": "exhausted"}
+    assert_error(httpx.get(url), 410, "gone", exhausted)
+    assert_error(httpx.get(url, headers={"Range": "bytes=0-9"}), 410, "gone", exhausted)
+    assert httpx.head(url).status_code == 410
+    assert_error(httpx.get(f"{_link(server, token)}/archive.zip"), 410, "gone", exhausted)
+    assert _view(server, token)["files"][0]["downloads_left"] == 0
+    page = httpx.get(f"{server.url}/t/{token}")
+    assert page.status_code == 200
+    assert "Limite atteinte" in page.text
+    assert f"/files/{file['id']}" not in page.text
+    assert len(events_for(server.data_dir, "transfer.downloaded", recipient)) == 1
+
+    # The other recipient has a limit of its own.
+    other_file = _view(server, other_token)["files"][0]
+    assert other_file["downloads_left"] == 1
+    assert httpx.get(other_file["url"]).content == content
+    _downloaded(server, admin, other, (other_token,))
+    assert _downloads(client, transfer["id"]) == [1, 1]
+
+
+def _aborted_get(url: str, keep: int = 256 * 1024) -> bytes:
+    """GET ``url`` and hang up after ``keep`` bytes, with a small receive
+    buffer so that the server cannot have pushed the whole body into
+    socket buffers already (it would then rightly count it as sent)."""
+    parts = httpx.URL(url)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.connect((parts.host, parts.port))
+        sock.sendall(f"GET {parts.raw_path.decode()} HTTP/1.1\r\nHost: {parts.host}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        received = b""
+        while len(received) < keep:
+            block = sock.recv(64 * 1024)
+            if not block:
+                break
+            received += block
+    return received
+
+
+def test_aborted_downloads_do_not_count(server: Server, client: httpx.Client,
+                                        admin: dict[str, Any]) -> None:
+    big = os.urandom(12 * MiB)  # more than any socket buffer will hold here
+    transfer, (token,) = send(client, {"gros.bin": big, "petit.txt": b"p"}, max_downloads=1)
+    (recipient,) = _recipient_ids(transfer)
+    info = _view(server, token)
+    for url in (info["files"][0]["url"], info["archive_url"]):
+        head = _aborted_get(url)
+        assert head.startswith(b"HTTP/1.1 200 ")
+    _no_download_recorded(server, recipient)
+    assert [f["downloads_left"] for f in _view(server, token)["files"]] == [1, 1]
+    # Still usable: the one full download goes through.
+    assert httpx.get(info["files"][0]["url"]).content == big
+    _downloaded(server, admin, recipient, (token,))
+
+
+def test_links_and_files_are_personal(server: Server, client: httpx.Client) -> None:
+    _, (token,) = send(client, {"a.txt": b"a"})
+    _, (stranger,) = send(client, {"b.txt": b"b"})
+    theirs = _view(server, stranger)["files"][0]["id"]
+    assert_error(httpx.get(f"{_link(server, token)}/files/{theirs}"), 404, "not_found")
+    assert_error(httpx.get(f"{_link(server, token)}/files/{'0' * 32}"), 404, "not_found")
+    unknown = "A" * 43
+    assert_error(httpx.get(_link(server, unknown)), 404, "not_found")
+    assert_error(httpx.get(f"{_link(server, unknown)}/archive.zip"), 404, "not_found")
+    page = httpx.get(f"{server.url}/t/{unknown}")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Lien inconnu" in page.text
+
+
+# -- the whole transfer as a ZIP ------------------------------------------------------
+
+
+def test_zip_archive(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
+    files = [
+        ("rapport.pdf", b"CANARY-ZIP-1 " + os.urandom(1500)),
+        ("Rapport.pdf", os.urandom(MiB + 3)),
+        ("rapport.pdf", b"troisieme"),
+        ("vide.txt", b""),
+        ("Compte rendu é.txt", "é".encode()),
+    ]
+    transfer, (token,) = send(client, files)
+    (recipient,) = _recipient_ids(transfer)
+    url = _view(server, token)["archive_url"]
+    assert url == f"{_link(server, token)}/archive.zip"
+
+    head = httpx.head(url)
+    assert head.status_code == 200
+    assert head.headers["content-type"] == "application/zip"
+    size = int(head.headers["content-length"])
+
+    response = httpx.get(url)
+    assert response.status_code == 200
+    assert len(response.content) == size
+    h = response.headers
+    assert h["content-disposition"].startswith(
+        f"attachment; filename=\"coffre-{transfer['id'][:8]}.zip\"")
+    assert h["x-content-type-options"] == "nosniff"
+    assert h["cache-control"] == "no-store"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert archive.testzip() is None
+        names = archive.namelist()
+        assert names == ["rapport.pdf", "Rapport (2).pdf", "rapport (3).pdf", "vide.txt",
+                         "Compte rendu é.txt"]
+        for arcname, (_, data) in zip(names, files, strict=True):
+            assert archive.read(arcname) == data
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
+
+    event = _downloaded(server, admin, recipient, (token, "CANARY-ZIP", "rapport"))
+    assert event["details"]["archive"] is True
+    assert event["details"]["files"] == [f["id"] for f in transfer["files"]]
+    assert _downloads(client, transfer["id"]) == [len(files)]  # one per file
+
+
+def test_zip_uses_up_a_limit_on_every_file(server: Server, client: httpx.Client,
+                                           admin: dict[str, Any]) -> None:
+    transfer, (token,) = send(client, {"a.txt": b"a", "b.txt": b"b"}, max_downloads=1)
+    url = f"{_link(server, token)}/archive.zip"
+    assert httpx.head(url).status_code == 200  # HEAD does not count
+    _no_download_recorded(server, _recipient_ids(transfer)[0])
+    assert httpx.get(url).status_code == 200
+    _downloaded(server, admin, _recipient_ids(transfer)[0], (token,))
+    assert_error(httpx.get(url), 410, "gone", {"reason": "exhausted"})
+    for file in _view(server, token)["files"]:
+        assert file["downloads_left"] == 0
+        assert_error(httpx.get(file["url"]), 410, "gone", {"reason": "exhausted"})
+
+
+def test_open_archive_size_is_exact_and_zip64_ready(server: Server, client: httpx.Client,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LinkService.open_archive`` announces the exact size it sends, also
+    when every entry needs ZIP64 records (forced here by lowering
+    zipstream's limit: a real >4 GiB ZIP is the slow test below)."""
+    import zipstream.ng
+
+    files = {"a.bin": os.urandom(5000), "b.bin": os.urandom(MiB + 1), "c.txt": b"c"}
+    _, tokens = send(client, files, recipients=2)
+    app = in_process(server)
+    try:
+        name, size, body = app.links.open_archive(tokens[0], None, Context(source="test"))
+        data = b"".join(body)
+        assert len(data) == size
+        assert name.endswith(".zip")
+        assert b"PK\x06\x06" not in data  # small: no ZIP64 end record needed
+
+        monkeypatch.setattr(zipstream.ng, "ZIP64_LIMIT", 1000)
+        _, size64, body64 = app.links.open_archive(tokens[1], None, Context(source="test"))
+        data64 = b"".join(body64)
+    finally:
+        app.close()
+    assert len(data64) == size64
+    assert size64 > size  # the ZIP64 extra fields and end records
+    assert b"PK\x06\x06" in data64 and b"PK\x06\x07" in data64  # ZIP64 end record, locator
+    with zipfile.ZipFile(io.BytesIO(data64)) as archive:
+        assert archive.testzip() is None
+        assert {n: archive.read(n) for n in archive.namelist()} == files
+
+
+# -- passwords ------------------------------------------------------------------------
+
+PASSWORD = "trois petits chats"
+
+
+def test_password_protected_link(server: Server, client: httpx.Client,
+                                 admin: dict[str, Any]) -> None:
+    transfer, (token, neighbour) = send(client, {"secret.pdf": b"CANARY-PW"}, recipients=2,
+                                        password=PASSWORD)
+    recipient, _ = _recipient_ids(transfer)
+    link = _link(server, token)
+
+    required = {"reason": "password_required"}
+    assert_error(httpx.get(link), 401, "authentication_required", required)
+    assert_error(httpx.get(f"{link}/archive.zip"), 401, "authentication_required", required)
+    file_id = transfer["files"][0]["id"]
+    assert_error(httpx.get(f"{link}/files/{file_id}"), 401, "authentication_required", required)
+    assert httpx.head(f"{link}/files/{file_id}").status_code == 401
+    assert_error(httpx.get(link, headers={"X-Coffre-Access": "forged"}), 401,
+                 "authentication_required", required)
+    page = httpx.get(f"{server.url}/t/{token}")
+    assert page.status_code == 200
+    assert "Ce lien est protégé par un mot de passe" in page.text
+    assert "secret.pdf" not in page.text
+    assert not events_for(server.data_dir, "link.opened", recipient)
+
+    wrong = httpx.post(f"{link}/unlock", json={"password": "pas le bon"})
+    assert_error(wrong, 401, "authentication_required", {"reason": "wrong_password"})
+    failed = one_event(server.data_dir, "link.password_failed", object_type="recipient",
+                       object_id=recipient, organisation=admin["organisation_id"], actor=None,
+                       outcome="failure", secrets=(token, "pas le bon", PASSWORD))
+    assert failed["details"]["failures"] == 1
+
+    unlocked = httpx.post(f"{link}/unlock", json={"password": PASSWORD})
+    assert unlocked.status_code == 200, unlocked.text
+    access = unlocked.json()["access"]
+    assert unlocked.json()["expires_in"] == 7200
+    cookie = unlocked.headers["set-cookie"]
+    assert cookie.startswith(f"__Host-coffre-access={access};")
+    for attribute in ("HttpOnly", "Path=/", "SameSite=strict", "Secure", "Max-Age=7200"):
+        assert attribute in cookie
+    assert "Domain" not in cookie
+    one_event(server.data_dir, "link.unlocked", object_type="recipient", object_id=recipient,
+              organisation=admin["organisation_id"], actor=None,
+              secrets=(token, access, PASSWORD))
+
+    # The grant, by header...
+    info = _view(server, token, **{"X-Coffre-Access": access})
+    response = httpx.get(info["files"][0]["url"], headers={"X-Coffre-Access": access})
+    assert response.content == b"CANARY-PW"
+    # ... or by cookie (a browser sends it back; httpx keeps Secure cookies for https).
+    by_cookie = {"Cookie": f"__Host-coffre-access={access}"}
+    assert httpx.get(link, headers=by_cookie).status_code == 200
+    assert httpx.get(f"{server.url}/t/{token}", headers=by_cookie).status_code == 200
+    assert httpx.get(f"{link}/archive.zip", headers=by_cookie).status_code == 200
+    # It opens this link only, not the other recipient's.
+    assert_error(httpx.get(_link(server, neighbour), headers={"X-Coffre-Access": access}),
+                 401, "authentication_required", required)
+    # Never in the database in clear.
+    stored = sql(server.data_dir, "SELECT token_hash FROM link_access WHERE recipient_id = ?",
+                 recipient)
+    assert stored == [(hashlib.sha256(access.encode()).hexdigest(),)]
+
+
+def test_password_lockout(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
+    transfer, (token, neighbour) = send(client, {"a.txt": b"a"}, recipients=2,
+                                        password=PASSWORD)
+    recipient, _ = _recipient_ids(transfer)
+    link = _link(server, token)
+    for attempt in range(1, ATTEMPTS + 1):
+        assert_error(httpx.post(f"{link}/unlock", json={"password": f"essai {attempt}"}),
+                     401, "authentication_required", {"reason": "wrong_password"})
+    locked = httpx.post(f"{link}/unlock", json={"password": PASSWORD})
+    assert_error(locked, 429, "too_many_attempts")
+    # The web form says so in French.
+    form = httpx.post(f"{server.url}/t/{token}/unlock", data={"password": PASSWORD})
+    assert form.status_code == 429
+    assert form.headers["content-type"].startswith("text/html")
+    assert "Trop de tentatives" in form.text
+
+    failures = events_for(server.data_dir, "link.password_failed", recipient)
+    assert [e["details"]["failures"] for e in failures] == list(range(1, ATTEMPTS + 1))
+    assert all(e["outcome"] == "failure" and e["source"] == "127.0.0.1" for e in failures)
+    locks = events_for(server.data_dir, "link.password_locked", recipient)
+    assert len(locks) == 2
+    assert all(e["outcome"] == "failure" and PASSWORD not in str(e) for e in locks)
+    assert not events_for(server.data_dir, "link.unlocked", recipient)
+    # Per link: the other recipient may still unlock.
+    assert httpx.post(f"{_link(server, neighbour)}/unlock",
+                      json={"password": PASSWORD}).status_code == 200
+
+
+def test_unlock_form(server: Server, client: httpx.Client) -> None:
+    _, (token,) = send(client, {"a.txt": b"a"}, password=PASSWORD)
+    page = f"{server.url}/t/{token}"
+    wrong = httpx.post(f"{page}/unlock", data={"password": "non"})
+    assert wrong.status_code == 401
+    assert "Mot de passe incorrect." in wrong.text
+    right = httpx.post(f"{page}/unlock", data={"password": PASSWORD})
+    assert right.status_code == 303
+    assert right.headers["location"] == f"/t/{token}"
+    access = right.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    shown = httpx.get(page, headers={"Cookie": f"__Host-coffre-access={access}"})
+    assert shown.status_code == 200
+    assert "a.txt" in shown.text
+
+
+# -- notice to the sender ----------------------------------------------------------
+
+
+def test_sender_notified_after_a_full_download(server: Server, client: httpx.Client,
+                                               mail: MailCatcher,
+                                               admin: dict[str, Any]) -> None:
+    transfer, (token,) = send(client, {"a.txt": b"CANARY-NOTICE"}, subject="Bilan",
+                              notify_on_download=True)
+    address = transfer["recipients"][0]["email"]
+    (file,) = _view(server, token)["files"]
+    assert httpx.head(file["url"]).status_code == 200
+    assert httpx.get(file["url"], headers={"Range": "bytes=0-3"}).status_code == 206
+    assert httpx.get(file["url"]).status_code == 200
+    _downloaded(server, admin, transfer["recipients"][0]["id"], (token,))
+
+    deadline = time.monotonic() + 15
+    notices: list[Any] = []
+    while not notices and time.monotonic() < deadline:
+        notices = [m for m in mail.to(ADMIN_EMAIL, timeout=1) if address in m["Subject"]]
+    assert len(notices) == 1
+    text = notices[0].get_body(preferencelist=("plain",)).get_content()
+    assert address in text
+    assert "Bilan" in text
+    assert token not in text
+    assert "CANARY" not in text
+
+
+# -- more than 4 GiB (slow) -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_zip64_archive_over_4_gib(server: Server, client: httpx.Client,
+                                  tmp_path: Path) -> None:
+    size = 4 * (1 << 30) + 100 * MiB
+    chunk = 64 * MiB
+    created = client.post("/api/v1/uploads/", headers={
+        **TUS, "Upload-Length": str(size),
+        "Upload-Metadata": "filename " + base64.b64encode(b"zeros.bin").decode()})
+    assert created.status_code == 201, created.text
+    location = created.headers["location"]
+    zeros = bytes(chunk)
+    offset = 0
+    while offset < size:
+        piece = zeros[: min(chunk, size - offset)]
+        patched = client.patch(location, content=piece, timeout=300, headers={
+            **TUS, "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream"})
+        assert patched.status_code == 204, patched.text
+        offset = int(patched.headers["upload-offset"])
+    upload_id = location.rstrip("/").rsplit("/", 1)[-1]
+    small = upload_bytes(client, b"petit", "petit.txt")
+    response = client.post("/api/v1/transfers", json={
+        "files": [upload_id, small], "recipients": ["gros@exemple.fr"]})
+    assert response.status_code == 201, response.text
+    token = response.json()["links"]["gros@exemple.fr"].rsplit("/", 1)[-1]
+
+    target = tmp_path / "archive.zip"
+    with httpx.stream("GET", f"{_link(server, token)}/archive.zip", timeout=600) as streamed:
+        assert streamed.status_code == 200
+        expected = int(streamed.headers["content-length"])
+        with target.open("wb") as out:
+            for block in streamed.iter_raw(8 * MiB):
+                out.write(block)
+    assert target.stat().st_size == expected
+    # Constant memory: the server never held the file or the archive.
+    assert server.process is not None
+    status = Path(f"/proc/{server.process.pid}/status")
+    if status.exists():
+        peak_kib = int(next(line.split()[1] for line in status.read_text().splitlines()
+                            if line.startswith("VmHWM:")))
+        assert peak_kib < 1024 * 1024, f"server peak RSS {peak_kib} KiB"
+    try:
+        with zipfile.ZipFile(target) as archive:
+            infos = {i.filename: i for i in archive.infolist()}
+            assert infos["zeros.bin"].file_size == size
+            assert infos["petit.txt"].header_offset > 0xFFFFFFFF  # found through ZIP64
+            assert archive.read("petit.txt") == b"petit"
+            assert archive.testzip() is None
+    finally:  # 2 x 4 GiB on disk otherwise
+        target.unlink()
+        client.delete(f"/api/v1/transfers/{response.json()['id']}")

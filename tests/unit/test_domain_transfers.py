@@ -1,0 +1,295 @@
+"""Rules of a transfer (``coffre.domain.transfers``): pure functions, no I/O.
+
+Expiry parsing and bounds, file-name sanitising (SEC-19/20/30), RFC 9110
+byte ranges, link usability (410 reasons) and who may manage a transfer
+(deny by default, another organisation's transfer does not exist).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from coffre.domain.accounts import ALL_SCOPES, Actor, Role
+from coffre.domain.transfers import (
+    MAX_FILENAME_BYTES,
+    ByteRange,
+    can_manage_transfer,
+    check_downloads_left,
+    check_expiry,
+    check_link_usable,
+    downloads_left,
+    parse_expiry,
+    parse_range,
+    require_manage,
+    sanitise_filename,
+)
+from coffre.errors import Gone, InvalidInput, NotFound
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+YEAR = timedelta(days=365)
+
+# -- expiry ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("12h", timedelta(hours=12)),
+        ("1h", timedelta(hours=1)),
+        ("7d", timedelta(days=7)),
+        ("2w", timedelta(weeks=2)),
+        ("3m", timedelta(days=90)),
+        (" 7D ", timedelta(days=7)),
+        ("12 m", timedelta(days=360)),
+    ],
+)
+def test_parse_expiry_durations(text: str, expected: timedelta) -> None:
+    assert parse_expiry(text) == expected
+
+
+@pytest.mark.parametrize("text", ["permanent", "Never", " jamais "])
+def test_parse_expiry_permanent(text: str) -> None:
+    assert parse_expiry(text) is None
+
+
+@pytest.mark.parametrize(
+    "text", ["0d", "0h", "", "7", "d", "-1d", "1.5d", "7 days", "1y", "123456d", "7d7d", "\u0667d"]
+)
+def test_parse_expiry_rejects(text: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_expiry(text)
+    assert caught.value.details == {"field": "expires_in"}
+
+
+def test_check_expiry_bounds() -> None:
+    check_expiry(None, YEAR)  # permanent
+    check_expiry(timedelta(hours=1), YEAR)
+    check_expiry(YEAR, YEAR)
+    for bad in (timedelta(minutes=59), YEAR + timedelta(seconds=1), timedelta(0)):
+        with pytest.raises(InvalidInput):
+            check_expiry(bad, YEAR)
+
+
+def test_thirteen_months_is_too_long_for_a_one_year_maximum() -> None:
+    duration = parse_expiry("13m")
+    with pytest.raises(InvalidInput, match="365 days"):
+        check_expiry(duration, YEAR)
+
+
+# -- file names -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Compte rendu é.pdf", "Compte rendu é.pdf"),
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\Windows\\system32\\cmd.exe", "cmd.exe"),
+        ("/absolute/path/irm.dcm", "irm.dcm"),
+        ("rapport\r\nSet-Cookie: x=1.pdf", "rapportSet-Cookie_ x=1.pdf"),
+        ("x.pdf\x00.exe", "x.pdf.exe"),
+        ("x.pdf.exe", "x.pdf.exe"),  # kept as is: the type check is elsewhere (SEC-19)
+        ("facture\u202egpj.exe", "facturegpj.exe"),  # RTL override would show "exe.jpg"
+        ("a\u200bb\ufeff.txt", "ab.txt"),  # zero-width and BOM (format characters)
+        ("\x1b[31mrouge\x1b[0m.txt", "[31mrouge[0m.txt"),  # ANSI escape loses its ESC
+        ('a:b*c?d"e<f>g|h.txt', "a_b_c_d_e_f_g_h.txt"),
+        ("  .bashrc  ", "bashrc"),
+        ("fichier.", "fichier"),
+        ("..", "fichier"),
+        ("", "fichier"),
+        ("\u202e\x00\r\n", "fichier"),
+    ],
+)
+def test_sanitise_filename(raw: str, expected: str) -> None:
+    assert sanitise_filename(raw) == expected
+
+
+def test_sanitise_filename_normalises_to_nfc() -> None:
+    decomposed = "Re\u0301sultats.pdf"  # e + combining acute accent
+    assert sanitise_filename(decomposed) == "Résultats.pdf"
+    assert unicodedata.is_normalized("NFC", sanitise_filename(decomposed))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a" * 1000 + ".pdf",
+        "é" * 400 + ".pdf",
+        "😀" * 200 + ".dcm",
+        "b" * 300,
+        "c" * 300 + "." + "x" * 40,  # an "extension" too long to be one
+    ],
+)
+def test_sanitise_filename_caps_length_and_keeps_valid_utf8(raw: str) -> None:
+    name = sanitise_filename(raw)
+    encoded = name.encode()
+    assert 0 < len(encoded) <= MAX_FILENAME_BYTES
+    assert encoded.decode() == name  # never cut inside a character
+    ext = raw.rpartition(".")[2]
+    if len(ext) < 20 and "." in raw:
+        assert name.endswith("." + ext)
+
+
+def test_sanitise_filename_is_idempotent() -> None:
+    for raw in ["../../etc/passwd", "x.pdf\x00.exe", "é" * 400 + ".pdf", "  a\r\nb  "]:
+        once = sanitise_filename(raw)
+        assert sanitise_filename(once) == once
+
+
+# -- byte ranges (RFC 9110) -----------------------------------------------------
+
+SIZE = 1000
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-99", ByteRange(0, 100)),
+        ("bytes=100-199", ByteRange(100, 200)),
+        ("bytes=0-0", ByteRange(0, 1)),
+        ("bytes=999-999", ByteRange(999, 1000)),
+        ("bytes=500-", ByteRange(500, 1000)),  # open-ended
+        ("bytes=900-5000", ByteRange(900, 1000)),  # last-pos past the end is clamped
+        ("bytes=-100", ByteRange(900, 1000)),  # suffix
+        ("bytes=-5000", ByteRange(0, 1000)),  # suffix longer than the file
+        ("Bytes = 10-19", ByteRange(10, 20)),
+    ],
+)
+def test_parse_range_single(header: str, expected: ByteRange) -> None:
+    assert parse_range(header, SIZE) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "bytes=0-99,200-299",  # several ranges: answered with the whole file
+        "bytes=0-1, 5-6",
+        "items=0-99",  # unknown unit
+        "bytes=abc-",
+        "bytes=5",
+        "bytes=-",
+        "bytes=20-10",  # last < first: invalid, ignored
+        "bytes=1_0-20",  # Python int() syntax is not RFC syntax
+        "bytes=+5-10",
+        "bytes=--5",
+        "bytes=\u0663-\u0669",  # non-ASCII digits
+        "bytes=" + "9" * 40 + "-",
+    ],
+)
+def test_parse_range_ignored(header: str | None) -> None:
+    assert parse_range(header, SIZE) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [
+        ("bytes=1000-", SIZE),  # starts at the end
+        ("bytes=5000-6000", SIZE),
+        ("bytes=-0", SIZE),  # empty suffix
+        ("bytes=0-", 0),  # nothing to range over in an empty file
+    ],
+)
+def test_parse_range_unsatisfiable(header: str, size: int) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_range(header, size)
+    assert caught.value.details == {"unsatisfiable": True, "size": size}
+
+
+def test_byte_range_length() -> None:
+    assert ByteRange(10, 20).length == 10
+
+
+# -- link usability and download limits ------------------------------------------
+
+
+@dataclass
+class FakeTransfer:
+    sender_id: str = "alice"
+    organisation_id: str = "org-a"
+    expires_at: datetime | None = NOW + timedelta(days=1)
+    revoked_at: datetime | None = None
+    purged_at: datetime | None = None
+    max_downloads: int | None = None
+
+
+def _reason(transfer: FakeTransfer, now: datetime = NOW) -> str | None:
+    try:
+        check_link_usable(transfer, now)
+    except Gone as exc:
+        assert exc.status == 410
+        reason: str = exc.details["reason"]
+        return reason
+    return None
+
+
+def test_link_usable_until_expiry() -> None:
+    transfer = FakeTransfer()
+    assert _reason(transfer) is None
+    assert _reason(transfer, NOW + timedelta(hours=23)) is None
+    assert _reason(transfer, NOW + timedelta(days=1)) == "expired"  # expiry instant included
+    assert _reason(transfer, NOW + timedelta(days=2)) == "expired"
+
+
+def test_permanent_link_never_expires() -> None:
+    assert _reason(FakeTransfer(expires_at=None), NOW + timedelta(days=36500)) is None
+
+
+def test_link_reasons_in_order_of_precedence() -> None:
+    past = NOW - timedelta(days=1)
+    assert _reason(FakeTransfer(revoked_at=past)) == "revoked"
+    assert _reason(FakeTransfer(revoked_at=past, expires_at=past)) == "revoked"
+    assert _reason(FakeTransfer(purged_at=past, revoked_at=past, expires_at=past)) == "deleted"
+
+
+def test_download_limit() -> None:
+    unlimited = FakeTransfer()
+    check_downloads_left(unlimited, 10_000)
+    assert downloads_left(unlimited, 10_000) is None
+    once = FakeTransfer(max_downloads=1)
+    check_downloads_left(once, 0)
+    assert downloads_left(once, 0) == 1
+    with pytest.raises(Gone) as caught:
+        check_downloads_left(once, 1)
+    assert caught.value.details == {"reason": "exhausted"}
+    assert downloads_left(once, 1) == 0
+    assert downloads_left(FakeTransfer(max_downloads=3), 5) == 0
+
+
+# -- who may manage a transfer ---------------------------------------------------
+
+
+def _actor(user: str, org: str, role: Role = Role.MEMBER) -> Actor:
+    return Actor(user_id=user, organisation_id=org, role=role, scopes=ALL_SCOPES)
+
+
+def test_the_sender_may_manage() -> None:
+    assert can_manage_transfer(_actor("alice", "org-a"), FakeTransfer())
+
+
+def test_an_admin_of_the_organisation_may_manage() -> None:
+    assert can_manage_transfer(_actor("root", "org-a", Role.ADMIN), FakeTransfer())
+
+
+def test_a_colleague_may_not_manage() -> None:
+    assert not can_manage_transfer(_actor("bob", "org-a"), FakeTransfer())
+
+
+def test_another_organisation_may_not_manage_even_as_admin_or_same_user_id() -> None:
+    assert not can_manage_transfer(_actor("root", "org-b", Role.ADMIN), FakeTransfer())
+    # The same user id in another organisation is still someone else.
+    assert not can_manage_transfer(_actor("alice", "org-b"), FakeTransfer())
+    assert not can_manage_transfer(_actor("alice", "org-b", Role.ADMIN), FakeTransfer())
+
+
+def test_require_manage_answers_not_found() -> None:
+    require_manage(_actor("alice", "org-a"), FakeTransfer())
+    for outsider in (_actor("bob", "org-a"), _actor("root", "org-b", Role.ADMIN)):
+        with pytest.raises(NotFound) as caught:
+            require_manage(outsider, FakeTransfer())
+        assert caught.value.status == 404
