@@ -17,6 +17,7 @@ from coffre.notify.mailbox import DevMailbox
 from coffre.notify.smtp import SmtpMailer
 from coffre.ports import BlobStore, Clock, KeyProvider, Mailer
 from coffre.services.accounts import AccountService
+from coffre.services.denials import DenialLog
 from coffre.services.keys import KeyRing
 from coffre.services.links import LinkService
 from coffre.services.mail import MailQueue
@@ -41,6 +42,7 @@ class Coffre:
     uploads: UploadService
     transfers: TransferService
     links: LinkService
+    denials: DenialLog
 
     def close(self) -> None:
         self.db.dispose()
@@ -109,6 +111,7 @@ def build(
             single_instance=db.url.startswith("sqlite"),
         ),
         transfers=transfers,
+        denials=DenialLog(db),
         links=LinkService(
             db, store, keys, transfers, clock, password_attempts=settings.link_password_attempts
         ),

@@ -107,7 +107,7 @@ def can_manage_transfer(actor: Actor, transfer: TransferState) -> bool:
 def require_manage(actor: Actor, transfer: TransferState) -> None:
     # 404, not 403: another organisation's objects do not exist for you.
     if not can_manage_transfer(actor, transfer):
-        raise NotFound("transfer not found")
+        raise NotFound("transfer not found", access_denied=True)
 
 
 _RANGE_SPEC = re.compile(r"([0-9]{0,18})-([0-9]{0,18})")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coffre.errors import CoffreError
+from coffre.http import deps
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,22 @@ def _extra_headers(request: Request) -> dict[str, str]:
     return headers
 
 
+async def _audit_denial(request: Request, status: int, code: str, hidden: bool) -> None:
+    """Record access-control failures (never the path: it may hold a token).
+
+    ``hidden``: someone else's object answered as a 404.
+    """
+    app = request.app.state.coffre
+    action = "access.denied" if hidden else app.denials.wanted(status, request.url.path)
+    if action is None:
+        return
+    route = getattr(request.scope.get("route"), "path", None)
+    ctx = deps.context(request)
+    await to_thread.run_sync(
+        lambda: app.denials.record(action, status, request.method, route, code, ctx)
+    )
+
+
 def install(app: FastAPI, render_page: Any) -> None:
     """Register the handlers. ``render_page(request, status, error)`` may
     return an HTML response for browser pages, or None."""
@@ -65,6 +83,8 @@ def install(app: FastAPI, render_page: Any) -> None:
     @app.exception_handler(CoffreError)
     async def coffre_error(request: Request, exc: CoffreError) -> Response:
         status, code = exc.status, exc.code
+        hidden = bool(exc.details.pop("access_denied", False))
+        await _audit_denial(request, status, code, hidden)
         headers = _extra_headers(request)
         if exc.details.get("unsatisfiable"):
             # RFC 9110 15.5.17: a 416 names the current length.
@@ -76,7 +96,9 @@ def install(app: FastAPI, render_page: Any) -> None:
         page = render_page(request, status, code, exc.message, exc.details)
         if page is not None:
             return page  # type: ignore[no-any-return]
-        if status == 401 and request.url.path.startswith("/api/"):
+        if status == 401 and request.url.path.startswith("/api/") and (
+            exc.details.get("reason") is None
+        ):
             headers["WWW-Authenticate"] = 'Bearer realm="coffre"'
         if status == 412 and request.url.path.startswith("/api/v1/uploads"):
             headers["Tus-Version"] = "1.0.0"

@@ -151,7 +151,9 @@ class TransferService:
             for position, upload_id in enumerate(new.upload_ids):
                 upload = session.get(Upload, upload_id)
                 if upload is None or upload.owner_id != actor.user_id:
-                    raise NotFound("upload not found", upload=upload_id)
+                    raise NotFound(
+                        "upload not found", upload=upload_id, access_denied=upload is not None
+                    )
                 if upload.completed_at is None or upload.sha256 is None:
                     raise Conflict("this upload is not complete yet", upload=upload_id)
                 if upload.attached_at is not None:

@@ -239,8 +239,10 @@ class UploadService:
 
     def _load(self, session: Session, actor: Actor, upload_id: str) -> Upload:
         upload = session.get(Upload, upload_id)
-        if upload is None or upload.owner_id != actor.user_id:
+        if upload is None:
             raise NotFound("upload not found")
+        if upload.owner_id != actor.user_id:
+            raise NotFound("upload not found", access_denied=True)
         if upload.attached_at is None and upload.expires_at <= self.clock.now():
             raise Gone("this upload has expired", reason="expired")
         return upload
