@@ -7,6 +7,8 @@ partial ranges and aborted reads never use up a limit.
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +27,7 @@ from coffre.domain.transfers import (
     check_link_usable,
     downloads_left,
 )
-from coffre.errors import AuthenticationRequired, NotFound, TooManyAttempts
+from coffre.errors import AuthenticationRequired, Gone, NotFound, TooManyAttempts
 from coffre.ports import BlobStore, Clock
 from coffre.services import messages
 from coffre.services.keys import KeyRing
@@ -85,6 +87,7 @@ class LinkService:
         self.transfers = transfers
         self.clock = clock
         self.password_attempts = password_attempts
+        self._in_flight = _InFlight()
 
     # -- access -----------------------------------------------------------------
 
@@ -249,9 +252,9 @@ class LinkService:
             file = session.get(TransferFile, file_id)
             if file is None or file.transfer_id != recipient.transfer_id:
                 raise NotFound("file not found")
-            check_downloads_left(
-                recipient.transfer, self._counts(session, recipient.id).get(file.id, 0)
-            )
+            completed = self._counts(session, recipient.id).get(file.id, 0)
+            check_downloads_left(recipient.transfer, completed)
+            limit = recipient.transfer.max_downloads
             view = self.transfers.file_view(session, file)
             key = self.keys.blob_key(session, file.blob)
             storage_key = file.blob.storage_key
@@ -264,9 +267,13 @@ class LinkService:
         iterator: Iterator[bytes] = iter(())
         if body:
             chunks = self._plaintext(key, storage_key, stream_size, lo, hi)
-            iterator = _on_complete(
+            claim = None
+            if whole and limit is not None:
+                claim = self._in_flight.claim([(recipient_id, file_id, completed)], limit)
+            iterator = _CountedBody(
                 chunks,
                 (lambda: self._record(recipient_id, [file_id], False, ctx)) if whole else None,
+                claim,
             )
         return FileDownload(file=view, etag=etag, start=lo, end=hi, body=iterator)
 
@@ -281,7 +288,7 @@ class LinkService:
         )
 
     def open_archive(
-        self, token: str, access: str | None, ctx: trail.Context
+        self, token: str, access: str | None, ctx: trail.Context, *, body: bool = True
     ) -> tuple[str, int, Iterator[bytes]]:
         """The whole transfer as a ZIP built on the fly (stored, ZIP64).
 
@@ -292,6 +299,7 @@ class LinkService:
             recipient = self._recipient(session, token)
             self._check_access(session, recipient, access)
             counts = self._counts(session, recipient.id)
+            limit = recipient.transfer.max_downloads
             entries = []
             for file in recipient.transfer.files:
                 check_downloads_left(recipient.transfer, counts.get(file.id, 0))
@@ -315,11 +323,17 @@ class LinkService:
                 size=view.size,
             )
         name = f"coffre-{transfer_id[:8]}.zip"
-        body = _on_complete(
+        claim = None
+        if limit is not None and body:
+            claim = self._in_flight.claim(
+                [(recipient_id, e[0].id, counts.get(e[0].id, 0)) for e in entries], limit
+            )
+        stream_body = _CountedBody(
             iter(archive),
             lambda: self._record(recipient_id, [e[0].id for e in entries], True, ctx),
+            claim,
         )
-        return name, len(archive), body
+        return name, len(archive), stream_body
 
     def _record(
         self, recipient_id: str, file_ids: list[str], archive: bool, ctx: trail.Context
@@ -367,12 +381,88 @@ class LinkService:
                 )
 
 
-def _on_complete(chunks: Iterator[bytes], done: Callable[[], None] | None) -> Iterator[bytes]:
+class _CountedBody(Iterator[bytes]):
     """Yield ``chunks``; call ``done`` only after the consumer asked past the
-    last one (so every byte was handed to the server for sending)."""
-    yield from chunks
-    if done is not None:
-        done()
+    last one (so every byte was handed to the server for sending).
+
+    ``claim`` (an in-flight reservation) is released however it ends: at
+    the end, on an error, on ``close()`` or when the body is dropped unread
+    (a client gone before the first byte).
+    """
+
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        done: Callable[[], None] | None,
+        claim: Callable[[], None] | None = None,
+    ) -> None:
+        self._chunks = chunks
+        self._done = done
+        self._claim = claim
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            done, self._done = self._done, None
+            try:
+                if done is not None:
+                    done()
+            finally:
+                self._release()
+            raise
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            claim()
+
+    def close(self) -> None:
+        self._release()
+
+    def __del__(self) -> None:
+        self._release()
+
+
+class _InFlight:
+    """Whole downloads under way in this process, per (recipient, file).
+
+    A download counts when it ends, so without this two parallel GETs of a
+    one-time link would both succeed. (Per process: the distributed
+    profile needs the same in the database.)
+    """
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def claim(self, items: list[tuple[str, str, int]], limit: int) -> Callable[[], None]:
+        """Reserve one download of each (recipient, file, completed); returns
+        the release function. Raises ``Gone`` if a limit would be passed."""
+        keys = [(r, f) for r, f, _ in items]
+        with self._lock:
+            for (recipient, file, completed) in items:
+                if completed + self._counts[(recipient, file)] >= limit:
+                    raise Gone("the download limit of this link is reached "
+                               "(a download is in progress)", reason="exhausted")
+            for key in keys:
+                self._counts[key] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if not released:
+                    released = True
+                    for key in keys:
+                        self._counts[key] -= 1
+                        if self._counts[key] <= 0:
+                            del self._counts[key]
+
+        return release
 
 
 def _unique_name(name: str, used: set[str]) -> str:

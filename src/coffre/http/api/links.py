@@ -88,7 +88,8 @@ async def download_file(token: str, file_id: str, request: Request, ctx: Ctx) ->
 async def download_archive(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
     head = request.method == "HEAD"
+    access = access_of(request)
     name, size, body = await to_thread.run_sync(
-        app.links.open_archive, token, access_of(request), ctx
+        lambda: app.links.open_archive(token, access, ctx, body=not head)
     )
     return archive_response(name, size, body, head)
