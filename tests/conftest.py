@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -146,30 +147,46 @@ class Server:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
 
 
-@pytest.fixture
-def mail() -> Iterator[MailCatcher]:
+@contextmanager
+def started_mail() -> Iterator[MailCatcher]:
     catcher = MailCatcher()
     catcher.start()
-    yield catcher
-    catcher.stop()
+    try:
+        yield catcher
+    finally:
+        catcher.stop()
 
 
-@pytest.fixture
-def server(tmp_path: Path, mail: MailCatcher) -> Iterator[Server]:
-    """A running server whose mail goes to the ``mail`` catcher, set up with
-    an administrator (``ADMIN_EMAIL``)."""
-    srv = Server(tmp_path / "data", env={
+@contextmanager
+def running_server(base: Path, mail: MailCatcher, **env: str) -> Iterator[Server]:
+    """A started server whose mail goes to ``mail``, set up with an
+    administrator (``ADMIN_EMAIL``)."""
+    srv = Server(base / "data", env={
         "COFFRE_SMTP_HOST": "127.0.0.1", "COFFRE_SMTP_PORT": str(mail.port),
-        "COFFRE_SMTP_TLS": "none",
+        "COFFRE_SMTP_TLS": "none", **env,
     })
-    pw = tmp_path / "admin-password"
+    pw = base / "admin-password"
     pw.write_text(ADMIN_PASSWORD)
     done = srv.coffre("setup", "--email", ADMIN_EMAIL, "--password-file", str(pw),
                       "--organisation", "Cabinet Exemple")
     assert done.returncode == 0, done.stderr + done.stdout
     srv.start()
-    yield srv
-    srv.stop()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def mail() -> Iterator[MailCatcher]:
+    with started_mail() as catcher:
+        yield catcher
+
+
+@pytest.fixture
+def server(tmp_path: Path, mail: MailCatcher) -> Iterator[Server]:
+    with running_server(tmp_path, mail) as srv:
+        yield srv
 
 
 def login(url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD,

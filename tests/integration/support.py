@@ -8,11 +8,11 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from coffre.bootstrap import build
 from coffre.crypto import credentials
@@ -20,37 +20,48 @@ from coffre.db.tables import Organisation, User
 from coffre.domain.accounts import Role
 from coffre.ports import Mail
 from coffre.settings import Settings
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MailCatcher, Server, login
+from tests.conftest import (
+    MailCatcher,
+    Server,
+    login,
+    running_server,
+    started_mail,
+)
 from tests.integration.flows import audit_events, link_token, sql, upload_bytes
 
 
-@contextmanager
-def running_server(base: Path, mail: MailCatcher, **env: str) -> Iterator[Server]:
-    """Like conftest's ``server`` fixture, for a module-scoped server."""
-    srv = Server(base / "data", env={
-        "COFFRE_SMTP_HOST": "127.0.0.1", "COFFRE_SMTP_PORT": str(mail.port),
-        "COFFRE_SMTP_TLS": "none", **env,
-    })
-    pw = base / "admin-password"
-    pw.write_text(ADMIN_PASSWORD)
-    done = srv.coffre("setup", "--email", ADMIN_EMAIL, "--password-file", str(pw),
-                      "--organisation", "Cabinet Exemple")
-    assert done.returncode == 0, done.stderr + done.stdout
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def module_server(label: str, **env: str) -> tuple[Any, ...]:
+    """Module-scoped ``mail``, ``server``, ``token``, ``client`` and ``admin``
+    fixtures (one server per test module: each start costs seconds)::
 
+        mail, server, token, client, admin = module_server("downloads")
+    """
 
-@contextmanager
-def started_mail() -> Iterator[MailCatcher]:
-    catcher = MailCatcher()
-    catcher.start()
-    try:
-        yield catcher
-    finally:
-        catcher.stop()
+    @pytest.fixture(scope="module", name="mail")
+    def mail_fixture() -> Iterator[MailCatcher]:
+        with started_mail() as catcher:
+            yield catcher
+
+    @pytest.fixture(scope="module", name="server")
+    def server_fixture(tmp_path_factory: pytest.TempPathFactory,
+                       mail: MailCatcher) -> Iterator[Server]:
+        with running_server(tmp_path_factory.mktemp(label), mail, **env) as srv:
+            yield srv
+
+    @pytest.fixture(scope="module", name="token")
+    def token_fixture(server: Server) -> str:
+        return login(server.url)
+
+    @pytest.fixture(scope="module", name="client")
+    def client_fixture(server: Server, token: str) -> Iterator[httpx.Client]:
+        with api_client(server, token) as c:
+            yield c
+
+    @pytest.fixture(scope="module", name="admin")
+    def admin_fixture(client: httpx.Client) -> dict[str, Any]:
+        return me(client)
+
+    return mail_fixture, server_fixture, token_fixture, client_fixture, admin_fixture
 
 
 def api_client(server: Server, token: str) -> httpx.Client:

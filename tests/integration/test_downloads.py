@@ -14,7 +14,6 @@ import os
 import socket
 import time
 import zipfile
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,15 @@ import httpx
 import pytest
 
 from coffre.audit.trail import Context
-from tests.conftest import ADMIN_EMAIL, MailCatcher, Server, login
+from tests.conftest import ADMIN_EMAIL, MailCatcher, Server
 from tests.integration.flows import TUS, sql, upload_bytes
 from tests.integration.support import (
-    api_client,
     assert_error,
     events_for,
     in_process,
-    me,
+    module_server,
     one_event,
-    running_server,
     send,
-    started_mail,
     wait_events_for,
 )
 
@@ -43,34 +39,9 @@ MiB = 1 << 20
 
 # -- one server for the module ----------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def mail() -> Iterator[MailCatcher]:
-    with started_mail() as catcher:
-        yield catcher
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, mail: MailCatcher) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("downloads"), mail,
-                        COFFRE_LINK_PASSWORD_ATTEMPTS=str(ATTEMPTS)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def token(server: Server) -> str:
-    return login(server.url)
-
-
-@pytest.fixture(scope="module")
-def client(server: Server, token: str) -> Iterator[httpx.Client]:
-    with api_client(server, token) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def admin(client: httpx.Client) -> dict[str, Any]:
-    return me(client)
+mail, server, token, client, admin = module_server(
+    "downloads", COFFRE_LINK_PASSWORD_ATTEMPTS=str(ATTEMPTS)
+)
 
 
 def _link(server: Server, token: str) -> str:

@@ -10,47 +10,22 @@ instead (see test_downloads / test_transfers).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.conftest import MailCatcher, Server, login
+from tests.conftest import Server, login
 from tests.integration.flows import TUS, upload_bytes
 from tests.integration.support import (
     api_client,
     assert_error,
-    running_server,
+    module_server,
     send,
-    started_mail,
 )
 
 # -- one server for the module ----------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def mail() -> Iterator[MailCatcher]:
-    with started_mail() as catcher:
-        yield catcher
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, mail: MailCatcher) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("errors"), mail,
-                        COFFRE_LINK_PASSWORD_ATTEMPTS="1") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def token(server: Server) -> str:
-    return login(server.url)
-
-
-@pytest.fixture(scope="module")
-def client(server: Server, token: str) -> Iterator[httpx.Client]:
-    with api_client(server, token) as c:
-        yield c
+mail, server, token, client, admin = module_server("errors", COFFRE_LINK_PASSWORD_ATTEMPTS="1")
 
 
 def test_shape_is_exactly_code_message_details(client: httpx.Client) -> None:

@@ -27,44 +27,16 @@ from tests.integration.support import (
     blob_files,
     events_for,
     expire,
-    me,
+    module_server,
     new_address,
     one_event,
     other_organisation_admin,
-    running_server,
     send,
-    started_mail,
 )
 
 # -- one server for the module ----------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def mail() -> Iterator[MailCatcher]:
-    with started_mail() as catcher:
-        yield catcher
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, mail: MailCatcher) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("transfers"), mail) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def token(server: Server) -> str:
-    return login(server.url)
-
-
-@pytest.fixture(scope="module")
-def client(server: Server, token: str) -> Iterator[httpx.Client]:
-    with api_client(server, token) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def admin(client: httpx.Client) -> dict[str, Any]:
-    return me(client)
+mail, server, token, client, admin = module_server("transfers")
 
 
 @pytest.fixture(scope="module")
