@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -116,66 +117,43 @@ class LinkService:
         )
 
     def unlock(self, token: str, password: str, ctx: trail.Context) -> str:
-        """Exchange the transfer's password for a short-lived access grant."""
+        """Exchange the transfer's password for a short-lived access grant.
+
+        After ``password_attempts`` wrong passwords the link locks (429).
+        """
         with self.db.session() as session:
             recipient = self._recipient(session, token)
             transfer = recipient.transfer
-            if transfer.password_hash is None:
-                ok = True
-            elif recipient.password_failures >= self.password_attempts:
-                trail.record(
-                    session,
-                    "link.password_locked",
-                    actor=None,
-                    organisation_id=transfer.organisation_id,
-                    object_type="recipient",
-                    object_id=recipient.id,
-                    outcome="failure",
-                    context=ctx,
-                )
-                locked = True
-                ok = False
-            else:
-                locked = False
-                ok = credentials.verify_password(transfer.password_hash, password)
-            if not ok:
-                if not locked:
-                    recipient.password_failures += 1
-                    trail.record(
-                        session,
-                        "link.password_failed",
-                        actor=None,
-                        organisation_id=transfer.organisation_id,
-                        object_type="recipient",
-                        object_id=recipient.id,
-                        outcome="failure",
-                        context=ctx,
-                        failures=recipient.password_failures,
-                    )
-                failed_locked = locked
+            if recipient.password_failures >= self.password_attempts:
+                self._event(session, recipient, "link.password_locked", ctx, outcome="failure")
+                outcome = "locked"
+            elif transfer.password_hash is not None and not credentials.verify_password(
+                transfer.password_hash, password
+            ):
+                recipient.password_failures += 1
+                self._event(session, recipient, "link.password_failed", ctx, outcome="failure",
+                            failures=recipient.password_failures)
+                outcome = "wrong"
             else:
                 recipient.password_failures = 0
                 access = credentials.new_token()
-                session.add(
-                    LinkAccess(
-                        token_hash=credentials.hash_token(access),
-                        recipient_id=recipient.id,
-                        expires_at=self.clock.now() + ACCESS_LIFETIME,
-                    )
-                )
-                trail.record(
-                    session,
-                    "link.unlocked",
-                    actor=None,
-                    organisation_id=transfer.organisation_id,
-                    object_type="recipient",
-                    object_id=recipient.id,
-                    context=ctx,
-                )
+                session.add(LinkAccess(
+                    token_hash=credentials.hash_token(access), recipient_id=recipient.id,
+                    expires_at=self.clock.now() + ACCESS_LIFETIME,
+                ))
+                self._event(session, recipient, "link.unlocked", ctx)
                 return access
-        if failed_locked:
+        if outcome == "locked":
             raise TooManyAttempts("too many wrong passwords: ask the sender for a new link")
         raise AuthenticationRequired("wrong password", reason="wrong_password")
+
+    def _event(self, session: Session, recipient: Recipient, action: str,
+               ctx: trail.Context, outcome: str = "success", **details: Any) -> None:
+        trail.record(
+            session, action, actor=None, organisation_id=recipient.transfer.organisation_id,
+            object_type="recipient", object_id=recipient.id, outcome=outcome, context=ctx,
+            **details,
+        )
 
     def view(self, token: str, access: str | None, ctx: trail.Context) -> LinkView:
         with self.db.session() as session:
