@@ -34,7 +34,7 @@ TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 #: Plaintext handed to the encrypting thread at a time.
-BATCH = 8 << 20
+BATCH = 4 << 20
 
 router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"])
 
@@ -201,15 +201,14 @@ async def _pump(request: Request, writer: UploadWriter) -> bool:
             if size >= BATCH:
                 if inflight is not None:
                     await inflight
-                data = b"".join(pending)
-                pending.clear()
+                batch, pending = pending, []
                 size = 0
-                inflight = asyncio.ensure_future(to_thread.run_sync(writer.feed, data))
+                inflight = asyncio.ensure_future(to_thread.run_sync(writer.feed, batch))
     except ClientDisconnect:
         complete = False
     finally:
         if inflight is not None:
             await asyncio.shield(inflight)
     if pending:
-        await asyncio.shield(to_thread.run_sync(writer.feed, b"".join(pending)))
+        await asyncio.shield(to_thread.run_sync(writer.feed, pending))
     return complete

@@ -20,6 +20,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -500,6 +501,40 @@ class _Snapshot:
     completed: bool
 
 
+class _Pending:
+    """Plaintext received but not yet encrypted, kept as the pieces it came
+    in: the only copy is the one that cuts a whole segment out of them."""
+
+    def __init__(self, initial: bytes = b"") -> None:
+        self._parts: deque[memoryview] = deque()
+        self.size = 0
+        self.add(initial)
+
+    def add(self, data: bytes) -> None:
+        if data:
+            self._parts.append(memoryview(data))
+            self.size += len(data)
+
+    def take(self, n: int) -> bytes:
+        out = []
+        need = n
+        while need:
+            part = self._parts[0]
+            if len(part) <= need:
+                out.append(part)
+                self._parts.popleft()
+                need -= len(part)
+            else:
+                out.append(part[:need])
+                self._parts[0] = part[need:]
+                need = 0
+        self.size -= n
+        return b"".join(out)
+
+    def all(self) -> bytes:
+        return b"".join(self._parts)
+
+
 def _tail_context(upload: Upload) -> bytes:
     return f"coffre/tail/{upload.id}/{upload.blob_id}/{upload.segments_committed}".encode()
 
@@ -525,7 +560,7 @@ class UploadWriter:
         self.snap = snap
         self._key = key
         self._cipher = stream.SegmentCipher(key, stream.StreamHeader.parse(snap.header))
-        self._buffer = bytearray(tail)
+        self._pending = _Pending(tail)
         self._index = snap.segments
         self._hasher = hasher
         self._checksum = checksum
@@ -545,48 +580,43 @@ class UploadWriter:
     def offset(self) -> int:
         return self.snap.offset + self._received
 
-    def feed(self, data: bytes) -> None:
-        if not data:
+    def feed(self, data: bytes | list[bytes]) -> None:
+        """Take the next piece(s) of the body, in order."""
+        pieces = [data] if isinstance(data, bytes) else data
+        size = sum(len(p) for p in pieces)
+        if not size:
             return
         length = self.snap.length
-        if length is not None and self.offset + len(data) > length:
+        if length is not None and self.offset + size > length:
             raise InvalidInput("the body goes past Upload-Length")
-        if length is None and self.offset + len(data) > self.service.max_size:
+        if length is None and self.offset + size > self.service.max_size:
             raise TooLarge(
                 f"the file is larger than the {self.service.max_size} bytes allowed",
                 max_size=self.service.max_size,
             )
-        if self._body_hash is not None:
-            self._body_hash.update(data)
-        self._received += len(data)
-        self._buffer += data
-        out = bytearray()
-        while len(self._buffer) > stream.segment_plaintext_size(self._index):
+        for piece in pieces:
+            if self._body_hash is not None:
+                self._body_hash.update(piece)
+            self._pending.add(piece)
+        self._received += size
+        while self._pending.size > stream.segment_plaintext_size(self._index):
             if self._index >= self._reserved:
                 # End of the reserved window: make progress durable (unless a
                 # checksum must be verified first), then reserve the next one.
-                self._flush(out)
                 if self._checksum is None:
                     self._checkpoint()
                 self._reserved = self._index + RESERVE_WINDOW
                 self._reserve(self._reserved)
-            out += self._encrypt_next(last=False)
-        self._flush(out)
+            self._write(self._encrypt_next(last=False))
         if (
             self._checksum is None
             and time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS
         ):
             self._checkpoint()
 
-    def _flush(self, out: bytearray) -> None:
-        if out:
-            self._write(bytes(out))
-            out.clear()
-
     def _encrypt_next(self, last: bool) -> bytes:
-        size = min(stream.segment_plaintext_size(self._index), len(self._buffer))
-        plain = bytes(self._buffer[:size])
-        del self._buffer[:size]
+        size = min(stream.segment_plaintext_size(self._index), self._pending.size)
+        plain = self._pending.take(size)
         self._hasher.update(plain)
         if self._index == 0:
             self._write(self.snap.header)
@@ -605,6 +635,7 @@ class UploadWriter:
             return
         self._appender.commit()
         boundary = stream.segment_plaintext_offset(self._index)
+        now = self.service.clock.now()
         with self.service.db.session() as session:
             upload = session.get(Upload, self.snap.upload_id)
             if upload is None:
@@ -614,8 +645,8 @@ class UploadWriter:
             upload.offset = boundary
             upload.segments_committed = self._index
             upload.tail_sealed = None
-            upload.lease_until = self.service.clock.now() + LEASE
-            upload.expires_at = self.service.clock.now() + self.service.expiry
+            upload.lease_until = now + LEASE
+            upload.expires_at = now + self.service.expiry
         self.service.hashes.put(self.snap.upload_id, self._index, self._hasher)
 
     def _write(self, data: bytes) -> None:
@@ -726,10 +757,10 @@ class UploadWriter:
                 upload.tail_sealed = (
                     envelope.seal(
                         envelope.derive_key(self._key, envelope.LABEL_UPLOAD_TAIL),
-                        bytes(self._buffer),
+                        self._pending.all(),
                         _tail_context(upload),
                     )
-                    if self._buffer
+                    if self._pending.size
                     else None
                 )
             info = service._info(session, upload)

@@ -38,6 +38,7 @@ from coffre.errors import (
     StorageError,
     StorageFull,
 )
+from coffre.storage.direct_io import DirectWriter, open_direct
 from coffre.storage.keys import TEMP_PREFIX, is_valid_segment, key_segments, prefix_directory
 
 FILE_MODE = 0o600
@@ -334,12 +335,17 @@ class LocalAppender:
         self._position = position
         self._sync_dir = sync_dir
         self._failed = False
+        direct_fd = open_direct(fd, position)
+        self._direct = DirectWriter(fd, direct_fd, position) if direct_fd >= 0 else None
 
     def write(self, data: bytes) -> None:
         self._check_usable()
         self._failed = True
         with _os_errors(self._key, writing=True):
-            _write_all(self._fd, data)
+            if self._direct is not None:
+                self._direct.write(data)
+            else:
+                _write_all(self._fd, data)
         self._position += len(data)
         self._failed = False
 
@@ -347,6 +353,8 @@ class LocalAppender:
         self._check_usable()
         self._failed = True
         with _os_errors(self._key, writing=True):
+            if self._direct is not None:
+                self._direct.settle()
             os.fsync(self._fd)
             if self._sync_dir:
                 os.fsync(self._dir_fd)
@@ -355,6 +363,9 @@ class LocalAppender:
         return self._position
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         for fd in (self._fd, self._dir_fd):
             if fd >= 0:
                 with suppress(OSError):

@@ -1,0 +1,1 @@
+"""Benchmarks run against references on the same machine (never from ``make test``)."""
