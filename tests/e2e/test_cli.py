@@ -148,9 +148,23 @@ def test_send_resumes_after_server_crash(server: Server, cli: Cli, mail: MailCat
 
 @pytest.mark.slow
 def test_send_five_gigabytes(server: Server, cli: Cli, mail: MailCatcher, tmp_path: Path) -> None:
-    big = random_file(tmp_path / "etude.bin", 5 * 1000**3)
-    done = cli.run("send", str(big), "--to", "a@exemple.fr", "--json")
-    assert json.loads(done.stdout)["files"][0]["sha256"] == sha256_file(big)
-    out = tmp_path / "out"
-    cli.run("get", mail.link_for("a@exemple.fr"), "-o", str(out))
-    assert sha256_file(out / "etude.bin") == sha256_file(big)
+    """The issue's acceptance: a 5 GB file and two small ones to two
+    recipients, each downloading with ``coffre get`` and with curl."""
+    files = [random_file(tmp_path / "etude.bin", 5 * 1000**3),
+             random_file(tmp_path / "cr.pdf", 300_000), random_file(tmp_path / "note.txt", 42)]
+    done = cli.run("send", *map(str, files), "--to", "a@exemple.fr", "--to", "b@exemple.fr",
+                   "--json")
+    expected = [sha256_file(f) for f in files]
+    assert [f["sha256"] for f in json.loads(done.stdout)["files"]] == expected
+    for address in ("a@exemple.fr", "b@exemple.fr"):
+        link = mail.link_for(address)
+        out = tmp_path / f"out-{address}"
+        cli.run("get", link, "-o", str(out))
+        assert [sha256_file(out / f.name) for f in files] == expected
+        for f in out.iterdir():
+            f.unlink()
+        info = httpx.get(f"{server.url}/api/v1/links/{link_token(link)}").json()
+        subprocess.run(["curl", "-sSfOJ", "--output-dir", str(out), info["files"][0]["url"]],
+                       check=True, timeout=1800)
+        assert sha256_file(out / "etude.bin") == expected[0]
+        (out / "etude.bin").unlink()
