@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, login
-from tests.integration.flows import make_transfer
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MailCatcher, Server, login, running_server
+from tests.integration.flows import make_transfer, sql, wait_for_events
 
 CANARY = "CANARY-MESSAGE-7f3a"
 
@@ -64,3 +64,21 @@ def test_settings_from_coffre_toml(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert os.environ.get("COFFRE_CONFIG") is None
+
+
+def test_scheduled_purge_shreds_expired_transfers(tmp_path: Path, mail: MailCatcher) -> None:
+    """The in-process scheduler, not only `coffre purge`, destroys expired
+    transfers: data keys gone, blobs removed, an audit event."""
+    with running_server(tmp_path, mail, COFFRE_PURGE_INTERVAL_SECONDS="1") as srv:
+        token = login(srv.url)
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}) as c:
+            transfer = make_transfer(c, {"a.bin": os.urandom(3000)}, ["p@exemple.fr"])
+        assert list((srv.data_dir / "blobs").rglob("*"))
+        sql(srv.data_dir, "UPDATE transfers SET expires_at = '2000-01-01 00:00:00' WHERE id = ?",
+            transfer["id"])
+        (event,) = wait_for_events(srv.data_dir, "transfer.purged", timeout=30)
+        assert event["object"]["id"] == transfer["id"]
+        assert event["details"]["data_keys_destroyed"] == 1
+        assert not [p for p in (srv.data_dir / "blobs").rglob("*") if p.is_file()]
+        assert sql(srv.data_dir, "SELECT count(*) FROM blobs WHERE wrapped_key IS NOT NULL") == [
+            (0,)]
