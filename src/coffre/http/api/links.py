@@ -60,9 +60,8 @@ def unlock(token: str, body: Unlock, request: Request, response: Response, ctx: 
     return Access(access=access, expires_in=seconds)
 
 
-@router.api_route(
-    "/{token}/files/{file_id}", methods=["GET", "HEAD"], name="link_file", response_class=Response
-)
+@router.get("/{token}/files/{file_id}", name="link_file", response_class=Response)
+@router.head("/{token}/files/{file_id}", include_in_schema=False, response_class=Response)
 async def download_file(token: str, file_id: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
     head = request.method == "HEAD"
@@ -82,9 +81,8 @@ async def download_file(token: str, file_id: str, request: Request, ctx: Ctx) ->
     return await to_thread.run_sync(prepare)
 
 
-@router.api_route(
-    "/{token}/archive.zip", methods=["GET", "HEAD"], name="link_archive", response_class=Response
-)
+@router.get("/{token}/archive.zip", name="link_archive", response_class=Response)
+@router.head("/{token}/archive.zip", include_in_schema=False, response_class=Response)
 async def download_archive(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
     head = request.method == "HEAD"
