@@ -82,5 +82,18 @@ def check(response: httpx.Response) -> Any:
     fail(message, 2 if response.status_code in (401, 403) else 1)
 
 
+def same_origin(url: str, base: str) -> str:
+    """``url`` if it points at the server ``base`` (scheme, host, port), else fail.
+
+    Server-given URLs (tus ``Location``, file URLs) must not send our token
+    or data anywhere else, nor downgrade https to http.
+    """
+    target, expected = httpx.URL(url), httpx.URL(base)
+    if (target.scheme, target.host, target.port) != (expected.scheme, expected.host, expected.port):
+        fail(f"the server answered with a URL on another origin ({target.scheme}://{target.host}); "
+             "check COFFRE_PUBLIC_URL on the server")
+    return url
+
+
 def print_json(value: Any) -> None:
     out.print_json(json.dumps(value, default=str))

@@ -12,7 +12,7 @@ import httpx
 import typer
 
 from coffre.cli.auth import read_secret
-from coffre.cli.client import TIMEOUT, check, fail, out, print_json
+from coffre.cli.client import TIMEOUT, check, fail, out, print_json, same_origin
 from coffre.cli.send import progress_bar
 from coffre.domain.transfers import sanitise_filename
 
@@ -90,7 +90,8 @@ def _download(
     task = progress.add_task(target.name, total=size, completed=offset)
     headers = {"Range": f"bytes={offset}-"} if 0 < offset < size else {}
     if offset < size or size == 0:
-        with client.stream("GET", str(file["url"]), headers=headers) as response:
+        url = same_origin(str(file["url"]), str(client.base_url))
+        with client.stream("GET", url, headers=headers) as response:
             if response.status_code >= 400:
                 response.read()
                 check(response)

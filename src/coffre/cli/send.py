@@ -31,7 +31,7 @@ from rich.progress import (
 )
 
 from coffre.cli.auth import read_secret
-from coffre.cli.client import api, check, console, fail, out, print_json, state_dir
+from coffre.cli.client import api, check, console, fail, out, print_json, same_origin, state_dir
 
 TUS = {"Tus-Resumable": "1.0.0"}
 READ_SIZE = 8 << 20
@@ -130,7 +130,7 @@ def upload_file(
             "/api/v1/uploads/", headers={**TUS, "Upload-Length": str(size), "Upload-Metadata": meta}
         )
         check(created)
-        url = created.headers["location"]
+        url = same_origin(created.headers["location"], str(client.base_url))
         state.set(key, url)
     attempt = 0
     while True:

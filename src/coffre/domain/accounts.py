@@ -25,7 +25,12 @@ class Scope(enum.StrEnum):
 ALL_SCOPES = frozenset(Scope)
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 256
-_EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+# RFC 5321 dot-atom local part and a DNS name: no groups, comments, quotes or
+# control characters, so the address stored is the address mailed.
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ def parse_scopes(text: str) -> frozenset[Scope]:
 def normalise_email(email: str) -> str:
     """Lower-cased, trimmed address; ``InvalidInput`` if it is not one."""
     value = email.strip()
-    if not _EMAIL.match(value):
+    if len(value) > 254 or not _EMAIL.fullmatch(value) or len(value.split("@")[0]) > 64:
         raise InvalidInput("invalid e-mail address", field="email")
     local, domain = value.rsplit("@", 1)
     return f"{local}@{domain.lower()}".lower()

@@ -17,7 +17,7 @@ from coffre import __version__
 from coffre.bootstrap import Coffre
 from coffre.http import errors, tus
 from coffre.http.api import accounts, links, transfers
-from coffre.http.middleware import SecurityHeaders
+from coffre.http.middleware import BodyLimit, SecurityHeaders
 from coffre.http.web import pages
 from coffre.jobs import scheduler
 
@@ -91,7 +91,7 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
         )
 
     hsts = coffre.settings.base_url.startswith("https://")
-    wrapped = SecurityHeaders(tus.MethodOverride(app), hsts=hsts)
+    wrapped = SecurityHeaders(BodyLimit(tus.MethodOverride(app)), hsts=hsts)
     app.state.asgi = wrapped
     return app
 

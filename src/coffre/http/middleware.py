@@ -3,11 +3,14 @@ a token (personal links and setup links carry capabilities in the path)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import re
 import time
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("coffre.access")
@@ -17,6 +20,59 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+#: Request bodies other than tus uploads: JSON and forms are small.
+MAX_BODY = 1 << 20
+
+
+class BodyLimit:
+    """Refuse oversized request bodies before anything reads them into memory
+    (everything but the tus endpoint, whose bodies stream to storage)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/api/v1/uploads"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _send_json(send, 413, "too_large", "the request body is too large")
+            return
+        seen = 0
+        refused = False
+
+        async def limited() -> Message:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # Answer now; the app sees the client go away.
+                    refused = True
+                    await _send_json(send, 413, "too_large", "the request body is too large")
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        with contextlib.suppress(ClientDisconnect):
+            await self.app(scope, limited, guarded_send)
+
+
+async def _send_json(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def redact_path(path: str) -> str:

@@ -118,7 +118,9 @@ async def create(request: Request, actor: Actor_, ctx: Ctx) -> Response:
         raise InvalidInput("send either Upload-Length or Upload-Defer-Length: 1")
     metadata = parse_metadata(request.headers.get("upload-metadata"))
     info = await to_thread.run_sync(app.uploads.create, actor, length, metadata, ctx)
-    location = str(request.url_for("tus_upload", upload_id=info.id))
+    # From the configured public URL: a forged Host header must not steer
+    # clients (and their tokens) elsewhere.
+    location = f"{app.settings.base_url}/api/v1/uploads/{info.id}"
     has_body = (
         request.headers.get("content-type", "").split(";")[0].strip() == OFFSET_CONTENT_TYPE
         and request.headers.get("content-length", "1") != "0"

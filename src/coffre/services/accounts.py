@@ -102,6 +102,8 @@ class AccountService:
         ``token`` is required over HTTP; the local CLI (which can read the
         data directory anyway) passes None.
         """
+        if token is not None:
+            self.check_setup_token(token)  # before any costly hashing
         email = normalise_email(email)
         check_password_policy(password)
         organisation_name = organisation_name.strip()
@@ -181,40 +183,31 @@ class AccountService:
             return user
 
     def authenticate(self, email: str, password: str, ctx: trail.Context) -> User:
-        """Same answer, same work, for an unknown account and a wrong password."""
+        """Same answer, same work, for an unknown account and a wrong password.
+
+        The Argon2 check (about 0.1 s) runs outside any transaction, so
+        password guesses cannot hold the database's write lock.
+        """
         try:
             email = normalise_email(email)
         except InvalidInput:
             email = ""
         with self.db.session() as session:
             user = session.execute(select(User).where(User.email == email)).scalar_one_or_none()
-            ok = credentials.verify_password(user.password_hash if user else None, password)
-            if not ok or user is None or user.disabled:
-                trail.record(
-                    session,
-                    "login.failed",
-                    actor=None,
-                    organisation_id=user.organisation_id if user else None,
-                    object_type="user",
-                    object_id=user.id if user else None,
-                    outcome="failure",
-                    context=ctx,
-                )
-                failed = True
-            else:
-                trail.record(
-                    session,
-                    "login.succeeded",
-                    actor=user.id,
-                    organisation_id=user.organisation_id,
-                    object_type="user",
-                    object_id=user.id,
-                    context=ctx,
-                )
-                failed = False
-        if failed:
+            if user is not None:
+                session.expunge(user)
+        ok = credentials.verify_password(user.password_hash if user else None, password)
+        ok = ok and user is not None and not user.disabled
+        with self.db.session() as session:
+            trail.record(
+                session, "login.succeeded" if ok else "login.failed",
+                actor=user.id if ok and user else None,
+                organisation_id=user.organisation_id if user else None,
+                object_type="user", object_id=user.id if user else None,
+                outcome="success" if ok else "failure", context=ctx,
+            )
+        if not ok or user is None:
             raise AuthenticationRequired("wrong e-mail or password")
-        assert user is not None
         return user
 
     # -- API tokens -----------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
@@ -120,20 +120,30 @@ class LinkService:
         """Exchange the transfer's password for a short-lived access grant.
 
         After ``password_attempts`` wrong passwords the link locks (429).
+        The Argon2 check runs outside any transaction.
         """
         with self.db.session() as session:
             recipient = self._recipient(session, token)
-            transfer = recipient.transfer
-            if recipient.password_failures >= self.password_attempts:
+            recipient_id = recipient.id
+            password_hash = recipient.transfer.password_hash
+            locked = recipient.password_failures >= self.password_attempts
+            if locked:
                 self._event(session, recipient, "link.password_locked", ctx, outcome="failure")
-                outcome = "locked"
-            elif transfer.password_hash is not None and not credentials.verify_password(
-                transfer.password_hash, password
-            ):
-                recipient.password_failures += 1
+        if locked:
+            raise TooManyAttempts("too many wrong passwords: ask the sender for a new link")
+        ok = password_hash is None or credentials.verify_password(password_hash, password)
+        with self.db.session() as session:
+            current = session.get(Recipient, recipient_id)
+            assert current is not None
+            recipient = current
+            if not ok:
+                session.execute(
+                    update(Recipient).where(Recipient.id == recipient_id)
+                    .values(password_failures=Recipient.password_failures + 1)
+                )
+                session.refresh(recipient)
                 self._event(session, recipient, "link.password_failed", ctx, outcome="failure",
                             failures=recipient.password_failures)
-                outcome = "wrong"
             else:
                 recipient.password_failures = 0
                 access = credentials.new_token()
@@ -143,8 +153,6 @@ class LinkService:
                 ))
                 self._event(session, recipient, "link.unlocked", ctx)
                 return access
-        if outcome == "locked":
-            raise TooManyAttempts("too many wrong passwords: ask the sender for a new link")
         raise AuthenticationRequired("wrong password", reason="wrong_password")
 
     def _event(self, session: Session, recipient: Recipient, action: str,

@@ -63,6 +63,9 @@ class MailQueue:
             except (CoffreError, OSError) as exc:
                 await to_thread.run_sync(self._failed, mail_id, str(exc))
                 continue
+            except Exception as exc:  # noqa: BLE001 - one bad message must not block the queue
+                await to_thread.run_sync(self._failed, mail_id, type(exc).__name__)
+                continue
             await to_thread.run_sync(self._sent, mail_id)
             sent += 1
         return sent

@@ -6,6 +6,7 @@ Recipients' side (links, downloads) is in ``services.links``.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -114,6 +115,8 @@ class TransferService:
             raise InvalidInput("the same file is listed twice", field="files")
         if len(new.message) > MAX_MESSAGE_CHARS or len(new.subject) > 200:
             raise InvalidInput("the message or subject is too long", field="message")
+        if _has_control(new.subject, allowed="") or _has_control(new.message, allowed="\n\r\t"):
+            raise InvalidInput("control characters are not allowed", field="subject")
         check_expiry(new.expires_in, self.max_expiry)
         if new.max_downloads is not None and not 1 <= new.max_downloads <= 1000:
             raise InvalidInput("download limit must be between 1 and 1000", field="max_downloads")
@@ -416,6 +419,11 @@ class TransferService:
 
     def notify_sender(self, session: Session, transfer: Transfer, mail: Mail) -> None:
         self.mail.enqueue(session, transfer.organisation_id, mail)
+
+
+def _has_control(text: str, allowed: str) -> bool:
+    """Control characters would break mail headers or fool terminals."""
+    return any(unicodedata.category(c) == "Cc" and c not in allowed for c in text)
 
 
 def _unique(items: list[str]) -> list[str]:

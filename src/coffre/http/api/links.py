@@ -30,7 +30,8 @@ def access_of(request: Request) -> str | None:
 @router.get("/{token}", summary="What a personal link gives access to")
 def view(token: str, request: Request, ctx: Ctx) -> LinkOut:
     link = deps.coffre(request).links.view(token, access_of(request), ctx)
-    base = str(request.url_for("link_file", token=token, file_id="X"))[:-1]
+    # Built from the configured public URL, never from the request's Host.
+    base = f"{deps.coffre(request).settings.base_url}/api/v1/links/{token}/files/"
     return LinkOut(
         transfer_id=link.transfer_id,
         sender=link.sender,
@@ -40,7 +41,7 @@ def view(token: str, request: Request, ctx: Ctx) -> LinkOut:
         expires_at=link.expires_at,
         total_size=link.total_size,
         files=[LinkFileOut(**f.__dict__, url=base + f.id) for f in link.files],
-        archive_url=str(request.url_for("link_archive", token=token)),
+        archive_url=f"{deps.coffre(request).settings.base_url}/api/v1/links/{token}/archive.zip",
     )
 
 

@@ -12,9 +12,16 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
+from starlette.datastructures import FormData
 
 from coffre.audit.trail import Context
-from coffre.errors import AuthenticationRequired, CoffreError, InvalidInput, NotFound
+from coffre.errors import (
+    AuthenticationRequired,
+    CoffreError,
+    InvalidInput,
+    NotFound,
+    UnsupportedMediaType,
+)
 from coffre.http import deps
 from coffre.http.api.links import ACCESS_COOKIE, access_of
 from coffre.services.links import ACCESS_LIFETIME
@@ -97,6 +104,14 @@ def render_error(
     )
 
 
+async def _small_form(request: Request) -> FormData:
+    """URL-encoded forms only: a multipart body would spool files to disk."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("forms must be application/x-www-form-urlencoded")
+    return await request.form(max_files=0, max_fields=10)
+
+
 @router.get("/t/{token}", name="link_page")
 def link_page(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
@@ -121,7 +136,7 @@ def link_page(token: str, request: Request, ctx: Ctx) -> Response:
 @router.post("/t/{token}/unlock")
 async def unlock_page(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
-    form = await request.form()
+    form = await _small_form(request)
     password = str(form.get("password", ""))[:256]
     try:
         access = await to_thread.run_sync(app.links.unlock, token, password, ctx)
@@ -168,7 +183,7 @@ def setup_page(token: str, request: Request) -> Response:
 @router.post("/setup/{token}")
 async def setup_submit(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
-    form = await request.form()
+    form = await _small_form(request)
     fields = {
         k: str(form.get(k, ""))[:256] for k in ("email", "password", "organisation", "display_name")
     }
