@@ -155,7 +155,10 @@ def test_empty_file(server: Server, client: httpx.Client, admin: dict[str, Any])
 # -- ranges ---------------------------------------------------------------------------
 
 
-def test_ranges_never_count(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
+def test_ranges_count_once_they_cover_the_file(server: Server, client: httpx.Client,
+                                               admin: dict[str, Any]) -> None:
+    """Single ranges never use up a download, but ranges that together
+    deliver every byte do (else ranges would get around a limit)."""
     content = os.urandom(2 * MiB + 777)  # three encrypted segments
     size = len(content)
     transfer, (token,) = send(client, {"scanner.dcm": content})
@@ -167,7 +170,7 @@ def test_ranges_never_count(server: Server, client: httpx.Client, admin: dict[st
         return httpx.get(url, headers={"Range": range_, **headers})
 
     for header, start, end in [
-        ("bytes=0-99", 0, 100),
+        ("bytes=1-99", 1, 100),
         ("bytes=1048570-1048590", 1048570, 1048591),  # across a segment boundary
         ("bytes=-500", size - 500, size),  # suffix
         ("bytes=2000000-", 2000000, size),  # open-ended
@@ -201,19 +204,24 @@ def test_ranges_never_count(server: Server, client: httpx.Client, admin: dict[st
 
     _no_download_recorded(server, recipient)
     assert _downloads(client, transfer["id"]) == [0]
+    assert len(wait_events_for(server.data_dir, "transfer.read", recipient, 7)) == 7
+
+    # The first byte, never sent so far, completes the file: one download.
+    assert get("bytes=0-0").content == content[:1]
+    _downloaded(server, admin, recipient, (token,))
+    assert _downloads(client, transfer["id"]) == [1]
 
     # If-Range with another validator: the whole file, 200, which counts.
     full = get("bytes=0-9", **{"If-Range": '"not-the-etag"'})
     assert full.status_code == 200
     assert full.content == content
     assert "content-range" not in full.headers
-    _downloaded(server, admin, recipient, (token,))
     # Several ranges are answered with the whole file (RFC 9110 allows it): counts too.
     several = get("bytes=0-1,5-6")
     assert several.status_code == 200
     assert several.content == content
-    assert len(wait_events_for(server.data_dir, "transfer.downloaded", recipient, 2)) == 2
-    assert _downloads(client, transfer["id"]) == [2]
+    assert len(wait_events_for(server.data_dir, "transfer.downloaded", recipient, 3)) == 3
+    assert _downloads(client, transfer["id"]) == [3]
 
 
 def test_one_time_link(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
@@ -387,14 +395,14 @@ def test_open_archive_size_is_exact_and_zip64_ready(server: Server, client: http
     _, tokens = send(client, files, recipients=2)
     app = in_process(server)
     try:
-        name, size, body = app.links.open_archive(tokens[0], None, Context(source="test"))
+        name, size, body, _ = app.links.open_archive(tokens[0], None, Context(source="test"))
         data = b"".join(body)
         assert len(data) == size
         assert name.endswith(".zip")
         assert b"PK\x06\x06" not in data  # small: no ZIP64 end record needed
 
         monkeypatch.setattr(zipstream.ng, "ZIP64_LIMIT", 1000)
-        _, size64, body64 = app.links.open_archive(tokens[1], None, Context(source="test"))
+        _, size64, body64, _ = app.links.open_archive(tokens[1], None, Context(source="test"))
         data64 = b"".join(body64)
     finally:
         app.close()
@@ -613,3 +621,21 @@ def test_parallel_downloads_cannot_pass_a_one_time_limit(server: Server,
         assert response.read() == data
         first.__exit__(None, None, None)
     assert httpx.get(url).status_code == 410
+
+
+def test_ranges_cannot_get_around_a_one_time_limit(server: Server,
+                                                   client: httpx.Client) -> None:
+    """The review's attack: fetch a one-time file as two ranges, again and again."""
+    content = os.urandom(3000)
+    _, (token,) = send(client, {"cr.pdf": content}, max_downloads=1)
+    url = _view(server, token)["files"][0]["url"]
+    first = httpx.get(url, headers={"Range": "bytes=0-2998"})
+    second = httpx.get(url, headers={"Range": "bytes=2999-"})
+    assert first.content + second.content == content
+    for _ in range(50):
+        again = httpx.get(url, headers={"Range": "bytes=0-2998"})
+        if again.status_code == 410:
+            break
+        time.sleep(0.1)
+    assert again.status_code == 410
+    assert again.json()["error"]["details"]["reason"] == "exhausted"

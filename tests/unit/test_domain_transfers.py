@@ -293,3 +293,20 @@ def test_require_manage_answers_not_found() -> None:
         with pytest.raises(NotFound) as caught:
             require_manage(outsider, FakeTransfer())
         assert caught.value.status == 404
+
+
+def test_intervals_merge_and_cover() -> None:
+    from coffre.domain.transfers import add_interval, covers
+
+    delivered = add_interval([], 10, 20)
+    delivered = add_interval(delivered, 30, 40)
+    assert delivered == [(10, 20), (30, 40)]
+    delivered = add_interval(delivered, 15, 35)
+    assert delivered == [(10, 40)]
+    assert not covers(delivered, 40)
+    delivered = add_interval(delivered, 0, 10)  # adjacent ranges join
+    assert delivered == [(0, 40)]
+    assert covers(delivered, 40)
+    assert not covers(delivered, 41)
+    assert add_interval(delivered, 5, 5) == delivered
+    assert not covers([], 0)

@@ -225,6 +225,16 @@ class Download(Base):
     via_archive: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class FileRead(Base):
+    """Byte ranges of a file delivered to a recipient since its last counted
+    download (JSON list of [start, end) pairs)."""
+
+    __tablename__ = "file_reads"
+    recipient_id: Mapped[str] = mapped_column(ForeignKey("recipients.id"), primary_key=True)
+    file_id: Mapped[str] = mapped_column(ForeignKey("transfer_files.id"), primary_key=True)
+    delivered: Mapped[str] = mapped_column(Text, default="[]")
+
+
 class LinkAccess(Base):
     """A short-lived grant bound to one recipient link (after its password;
     next: after the one-time code)."""

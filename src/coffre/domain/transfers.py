@@ -151,3 +151,29 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if start >= size or end <= start:
         raise InvalidInput("unsatisfiable range", unsatisfiable=True, size=size)
     return ByteRange(start, end)
+
+
+Intervals = list[tuple[int, int]]
+
+
+def add_interval(intervals: Intervals, start: int, end: int) -> Intervals:
+    """Merge the half-open byte range [start, end) into sorted, disjoint ranges."""
+    if end <= start:
+        return list(intervals)
+    merged: Intervals = []
+    for lo, hi in sorted([*intervals, (start, end)]):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def covers(intervals: Intervals, size: int) -> bool:
+    """Whether the ranges delivered so far hold every byte of a file.
+
+    Partial reads (ranges, interrupted downloads) add up: a recipient who
+    has received every byte has downloaded the file, however it was cut,
+    so ranges cannot get around a download limit.
+    """
+    return size > 0 and any(lo <= 0 and hi >= size for lo, hi in intervals)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import quote
 
+from anyio import CancelScope, to_thread
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -38,6 +39,27 @@ def requested_range(request: Request, size: int, etag: str) -> ByteRange | None:
     return parse_range(request.headers.get("range"), size)
 
 
+async def delivered(
+    body: Iterator[bytes], on_end: Callable[[int, bool], None]
+) -> AsyncIterator[bytes]:
+    """Stream ``body`` from a worker thread; tell ``on_end`` how many bytes
+    went out and whether all did. A chunk counts as sent only once the
+    server asks for the next one (its send completed)."""
+    sent = 0
+    complete = False
+    try:
+        while True:
+            chunk = await to_thread.run_sync(next, body, None)
+            if chunk is None:
+                complete = True
+                break
+            yield chunk
+            sent += len(chunk)
+    finally:
+        with CancelScope(shield=True):
+            await to_thread.run_sync(on_end, sent, complete)
+
+
 def file_response(request: Request, dl: FileDownload, head: bool) -> Response:
     size = dl.file.size
     headers = base_headers(dl.file.name)
@@ -52,13 +74,17 @@ def file_response(request: Request, dl: FileDownload, head: bool) -> Response:
     status = 206 if partial else 200
     if head:
         return Response(status_code=status, headers=headers, media_type=OCTET)
-    return StreamingResponse(dl.body, status_code=status, headers=headers, media_type=OCTET)
+    return StreamingResponse(delivered(dl.body, dl.on_end), status_code=status, headers=headers,
+                             media_type=OCTET)
 
 
-def archive_response(name: str, size: int, body: Iterator[bytes], head: bool) -> Response:
+def archive_response(
+    name: str, size: int, body: Iterator[bytes], on_end: Callable[[int, bool], None], head: bool
+) -> Response:
     headers = base_headers(name)
     headers["Content-Length"] = str(size)
     headers.pop("Accept-Ranges")
     if head:
         return Response(status_code=200, headers=headers, media_type="application/zip")
-    return StreamingResponse(body, headers=headers, media_type="application/zip")
+    return StreamingResponse(delivered(body, on_end), headers=headers,
+                             media_type="application/zip")

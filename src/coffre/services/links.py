@@ -7,6 +7,7 @@ partial ranges and aborted reads never use up a limit.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -14,18 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
 from coffre.audit import trail
 from coffre.crypto import credentials, stream
 from coffre.db.engine import Database
-from coffre.db.tables import Download, LinkAccess, Recipient, Transfer, TransferFile, User
+from coffre.db.tables import Download, FileRead, LinkAccess, Recipient, Transfer, TransferFile, User
 from coffre.domain.transfers import (
     ByteRange,
+    add_interval,
     check_downloads_left,
     check_link_usable,
+    covers,
     downloads_left,
 )
 from coffre.errors import AuthenticationRequired, Gone, NotFound, TooManyAttempts
@@ -69,6 +72,8 @@ class FileDownload:
     start: int
     end: int
     body: Iterator[bytes]
+    #: Call with (bytes delivered, whether the body went out to the end).
+    on_end: Callable[[int, bool], None] = lambda sent, complete: None
 
 
 class LinkService:
@@ -250,18 +255,24 @@ class LinkService:
         rng = choose_range(view.size, etag)
         lo, hi = (rng.start, rng.end) if rng else (0, view.size)
         whole = lo == 0 and hi == file.size
-        iterator: Iterator[bytes] = iter(())
-        if body:
-            chunks = self._plaintext(key, storage_key, stream_size, lo, hi)
-            claim = None
-            if whole and limit is not None:
-                claim = self._in_flight.claim([(recipient_id, file_id, completed)], limit)
-            iterator = _CountedBody(
-                chunks,
-                (lambda: self._record(recipient_id, [file_id], False, ctx)) if whole else None,
-                claim,
-            )
-        return FileDownload(file=view, etag=etag, start=lo, end=hi, body=iterator)
+        if not body:
+            return FileDownload(file=view, etag=etag, start=lo, end=hi, body=iter(()))
+        claim = None
+        if whole and limit is not None:
+            claim = self._in_flight.claim([(recipient_id, file_id, completed)], limit)
+        iterator = _ClaimedBody(self._plaintext(key, storage_key, stream_size, lo, hi), claim)
+
+        def on_end(sent: int, complete: bool) -> None:
+            try:
+                if whole and complete:
+                    self._record(recipient_id, [file_id], False, ctx)
+                elif sent:
+                    self._record_read(recipient_id, file_id, lo, lo + sent, view.size, ctx)
+            finally:
+                iterator.release()
+
+        return FileDownload(file=view, etag=etag, start=lo, end=hi, body=iterator,
+                            on_end=on_end)
 
     def _plaintext(
         self, key: bytes, storage_key: str, stream_size: int, start: int, end: int
@@ -275,7 +286,7 @@ class LinkService:
 
     def open_archive(
         self, token: str, access: str | None, ctx: trail.Context, *, body: bool = True
-    ) -> tuple[str, int, Iterator[bytes]]:
+    ) -> tuple[str, int, Iterator[bytes], Callable[[int, bool], None]]:
         """The whole transfer as a ZIP built on the fly (stored, ZIP64).
 
         Returns (file name, exact size, body). Counts one download of every
@@ -302,9 +313,10 @@ class LinkService:
             transfer_id = recipient.transfer_id
         archive = ZipStream(compress_type=ZIP_STORED, sized=True)
         used: set[str] = set()
-        for view, key, storage_key, size in entries:
+        pulled = [0] * len(entries)  # plaintext bytes of each file taken into the ZIP
+        for position, (view, key, storage_key, size) in enumerate(entries):
             archive.add(
-                self._plaintext(key, storage_key, size, 0, view.size),
+                _tally(self._plaintext(key, storage_key, size, 0, view.size), pulled, position),
                 arcname=_unique_name(view.name, used),
                 size=view.size,
             )
@@ -314,12 +326,51 @@ class LinkService:
             claim = self._in_flight.claim(
                 [(recipient_id, e[0].id, counts.get(e[0].id, 0)) for e in entries], limit
             )
-        stream_body = _CountedBody(
-            iter(archive),
-            lambda: self._record(recipient_id, [e[0].id for e in entries], True, ctx),
-            claim,
-        )
-        return name, len(archive), stream_body
+        stream_body = _ClaimedBody(iter(archive), claim)
+        file_ids = [e[0].id for e in entries]
+
+        def on_end(sent: int, complete: bool) -> None:
+            try:
+                if complete:
+                    self._record(recipient_id, file_ids, True, ctx)
+                    return
+                # Cut short: what each file gave the ZIP, less the piece that
+                # may not have left (at most one read batch of the last file).
+                last = max((i for i, n in enumerate(pulled) if n), default=None)
+                for i, n in enumerate(pulled):
+                    delivered = n - (READ_BATCH_SEGMENTS << 20 if i == last else 0)
+                    if delivered > 0:
+                        self._record_read(recipient_id, file_ids[i], 0, delivered,
+                                          entries[i][0].size, ctx)
+            finally:
+                stream_body.release()
+
+        return name, len(archive), stream_body, on_end
+
+    def _record_read(
+        self, recipient_id: str, file_id: str, start: int, end: int, size: int,
+        ctx: trail.Context,
+    ) -> None:
+        """A partial or interrupted read: audit it, and count a download once
+        the ranges delivered since the last one hold every byte."""
+        with self.db.session() as session:
+            read = session.get(FileRead, (recipient_id, file_id))
+            if read is None:
+                read = FileRead(recipient_id=recipient_id, file_id=file_id, delivered="[]")
+                session.add(read)
+            delivered = add_interval([tuple(r) for r in json.loads(read.delivered)], start, end)
+            complete = covers(delivered, size)
+            read.delivered = json.dumps([] if complete else delivered)
+            recipient = session.get(Recipient, recipient_id)
+            assert recipient is not None
+            trail.record(
+                session, "transfer.read", actor=None,
+                organisation_id=recipient.transfer.organisation_id, object_type="recipient",
+                object_id=recipient_id, context=ctx, transfer=recipient.transfer_id,
+                file=file_id, start=start, end=end,
+            )
+        if complete:
+            self._record(recipient_id, [file_id], False, ctx)
 
     def _record(
         self, recipient_id: str, file_ids: list[str], archive: bool, ctx: trail.Context
@@ -338,6 +389,11 @@ class LinkService:
                         via_archive=archive,
                     )
                 )
+            session.execute(
+                delete(FileRead).where(
+                    FileRead.recipient_id == recipient_id, FileRead.file_id.in_(file_ids)
+                )
+            )
             trail.record(
                 session,
                 "transfer.downloaded",
@@ -367,50 +423,31 @@ class LinkService:
                 )
 
 
-class _CountedBody(Iterator[bytes]):
-    """Yield ``chunks``; call ``done`` only after the consumer asked past the
-    last one (so every byte was handed to the server for sending).
+class _ClaimedBody(Iterator[bytes]):
+    """A body holding an in-flight claim on a download limit, released by
+    ``release()`` (the HTTP layer, when the response ends) or, if the body
+    is dropped unread, when it is garbage-collected."""
 
-    ``claim`` (an in-flight reservation) is released however it ends: at
-    the end, on an error, on ``close()`` or when the body is dropped unread
-    (a client gone before the first byte).
-    """
-
-    def __init__(
-        self,
-        chunks: Iterator[bytes],
-        done: Callable[[], None] | None,
-        claim: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, chunks: Iterator[bytes], claim: Callable[[], None] | None) -> None:
         self._chunks = chunks
-        self._done = done
         self._claim = claim
 
     def __next__(self) -> bytes:
-        try:
-            return next(self._chunks)
-        except StopIteration:
-            done, self._done = self._done, None
-            try:
-                if done is not None:
-                    done()
-            finally:
-                self._release()
-            raise
-        except BaseException:
-            self._release()
-            raise
+        return next(self._chunks)
 
-    def _release(self) -> None:
+    def release(self) -> None:
         claim, self._claim = self._claim, None
         if claim is not None:
             claim()
 
-    def close(self) -> None:
-        self._release()
-
     def __del__(self) -> None:
-        self._release()
+        self.release()
+
+
+def _tally(chunks: Iterator[bytes], pulled: list[int], position: int) -> Iterator[bytes]:
+    for chunk in chunks:
+        pulled[position] += len(chunk)
+        yield chunk
 
 
 class _InFlight:
