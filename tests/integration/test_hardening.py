@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import MailCatcher, Server
-from tests.integration.flows import TUS, upload_bytes
+from tests.integration.flows import TUS, sql, upload_bytes
 
 
 def test_oversized_bodies_are_refused_before_reading(server: Server) -> None:
@@ -61,3 +61,29 @@ def test_recipient_addresses_are_strict(client: httpx.Client) -> None:
                     "a@b.fr\x00", "\"q\"@b.fr", "a@-b.fr"]:
         r = client.post("/api/v1/transfers", json={"files": [upload], "recipients": [address]})
         assert r.status_code == 400, address
+
+
+def test_patch_on_a_completed_upload_is_a_conflict_not_an_error(client: httpx.Client) -> None:
+    upload = upload_bytes(client, b"complete")
+    url = f"/api/v1/uploads/{upload}"
+    done = client.patch(url, content=b"", headers={
+        **TUS, "Upload-Offset": "8", "Content-Type": "application/offset+octet-stream"})
+    assert done.status_code == 204 and done.headers["upload-offset"] == "8"
+    more = client.patch(url, content=b"x", headers={
+        **TUS, "Upload-Offset": "8", "Content-Type": "application/offset+octet-stream"})
+    assert more.status_code == 409
+    assert more.json()["error"]["code"] == "conflict"
+
+
+def test_shredded_keys_do_not_linger_in_the_wal(server: Server, client: httpx.Client) -> None:
+    upload = upload_bytes(client, b"x" * 5000, "cr.pdf")
+    made = client.post("/api/v1/transfers", json={"files": [upload],
+                                                   "recipients": ["p@exemple.fr"]})
+    transfer = made.json()
+    ((wrapped,),) = sql(server.data_dir, "SELECT b.wrapped_key FROM blobs b JOIN uploads u "
+                        "ON u.blob_id = b.id WHERE u.id = ?", upload)
+    assert client.delete(f"/api/v1/transfers/{transfer['id']}").status_code == 204
+    for name in ("coffre.db", "coffre.db-wal"):
+        path = server.data_dir / name
+        if path.exists():
+            assert wrapped not in path.read_bytes(), name

@@ -10,11 +10,12 @@ from urllib.parse import urlparse
 
 import httpx
 import typer
+from rich.markup import escape
 
 from coffre.cli.auth import read_secret
 from coffre.cli.client import TIMEOUT, check, fail, out, print_json, same_origin
 from coffre.cli.send import progress_bar
-from coffre.domain.transfers import sanitise_filename
+from coffre.domain.transfers import sanitise_filename, unique_name
 
 READ_SIZE = 4 << 20
 
@@ -53,9 +54,10 @@ def get(
             response = client.get(f"/api/v1/links/{token}")
         info = check(response)
         results = []
+        used: set[str] = set()
         with progress_bar() as progress:
             for file in info["files"]:
-                target = output / sanitise_filename(file["name"])
+                target = output / unique_name(sanitise_filename(file["name"]), used)
                 _download(client, file, target, progress)
                 results.append(
                     {
@@ -69,7 +71,7 @@ def get(
         print_json(results)
         return
     for r in results:
-        out.print(f"{r['path']}  {r['size']} octets  SHA-256 vérifié {r['sha256']}")
+        out.print(f"{escape(r['path'])}  {r['size']} octets  SHA-256 vérifié {r['sha256']}")
 
 
 def _download(
@@ -87,7 +89,7 @@ def _download(
         with part.open("rb") as f:
             while chunk := f.read(READ_SIZE):
                 hasher.update(chunk)
-    task = progress.add_task(target.name, total=size, completed=offset)
+    task = progress.add_task(escape(target.name), total=size, completed=offset)
     headers = {"Range": f"bytes={offset}-"} if 0 < offset < size else {}
     if offset < size or size == 0:
         url = same_origin(str(file["url"]), str(client.base_url))
@@ -99,7 +101,9 @@ def _download(
             if mode == "wb":
                 hasher = hashlib.sha256()
                 progress.update(task, completed=0)
-            with part.open(mode) as f:
+            flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            flags |= os.O_APPEND if mode == "ab" else os.O_TRUNC
+            with os.fdopen(os.open(part, flags, 0o600), mode) as f:
                 for chunk in response.iter_bytes(READ_SIZE):
                     f.write(chunk)
                     hasher.update(chunk)

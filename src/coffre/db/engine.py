@@ -35,6 +35,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # FULL: a committed transaction survives power loss (no acknowledged byte lost).
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
+    # Deleted rows (wrapped keys of shredded files) are overwritten, not left in free pages.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
@@ -58,6 +60,21 @@ class Database:
         """A transaction: committed on normal exit, rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def flush_deleted(self) -> None:
+        """After crypto-shredding: fold the WAL into the database so old
+        pages holding destroyed keys do not linger in the WAL file."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        raw = self.engine.raw_connection()  # outside any transaction
+        try:
+            cur = raw.cursor()
+            cur.execute("PRAGMA busy_timeout=2000")  # best effort: never stall a request
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+        finally:
+            raw.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -177,3 +177,15 @@ def covers(intervals: Intervals, size: int) -> bool:
     so ranges cannot get around a download limit.
     """
     return size > 0 and any(lo <= 0 and hi >= size for lo, hi in intervals)
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... not yet in ``used``
+    (compared without case, as on Windows and macOS); records the result."""
+    candidate, n = name, 1
+    stem, dot, ext = name.rpartition(".")
+    while candidate.lower() in used:
+        n += 1
+        candidate = f"{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
+    used.add(candidate.lower())
+    return candidate

@@ -103,6 +103,8 @@ def install(app: FastAPI, render_page: Any) -> None:
         if status == 412 and request.url.path.startswith("/api/v1/uploads"):
             headers["Tus-Version"] = "1.0.0"
         details = {k: v for k, v in exc.details.items() if k != "unsatisfiable"}
+        if status >= 500:
+            details = {}  # storage keys, errno...: for the log, not for clients
         return error_response(status, code, exc.message, details, headers)
 
     @app.exception_handler(RequestValidationError)

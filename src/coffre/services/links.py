@@ -30,6 +30,7 @@ from coffre.domain.transfers import (
     check_link_usable,
     covers,
     downloads_left,
+    unique_name,
 )
 from coffre.errors import AuthenticationRequired, Gone, NotFound, TooManyAttempts
 from coffre.ports import BlobStore, Clock
@@ -317,7 +318,7 @@ class LinkService:
         for position, (view, key, storage_key, size) in enumerate(entries):
             archive.add(
                 _tally(self._plaintext(key, storage_key, size, 0, view.size), pulled, position),
-                arcname=_unique_name(view.name, used),
+                arcname=unique_name(view.name, used),
                 size=view.size,
             )
         name = f"coffre-{transfer_id[:8]}.zip"
@@ -488,11 +489,3 @@ class _InFlight:
         return release
 
 
-def _unique_name(name: str, used: set[str]) -> str:
-    candidate, n = name, 1
-    stem, dot, ext = name.rpartition(".")
-    while candidate.lower() in used:
-        n += 1
-        candidate = f"{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
-    used.add(candidate.lower())
-    return candidate

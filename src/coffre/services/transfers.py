@@ -414,6 +414,7 @@ class TransferService:
 
     def _remove_blobs(self, storage_keys: list[str]) -> None:
         # After the commit: if this fails, the ciphertext is already noise.
+        self.db.flush_deleted()
         for key in storage_keys:
             self.store.delete(key)
 

@@ -228,7 +228,12 @@ def mailbox(request: Request) -> HTMLResponse:
     """Development only: shown in dev mode, without SMTP, to loopback clients."""
     app = deps.coffre(request)
     client = request.client.host if request.client else ""
-    if app.dev_mailbox is None or app.settings.mode != "dev" or client not in {"127.0.0.1", "::1"}:
+    if (
+        app.dev_mailbox is None
+        or app.settings.mode != "dev"
+        or app.settings.public_url is not None  # behind a proxy every client looks local
+        or client not in {"127.0.0.1", "::1"}
+    ):
         raise NotFound("not found")
     return TEMPLATES.TemplateResponse(
         request,
