@@ -432,59 +432,69 @@ class UploadService:
 
         Segments past the committed ones may sit in storage, encrypted with
         the current key and nonces; writing different data under the same
-        nonces would break AES-GCM, so the stream moves to fresh keys.
+        nonces would break AES-GCM, so the stream moves to fresh keys. The
+        re-encryption (the whole prefix: minutes for 100 GB) runs outside
+        any transaction, under this writer's lease; a short compare-and-set
+        then swaps the blobs.
         """
         with self.db.session() as session:
             upload = session.get(Upload, upload_id)
             assert upload is not None
             old_blob = upload.blob
             old_key = self.keys.blob_key(session, old_blob)
-            old_cipher = stream.SegmentCipher(old_key, stream.StreamHeader.parse(old_blob.header))
+            old_header, old_storage = old_blob.header, old_blob.storage_key
+            old_blob_id, segments = old_blob.id, upload.segments_committed
             new_blob = Blob(id=new_id(), organisation_id=upload.organisation_id)
             new_blob.storage_key = f"blobs/{new_blob.id[:2]}/{new_blob.id}"
             header = stream.StreamHeader.random()
             new_blob.header = header.to_bytes()
             new_key = self.keys.new_blob_key(session, new_blob)
-            new_cipher = stream.SegmentCipher(new_key, header)
-            appender = self.store.open_append(new_blob.storage_key, 0)
-            try:
-                appender.write(new_blob.header)
-                for index in range(upload.segments_committed):
-                    start = stream.segment_ciphertext_offset(index)
-                    size = stream.segment_plaintext_size(index) + stream.TAG_SIZE
-                    plain = old_cipher.decrypt_segment(
-                        index, self.store.read(old_blob.storage_key, start, size), False
-                    )
-                    appender.write(new_cipher.encrypt_segment(index, plain, False))
-                appender.commit()
-            finally:
-                appender.close()
+            session.add(new_blob)
+        old_cipher = stream.SegmentCipher(old_key, stream.StreamHeader.parse(old_header))
+        new_cipher = stream.SegmentCipher(new_key, header)
+        appender = self.store.open_append(new_blob.storage_key, 0)
+        try:
+            appender.write(new_blob.header)
+            for index in range(segments):
+                start = stream.segment_ciphertext_offset(index)
+                size = stream.segment_plaintext_size(index) + stream.TAG_SIZE
+                plain = old_cipher.decrypt_segment(
+                    index, self.store.read(old_storage, start, size), False
+                )
+                appender.write(new_cipher.encrypt_segment(index, plain, False))
+            appender.commit()
+        finally:
+            appender.close()
+        with self.db.session() as session:
+            upload = session.get(Upload, upload_id)
+            if upload is None or upload.blob_id != old_blob_id or (
+                upload.segments_committed != segments
+            ):
+                raise Conflict("the upload changed while it was re-keyed; retry")
             if upload.tail_sealed:
-                old_tail_key = envelope.derive_key(old_key, envelope.LABEL_UPLOAD_TAIL)
-                tail = envelope.open_sealed(old_tail_key, upload.tail_sealed, _tail_context(upload))
-                upload.blob_id = new_blob.id
-                upload.blob = new_blob
+                tail = envelope.open_sealed(
+                    envelope.derive_key(old_key, envelope.LABEL_UPLOAD_TAIL),
+                    upload.tail_sealed, _tail_context(upload),
+                )
+            moved = session.get(Blob, new_blob.id)
+            assert moved is not None
+            upload.blob_id = moved.id
+            upload.blob = moved
+            if upload.tail_sealed:
                 upload.tail_sealed = envelope.seal(
-                    envelope.derive_key(new_key, envelope.LABEL_UPLOAD_TAIL),
-                    tail,
+                    envelope.derive_key(new_key, envelope.LABEL_UPLOAD_TAIL), tail,
                     _tail_context(upload),
                 )
-            session.add(new_blob)
-            upload.blob_id = new_blob.id
-            upload.blob = new_blob
             upload.segments_reserved = upload.segments_committed
-            old_blob.wrapped_key = None
-            old_blob.shredded_at = self.clock.now()
+            old = session.get(Blob, old_blob_id)
+            assert old is not None
+            old.wrapped_key = None
+            old.shredded_at = self.clock.now()
             trail.record(
-                session,
-                "upload.rekeyed",
-                actor=None,
-                organisation_id=upload.organisation_id,
-                object_type="upload",
-                object_id=upload.id,
-                segments=upload.segments_committed,
+                session, "upload.rekeyed", actor=None, organisation_id=upload.organisation_id,
+                object_type="upload", object_id=upload.id, segments=segments,
             )
-        self.store.delete(old_blob.storage_key)
+        self.store.delete(old_storage)
 
 
 @dataclass
