@@ -8,6 +8,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 
 from coffre.audit.trail import Context
+from coffre.db.tables import User
 from coffre.domain.accounts import Actor, parse_scopes
 from coffre.http import deps
 from coffre.http.api.schemas import (
@@ -32,14 +33,7 @@ async def setup(body: SetupRequest, request: Request, ctx: Ctx) -> Me:
             body.token, body.email, body.password, body.organisation, body.display_name, ctx
         )
     )
-    return Me(
-        id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        role=user.role,
-        organisation_id=user.organisation_id,
-        scopes=[],
-    )
+    return _me(user, [])
 
 
 @router.post("/auth/token", status_code=201, summary="Log in and get an API token")
@@ -57,15 +51,12 @@ async def login(body: LoginRequest, request: Request, ctx: Ctx) -> TokenCreated:
 
 @router.get("/me")
 def me(actor: Actor_, request: Request) -> Me:
-    user = deps.coffre(request).accounts.user(actor)
-    return Me(
-        id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        role=user.role,
-        organisation_id=user.organisation_id,
-        scopes=sorted(actor.scopes),
-    )
+    return _me(deps.coffre(request).accounts.user(actor), sorted(actor.scopes))
+
+
+def _me(user: User, scopes: list[str]) -> Me:
+    return Me(id=user.id, email=user.email, display_name=user.display_name, role=user.role,
+              organisation_id=user.organisation_id, scopes=scopes)
 
 
 @router.get("/tokens")
