@@ -49,15 +49,28 @@ async def delivered(
     complete = False
     try:
         while True:
-            chunk = await to_thread.run_sync(next, body, None)
-            if chunk is None:
+            # Several pieces per trip to the worker thread: fewer hops.
+            pieces = await to_thread.run_sync(_take, body)
+            if not pieces:
                 complete = True
                 break
-            yield chunk
-            sent += len(chunk)
+            for piece in pieces:
+                yield piece
+                sent += len(piece)
     finally:
         with CancelScope(shield=True):
             await to_thread.run_sync(on_end, sent, complete)
+
+
+def _take(body: Iterator[bytes], limit: int = 4 << 20) -> list[bytes]:
+    pieces: list[bytes] = []
+    size = 0
+    for piece in body:
+        pieces.append(piece)
+        size += len(piece)
+        if size >= limit:
+            break
+    return pieces
 
 
 def file_response(request: Request, dl: FileDownload, head: bool) -> Response:
