@@ -86,3 +86,20 @@ def test_garbage_tokens_are_refused(server: Server) -> None:
         r = httpx.get(f"{server.url}/api/v1/me", headers={"Authorization": header})
         assert r.status_code == 401
         assert set(r.json()["error"]) == {"code", "message", "details"}
+
+
+def test_tokens_cannot_outlive_or_outgrow_their_parent(server: Server) -> None:
+    parent = httpx.post(f"{server.url}/api/v1/auth/token", json={
+        "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "expires_in_days": 2}).json()["token"]
+    auth = {"Authorization": f"Bearer {parent}"}
+    child = httpx.post(f"{server.url}/api/v1/tokens", headers=auth,
+                       json={"name": "enfant", "scopes": ["transfers:read"]})
+    assert child.status_code == 201
+    listed = httpx.get(f"{server.url}/api/v1/tokens", headers=auth).json()
+    by_name = {t["name"]: t for t in listed}
+    assert by_name["enfant"]["expires_at"] is not None
+    assert by_name["enfant"]["expires_at"] <= by_name["cli"]["expires_at"]
+    read_only = {"Authorization": f"Bearer {child.json()['token']}"}
+    minted = httpx.post(f"{server.url}/api/v1/tokens", headers=read_only,
+                        json={"name": "x", "scopes": ["transfers:read"]})
+    assert minted.status_code == 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from coffre.errors import InvalidInput, PermissionDenied
 
@@ -41,6 +42,8 @@ class Actor:
     organisation_id: str
     role: Role
     scopes: frozenset[Scope] = field(default=ALL_SCOPES)
+    #: When the credential it acts through expires (None: never, or a session).
+    expires_at: datetime | None = None
 
     def require(self, scope: Scope) -> None:
         if scope not in self.scopes:

@@ -223,14 +223,21 @@ class AccountService:
         user_id = user.id if isinstance(user, User) else user.user_id
         org_id = user.organisation_id
         role = Role(user.role) if isinstance(user, User) else user.role
-        if isinstance(user, Actor) and not scopes <= user.scopes:
-            raise InvalidInput("a token cannot have more scopes than the one creating it")
+        if isinstance(user, Actor):
+            if not scopes <= user.scopes:
+                raise InvalidInput("a token cannot have more scopes than the one creating it")
+            # A read-only token cannot mint tokens (it would outlive a revocation).
+            user.require(Scope.TRANSFERS_WRITE)
         if Scope.ADMIN in scopes and role is not Role.ADMIN:
             raise InvalidInput("only administrators can hold the 'admin' scope")
         if expires_in_days is not None and not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
             raise InvalidInput(f"token lifetime must be 1 to {MAX_TOKEN_DAYS} days")
         token = credentials.new_token(TOKEN_PREFIX)
         now = self.clock.now()
+        expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
+        parent_expiry = user.expires_at if isinstance(user, Actor) else None
+        if parent_expiry is not None and (expires_at is None or expires_at > parent_expiry):
+            expires_at = parent_expiry  # a token never outlives the one that made it
         with self.db.session() as session:
             row = ApiToken(
                 user_id=user_id,
@@ -238,7 +245,7 @@ class AccountService:
                 created_at=now,
                 token_hash=credentials.hash_token(token),
                 scopes=" ".join(sorted(scopes)),
-                expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+                expires_at=expires_at,
             )
             session.add(row)
             session.flush()
@@ -274,6 +281,7 @@ class AccountService:
                 organisation_id=row.user.organisation_id,
                 role=Role(row.user.role),
                 scopes=frozenset(Scope(s) for s in row.scopes.split()) & ALL_SCOPES,
+                expires_at=row.expires_at,
             )
 
     def list_tokens(self, actor: Actor) -> list[TokenInfo]:
