@@ -218,6 +218,7 @@ class UploadService:
             return self._info(session, upload)
 
     def info(self, actor: Actor, upload_id: str) -> UploadInfo:
+        actor.require(Scope.TRANSFERS_WRITE)  # uploads belong to sending
         with self.db.session() as session:
             upload = self._load(session, actor, upload_id)
             return self._info(session, upload)
