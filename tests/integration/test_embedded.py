@@ -3,6 +3,7 @@ mailbox, files private to the server's user, plain HTTP only on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -82,3 +83,21 @@ def test_scheduled_purge_shreds_expired_transfers(tmp_path: Path, mail: MailCatc
         assert not [p for p in (srv.data_dir / "blobs").rglob("*") if p.is_file()]
         assert sql(srv.data_dir, "SELECT count(*) FROM blobs WHERE wrapped_key IS NOT NULL") == [
             (0,)]
+
+
+def test_audit_verify_and_export(server: Server, tmp_path: Path) -> None:
+    """`coffre audit verify` finds an edited event; `export` writes JSON Lines."""
+    login(server.url)  # a few events
+    ok = server.coffre("audit", "verify")
+    assert ok.returncode == 0, ok.stderr
+    exported = tmp_path / "audit.jsonl"
+    assert server.coffre("audit", "export", "-o", str(exported)).returncode == 0
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert rows and {"seq", "prev_hash", "hash", "event"} <= set(rows[0])
+    assert rows[1]["prev_hash"] == rows[0]["hash"]
+    victim = rows[1]["seq"]
+    sql(server.data_dir, "UPDATE audit_events SET payload = replace(payload, 'success', "
+        "'failure') WHERE seq = ?", victim)
+    broken = server.coffre("audit", "verify")
+    assert broken.returncode == 3
+    assert f"event {victim}" in broken.stderr

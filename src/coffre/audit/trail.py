@@ -113,3 +113,14 @@ def events(session: Session, action: str | None = None) -> list[dict[str, Any]]:
     if action:
         query = query.where(AuditEvent.action == action)
     return [{"seq": e.seq, **json.loads(e.payload)} for e in session.execute(query).scalars()]
+
+
+def chained_events(session: Session, action: str | None = None) -> list[dict[str, Any]]:
+    """Events with what a verifier needs: the stored payload and its links."""
+    query = select(AuditEvent).order_by(AuditEvent.seq)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    return [
+        {"seq": e.seq, "prev_hash": e.prev_hash, "hash": e.hash, "event": json.loads(e.payload)}
+        for e in session.execute(query).scalars()
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from coffre.cli import auth, get, send, server, transfers
+from coffre.cli import audit, auth, get, send, server, transfers
 
 app = typer.Typer(
     name="coffre",
@@ -21,6 +21,7 @@ app.add_typer(auth.token_app, name="token")
 app.command()(send.send)
 app.add_typer(transfers.app, name="transfers")
 app.command()(get.get)
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:
