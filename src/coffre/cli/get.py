@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from coffre.cli.auth import read_secret
 from coffre.cli.client import TIMEOUT, check, fail, out, print_json, same_origin
-from coffre.cli.send import progress_bar
+from coffre.cli.send import hash_prefix, progress_bar
 from coffre.domain.transfers import sanitise_filename, unique_name
 
 READ_SIZE = 4 << 20
@@ -82,13 +82,10 @@ def _download(
     assert isinstance(progress, Progress)
     size = int(str(file["size"]))
     part = target.with_name(target.name + ".part")
-    hasher = hashlib.sha256()
     offset = 0
     if part.exists() and part.stat().st_size <= size:
         offset = part.stat().st_size
-        with part.open("rb") as f:
-            while chunk := f.read(READ_SIZE):
-                hasher.update(chunk)
+    hasher = hash_prefix(part, offset)
     task = progress.add_task(escape(target.name), total=size, completed=offset)
     headers = {"Range": f"bytes={offset}-"} if 0 < offset < size else {}
     if offset < size or size == 0:

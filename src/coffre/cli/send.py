@@ -85,8 +85,11 @@ def fingerprint(server: str, path: Path) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _hash_prefix(path: Path, length: int) -> Any:
+def hash_prefix(path: Path, length: int) -> Any:
+    """SHA-256 state over the first ``length`` bytes of ``path``."""
     hasher = hashlib.sha256()
+    if not length:
+        return hasher
     with path.open("rb") as f:
         remaining = length
         while remaining:
@@ -134,7 +137,7 @@ def upload_file(
         state.set(key, url)
     attempt = 0
     while True:
-        hasher = _hash_prefix(path, offset)
+        hasher = hash_prefix(path, offset)
         progress.update(task, completed=offset)
         if offset == size:
             break

@@ -22,7 +22,6 @@ from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
 from coffre.errors import (
     CoffreError,
-    Conflict,
     InvalidInput,
     PreconditionFailed,
     UnsupportedMediaType,
@@ -166,12 +165,6 @@ async def patch(request: Request, upload_id: str, actor: Actor_) -> Response:
     offset = _int_header(request, "upload-offset")
     if offset is None:
         raise InvalidInput("Upload-Offset is required")
-    app = deps.coffre(request)
-    current = await to_thread.run_sync(app.uploads.info, actor, upload_id)
-    if current.completed:
-        if offset != current.offset or request.headers.get("content-length", "0") != "0":
-            raise Conflict("this upload is complete", expected=current.offset)
-        return Response(status_code=204, headers=_headers(current))
     info = await _append(request, actor, upload_id, offset)
     return Response(status_code=204, headers=_headers(info))
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from coffre.audit import trail
 from coffre.crypto import credentials
@@ -77,10 +78,7 @@ class AccountService:
         with self.db.session() as session:
             self._setup_row(session, token)
 
-    def _setup_row(self, session: object, token: str) -> SetupToken:
-        from sqlalchemy.orm import Session
-
-        assert isinstance(session, Session)
+    def _setup_row(self, session: Session, token: str) -> SetupToken:
         row = session.get(SetupToken, credentials.hash_token(token))
         if row is None:
             raise NotFound("unknown setup link")

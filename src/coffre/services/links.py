@@ -189,31 +189,31 @@ class LinkService:
             counts = self._counts(session, recipient.id)
             sender = session.get(User, transfer.sender_id)
             assert sender is not None
-            view = self.transfers._view(session, transfer)
+            subject, message = self.transfers.texts(session, transfer)
             files = [
                 LinkFile(
                     f.id, f.name, f.size, f.sha256, downloads_left(transfer, counts.get(f.id, 0))
                 )
-                for f in view.files
+                for f in (self.transfers.file_view(session, file) for file in transfer.files)
             ]
             return LinkView(
                 transfer_id=transfer.id,
                 sender=sender.display_name or sender.email,
                 sender_email=sender.email,
-                subject=view.subject,
-                message=view.message,
+                subject=subject,
+                message=message,
                 expires_at=transfer.expires_at,
                 password_required=transfer.password_hash is not None,
                 files=files,
                 total_size=sum(f.size for f in files),
             )
 
-    def peek(self, token: str) -> tuple[bool, str | None]:
-        """(password required, sender) without recording an open; for pages."""
+    def sender_email(self, token: str) -> str | None:
+        """Who sent what this link holds, without recording an open (pages)."""
         with self.db.session() as session:
             recipient = self._recipient(session, token)
             sender = session.get(User, recipient.transfer.sender_id)
-            return recipient.transfer.password_hash is not None, sender.email if sender else None
+            return sender.email if sender else None
 
     def _counts(self, session: Session, recipient_id: str) -> dict[str, int]:
         return dict(
@@ -410,7 +410,7 @@ class LinkService:
             if transfer.notify_on_download:
                 sender = session.get(User, transfer.sender_id)
                 assert sender is not None
-                subject = self.transfers._view(session, transfer).subject
+                subject, _ = self.transfers.texts(session, transfer)
                 what = "tous les fichiers (ZIP)" if archive else f"{len(file_ids)} fichier(s)"
                 self.transfers.notify_sender(
                     session,

@@ -276,18 +276,11 @@ class TransferService:
         else:
             status = "active"
         purged = transfer.purged_at is not None
+        subject, message = self.texts(session, transfer)
         return TransferView(
             id=transfer.id,
-            subject=""
-            if purged or not transfer.subject_sealed
-            else self.keys.open_text(
-                session, transfer.subject_sealed, f"transfer:{transfer.id}:subject"
-            ),
-            message=""
-            if purged or not transfer.message_sealed
-            else self.keys.open_text(
-                session, transfer.message_sealed, f"transfer:{transfer.id}:message"
-            ),
+            subject=subject,
+            message=message,
             created_at=transfer.created_at,
             expires_at=transfer.expires_at,
             max_downloads=transfer.max_downloads,
@@ -300,6 +293,16 @@ class TransferService:
                 for r in transfer.recipients
             ],
         )
+
+    def texts(self, session: Session, transfer: Transfer) -> tuple[str, str]:
+        """The transfer's (subject, message), unsealed; empty once purged."""
+
+        def open_(sealed: bytes | None, part: str) -> str:
+            if transfer.purged_at is not None or not sealed:
+                return ""
+            return self.keys.open_text(session, sealed, f"transfer:{transfer.id}:{part}")
+
+        return open_(transfer.subject_sealed, "subject"), open_(transfer.message_sealed, "message")
 
     def file_view(self, session: Session, file: TransferFile) -> FileView:
         name = self.keys.open_text(session, file.name_sealed, f"file:{file.id}")

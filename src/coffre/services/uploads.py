@@ -358,6 +358,9 @@ class UploadService:
                     and upload.lease_until > now
                     and not self.single_instance
                 )
+                if upload.completed_at is not None:
+                    needs_rekey = False  # nothing will be written: no lease, no reservation
+                    break
                 if not held:
                     self._apply_length(upload, length)
                     needs_rekey = upload.segments_reserved > upload.segments_committed
@@ -375,7 +378,7 @@ class UploadService:
             tail = b""
             if upload.tail_sealed:
                 tail = envelope.open_sealed(
-                    envelope.derive_key(key, envelope.LABEL_UPLOAD_TAIL),
+                    _tail_key(key),
                     upload.tail_sealed,
                     _tail_context(upload),
                 )
@@ -393,7 +396,7 @@ class UploadService:
             )
         hasher = self.hashes.take(upload_id, snapshot.segments)
         if hasher is None:
-            hasher = self._rehash(key, snapshot)
+            hasher = hashlib.sha256() if snapshot.completed else self._rehash(key, snapshot)
         return UploadWriter(self, snapshot, key, tail, hasher, checksum)
 
     def _apply_length(self, upload: Upload, length: int | None) -> None:
@@ -474,7 +477,7 @@ class UploadService:
                 raise Conflict("the upload changed while it was re-keyed; retry")
             if upload.tail_sealed:
                 tail = envelope.open_sealed(
-                    envelope.derive_key(old_key, envelope.LABEL_UPLOAD_TAIL),
+                    _tail_key(old_key),
                     upload.tail_sealed, _tail_context(upload),
                 )
             moved = session.get(Blob, new_blob.id)
@@ -483,7 +486,7 @@ class UploadService:
             upload.blob = moved
             if upload.tail_sealed:
                 upload.tail_sealed = envelope.seal(
-                    envelope.derive_key(new_key, envelope.LABEL_UPLOAD_TAIL), tail,
+                    _tail_key(new_key), tail,
                     _tail_context(upload),
                 )
             upload.segments_reserved = upload.segments_committed
@@ -546,6 +549,10 @@ class _Pending:
         return b"".join(self._parts)
 
 
+def _tail_key(data_key: bytes) -> bytes:
+    return envelope.derive_key(data_key, envelope.LABEL_UPLOAD_TAIL)
+
+
 def _tail_context(upload: Upload) -> bytes:
     return f"coffre/tail/{upload.id}/{upload.blob_id}/{upload.segments_committed}".encode()
 
@@ -581,11 +588,9 @@ class UploadWriter:
         self._appender: BlobAppender | None = None
         self._last_checkpoint = time.monotonic()
         self._closed = False
-        if snap.completed and snap.length is not None and snap.offset == snap.length:
-            self._done = True
-        else:
-            self._done = False
-        self._reserve(self._reserved)
+        self._done = snap.completed
+        if not self._done:
+            self._reserve(self._reserved)
 
     @property
     def offset(self) -> int:
@@ -597,6 +602,8 @@ class UploadWriter:
         size = sum(len(p) for p in pieces)
         if not size:
             return
+        if self._done:
+            raise Conflict("this upload is complete", expected=self.snap.offset)
         length = self.snap.length
         if length is not None and self.offset + size > length:
             raise InvalidInput("the body goes past Upload-Length")
@@ -721,8 +728,16 @@ class UploadWriter:
 
     def _commit(self) -> UploadInfo:
         """The end of a PATCH: commit every byte received, tail included."""
+        if self._done:  # an empty PATCH on a complete upload: nothing to write
+            with self.service.db.session() as session:
+                upload = session.get(Upload, self.snap.upload_id)
+                if upload is None:
+                    raise self._deleted()
+                info = self.service._info(session, upload)
+            self._release()
+            return info
         length = self.snap.length
-        completing = not self._done and length is not None and self.offset == length
+        completing = length is not None and self.offset == length
         if completing:
             if self._index >= self._reserved:
                 self._reserve(self._index + 1)
@@ -767,7 +782,7 @@ class UploadWriter:
             else:
                 upload.tail_sealed = (
                     envelope.seal(
-                        envelope.derive_key(self._key, envelope.LABEL_UPLOAD_TAIL),
+                        _tail_key(self._key),
                         self._pending.all(),
                         _tail_context(upload),
                     )

@@ -23,6 +23,12 @@ Ctx = Annotated[Context, Depends(deps.context)]
 ACCESS_COOKIE = "__Host-coffre-access"
 
 
+def set_access_cookie(response: Response, access: str) -> None:
+    """The access grant for browsers: host-only, Secure, HttpOnly, SameSite."""
+    response.set_cookie(ACCESS_COOKIE, access, max_age=int(ACCESS_LIFETIME.total_seconds()),
+                        path="/", secure=True, httponly=True, samesite="strict")
+
+
 def access_of(request: Request) -> str | None:
     return request.headers.get("x-coffre-access") or request.cookies.get(ACCESS_COOKIE)
 
@@ -48,17 +54,8 @@ def view(token: str, request: Request, ctx: Ctx) -> LinkOut:
 @router.post("/{token}/unlock", summary="Exchange the link password for an access grant")
 def unlock(token: str, body: Unlock, request: Request, response: Response, ctx: Ctx) -> Access:
     access = deps.coffre(request).links.unlock(token, body.password, ctx)
-    seconds = int(ACCESS_LIFETIME.total_seconds())
-    response.set_cookie(
-        ACCESS_COOKIE,
-        access,
-        max_age=seconds,
-        path="/",
-        secure=True,
-        httponly=True,
-        samesite="strict",
-    )
-    return Access(access=access, expires_in=seconds)
+    set_access_cookie(response, access)
+    return Access(access=access, expires_in=int(ACCESS_LIFETIME.total_seconds()))
 
 
 @router.get("/{token}/files/{file_id}", name="link_file", response_class=Response)

@@ -23,8 +23,7 @@ from coffre.errors import (
     UnsupportedMediaType,
 )
 from coffre.http import deps
-from coffre.http.api.links import ACCESS_COOKIE, access_of
-from coffre.services.links import ACCESS_LIFETIME
+from coffre.http.api.links import access_of, set_access_cookie
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -118,7 +117,7 @@ def link_page(token: str, request: Request, ctx: Ctx) -> Response:
     try:
         link = app.links.view(token, access_of(request), ctx)
     except AuthenticationRequired:
-        _, sender = app.links.peek(token)
+        sender = app.links.sender_email(token)
         return TEMPLATES.TemplateResponse(
             request,
             "unlock.html",
@@ -141,7 +140,7 @@ async def unlock_page(token: str, request: Request, ctx: Ctx) -> Response:
     try:
         access = await to_thread.run_sync(app.links.unlock, token, password, ctx)
     except AuthenticationRequired:
-        _, sender = await to_thread.run_sync(app.links.peek, token)
+        sender = await to_thread.run_sync(app.links.sender_email, token)
         return TEMPLATES.TemplateResponse(
             request,
             "unlock.html",
@@ -150,15 +149,7 @@ async def unlock_page(token: str, request: Request, ctx: Ctx) -> Response:
             headers={"Cache-Control": "no-store"},
         )
     response = RedirectResponse(f"/t/{token}", status_code=303)
-    response.set_cookie(
-        ACCESS_COOKIE,
-        access,
-        max_age=int(ACCESS_LIFETIME.total_seconds()),
-        path="/",
-        secure=True,
-        httponly=True,
-        samesite="strict",
-    )
+    set_access_cookie(response, access)
     return response
 
 
