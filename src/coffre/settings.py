@@ -52,6 +52,29 @@ class Settings(BaseSettings):
     #: Failed link-password attempts before a recipient link locks.
     link_password_attempts: int = Field(default=10, gt=0)
 
+    #: Browser sessions (SEC-16): idle and absolute limits, step-up window.
+    session_idle_minutes: int = Field(default=15, gt=0)
+    session_absolute_hours: int = Field(default=12, gt=0)
+    step_up_minutes: int = Field(default=5, gt=0)
+    #: Anti-automation (SEC-14): failures before a lock, and its length.
+    login_attempts: int = Field(default=5, gt=0)
+    lockout_minutes: int = Field(default=15, gt=0)
+    invitation_days: int = Field(default=7, gt=0)
+
+    #: Recipients' one-time codes: lifetime, tries, resend interval, lock.
+    recipient_code_minutes: int = Field(default=10, gt=0)
+    recipient_code_attempts: int = Field(default=5, gt=0)
+    recipient_code_resend_seconds: int = Field(default=60, gt=0)
+    recipient_lock_minutes: int = Field(default=30, gt=0)
+    #: Optional SMS gateway for recipients' codes: POST {"to", "text"} as JSON.
+    sms_url: str | None = None
+    sms_api_key: SecretStr | None = None
+
+    #: Audit trail: days before event payloads are pruned (SEC-32), and how
+    #: often a signed checkpoint is taken.
+    audit_retention_days: int = Field(default=365, ge=30, le=3 * 366)
+    audit_checkpoint_seconds: int = Field(default=60, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -69,6 +69,10 @@ class Organisation(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Every member (not only administrators) must use a second factor.
+    require_mfa: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Senders may turn off recipients' one-time code per transfer.
+    allow_unverified_recipients: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class OrganisationKey(Base):
@@ -93,6 +97,94 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20), default="member")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Preferred interface language (fr, en).
+    locale: Mapped[str] = mapped_column(String(8), default="fr")
+
+
+class SecondFactor(Base):
+    """A TOTP seed (sealed) or a WebAuthn credential (public key)."""
+
+    __tablename__ = "second_factors"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # totp | webauthn
+    name: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: None while a TOTP enrolment waits for its first code.
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: TOTP: the seed, sealed under the organisation's key.
+    secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: TOTP: the last accepted time step (a code is never accepted twice).
+    last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    credential_id: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, unique=True)
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    transports: Mapped[str] = mapped_column(String(100), default="")
+
+
+class RecoveryCode(Base):
+    __tablename__ = "recovery_codes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class UserSession(Base):
+    """A browser session. The cookie holds a 256-bit token; only its hash
+    is stored. ``stage`` is "password" until the second factor is given."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(16), default="full")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When the user last proved who they are (password, then factor).
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    mfa: Mapped[bool] = mapped_column(Boolean, default=False)
+    csrf_hash: Mapped[str] = mapped_column(String(64))
+    #: A pending WebAuthn challenge (registration or assertion) and its expiry.
+    challenge: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    challenge_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Invitation(Base):
+    """A one-time link that lets someone join an organisation."""
+
+    __tablename__ = "invitations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(20), default="member")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Throttle(Base):
+    """Failed attempts against one secret (password, factor, link code),
+    keyed by a hash of what was guessed at: growing delays, then a lock."""
+
+    __tablename__ = "throttles"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: No attempt is even checked before this time.
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ApiToken(Base):
@@ -178,6 +270,8 @@ class Transfer(Base):
     max_downloads: Mapped[int | None] = mapped_column(Integer, nullable=True)
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     notify_on_download: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Recipients prove control of their mailbox with a one-time code.
+    verify_recipients: Mapped[bool] = mapped_column(Boolean, default=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     files: Mapped[list[TransferFile]] = relationship(
@@ -209,6 +303,15 @@ class Recipient(Base):
     email: Mapped[str] = mapped_column(String(254))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     password_failures: Mapped[int] = mapped_column(Integer, default=0)
+    #: Optional mobile number for codes by SMS (E.164).
+    phone: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    #: The pending one-time code (hashed), until when, wrong tries, sends.
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    code_failures: Mapped[int] = mapped_column(Integer, default=0)
+    code_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    code_sends: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     first_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     transfer: Mapped[Transfer] = relationship(back_populates="recipients")
@@ -236,14 +339,31 @@ class FileRead(Base):
 
 
 class LinkAccess(Base):
-    """A short-lived grant bound to one recipient link (after its password;
-    next: after the one-time code)."""
+    """A short-lived grant bound to one recipient link: what was proved
+    (the one-time code, the transfer's password) and until when."""
 
     __tablename__ = "link_access"
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     recipient_id: Mapped[str] = mapped_column(ForeignKey("recipients.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    code_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TransferEvent(Base):
+    """A step of a recipient's timeline, for the sender's live tracking
+    (the audit trail keeps the authoritative record)."""
+
+    __tablename__ = "transfer_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    transfer_id: Mapped[str] = mapped_column(ForeignKey("transfers.id"), index=True)
+    recipient_id: Mapped[str | None] = mapped_column(ForeignKey("recipients.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    file_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: Who, when it is not a recipient (an administrator or the operator).
+    actor_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OutgoingMail(Base):
@@ -262,7 +382,9 @@ class OutgoingMail(Base):
 
 
 class AuditEvent(Base):
-    """Append-only, hash-chained trail (see ``coffre.audit``)."""
+    """Append-only, hash-chained trail under Merkle checkpoints (see
+    ``coffre.audit``). ``payload`` is None once pruned by retention; the
+    leaf hash stays so every later proof remains valid."""
 
     __tablename__ = "audit_events"
     __table_args__ = (UniqueConstraint("prev_hash"), Index("ix_audit_events_time", "time"))
@@ -270,6 +392,21 @@ class AuditEvent(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime)
     organisation_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     action: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: RFC 9162 leaf hash of the payload: SHA-256(0x00 || payload).
+    leaf_hash: Mapped[str] = mapped_column(String(64), default="")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the tree's size and root (C2SP tlog-checkpoint)."""
+
+    __tablename__ = "audit_checkpoints"
+    tree_size: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    root_hash: Mapped[str] = mapped_column(String(64))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The whole signed note, as published.
+    note: Mapped[str] = mapped_column(Text)

@@ -44,6 +44,15 @@ class Actor:
     scopes: frozenset[Scope] = field(default=ALL_SCOPES)
     #: When the credential it acts through expires (None: never, or a session).
     expires_at: datetime | None = None
+    #: Whether this credential was obtained with a second factor.
+    mfa: bool = False
+    #: Whether the user must use one (administrators; members where the
+    #: organisation requires it): until then they may only enrol a factor.
+    mfa_required: bool = False
+    #: When the user last proved who they are (sessions; for step-up).
+    auth_time: datetime | None = None
+    #: The browser session acted through, if any.
+    session_id: str | None = None
 
     def require(self, scope: Scope) -> None:
         if scope not in self.scopes:

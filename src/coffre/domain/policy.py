@@ -1,0 +1,125 @@
+"""Who may do what: one policy function per action, deny by default.
+
+Services call :func:`authorize` before touching an object. The HTTP layer
+declares, for every route, which action it performs (``coffre.http.deps``);
+the generated role x action x object matrix in the tests checks both.
+
+Answers: an object of another organisation, or one the actor may not see,
+does not exist (``NotFound``, so ids cannot be probed); a missing scope,
+role or second factor on something the actor may see is ``PermissionDenied``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from coffre.domain.accounts import Actor, Role, Scope
+from coffre.errors import NotFound, PermissionDenied
+
+
+class Action(enum.StrEnum):
+    ACCOUNT_READ = "account.read"
+    FACTOR_MANAGE = "factor.manage"
+    SESSION_MANAGE = "session.manage"
+    TOKEN_MANAGE = "token.manage"  # noqa: S105 - an action name
+    UPLOAD_WRITE = "upload.write"
+    TRANSFER_CREATE = "transfer.create"
+    TRANSFER_LIST = "transfer.list"
+    TRANSFER_READ = "transfer.read"
+    TRANSFER_MANAGE = "transfer.manage"
+    TRANSFER_DELETE = "transfer.delete"
+    MEMBER_LIST = "member.list"
+    MEMBER_INVITE = "member.invite"
+    MEMBER_MANAGE = "member.manage"
+    ORGANISATION_MANAGE = "organisation.manage"
+    AUDIT_READ = "audit.read"
+    AUDIT_EXPORT = "audit.export"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The object acted on: whose organisation, and whose it is."""
+
+    organisation_id: str
+    owner_id: str | None = None
+
+
+Rule = Callable[[Actor, Target | None], bool]
+
+
+def _own_account(actor: Actor, target: Target | None) -> bool:
+    return target is None or target.owner_id == actor.user_id
+
+
+def _member(actor: Actor, target: Target | None) -> bool:
+    return True
+
+
+def _owner_or_admin(actor: Actor, target: Target | None) -> bool:
+    if target is None:
+        return False
+    return target.owner_id == actor.user_id or actor.role is Role.ADMIN
+
+
+def _admin(actor: Actor, target: Target | None) -> bool:
+    return actor.role is Role.ADMIN
+
+
+#: action -> (rule, scope the credential must carry)
+_POLICIES: dict[Action, tuple[Rule, Scope | None]] = {
+    # What a signed-in user may always do for themself, even before the
+    # second factor their role requires (so they can enrol one).
+    Action.ACCOUNT_READ: (_own_account, None),
+    Action.FACTOR_MANAGE: (_own_account, None),
+    Action.SESSION_MANAGE: (_own_account, None),
+    Action.TOKEN_MANAGE: (_own_account, Scope.TRANSFERS_WRITE),
+    Action.UPLOAD_WRITE: (_own_account, Scope.TRANSFERS_WRITE),
+    Action.TRANSFER_CREATE: (_member, Scope.TRANSFERS_WRITE),
+    Action.TRANSFER_LIST: (_member, Scope.TRANSFERS_READ),
+    Action.TRANSFER_READ: (_owner_or_admin, Scope.TRANSFERS_READ),
+    Action.TRANSFER_MANAGE: (_owner_or_admin, Scope.TRANSFERS_WRITE),
+    Action.TRANSFER_DELETE: (_owner_or_admin, Scope.TRANSFERS_WRITE),
+    Action.MEMBER_LIST: (_admin, Scope.ADMIN),
+    Action.MEMBER_INVITE: (_admin, Scope.ADMIN),
+    Action.MEMBER_MANAGE: (_admin, Scope.ADMIN),
+    Action.ORGANISATION_MANAGE: (_admin, Scope.ADMIN),
+    Action.AUDIT_READ: (_admin, Scope.ADMIN),
+    Action.AUDIT_EXPORT: (_admin, Scope.ADMIN),
+}
+
+#: Actions open to a user who still owes a second factor.
+_BEFORE_SECOND_FACTOR = frozenset(
+    {Action.ACCOUNT_READ, Action.FACTOR_MANAGE, Action.SESSION_MANAGE}
+)
+
+
+def allowed(actor: Actor, action: Action, target: Target | None = None) -> bool:
+    """The decision alone (for the matrix tests and for filtering lists)."""
+    try:
+        authorize(actor, action, target)
+    except (NotFound, PermissionDenied):
+        return False
+    return True
+
+
+def authorize(actor: Actor, action: Action, target: Target | None = None) -> None:
+    """Raise unless ``actor`` may perform ``action`` on ``target``."""
+    policy = _POLICIES.get(action)
+    if policy is None:  # an action nobody wrote a rule for: nobody may
+        raise PermissionDenied("this action is not allowed")
+    rule, scope = policy
+    if target is not None and target.organisation_id != actor.organisation_id:
+        raise NotFound("not found", access_denied=True)
+    if not rule(actor, target):
+        if target is not None:
+            raise NotFound("not found", access_denied=True)
+        raise PermissionDenied("your role does not allow this", reason="role")
+    if actor.mfa_required and not actor.mfa and action not in _BEFORE_SECOND_FACTOR:
+        raise PermissionDenied(
+            "enrol a second factor (TOTP or passkey) and sign in with it first",
+            reason="second_factor_required",
+        )
+    if scope is not None:
+        actor.require(scope)
