@@ -198,6 +198,10 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Obtained with a second factor (directly, or from a token that was).
+    mfa: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: When its holder last proved who they are (login, or step-up).
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     user: Mapped[User] = relationship(lazy="joined")
 
 

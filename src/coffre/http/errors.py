@@ -100,6 +100,8 @@ def install(app: FastAPI, render_page: Any) -> None:
             exc.details.get("reason") is None
         ):
             headers["WWW-Authenticate"] = 'Bearer realm="coffre"'
+        if status == 429 and isinstance(exc.details.get("retry_after"), int):
+            headers["Retry-After"] = str(exc.details["retry_after"])
         if status == 412 and request.url.path.startswith("/api/v1/uploads"):
             headers["Tus-Version"] = "1.0.0"
         details = {k: v for k, v in exc.details.items() if k != "unsatisfiable"}
