@@ -307,8 +307,8 @@ class Recipient(Base):
     email: Mapped[str] = mapped_column(String(254))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     password_failures: Mapped[int] = mapped_column(Integer, default=0)
-    #: Optional mobile number for codes by SMS (E.164).
-    phone: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    #: Optional mobile number for codes by SMS (E.164), sealed: personal data.
+    phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     #: The pending one-time code (hashed), until when, wrong tries, sends.
     code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -377,6 +377,8 @@ class OutgoingMail(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     organisation_id: Mapped[str | None] = mapped_column(ForeignKey("organisations.id"))
     to: Mapped[str] = mapped_column(String(254))
+    #: The recipient a transfer's link mail is for (live tracking: "mail sent").
+    recipient_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     body_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -152,13 +152,16 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('allow_unverified_recipients', sa.Boolean(), nullable=False, server_default=sa.false()))
 
     with op.batch_alter_table('recipients', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('phone', sa.String(length=20), nullable=True))
+        batch_op.add_column(sa.Column('phone_sealed', sa.LargeBinary(), nullable=True))
         batch_op.add_column(sa.Column('code_hash', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('code_expires_at', coffre.db.tables.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column('code_failures', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('code_sent_at', coffre.db.tables.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column('code_sends', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('locked_until', coffre.db.tables.UTCDateTime(), nullable=True))
+
+    with op.batch_alter_table('outgoing_mail', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('recipient_id', sa.String(length=32), nullable=True))
 
     with op.batch_alter_table('transfers', schema=None) as batch_op:
         batch_op.add_column(sa.Column('verify_recipients', sa.Boolean(), nullable=False, server_default=sa.false()))
@@ -192,6 +195,9 @@ def downgrade() -> None:
     with op.batch_alter_table('transfers', schema=None) as batch_op:
         batch_op.drop_column('verify_recipients')
 
+    with op.batch_alter_table('outgoing_mail', schema=None) as batch_op:
+        batch_op.drop_column('recipient_id')
+
     with op.batch_alter_table('recipients', schema=None) as batch_op:
         batch_op.drop_column('locked_until')
         batch_op.drop_column('code_sends')
@@ -199,7 +205,7 @@ def downgrade() -> None:
         batch_op.drop_column('code_failures')
         batch_op.drop_column('code_expires_at')
         batch_op.drop_column('code_hash')
-        batch_op.drop_column('phone')
+        batch_op.drop_column('phone_sealed')
 
     with op.batch_alter_table('organisations', schema=None) as batch_op:
         batch_op.drop_column('allow_unverified_recipients')
