@@ -21,6 +21,7 @@ from coffre.services.denials import DenialLog
 from coffre.services.keys import KeyRing
 from coffre.services.links import LinkService
 from coffre.services.mail import MailQueue
+from coffre.services.organisations import OrganisationService
 from coffre.services.transfers import TransferService
 from coffre.services.uploads import UploadService
 from coffre.settings import Settings
@@ -43,6 +44,7 @@ class Coffre:
     transfers: TransferService
     links: LinkService
     denials: DenialLog
+    organisations: OrganisationService
 
     def close(self) -> None:
         self.db.dispose()
@@ -114,5 +116,12 @@ def build(
         denials=DenialLog(db),
         links=LinkService(
             db, store, keys, transfers, clock, password_attempts=settings.link_password_attempts
+        ),
+        organisations=OrganisationService(
+            db,
+            mail,
+            clock,
+            public_url=settings.base_url,
+            invitation_lifetime=timedelta(days=settings.invitation_days),
         ),
     )

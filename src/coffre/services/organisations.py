@@ -1,0 +1,548 @@
+"""Organisations, their members and invitations to join them.
+
+An invitation is a one-time link mailed to a new member: 256 bits, only
+its hash is stored, and it never enters the audit trail or a log.
+Disabling a member ends their browser sessions and revokes their API
+tokens in the same transaction, so their next request is refused.
+An organisation always keeps at least one enabled administrator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, Result, func, select, update
+from sqlalchemy.orm import Session
+
+from coffre.audit import trail
+from coffre.crypto import credentials
+from coffre.db.engine import Database
+from coffre.db.tables import (
+    ApiToken,
+    Invitation,
+    Organisation,
+    SecondFactor,
+    User,
+    UserSession,
+)
+from coffre.domain.accounts import Actor, Role, check_password_policy, normalise_email
+from coffre.domain.policy import Action, Target, authorize
+from coffre.errors import Conflict, Gone, InvalidInput, NotFound
+from coffre.ports import Clock
+from coffre.services import messages
+from coffre.services.mail import MailQueue
+
+INVITATION_PATH = "/invitation/"
+
+
+@dataclass(frozen=True)
+class InvitationInfo:
+    id: str
+    email: str
+    role: str
+    invited_by: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class InvitationPreview:
+    """What the invitation page shows before the form is sent."""
+
+    organisation: str
+    email: str
+    role: str
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    id: str
+    email: str
+    display_name: str
+    role: str
+    disabled: bool
+    created_at: datetime
+    second_factor: bool
+    last_active_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OrganisationInfo:
+    id: str
+    name: str
+    require_mfa: bool
+    allow_unverified_recipients: bool
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise InvalidInput(
+            f"unknown role '{value}'", field="role", allowed=sorted(Role)
+        ) from None
+
+
+class OrganisationService:
+    def __init__(
+        self,
+        db: Database,
+        mail: MailQueue,
+        clock: Clock,
+        *,
+        public_url: str,
+        invitation_lifetime: timedelta,
+    ) -> None:
+        self.db = db
+        self.mail = mail
+        self.clock = clock
+        self.public_url = public_url.rstrip("/")
+        self.invitation_lifetime = invitation_lifetime
+
+    # -- invitations ----------------------------------------------------------
+
+    def invite(self, actor: Actor, email: str, role: str, ctx: trail.Context) -> InvitationInfo:
+        authorize(actor, Action.MEMBER_INVITE)
+        address = normalise_email(email)
+        new_role = parse_role(role)
+        token = credentials.new_token()
+        now = self.clock.now()
+        with self.db.session() as session:
+            if session.execute(select(User.id).where(User.email == address)).first():
+                raise Conflict("a user with this e-mail already exists", field="email")
+            if session.execute(
+                select(Invitation.id).where(
+                    Invitation.organisation_id == actor.organisation_id,
+                    Invitation.email == address,
+                    *_pending(now),
+                )
+            ).first():
+                raise Conflict(
+                    "an invitation is already pending for this address: revoke it first",
+                    field="email",
+                )
+            inviter = session.get(User, actor.user_id)
+            org = session.get(Organisation, actor.organisation_id)
+            assert inviter is not None and org is not None
+            row = Invitation(
+                organisation_id=actor.organisation_id,
+                email=address,
+                role=new_role.value,
+                token_hash=credentials.hash_token(token),
+                invited_by=actor.user_id,
+                created_at=now,
+                expires_at=now + self.invitation_lifetime,
+            )
+            session.add(row)
+            session.flush()
+            self.mail.enqueue(
+                session,
+                actor.organisation_id,
+                messages.invitation(
+                    to=address,
+                    organisation=org.name,
+                    inviter=inviter.display_name or inviter.email,
+                    inviter_email=inviter.email,
+                    role=new_role.value,
+                    link=f"{self.public_url}{INVITATION_PATH}{token}",
+                    expires_at=row.expires_at,
+                ),
+            )
+            trail.record(
+                session,
+                "invitation.created",
+                actor=actor.user_id,
+                organisation_id=actor.organisation_id,
+                object_type="invitation",
+                object_id=row.id,
+                context=ctx,
+                role=new_role.value,
+            )
+            return _invitation_info(row)
+
+    def pending_invitations(self, actor: Actor) -> list[InvitationInfo]:
+        authorize(actor, Action.MEMBER_LIST)
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Invitation)
+                .where(
+                    Invitation.organisation_id == actor.organisation_id,
+                    *_pending(self.clock.now()),
+                )
+                .order_by(Invitation.created_at)
+            ).scalars()
+            return [_invitation_info(r) for r in rows]
+
+    def revoke_invitation(self, actor: Actor, invitation_id: str, ctx: trail.Context) -> None:
+        with self.db.session() as session:
+            row = session.get(Invitation, invitation_id)
+            if row is None:
+                raise NotFound("invitation not found", access_denied=True)
+            authorize(actor, Action.MEMBER_INVITE, Target(row.organisation_id, row.invited_by))
+            if row.accepted_at is not None or row.revoked_at is not None:
+                raise Gone("this invitation was already accepted or revoked")
+            row.revoked_at = self.clock.now()
+            trail.record(
+                session,
+                "invitation.revoked",
+                actor=actor.user_id,
+                organisation_id=row.organisation_id,
+                object_type="invitation",
+                object_id=row.id,
+                context=ctx,
+            )
+
+    def preview_invitation(self, token: str, ctx: trail.Context) -> InvitationPreview:
+        """The invitation behind a link, or the reason it cannot be used."""
+        with self.db.session() as session:
+            row = self._usable(session, token, ctx)
+            org = session.get(Organisation, row.organisation_id)
+            assert org is not None
+            return InvitationPreview(org.name, row.email, row.role)
+
+    def accept(
+        self, token: str, password: str, display_name: str, ctx: trail.Context
+    ) -> User:
+        """Create the invited user; the link then stops working.
+
+        The Argon2 hash is computed outside any transaction (as at login),
+        and the link is checked again, locked, inside the one that uses it.
+        """
+        with self.db.session() as session:
+            self._usable(session, token, ctx)  # before any costly hashing
+        check_password_policy(password)
+        name = display_name.strip()[:200]
+        password_hash = credentials.hash_password(password)
+        with self.db.session() as session:
+            row = self._usable(session, token, ctx, lock=True)
+            if session.execute(select(User.id).where(User.email == row.email)).first():
+                raise Conflict("a user with this e-mail already exists")
+            user = User(
+                organisation_id=row.organisation_id,
+                email=row.email,
+                display_name=name,
+                password_hash=password_hash,
+                role=row.role,
+                created_at=self.clock.now(),
+            )
+            session.add(user)
+            session.flush()
+            row.accepted_at = self.clock.now()
+            trail.record(
+                session,
+                "invitation.accepted",
+                actor=user.id,
+                organisation_id=row.organisation_id,
+                object_type="invitation",
+                object_id=row.id,
+                context=ctx,
+                user=user.id,
+                role=row.role,
+            )
+            session.flush()
+            session.expunge(user)
+            return user
+
+    def _usable(
+        self, session: Session, token: str, ctx: trail.Context, *, lock: bool = False
+    ) -> Invitation:
+        query = select(Invitation).where(Invitation.token_hash == credentials.hash_token(token))
+        if lock:
+            query = query.with_for_update()
+        row = session.execute(query).scalar_one_or_none()
+        now = self.clock.now()
+        reason = None
+        if row is None:
+            reason = "unknown"
+        elif row.accepted_at is not None:
+            reason = "invitation_used"
+        elif row.revoked_at is not None:
+            reason = "invitation_revoked"
+        elif row.expires_at <= now:
+            reason = "invitation_expired"
+        if reason is None and row is not None:
+            return row
+        # The caller's transaction rolls back with the error: record apart.
+        with self.db.session() as apart:
+            trail.record(
+                apart,
+                "invitation.refused",
+                actor=None,
+                organisation_id=row.organisation_id if row else None,
+                object_type="invitation" if row else None,
+                object_id=row.id if row else None,
+                outcome="failure",
+                context=ctx,
+                reason=reason,
+            )
+        if row is None:
+            raise NotFound("unknown invitation link")
+        raise Gone("this invitation link was already used, revoked or has expired", reason=reason)
+
+    # -- members --------------------------------------------------------------
+
+    def members(self, actor: Actor) -> list[MemberInfo]:
+        authorize(actor, Action.MEMBER_LIST)
+        with self.db.session() as session:
+            return _members(session, User.organisation_id == actor.organisation_id)
+
+    def update_member(
+        self,
+        actor: Actor,
+        member_id: str,
+        ctx: trail.Context,
+        *,
+        role: str | None = None,
+        disabled: bool | None = None,
+    ) -> MemberInfo:
+        """Change a member's role and/or disable or enable them.
+
+        Each change made is one audit event; asking for the current state
+        changes nothing and records nothing.
+        """
+        new_role = parse_role(role) if role is not None else None
+        with self.db.session() as session:
+            user = self._member(session, actor, member_id)
+            now = self.clock.now()
+            if new_role is not None and new_role.value != user.role:
+                if user.role == Role.ADMIN.value:
+                    self._keep_an_admin(session, user)
+                before = user.role
+                user.role = new_role.value
+                trail.record(
+                    session,
+                    "member.role_changed",
+                    actor=actor.user_id,
+                    organisation_id=user.organisation_id,
+                    object_type="user",
+                    object_id=user.id,
+                    context=ctx,
+                    before=before,
+                    after=new_role.value,
+                )
+            if disabled is True and not user.disabled:
+                if user.id == actor.user_id:
+                    raise Conflict("you cannot disable your own account")
+                if user.role == Role.ADMIN.value:
+                    self._keep_an_admin(session, user)
+                user.disabled = True
+                user.disabled_at = now
+                sessions = self._end_sessions(session, user.id, now)
+                tokens = _count(
+                    session.execute(
+                        update(ApiToken)
+                        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                        .values(revoked_at=now)
+                    )
+                )
+                trail.record(
+                    session,
+                    "member.disabled",
+                    actor=actor.user_id,
+                    organisation_id=user.organisation_id,
+                    object_type="user",
+                    object_id=user.id,
+                    context=ctx,
+                    sessions_ended=sessions,
+                    tokens_revoked=tokens,
+                )
+            elif disabled is False and user.disabled:
+                user.disabled = False
+                user.disabled_at = None
+                trail.record(
+                    session,
+                    "member.enabled",
+                    actor=actor.user_id,
+                    organisation_id=user.organisation_id,
+                    object_type="user",
+                    object_id=user.id,
+                    context=ctx,
+                )
+            session.flush()
+            return _members(session, User.id == user.id)[0]
+
+    def end_sessions(self, actor: Actor, member_id: str, ctx: trail.Context) -> int:
+        """SEC-16: an administrator ends every browser session of a member."""
+        with self.db.session() as session:
+            user = self._member(session, actor, member_id)
+            ended = self._end_sessions(session, user.id, self.clock.now())
+            trail.record(
+                session,
+                "member.sessions_ended",
+                actor=actor.user_id,
+                organisation_id=user.organisation_id,
+                object_type="user",
+                object_id=user.id,
+                context=ctx,
+                sessions_ended=ended,
+            )
+            return ended
+
+    def _member(self, session: Session, actor: Actor, member_id: str) -> User:
+        user = session.get(User, member_id)
+        if user is None:
+            raise NotFound("member not found", access_denied=True)
+        authorize(actor, Action.MEMBER_MANAGE, Target(user.organisation_id, user.id))
+        return user
+
+    @staticmethod
+    def _keep_an_admin(session: Session, leaving: User) -> None:
+        """Refuse if ``leaving`` is the organisation's last enabled administrator."""
+        others = session.execute(
+            select(func.count(User.id)).where(
+                User.organisation_id == leaving.organisation_id,
+                User.role == Role.ADMIN.value,
+                User.disabled.is_(False),
+                User.id != leaving.id,
+            )
+        ).scalar_one()
+        if not others:
+            raise Conflict(
+                "the organisation needs at least one enabled administrator",
+                reason="last_administrator",
+            )
+
+    @staticmethod
+    def _end_sessions(session: Session, user_id: str, now: datetime) -> int:
+        return _count(
+            session.execute(
+                update(UserSession)
+                .where(UserSession.user_id == user_id, UserSession.ended_at.is_(None))
+                .values(ended_at=now)
+            )
+        )
+
+    # -- organisation policy --------------------------------------------------
+
+    def organisation(self, actor: Actor) -> OrganisationInfo:
+        authorize(actor, Action.ACCOUNT_READ)
+        with self.db.session() as session:
+            return _organisation_info(self._organisation(session, actor))
+
+    def update_organisation(
+        self,
+        actor: Actor,
+        ctx: trail.Context,
+        *,
+        name: str | None = None,
+        require_mfa: bool | None = None,
+        allow_unverified_recipients: bool | None = None,
+    ) -> OrganisationInfo:
+        """SEC-29: one event with each changed setting's before and after."""
+        authorize(actor, Action.ORGANISATION_MANAGE)
+        wanted: dict[str, Any] = {
+            "require_mfa": require_mfa,
+            "allow_unverified_recipients": allow_unverified_recipients,
+        }
+        if name is not None:
+            wanted["name"] = name.strip()
+            if not 1 <= len(wanted["name"]) <= 200:
+                raise InvalidInput("the organisation needs a name", field="name")
+        with self.db.session() as session:
+            org = self._organisation(session, actor)
+            changes = {}
+            for field, value in wanted.items():
+                if value is not None and getattr(org, field) != value:
+                    changes[field] = {"before": getattr(org, field), "after": value}
+                    setattr(org, field, value)
+            if changes:
+                trail.record(
+                    session,
+                    "organisation.policy_changed",
+                    actor=actor.user_id,
+                    organisation_id=org.id,
+                    object_type="organisation",
+                    object_id=org.id,
+                    context=ctx,
+                    changes=changes,
+                )
+            return _organisation_info(org)
+
+    @staticmethod
+    def _organisation(session: Session, actor: Actor) -> Organisation:
+        org = session.get(Organisation, actor.organisation_id)
+        if org is None:
+            raise NotFound("organisation not found")
+        return org
+
+
+def _count(result: Result[Any]) -> int:
+    """Rows an UPDATE touched."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def _pending(now: datetime) -> tuple[Any, ...]:
+    return (
+        Invitation.accepted_at.is_(None),
+        Invitation.revoked_at.is_(None),
+        Invitation.expires_at > now,
+    )
+
+
+def _invitation_info(row: Invitation) -> InvitationInfo:
+    return InvitationInfo(
+        row.id, row.email, row.role, row.invited_by, row.created_at, row.expires_at
+    )
+
+
+def _members(session: Session, where: Any) -> list[MemberInfo]:
+    """Members with whether they have a confirmed second factor and when
+    they were last seen (API token or browser session), in one query."""
+    factors = (
+        select(func.count(SecondFactor.id))
+        .where(SecondFactor.user_id == User.id, SecondFactor.confirmed_at.is_not(None))
+        .correlate(User)
+        .scalar_subquery()
+    )
+    token_use = (
+        select(func.max(ApiToken.last_used_at))
+        .where(ApiToken.user_id == User.id)
+        .correlate(User)
+        .scalar_subquery()
+    )
+    session_use = (
+        select(func.max(UserSession.last_seen_at))
+        .where(UserSession.user_id == User.id)
+        .correlate(User)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(User, factors, token_use, session_use)
+        .where(where)
+        .order_by(User.created_at, User.email)
+    ).all()
+    return [
+        MemberInfo(
+            id=user.id,
+            email=user.email,
+            display_name=user.display_name,
+            role=user.role,
+            disabled=user.disabled,
+            created_at=user.created_at,
+            second_factor=bool(count),
+            last_active_at=_latest(_aware(token_at), _aware(session_at)),
+        )
+        for user, count, token_at, session_at in rows
+    ]
+
+
+def _organisation_info(org: Organisation) -> OrganisationInfo:
+    return OrganisationInfo(org.id, org.name, org.require_mfa, org.allow_unverified_recipients)
+
+
+def _aware(value: Any) -> datetime | None:
+    """Aggregates bypass the column type: SQLite returns naive UTC text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    present = [v for v in (a, b) if v is not None]
+    return max(present) if present else None
