@@ -56,3 +56,38 @@ def download_notice(*, to: str, recipient: str, transfer_subject: str, what: str
         ]
     )
     return Mail(to=to, subject=f"[Coffre] Téléchargement par {recipient}", text=text)
+
+
+_ROLE_NAMES = {"admin": "administrateur", "member": "membre"}
+
+
+def invitation(
+    *,
+    to: str,
+    organisation: str,
+    inviter: str,
+    inviter_email: str,
+    role: str,
+    link: str,
+    expires_at: datetime,
+) -> Mail:
+    role_name = _ROLE_NAMES.get(role, role)
+    text = "\n".join(
+        [
+            f"{inviter} <{inviter_email}> vous invite à rejoindre « {organisation} » sur Coffre,",
+            f"en tant que {role_name}.",
+            "",
+            "Pour créer votre compte, ouvrez ce lien personnel (il ne sert qu'une fois,",
+            "ne le transférez pas) :",
+            link,
+            "",
+            f"Valable jusqu'au : {_date(expires_at)}",
+            "Si vous n'attendiez pas cette invitation, ignorez ce message.",
+            "",
+            "--",
+            f"{inviter} invites you to join {organisation} on Coffre. "
+            f"Your one-time link: {link}",
+        ]
+    )
+    one_line = " ".join(organisation.split())  # no header injection through the name
+    return Mail(to=to, subject=f"[Coffre] Invitation à rejoindre {one_line}", text=text)
