@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("coffre.access")
 
-_SECRET_PATH = re.compile(r"^(/t/|/setup/|/api/v1/links/)[^/]+")
+_SECRET_PATH = re.compile(r"^(/t/|/setup/|/invitation/|/api/v1/links/)[^/]+")
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

@@ -130,3 +130,59 @@ class LinkOut(BaseModel):
     files: list[LinkFileOut]
     total_size: int
     archive_url: str
+
+
+# -- organisations, members, invitations ------------------------------------------
+
+
+class InvitationCreate(Strict):
+    email: str = Field(max_length=254)
+    role: str = Field(default="member", max_length=20)
+
+
+class InvitationOut(BaseModel):
+    id: str
+    email: str
+    role: str
+    invited_by: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class InvitationAccept(Strict):
+    token: str = Field(max_length=200)
+    password: str = Field(max_length=256)
+    display_name: str = Field(default="", max_length=200)
+
+
+class MemberOut(BaseModel):
+    id: str
+    email: str
+    display_name: str
+    role: str
+    disabled: bool
+    created_at: datetime
+    second_factor: bool
+    last_active_at: datetime | None
+
+
+class MemberUpdate(Strict):
+    role: str | None = Field(default=None, max_length=20)
+    disabled: bool | None = None
+
+
+class SessionsEnded(BaseModel):
+    sessions_ended: int
+
+
+class OrganisationOut(BaseModel):
+    id: str
+    name: str
+    require_mfa: bool
+    allow_unverified_recipients: bool
+
+
+class OrganisationUpdate(Strict):
+    name: str | None = Field(default=None, max_length=200)
+    require_mfa: bool | None = None
+    allow_unverified_recipients: bool | None = None

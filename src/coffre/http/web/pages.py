@@ -18,18 +18,20 @@ from coffre.audit.trail import Context
 from coffre.errors import (
     AuthenticationRequired,
     CoffreError,
+    Conflict,
     InvalidInput,
     NotFound,
     UnsupportedMediaType,
 )
 from coffre.http import deps
 from coffre.http.api.links import access_of, set_access_cookie
+from coffre.services.organisations import InvitationPreview
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[Context, Depends(deps.context)]
 _URL = re.compile(r"https?://[^\s<>\"]+")
-HTML_PATHS = ("/t/", "/setup/", "/dev/")
+HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/")
 
 
 def _filesize(value: int) -> str:
@@ -66,6 +68,21 @@ _ERRORS = {
         "Limite atteinte",
         "Le nombre de téléchargements autorisé est atteint.",
         "Demandez à l'expéditeur un nouvel envoi si nécessaire.",
+    ),
+    "invitation_used": (
+        "Invitation déjà utilisée",
+        "Cette invitation a déjà servi à créer un compte.",
+        "Connectez-vous avec l'adresse e-mail invitée.",
+    ),
+    "invitation_expired": (
+        "Invitation expirée",
+        "Cette invitation n'est plus valable.",
+        "Demandez à l'administrateur de votre organisation une nouvelle invitation.",
+    ),
+    "invitation_revoked": (
+        "Invitation annulée",
+        "L'administrateur a annulé cette invitation.",
+        "Demandez-lui une nouvelle invitation si nécessaire.",
     ),
 }
 
@@ -212,6 +229,65 @@ def _setup_error(exc: CoffreError) -> str:
         "password": "Le mot de passe doit comporter entre 12 et 256 caractères variés.",
         "organisation": "Indiquez le nom de l'organisation.",
     }.get(str(field), "Les informations saisies ne sont pas valides.")
+
+
+@router.get("/invitation/{token}")
+def invitation_page(token: str, request: Request, ctx: Ctx) -> Response:
+    """Join an organisation. Like the setup link, the token is a capability
+    in the path of a mailed link: redacted from the access log, never sent
+    as a referrer, never cached (SEC-27)."""
+    invitation = deps.coffre(request).organisations.preview_invitation(token, ctx)
+    return _invitation_form(request, token, invitation, None, "")
+
+
+@router.post("/invitation/{token}")
+async def invitation_submit(token: str, request: Request, ctx: Ctx) -> Response:
+    app = deps.coffre(request)
+    form = await _small_form(request)
+    password = str(form.get("password", ""))[:256]
+    display_name = str(form.get("display_name", ""))[:200]
+    try:
+        user = await to_thread.run_sync(
+            lambda: app.organisations.accept(token, password, display_name, ctx)
+        )
+    except (InvalidInput, Conflict) as exc:
+        invitation = await to_thread.run_sync(app.organisations.preview_invitation, token, ctx)
+        error = (
+            "Un compte existe déjà pour cette adresse e-mail."
+            if isinstance(exc, Conflict)
+            else _setup_error(exc)
+        )
+        return _invitation_form(request, token, invitation, error, display_name, 400)
+    return TEMPLATES.TemplateResponse(
+        request,
+        "invitation.html",
+        {"done": True, "email": user.email, "public_url": app.settings.base_url},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _invitation_form(
+    request: Request,
+    token: str,
+    invitation: InvitationPreview,
+    error: str | None,
+    display_name: str,
+    status: int = 200,
+) -> Response:
+    return TEMPLATES.TemplateResponse(
+        request,
+        "invitation.html",
+        {
+            "done": False,
+            "token": token,
+            "invitation": invitation,
+            "admin": invitation.role == "admin",
+            "error": error,
+            "display_name": display_name,
+        },
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.get("/dev/mailbox")

@@ -1,0 +1,99 @@
+"""The organisation's policy, its members and invitations to join it.
+
+Thin: parse, call ``OrganisationService`` (which authorises), render.
+The invitation token travels in request bodies only, never in an API path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from coffre.audit.trail import Context
+from coffre.domain.accounts import Actor
+from coffre.http import deps
+from coffre.http.api.schemas import (
+    InvitationAccept,
+    InvitationCreate,
+    InvitationOut,
+    Me,
+    MemberOut,
+    MemberUpdate,
+    OrganisationOut,
+    OrganisationUpdate,
+    SessionsEnded,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["organisation"])
+Actor_ = Annotated[Actor, Depends(deps.actor)]
+Ctx = Annotated[Context, Depends(deps.context)]
+
+
+@router.post("/invitations", status_code=201, summary="Invite someone by mail (administrators)")
+def invite(body: InvitationCreate, actor: Actor_, request: Request, ctx: Ctx) -> InvitationOut:
+    info = deps.coffre(request).organisations.invite(actor, body.email, body.role, ctx)
+    return InvitationOut(**info.__dict__)
+
+
+@router.get("/invitations", summary="Pending invitations (administrators)")
+def invitations(actor: Actor_, request: Request) -> list[InvitationOut]:
+    return [
+        InvitationOut(**i.__dict__)
+        for i in deps.coffre(request).organisations.pending_invitations(actor)
+    ]
+
+
+@router.post("/invitations/accept", status_code=201, summary="Join with an invitation token")
+def accept(body: InvitationAccept, request: Request, ctx: Ctx) -> Me:
+    user = deps.coffre(request).organisations.accept(
+        body.token, body.password, body.display_name, ctx
+    )
+    return Me(id=user.id, email=user.email, display_name=user.display_name, role=user.role,
+              organisation_id=user.organisation_id, scopes=[])
+
+
+@router.delete("/invitations/{invitation_id}", status_code=204, summary="Revoke an invitation")
+def revoke(invitation_id: str, actor: Actor_, request: Request, ctx: Ctx) -> Response:
+    deps.coffre(request).organisations.revoke_invitation(actor, invitation_id, ctx)
+    return Response(status_code=204)
+
+
+@router.get("/members", summary="Members of the organisation (administrators)")
+def members(actor: Actor_, request: Request) -> list[MemberOut]:
+    return [MemberOut(**m.__dict__) for m in deps.coffre(request).organisations.members(actor)]
+
+
+@router.patch("/members/{member_id}", summary="Change a member's role, disable or enable them")
+def update_member(
+    member_id: str, body: MemberUpdate, actor: Actor_, request: Request, ctx: Ctx
+) -> MemberOut:
+    info = deps.coffre(request).organisations.update_member(
+        actor, member_id, ctx, role=body.role, disabled=body.disabled
+    )
+    return MemberOut(**info.__dict__)
+
+
+@router.delete("/members/{member_id}/sessions", summary="End every session of a member")
+def end_sessions(member_id: str, actor: Actor_, request: Request, ctx: Ctx) -> SessionsEnded:
+    ended = deps.coffre(request).organisations.end_sessions(actor, member_id, ctx)
+    return SessionsEnded(sessions_ended=ended)
+
+
+@router.get("/organisation", summary="The organisation and its policy")
+def organisation(actor: Actor_, request: Request) -> OrganisationOut:
+    return OrganisationOut(**deps.coffre(request).organisations.organisation(actor).__dict__)
+
+
+@router.patch("/organisation", summary="Change the organisation's name or policy (administrators)")
+def update_organisation(
+    body: OrganisationUpdate, actor: Actor_, request: Request, ctx: Ctx
+) -> OrganisationOut:
+    info = deps.coffre(request).organisations.update_organisation(
+        actor,
+        ctx,
+        name=body.name,
+        require_mfa=body.require_mfa,
+        allow_unverified_recipients=body.allow_unverified_recipients,
+    )
+    return OrganisationOut(**info.__dict__)
