@@ -110,6 +110,18 @@ class Mailer(Protocol):
     async def send(self, mail: Mail) -> None: ...
 
 
+class SmsSender(Protocol):
+    """Sends a short text message to a mobile number in E.164 form.
+
+    For recipients' one-time codes only, never for accounts' factors
+    (SEC-9). Not idempotent: a retry may deliver twice. Raises
+    ``StorageError`` when the provider cannot be reached or refuses the
+    message. Never logs the number or the text.
+    """
+
+    def send(self, to: str, text: str) -> None: ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """Current time, timezone-aware UTC."""

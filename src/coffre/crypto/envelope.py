@@ -27,6 +27,7 @@ LABEL_WRAP_DATA_KEY = b"coffre/v1/wrap-data-key"
 LABEL_METADATA = b"coffre/v1/metadata"
 LABEL_UPLOAD_TAIL = b"coffre/v1/upload-tail"
 LABEL_OUTBOX = b"coffre/v1/outbox"
+LABEL_ONE_TIME_CODE = b"coffre/v1/one-time-code"
 
 
 def new_key() -> bytes:

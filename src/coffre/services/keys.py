@@ -4,6 +4,8 @@ root key outside it; handlers and the CLI never see a key."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 
 from sqlalchemy import select
@@ -98,3 +100,16 @@ class KeyRing:
         kek_id, _, body = sealed.partition(b":")
         key = envelope.derive_key(self.kek(session, kek_id.decode()), envelope.LABEL_METADATA)
         return envelope.open_sealed(key, body, context.encode()).decode()
+
+    # -- one-time codes -------------------------------------------------------
+
+    def code_digest(self, session: Session, organisation_id: str, bound_to: str, code: str) -> str:
+        """Keyed hash of a one-time code, bound to one object (a recipient).
+
+        HMAC-SHA256 under a subkey of the organisation's KEK used for
+        nothing else: a database dump alone does not allow trying the 10^8
+        codes offline, and a digest moved to another row does not match.
+        """
+        row = self.active_kek(session, organisation_id)
+        key = envelope.derive_key(self.kek(session, row.id), envelope.LABEL_ONE_TIME_CODE)
+        return hmac.new(key, f"{bound_to}\n{code}".encode(), hashlib.sha256).hexdigest()
