@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from coffre.cli import audit, auth, get, send, server, transfers
+from coffre.cli import audit, auth, get, members, send, server, transfers
 
 app = typer.Typer(
     name="coffre",
@@ -22,6 +22,8 @@ app.command()(send.send)
 app.add_typer(transfers.app, name="transfers")
 app.command()(get.get)
 app.add_typer(audit.app, name="audit")
+app.add_typer(members.app, name="members")
+app.add_typer(members.organisation_app, name="organisation")
 
 
 def main() -> None:
