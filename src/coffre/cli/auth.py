@@ -38,17 +38,19 @@ def login(
     password_file: Annotated[
         Path | None, typer.Option(help="Read the password from a file")
     ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="transfers:read, transfers:write, admin (administrators)"),
+    ] = None,
 ) -> None:
     """Log in and save an API token for this machine."""
     password = read_secret(password_file, "Mot de passe")
+    request: dict[str, object] = {"email": email, "password": password, "token_name": "coffre-cli"}
+    if scope:
+        request["scopes"] = scope
     with httpx.Client(base_url=url.rstrip("/"), timeout=TIMEOUT) as client:
         try:
-            body = check(
-                client.post(
-                    "/api/v1/auth/token",
-                    json={"email": email, "password": password, "token_name": "coffre-cli"},
-                )
-            )
+            body = check(client.post("/api/v1/auth/token", json=request))
         except httpx.TransportError as exc:
             fail(f"cannot reach {url}: {exc}")
     save_credentials(url.rstrip("/"), body["token"])
