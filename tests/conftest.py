@@ -96,6 +96,8 @@ class Server:
             "COFFRE_DATA_DIR": str(self.data_dir),
             "COFFRE_PORT": str(self.port),
             "COFFRE_PURGE_INTERVAL_SECONDS": "3600",
+            # Tests share a login for minutes; step-up itself is tested with 5.
+            "COFFRE_STEP_UP_MINUTES": "120",
             **self.env,
         })
         return env
@@ -189,12 +191,78 @@ def server(tmp_path: Path, mail: MailCatcher) -> Iterator[Server]:
         yield srv
 
 
+#: (server url, e-mail) -> the TOTP seed enrolled for that user, and the
+#: first token obtained with it (later logins mint from it: a TOTP code is
+#: accepted once, so logging in twice within 30 s would be a replay).
+TOTP_SECRETS: dict[tuple[str, str], str] = {}
+#: (server url, e-mail) -> unused recovery codes (for tests that must log in
+#: by hand: ``second_factor(url)``).
+RECOVERY_CODES: dict[tuple[str, str], list[str]] = {}
+_BASE_TOKENS: dict[tuple[str, str], str] = {}
+DEFAULT_SCOPES = ["transfers:read", "transfers:write"]
+
+
+def totp_code(secret: str, steps_ahead: int = 0) -> str:
+    import pyotp
+
+    return pyotp.TOTP(secret).at(time.time() + 30 * steps_ahead)
+
+
+def enrol_totp(url: str, token: str) -> tuple[str, list[str]]:
+    """Enrol a TOTP factor with the API, as an authenticator app would;
+    returns its seed and the recovery codes."""
+    headers = {"Authorization": f"Bearer {token}"}
+    begun = httpx.post(f"{url}/api/v1/account/factors/totp", json={"name": "tests"},
+                       headers=headers, timeout=30)
+    assert begun.status_code == 201, begun.text
+    secret: str = begun.json()["secret"]
+    confirmed = httpx.post(f"{url}/api/v1/account/factors/totp/{begun.json()['id']}/confirm",
+                           json={"code": totp_code(secret)}, headers=headers, timeout=30)
+    assert confirmed.status_code == 200, confirmed.text
+    return secret, confirmed.json()["recovery_codes"]
+
+
+def _first_login(url: str, email: str, password: str) -> str:
+    body: dict[str, object] = {"email": email, "password": password,
+                               "scopes": [*DEFAULT_SCOPES, "admin"]}
+    response = httpx.post(f"{url}/api/v1/auth/token", json=body, timeout=30)
+    if response.status_code == 400:  # not an administrator
+        body["scopes"] = DEFAULT_SCOPES
+        response = httpx.post(f"{url}/api/v1/auth/token", json=body, timeout=30)
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    me = httpx.get(f"{url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    if not me.json().get("mfa_required") or me.json().get("mfa"):
+        return token
+    # Administrators must use a second factor (SEC-9): enrol one, sign in again.
+    secret, codes = enrol_totp(url, token)
+    TOTP_SECRETS[(url, email)] = secret
+    RECOVERY_CODES[(url, email)] = codes
+    body["code"] = totp_code(secret, steps_ahead=1)
+    response = httpx.post(f"{url}/api/v1/auth/token", json=body, timeout=30)
+    assert response.status_code == 201, response.text
+    token = response.json()["token"]
+    return token
+
+
+def second_factor(url: str, email: str = ADMIN_EMAIL) -> str:
+    """A single-use recovery code of a user ``login`` enrolled."""
+    if (url, email) not in RECOVERY_CODES:
+        login(url, email)
+    return RECOVERY_CODES[(url, email)].pop()
+
+
 def login(url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD,
           scopes: list[str] | None = None) -> str:
-    body = {"email": email, "password": password}
-    if scopes:
-        body["scopes"] = scopes  # type: ignore[assignment]
-    response = httpx.post(f"{url}/api/v1/auth/token", json=body, timeout=30)
+    """An API token for ``email`` (enrolling the TOTP factor an
+    administrator needs on first use)."""
+    key = (url, email)
+    if key not in _BASE_TOKENS:
+        _BASE_TOKENS[key] = _first_login(url, email, password)
+    response = httpx.post(
+        f"{url}/api/v1/tokens", json={"name": "tests", "scopes": scopes or DEFAULT_SCOPES},
+        headers={"Authorization": f"Bearer {_BASE_TOKENS[key]}"}, timeout=30,
+    )
     assert response.status_code == 201, response.text
     token: str = response.json()["token"]
     return token

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, login
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, login, second_factor
 from tests.integration.flows import TUS, audit_events
 
 
@@ -90,7 +90,8 @@ def test_garbage_tokens_are_refused(server: Server) -> None:
 
 def test_tokens_cannot_outlive_or_outgrow_their_parent(server: Server) -> None:
     parent = httpx.post(f"{server.url}/api/v1/auth/token", json={
-        "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "expires_in_days": 2}).json()["token"]
+        "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "expires_in_days": 2,
+        "code": second_factor(server.url)}).json()["token"]
     auth = {"Authorization": f"Bearer {parent}"}
     child = httpx.post(f"{server.url}/api/v1/tokens", headers=auth,
                        json={"name": "enfant", "scopes": ["transfers:read"]})

@@ -53,6 +53,8 @@ class Actor:
     auth_time: datetime | None = None
     #: The browser session acted through, if any.
     session_id: str | None = None
+    #: Whether ``auth_time`` is recent enough for sensitive actions (SEC-17).
+    stepped_up: bool = False
 
     def require(self, scope: Scope) -> None:
         if scope not in self.scopes:

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coffre.domain.accounts import Actor, Role, Scope
-from coffre.errors import NotFound, PermissionDenied
+from coffre.errors import AuthenticationRequired, NotFound, PermissionDenied
 
 
 class Action(enum.StrEnum):
     ACCOUNT_READ = "account.read"
+    FACTOR_READ = "factor.read"
     FACTOR_MANAGE = "factor.manage"
     SESSION_MANAGE = "session.manage"
     TOKEN_MANAGE = "token.manage"  # noqa: S105 - an action name
@@ -72,6 +73,7 @@ _POLICIES: dict[Action, tuple[Rule, Scope | None]] = {
     # What a signed-in user may always do for themself, even before the
     # second factor their role requires (so they can enrol one).
     Action.ACCOUNT_READ: (_own_account, None),
+    Action.FACTOR_READ: (_own_account, None),
     Action.FACTOR_MANAGE: (_own_account, None),
     Action.SESSION_MANAGE: (_own_account, None),
     Action.TOKEN_MANAGE: (_own_account, Scope.TRANSFERS_WRITE),
@@ -91,17 +93,36 @@ _POLICIES: dict[Action, tuple[Rule, Scope | None]] = {
 
 #: Actions open to a user who still owes a second factor.
 _BEFORE_SECOND_FACTOR = frozenset(
-    {Action.ACCOUNT_READ, Action.FACTOR_MANAGE, Action.SESSION_MANAGE}
+    {Action.ACCOUNT_READ, Action.FACTOR_READ, Action.FACTOR_MANAGE, Action.SESSION_MANAGE}
 )
+#: SEC-17: actions that need a recent sign-in (step-up re-authentication).
+STEP_UP = frozenset({Action.FACTOR_MANAGE, Action.TRANSFER_DELETE, Action.AUDIT_EXPORT})
 
 
 def allowed(actor: Actor, action: Action, target: Target | None = None) -> bool:
     """The decision alone (for the matrix tests and for filtering lists)."""
     try:
         authorize(actor, action, target)
-    except (NotFound, PermissionDenied):
+    except (NotFound, PermissionDenied, AuthenticationRequired):
         return False
     return True
+
+
+#: Rules that can be decided without the object (the rest need it).
+_OBJECT_FREE = frozenset({_member, _admin, _own_account})
+
+
+def check_route(actor: Actor, action: Action) -> None:
+    """What can be checked before loading the object: the role for
+    organisation-wide actions, the scope, the second factor, step-up."""
+    policy = _POLICIES.get(action)
+    if policy is None:
+        raise PermissionDenied("this action is not allowed")
+    rule, _ = policy
+    if rule in _OBJECT_FREE:
+        authorize(actor, action)
+    else:
+        _requirements(actor, action, policy[1])
 
 
 def authorize(actor: Actor, action: Action, target: Target | None = None) -> None:
@@ -116,6 +137,10 @@ def authorize(actor: Actor, action: Action, target: Target | None = None) -> Non
         if target is not None:
             raise NotFound("not found", access_denied=True)
         raise PermissionDenied("your role does not allow this", reason="role")
+    _requirements(actor, action, scope)
+
+
+def _requirements(actor: Actor, action: Action, scope: Scope | None) -> None:
     if actor.mfa_required and not actor.mfa and action not in _BEFORE_SECOND_FACTOR:
         raise PermissionDenied(
             "enrol a second factor (TOTP or passkey) and sign in with it first",
@@ -123,3 +148,8 @@ def authorize(actor: Actor, action: Action, target: Target | None = None) -> Non
         )
     if scope is not None:
         actor.require(scope)
+    if action in STEP_UP and not actor.stepped_up:
+        raise AuthenticationRequired(
+            "confirm your identity again (password and second factor) to do this",
+            reason="reauthentication_required",
+        )

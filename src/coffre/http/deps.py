@@ -1,13 +1,29 @@
-"""Request-scoped dependencies: the application, the actor, the context."""
+"""Request-scoped dependencies: the application, the actor, the context.
+
+Every API route declares what it does: ``acting(Action.X)`` (an
+authenticated actor allowed to attempt X; services then check the object)
+or ``public("why")``. The authorisation matrix test fails for a route that
+declares neither.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from anyio import to_thread
 from fastapi import Request
 
 from coffre.audit.trail import Context
 from coffre.bootstrap import Coffre
 from coffre.domain.accounts import Actor
-from coffre.errors import AuthenticationRequired
+from coffre.domain.policy import Action, check_route
+from coffre.errors import AuthenticationRequired, PermissionDenied
+
+SESSION_COOKIE = "__Host-coffre-session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def coffre(request: Request) -> Coffre:
@@ -30,9 +46,73 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-def actor(request: Request) -> Actor:
-    """The authenticated user (Bearer API token; browser sessions come next)."""
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def check_origin(request: Request) -> None:
+    """A cookie-carrying state change must come from our own pages (SEC-22)."""
+    origin = request.headers.get("origin")
+    if origin is not None and _origin(origin) != _origin(coffre(request).settings.base_url):
+        raise PermissionDenied("cross-origin request refused", reason="cross_origin")
+
+
+async def _csrf_token(request: Request) -> str | None:
+    token = request.headers.get(CSRF_HEADER)
+    if token is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        value = (await request.form()).get("csrf_token")
+        token = value if isinstance(value, str) else None
+    return token
+
+
+async def actor(request: Request) -> Actor:
+    """The authenticated user: an API token (Bearer) or a browser session
+    (cookie, plus the CSRF token on state-changing requests)."""
+    app = coffre(request)
     token = bearer_token(request)
-    if token is None:
-        raise AuthenticationRequired("an API token is required (Authorization: Bearer ...)")
-    return coffre(request).accounts.actor_for_token(token)
+    if token is not None:
+        return await to_thread.run_sync(app.sessions.token_actor, token)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is None:
+        raise AuthenticationRequired("sign in, or send an API token (Authorization: Bearer ...)")
+    unsafe = request.method not in SAFE_METHODS
+    if unsafe:
+        check_origin(request)
+    csrf = await _csrf_token(request) if unsafe else None
+    found: Actor = await to_thread.run_sync(app.sessions.actor, cookie, csrf, unsafe)
+    return found
+
+
+def acting(action: Action) -> Callable[[Request], Awaitable[Actor]]:
+    """The actor, checked for what ``action`` needs whatever the object
+    (role, scope, second factor, recent sign-in)."""
+
+    async def dependency(request: Request) -> Actor:
+        found = await actor(request)
+        check_route(found, action)
+        return found
+
+    dependency.coffre_action = action  # type: ignore[attr-defined]
+    return dependency
+
+
+def public(reason: str) -> Callable[[], None]:
+    """Marks a route open without an account (``reason`` says why it is safe)."""
+
+    def dependency() -> None:
+        return None
+
+    dependency.coffre_public = reason  # type: ignore[attr-defined]
+    return dependency
+
+
+def declared_policy(call: Any) -> str | None:
+    """What a dependency declares (for the matrix test), if anything."""
+    action = getattr(call, "coffre_action", None)
+    if action is not None:
+        return str(action)
+    reason = getattr(call, "coffre_public", None)
+    return f"public:{reason}" if reason is not None else None

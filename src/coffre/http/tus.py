@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
+from coffre.domain.policy import Action
 from coffre.errors import (
     CoffreError,
     InvalidInput,
@@ -91,7 +92,7 @@ def _headers(info: UploadInfo) -> dict[str, str]:
     return headers
 
 
-Actor_ = Annotated[Actor, Depends(deps.actor)]
+Actor_ = Annotated[Actor, Depends(deps.acting(Action.UPLOAD_WRITE))]
 Ctx = Annotated[Context, Depends(deps.context)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -20,9 +21,11 @@ from coffre.domain.accounts import (
     check_password_policy,
     normalise_email,
 )
+from coffre.domain.policy import Action, authorize
 from coffre.errors import AuthenticationRequired, Conflict, Gone, InvalidInput, NotFound
 from coffre.ports import Clock
 from coffre.services.keys import KeyRing
+from coffre.services.throttle import Throttles
 
 SETUP_LINK_LIFETIME = timedelta(days=7)
 TOKEN_PREFIX = "cof_"  # noqa: S105 - a marker for secret scanners, not a secret
@@ -40,10 +43,11 @@ class TokenInfo:
 
 
 class AccountService:
-    def __init__(self, db: Database, keys: KeyRing, clock: Clock) -> None:
+    def __init__(self, db: Database, keys: KeyRing, clock: Clock, throttles: Throttles) -> None:
         self.db = db
         self.keys = keys
         self.clock = clock
+        self.throttles = throttles
 
     # -- first run --------------------------------------------------------------
 
@@ -151,9 +155,7 @@ class AccountService:
     def create_user(
         self, admin: Actor, email: str, password: str, role: Role, ctx: trail.Context
     ) -> User:
-        admin.require(Scope.ADMIN)
-        if admin.role is not Role.ADMIN:
-            raise NotFound("not found")
+        authorize(admin, Action.MEMBER_INVITE)
         email = normalise_email(email)
         check_password_policy(password)
         password_hash = credentials.hash_password(password)
@@ -180,16 +182,19 @@ class AccountService:
             )
             return user
 
-    def authenticate(self, email: str, password: str, ctx: trail.Context) -> User:
+    def authenticate(self, email: str, password: str, ctx: trail.Context,
+                     event: str = "login") -> User:
         """Same answer, same work, for an unknown account and a wrong password.
 
-        The Argon2 check (about 0.1 s) runs outside any transaction, so
-        password guesses cannot hold the database's write lock.
+        Failures are throttled per address, whether or not it exists
+        (SEC-14). The Argon2 check (about 0.1 s) runs outside any
+        transaction, so password guesses cannot hold the write lock.
         """
         try:
             email = normalise_email(email)
         except InvalidInput:
             email = ""
+        self.throttles.check("password", email)
         with self.db.session() as session:
             user = session.execute(select(User).where(User.email == email)).scalar_one_or_none()
             if user is not None:
@@ -197,12 +202,18 @@ class AccountService:
         ok = credentials.verify_password(user.password_hash if user else None, password)
         ok = ok and user is not None and not user.disabled
         with self.db.session() as session:
+            details: dict[str, Any] = {}
+            if ok:
+                self.throttles.succeeded(session, "password", email)
+            else:
+                details["failures"] = self.throttles.failed(session, "password", email)
             trail.record(
-                session, "login.succeeded" if ok else "login.failed",
+                session, f"{event}.succeeded" if ok else f"{event}.failed",
                 actor=user.id if ok and user else None,
                 organisation_id=user.organisation_id if user else None,
                 object_type="user", object_id=user.id if user else None,
                 outcome="success" if ok else "failure", context=ctx,
+                **details,
             )
         if not ok or user is None:
             raise AuthenticationRequired("wrong e-mail or password")
@@ -217,11 +228,20 @@ class AccountService:
         scopes: frozenset[Scope],
         ctx: trail.Context,
         expires_in_days: int | None = None,
+        *,
+        mfa: bool = False,
+        auth_time: datetime | None = None,
     ) -> str:
+        """A new API token. Minted by a signed-in user (``User``, after
+        login) or by another credential (``Actor``), whose second factor
+        and authentication time it inherits and whose scopes it cannot
+        exceed."""
         user_id = user.id if isinstance(user, User) else user.user_id
         org_id = user.organisation_id
         role = Role(user.role) if isinstance(user, User) else user.role
         if isinstance(user, Actor):
+            authorize(user, Action.TOKEN_MANAGE)
+            mfa, auth_time = user.mfa, user.auth_time
             if not scopes <= user.scopes:
                 raise InvalidInput("a token cannot have more scopes than the one creating it")
             # A read-only token cannot mint tokens (it would outlive a revocation).
@@ -244,6 +264,8 @@ class AccountService:
                 token_hash=credentials.hash_token(token),
                 scopes=" ".join(sorted(scopes)),
                 expires_at=expires_at,
+                mfa=mfa,
+                auth_time=auth_time,
             )
             session.add(row)
             session.flush()
@@ -280,9 +302,12 @@ class AccountService:
                 role=Role(row.user.role),
                 scopes=frozenset(Scope(s) for s in row.scopes.split()) & ALL_SCOPES,
                 expires_at=row.expires_at,
+                mfa=row.mfa,
+                auth_time=row.auth_time,
             )
 
     def list_tokens(self, actor: Actor) -> list[TokenInfo]:
+        authorize(actor, Action.ACCOUNT_READ)
         with self.db.session() as session:
             rows = session.execute(
                 select(ApiToken)
@@ -297,6 +322,7 @@ class AccountService:
             ]
 
     def revoke_token(self, actor: Actor, token_id: str, ctx: trail.Context) -> None:
+        authorize(actor, Action.SESSION_MANAGE)  # ending one's own credentials
         with self.db.session() as session:
             row = session.get(ApiToken, token_id)
             if row is None or row.user_id != actor.user_id or row.revoked_at is not None:
@@ -313,6 +339,7 @@ class AccountService:
             )
 
     def user(self, actor: Actor) -> User:
+        authorize(actor, Action.ACCOUNT_READ)
         with self.db.session() as session:
             user = session.get(User, actor.user_id)
             if user is None:
