@@ -1,61 +1,299 @@
-"""The audit trail's hash chain detects altered, removed and reordered
-events (SEC-31) and escapes what it stores (SEC-30)."""
+"""The audit trail finds altered, removed, inserted and reordered events,
+even when an attacker recomputes every later hash (signed checkpoints),
+keeps its proofs valid through retention pruning, and escapes what it
+stores (SEC-29 to SEC-32)."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
+import pytest
+import rfc8785
+from sqlalchemy import delete, select, text, update
 
 from coffre.audit import trail
+from coffre.audit.log import AuditLog, verify_export
+from coffre.audit.verify import reference_leaves
+from coffre.clock import FrozenClock
+from coffre.crypto.signing import SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.migrate import upgrade
 from coffre.db.tables import AuditEvent
 
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
-def _db(tmp_path: Path) -> Database:
+
+def _db(tmp_path: Path, count: int = 5) -> Database:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     upgrade(url)
     db = Database(url)
-    with db.session() as s:
-        for i in range(5):
-            trail.record(s, "test.event", actor=f"u{i}", organisation_id="o",
-                         object_type="thing", object_id=str(i))
+    _add(db, 0, count)
     return db
+
+
+def _add(db: Database, start: int, count: int, time: datetime = START) -> None:
+    with db.session() as s:
+        for i in range(start, start + count):
+            trail.record(s, "test.event", actor=f"u{i}", organisation_id="o",
+                         object_type="thing", object_id=str(i), time=time + timedelta(hours=i))
+
+
+def _log(db: Database, tmp_path: Path, clock: FrozenClock | None = None) -> AuditLog:
+    return AuditLog(db, SigningKeyFile(tmp_path / "keys" / "audit-signing.key"),
+                    clock or FrozenClock(START), origin="test.local/coffre/audit",
+                    retention=timedelta(days=365))
+
+
+def _sql(db: Database, statement: str, **params: object) -> None:
+    with db.session() as s:
+        s.execute(text(statement), params)
+
+
+def _problem(log: AuditLog, **kwargs: object) -> tuple[int | None, str]:
+    report = log.verify(**kwargs)  # type: ignore[arg-type]
+    assert report.problem is not None, "tampering went unnoticed"
+    return report.problem.seq, report.problem.reason
 
 
 def test_intact_chain_verifies(tmp_path: Path) -> None:
     db = _db(tmp_path)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    _add(db, 5, 3)
     with db.session() as s:
         assert trail.verify_chain(s) is None
+    report = log.verify()
+    assert report.intact and report.events == 8 and report.checkpoints == 1
+    assert report.latest is not None and report.latest.tree_size == 5
+
+
+def test_payload_is_rfc8785_with_a_leaf_hash_and_a_chain_over_leaves(tmp_path: Path) -> None:
+    db = _db(tmp_path, 2)
+    with db.session() as s:
+        first, second = s.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars()
+    assert first.payload is not None
+    assert first.payload == rfc8785.dumps(json.loads(first.payload)).decode()
+    assert set(json.loads(first.payload)) == {"action", "actor", "organisation", "object",
+                                              "outcome", "source", "user_agent", "time",
+                                              "details"}
+    assert json.loads(first.payload)["time"] == "2026-01-01T00:00:00.000000Z"
+    assert first.leaf_hash == trail.leaf_hash(first.payload)
+    assert second.prev_hash == first.hash == trail.chain_hash(trail.GENESIS, first.leaf_hash)
 
 
 def test_altered_event_is_reported(tmp_path: Path) -> None:
     db = _db(tmp_path)
-    with db.session() as s:
-        row = s.execute(select(AuditEvent).where(AuditEvent.seq == 3)).scalar_one()
-        s.execute(update(AuditEvent).where(AuditEvent.seq == 3)
-                  .values(payload=row.payload.replace("u2", "u9")))
+    _sql(db, "UPDATE audit_events SET payload = replace(payload, 'u2', 'u9') WHERE seq = 3")
     with db.session() as s:
         problem = trail.verify_chain(s)
     assert problem is not None and problem.seq == 3
+    assert _problem(_log(db, tmp_path))[0] == 3
 
 
 def test_removed_event_is_reported(tmp_path: Path) -> None:
     db = _db(tmp_path)
     with db.session() as s:
         s.execute(delete(AuditEvent).where(AuditEvent.seq == 2))
-    with db.session() as s:
-        problem = trail.verify_chain(s)
-    assert problem is not None and problem.seq == 3
+    seq, reason = _problem(_log(db, tmp_path))
+    assert seq == 2 and "supprimé" in reason
 
 
-def test_log_injection_is_escaped(tmp_path: Path) -> None:
+def test_inserted_event_is_reported(tmp_path: Path) -> None:
+    db = _db(tmp_path)
+    # Make room at seq 3 and slip in a forged event linked to nothing real.
+    _sql(db, "UPDATE audit_events SET seq = seq + 100 WHERE seq >= 3")
+    _sql(db, "UPDATE audit_events SET seq = seq - 99 WHERE seq >= 100")
+    payload = trail.canonical_json({"action": "test.event", "organisation": "o"})
+    leaf = trail.leaf_hash(payload)
+    _sql(db, "INSERT INTO audit_events (seq, time, organisation_id, action, payload, leaf_hash, "
+             "prev_hash, hash) VALUES (3, '2026-01-01 00:00:00.000000', 'o', 'test.event', "
+             ":payload, :leaf, :prev, :hash)",
+         payload=payload, leaf=leaf, prev="f" * 64, hash=trail.chain_hash("f" * 64, leaf))
+    seq, reason = _problem(_log(db, tmp_path))
+    assert seq == 3 and "lien" in reason
+
+
+def test_swapped_events_are_reported(tmp_path: Path) -> None:
     db = _db(tmp_path)
     with db.session() as s:
+        rows = {e.seq: (e.payload, e.leaf_hash, e.prev_hash, e.hash)
+                for e in s.execute(select(AuditEvent)).scalars()}
+    # Park both rows' unique hashes elsewhere first, then swap their contents.
+    _sql(db, "UPDATE audit_events SET prev_hash = 'x' || seq, hash = 'y' || seq "
+             "WHERE seq IN (2, 4)")
+    for seq, other in ((2, 4), (4, 2)):
+        payload, leaf, prev, hash_ = rows[other]
+        _sql(db, "UPDATE audit_events SET payload = :p, leaf_hash = :l, prev_hash = :pr, "
+                 "hash = :h WHERE seq = :s", p=payload, l=leaf, pr=prev, h=hash_, s=seq)
+    assert _problem(_log(db, tmp_path))[0] == 2
+
+
+def _rewrite_history(db: Database, victim: int) -> None:
+    """An attacker with write access to the database edits one event and
+    recomputes every later leaf and chain hash: the rows alone look intact."""
+    with db.session() as s:
+        events = list(s.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+        prev = trail.GENESIS
+        # unique columns: park every link first
+        s.execute(text("UPDATE audit_events SET prev_hash = 'p' || seq, hash = 'h' || seq"))
+        for event in events:
+            payload = event.payload
+            assert payload is not None
+            if event.seq == victim:
+                payload = payload.replace('"success"', '"failure"')
+            leaf = trail.leaf_hash(payload)
+            chained = trail.chain_hash(prev, leaf)
+            s.execute(update(AuditEvent).where(AuditEvent.seq == event.seq).values(
+                payload=payload, leaf_hash=leaf, prev_hash=prev, hash=chained))
+            prev = chained
+
+
+def test_rewritten_history_is_caught_by_the_signed_checkpoints(tmp_path: Path) -> None:
+    """SEC-31: the rows verify, but the signed roots no longer match."""
+    db = _db(tmp_path, 4)
+    log = _log(db, tmp_path)
+    log.checkpoint()
+    _add(db, 4, 4)
+    log.checkpoint()
+    _add(db, 8, 2)
+    _rewrite_history(db, victim=6)
+    with db.session() as s:
+        assert trail.verify_chain(s) is None  # the chain alone was fooled
+    seq, reason = _problem(log)
+    assert seq == 5 and "réécrit" in reason  # first event after the last good checkpoint
+
+
+def test_rewritten_history_is_pinpointed_with_an_earlier_export(tmp_path: Path) -> None:
+    db = _db(tmp_path, 8)
+    log = _log(db, tmp_path)
+    exported = list(log.export())
+    _rewrite_history(db, victim=6)
+    seq, _ = _problem(log, reference=reference_leaves(exported[1:]))
+    assert seq == 6
+
+
+def test_checkpoints_kept_outside_the_database_still_catch_it(tmp_path: Path) -> None:
+    """The attacker deletes the stored checkpoints; the witness copy remains."""
+    db = _db(tmp_path, 6)
+    log = _log(db, tmp_path)
+    signed = log.checkpoint()
+    assert signed is not None
+    _rewrite_history(db, victim=2)
+    _sql(db, "DELETE FROM audit_checkpoints")
+    assert log.verify().intact  # nothing left in the database to compare with
+    seq, _ = _problem(log, witness_notes=[signed.note])
+    assert seq == 1
+
+
+def test_truncated_trail_is_reported(tmp_path: Path) -> None:
+    db = _db(tmp_path, 6)
+    log = _log(db, tmp_path)
+    log.checkpoint()
+    _sql(db, "DELETE FROM audit_events WHERE seq >= 5")
+    seq, reason = _problem(log)
+    assert seq == 5 and "supprimés" in reason
+
+
+def test_forged_checkpoint_is_reported(tmp_path: Path) -> None:
+    db = _db(tmp_path)
+    log = _log(db, tmp_path)
+    log.checkpoint()
+    _sql(db, "UPDATE audit_checkpoints SET note = replace(note, '\n5\n', '\n4\n')")
+    seq, reason = _problem(log)
+    assert seq is None and "signature" in reason
+
+
+def test_erased_payload_outside_a_purge_is_reported(tmp_path: Path) -> None:
+    db = _db(tmp_path)
+    _sql(db, "UPDATE audit_events SET payload = NULL WHERE seq = 4")
+    seq, reason = _problem(_log(db, tmp_path))
+    assert seq == 4 and "purge" in reason
+
+
+def test_moved_to_another_organisation_is_reported(tmp_path: Path) -> None:
+    db = _db(tmp_path)
+    _sql(db, "UPDATE audit_events SET organisation_id = 'other' WHERE seq = 2")
+    assert _problem(_log(db, tmp_path))[0] == 2
+
+
+def test_pruning_keeps_every_proof_valid(tmp_path: Path) -> None:
+    """SEC-32: after a time jump, old payloads are erased, an event records
+    it, and the chain, checkpoints and exported proofs all still verify."""
+    db = _db(tmp_path, 6)
+    clock = FrozenClock(START)
+    log = _log(db, tmp_path, clock)
+    before = log.checkpoint()
+    assert before is not None
+    exported_before = list(log.export())
+    assert log.prune() == 0  # nothing is a year old yet
+    clock.advance(timedelta(days=365, hours=3, minutes=30))  # events 0..3 are now too old
+    assert log.prune() == 4
+    with db.session() as s:
+        stored = {e.seq: e.payload for e in s.execute(select(AuditEvent)).scalars()}
+        pruned_events = trail.events(s, "audit.pruned")
+    assert [seq for seq, p in stored.items() if p is None] == [1, 2, 3, 4]
+    (event,) = pruned_events
+    assert event["details"]["up_to_seq"] == 4 and event["details"]["count"] == 4
+    assert event["actor"] is None and event["outcome"] == "success"
+    report = log.verify(witness_notes=[before.note])
+    assert report.intact and report.pruned == 4
+    assert log.checkpoint() is not None
+    assert verify_export(exported_before, log.public_key).problem is None
+    after = list(log.export())
+    check = verify_export(after, log.public_key)
+    assert check.problem is None and check.count == len(after) - 1
+    assert json.loads(after[1])["payload"] is None
+    assert log.verify().intact
+
+
+def test_export_proves_each_event_offline(tmp_path: Path) -> None:
+    """SEC-29: exporting is itself recorded; each line carries its proof."""
+    db = _db(tmp_path, 7)
+    log = _log(db, tmp_path)
+    lines = list(log.export(from_seq=2, to_seq=5, actor="admin", organisation_id="o"))
+    header = json.loads(lines[0])
+    assert header["tree_size"] == 8 and header["count"] == 4
+    assert [json.loads(line)["seq"] for line in lines[1:]] == [2, 3, 4, 5]
+    check = verify_export(lines, log.public_key)
+    assert check.problem is None and check.count == 4
+    with db.session() as s:
+        (exported,) = trail.events(s, "audit.exported")
+    assert exported["details"]["from_seq"] == 2 and exported["actor"] == "admin"
+    forged = [*lines[:2], lines[2].replace("u2", "u7"), *lines[3:]]
+    assert verify_export(forged, log.public_key).problem.seq == 3  # type: ignore[union-attr]
+    other = SigningKeyFile(tmp_path / "other.key")
+    assert verify_export(lines, other.public_key).problem is not None
+
+
+def test_export_since_a_date(tmp_path: Path) -> None:
+    db = _db(tmp_path, 6)
+    log = _log(db, tmp_path)
+    lines = list(log.export(since=START + timedelta(hours=4)))
+    seqs = [json.loads(line)["seq"] for line in lines[1:]]
+    assert seqs[:2] == [5, 6]
+    assert verify_export(lines, log.public_key).problem is None
+
+
+@pytest.mark.parametrize("hostile", [
+    "evil\r\n\x1b[31mfake", "x\x9b31mC1", "bidi\u202egpj.exe", "line\u2028sep", "del\x7f"])
+def test_log_injection_is_escaped(tmp_path: Path, hostile: str) -> None:
+    """SEC-30: no raw CR, LF, ESC, C1, DEL, line separator or bidi override."""
+    db = _db(tmp_path, 1)
+    with db.session() as s:
         event = trail.record(s, "login.failed", actor=None, organisation_id=None,
-                             context=trail.Context("127.0.0.1", "evil\r\n\x1b[31mfake"))
+                             context=trail.Context("127.0.0.1", hostile), name=hostile)
         payload = event.payload
-    assert "\r" not in payload and "\n" not in payload and "\x1b" not in payload
-    assert json.loads(payload)["user_agent"] == "evil\r\n\x1b[31mfake"
+    assert payload is not None
+    for raw in "\r\n\x1b\x9b\x7f\u202e\u2028":
+        assert raw not in payload
+    decoded = json.loads(payload)
+    for raw in "\x9b\x7f\u202e\u2028":
+        assert raw not in decoded["user_agent"] and raw not in decoded["details"]["name"]
+    if "\x1b" in hostile:
+        assert decoded["user_agent"] == hostile  # C0 controls: JSON escapes, value intact
+
+
+def test_unsafe_integers_become_strings(tmp_path: Path) -> None:
+    assert trail.canonical_json({"n": 2**60}) == '{"n":"1152921504606846976"}'

@@ -1,27 +1,37 @@
-"""Append events to the hash-chained audit trail.
+"""Append events to the audit trail (SEC-29, SEC-30).
 
-Each event is canonical JSON (sorted keys, no insignificant whitespace,
-UTF-8; RFC 8785 for the value types we log) and its hash covers the
-previous event's hash, so altering, removing or reordering a stored event
-breaks the chain. Never log a secret, a token or file content; strings are
-stored as JSON, which escapes CR, LF and ANSI control characters (SEC-30).
+Each event is RFC 8785 canonical JSON: actor, organisation, action, object,
+outcome, source address, user agent, UTC ISO 8601 time and details. Its
+leaf hash is the RFC 9162 one, SHA-256(0x00 || payload), and the chain
+runs over leaf hashes (hash = SHA-256(previous hash || leaf hash)), so a
+payload pruned by retention leaves the chain and every Merkle proof intact.
+
+Never log a secret, a token or file content. JSON escapes CR, LF and the
+other C0 controls (ESC of ANSI sequences included); what JSON leaves raw
+and a terminal or an editor would still act on (DEL, C1 controls, Unicode
+line separators and bidirectional overrides) is written as a visible
+``\\uXXXX`` text before canonicalisation (SEC-30).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import rfc8785
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coffre.db.tables import AuditEvent
 
 GENESIS = "0" * 64
+MAX_SAFE_INTEGER = 2**53 - 1
+_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 @dataclass(frozen=True)
@@ -32,12 +42,41 @@ class Context:
     user_agent: str | None = None
 
 
+def neutralise(value: Any) -> Any:
+    """``value`` with every string made inert (see the module docstring) and
+    integers JSON cannot carry exactly turned into strings."""
+    if isinstance(value, str):
+        return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_SAFE_INTEGER else str(value)
+    if isinstance(value, dict):
+        return {str(neutralise(k)): neutralise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return [neutralise(v) for v in items]
+    if isinstance(value, float):
+        return value
+    return neutralise(str(value))
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """RFC 8785 (JCS) canonical JSON of ``value``, strings neutralised."""
+    return rfc8785.dumps(neutralise(value)).decode()
 
 
-def event_hash(prev_hash: str, payload: str) -> str:
-    return hashlib.sha256(prev_hash.encode() + b"\n" + payload.encode()).hexdigest()
+def leaf_hash(payload: str) -> str:
+    """RFC 9162 leaf hash of a stored payload, hex."""
+    return hashlib.sha256(b"\x00" + payload.encode()).hexdigest()
+
+
+def chain_hash(prev_hash: str, leaf: str) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + bytes.fromhex(leaf)).hexdigest()
+
+
+def utc_iso(time: datetime) -> str:
+    return time.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def record(
@@ -64,7 +103,7 @@ def record(
         "outcome": outcome,
         "source": context.source,
         "user_agent": (context.user_agent or "")[:300] or None,
-        "time": time.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "time": utc_iso(time),
         "details": details or None,
     }
     payload = canonical_json(body)
@@ -72,13 +111,15 @@ def record(
         select(AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
     ).scalar_one_or_none()
     prev = last or GENESIS
+    leaf = leaf_hash(payload)
     event = AuditEvent(
         time=time,
         organisation_id=organisation_id,
         action=action,
         payload=payload,
+        leaf_hash=leaf,
         prev_hash=prev,
-        hash=event_hash(prev, payload),
+        hash=chain_hash(prev, leaf),
     )
     session.add(event)
     session.flush()
@@ -92,35 +133,42 @@ class ChainProblem:
 
 
 def verify_chain(session: Session) -> ChainProblem | None:
-    """The first event whose hash or link is wrong, or None if intact."""
-    prev = GENESIS
-    for event in _events(session):
-        if event.prev_hash != prev:
-            return ChainProblem(event.seq, "link to the previous event is broken")
-        if event_hash(prev, event.payload) != event.hash:
-            return ChainProblem(event.seq, "event content was altered")
-        prev = event.hash
-    return None
+    """The first event whose content, leaf hash or link is wrong, or None
+    (the rows alone; ``coffre.audit.verify`` adds the signed checkpoints)."""
+    from coffre.audit.verify import verify_rows
+
+    problem = verify_rows(session.connection())
+    return None if problem is None else ChainProblem(problem.seq or 0, problem.reason)
 
 
-def _events(session: Session) -> Iterator[AuditEvent]:
-    yield from session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars()
+def decode(seq: int, action: str, payload: str | None) -> dict[str, Any]:
+    """One stored event as a dict; a pruned one keeps only its seq and action."""
+    if payload is None:
+        return {"seq": seq, "action": action, "pruned": True}
+    return {"seq": seq, **json.loads(payload)}
+
+
+def _rows(session: Session, action: str | None) -> Iterator[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.seq)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    yield from session.execute(query).scalars()
 
 
 def events(session: Session, action: str | None = None) -> list[dict[str, Any]]:
     """Decoded events, oldest first (for the API, the CLI and tests)."""
-    query = select(AuditEvent).order_by(AuditEvent.seq)
-    if action:
-        query = query.where(AuditEvent.action == action)
-    return [{"seq": e.seq, **json.loads(e.payload)} for e in session.execute(query).scalars()]
+    return [decode(e.seq, e.action, e.payload) for e in _rows(session, action)]
 
 
 def chained_events(session: Session, action: str | None = None) -> list[dict[str, Any]]:
     """Events with what a verifier needs: the stored payload and its links."""
-    query = select(AuditEvent).order_by(AuditEvent.seq)
-    if action:
-        query = query.where(AuditEvent.action == action)
     return [
-        {"seq": e.seq, "prev_hash": e.prev_hash, "hash": e.hash, "event": json.loads(e.payload)}
-        for e in session.execute(query).scalars()
+        {
+            "seq": e.seq,
+            "leaf_hash": e.leaf_hash,
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
+            "event": None if e.payload is None else json.loads(e.payload),
+        }
+        for e in _rows(session, action)
     ]

@@ -170,15 +170,21 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('disabled_at', coffre.db.tables.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column('locale', sa.String(length=8), nullable=False, server_default='fr'))
 
-    # Leaf hashes of the events already written (RFC 9162: SHA-256(0x00 || entry)).
+    # Leaf hashes of the events already written (RFC 9162: SHA-256(0x00 || entry)),
+    # and the chain re-linked over leaf hashes (hash = SHA-256(prev || leaf)) so
+    # that pruned payloads keep it verifiable (coffre.audit.trail).
     bind = op.get_bind()
-    rows = bind.execute(sa.text("SELECT seq, payload FROM audit_events")).all()
+    rows = bind.execute(sa.text("SELECT seq, payload FROM audit_events ORDER BY seq")).all()
+    prev = "0" * 64
     for seq, payload in rows:
         leaf = hashlib.sha256(b"\x00" + payload.encode()).hexdigest()
+        chained = hashlib.sha256(bytes.fromhex(prev) + bytes.fromhex(leaf)).hexdigest()
         bind.execute(
-            sa.text("UPDATE audit_events SET leaf_hash = :leaf WHERE seq = :seq"),
-            {"leaf": leaf, "seq": seq},
+            sa.text("UPDATE audit_events SET leaf_hash = :leaf, prev_hash = :prev, "
+                    "hash = :hash WHERE seq = :seq"),
+            {"leaf": leaf, "prev": prev, "hash": chained, "seq": seq},
         )
+        prev = chained
     # ### end Alembic commands ###
 
 

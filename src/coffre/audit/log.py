@@ -1,0 +1,271 @@
+"""The audit trail as a service: signed checkpoints, retention, verified
+exports and the organisation-scoped reading of events.
+
+Taking a checkpoint records no event (it would grow the tree it signs);
+pruning and exporting do (SEC-29: log configuration changes, deletions and
+exports). Pruning erases payloads only: leaf hashes stay, so the chain,
+every checkpoint and every proof remain valid (SEC-32).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from coffre.audit import merkle, trail
+from coffre.audit.note import Checkpoint, NoteError, open_checkpoint, sign, vkey
+from coffre.audit.verify import Problem, Progress, Report, verify
+from coffre.crypto.signing import SigningKeyFile
+from coffre.db.engine import Database
+from coffre.db.tables import AuditCheckpoint, AuditEvent
+from coffre.domain.accounts import Actor
+from coffre.domain.policy import Action, Target, authorize
+from coffre.errors import InvalidInput
+from coffre.ports import Clock
+
+EXPORT_FORMAT = "coffre-audit-export/1"
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Signed:
+    checkpoint: Checkpoint
+    note: str
+
+
+class AuditLog:
+    def __init__(self, db: Database, key: SigningKeyFile, clock: Clock, *, origin: str,
+                 retention: timedelta) -> None:
+        self.db = db
+        self.key = key
+        self.clock = clock
+        self.origin = origin
+        self.retention = retention
+
+    @property
+    def public_key(self) -> bytes:
+        return self.key.public_key
+
+    def verifier_key(self) -> str:
+        """The key auditors need to check checkpoints offline (C2SP vkey)."""
+        return vkey(self.origin, self.key.public_key)
+
+    # -- checkpoints ------------------------------------------------------------
+
+    def checkpoint(self, *, force: bool = False) -> Signed | None:
+        """Sign the current tree if it grew since the last checkpoint (or
+        always with ``force``, unless empty); returns it, or None."""
+        with self.db.session() as session:
+            leaves = [bytes.fromhex(h) for h in session.execute(
+                select(AuditEvent.leaf_hash).order_by(AuditEvent.seq)).scalars()]
+            last = session.execute(select(func.max(AuditCheckpoint.tree_size))).scalar()
+        if not leaves or (not force and last is not None and last >= len(leaves)):
+            return None
+        existing = self._stored(len(leaves))
+        if existing is not None:
+            return existing
+        cp = Checkpoint(self.origin, len(leaves), merkle.root_of(leaves))
+        note = sign(cp, self.origin, self.key.public_key, self.key.sign)
+        try:
+            with self.db.session() as session:
+                session.add(AuditCheckpoint(tree_size=cp.tree_size, root_hash=cp.root_hash.hex(),
+                                            time=self.clock.now(), note=note))
+        except IntegrityError:  # another instance signed the same size meanwhile
+            return self._stored(len(leaves))
+        return Signed(cp, note)
+
+    def _stored(self, size: int) -> Signed | None:
+        with self.db.session() as session:
+            note = session.execute(select(AuditCheckpoint.note).where(
+                AuditCheckpoint.tree_size == size)).scalar_one_or_none()
+        if note is None:
+            return None
+        return Signed(open_checkpoint(note, self.key.public_key), note)
+
+    def latest(self) -> Signed | None:
+        with self.db.session() as session:
+            size = session.execute(select(func.max(AuditCheckpoint.tree_size))).scalar()
+        return None if size is None else self._stored(size)
+
+    # -- verification -----------------------------------------------------------
+
+    def verify(self, witness_notes: Iterable[str] = (), *, public_key: bytes | None = None,
+               reference: dict[int, bytes] | None = None,
+               progress: Progress | None = None) -> Report:
+        with self.db.engine.connect() as conn:
+            return verify(conn, public_key or self.key.public_key, witness_notes,
+                          reference=reference, progress=progress)
+
+    def count(self) -> int:
+        with self.db.session() as session:
+            return int(session.execute(select(func.count()).select_from(AuditEvent)).scalar_one())
+
+    # -- retention --------------------------------------------------------------
+
+    def prune(self, now: datetime | None = None,
+              context: trail.Context | None = None) -> int:
+        """Erase the payloads of events older than the retention period;
+        records ``audit.pruned`` when something was erased."""
+        cutoff = (now or self.clock.now()) - self.retention
+        with self.db.session() as session:
+            up_to = session.execute(
+                select(func.max(AuditEvent.seq)).where(AuditEvent.time < cutoff)
+            ).scalar()
+            if up_to is None:
+                return 0
+            pruning = (AuditEvent.seq <= up_to, AuditEvent.payload.is_not(None))
+            erased = session.execute(
+                select(func.count()).select_from(AuditEvent).where(*pruning)).scalar_one()
+            if not erased:
+                return 0
+            session.execute(update(AuditEvent).where(*pruning).values(payload=None))
+            trail.record(session, "audit.pruned", actor=None, organisation_id=None,
+                         context=context, up_to_seq=up_to, count=erased,
+                         before=trail.utc_iso(cutoff),
+                         retention_days=self.retention.days)
+        return int(erased)
+
+    # -- export -----------------------------------------------------------------
+
+    def export(self, *, from_seq: int | None = None, to_seq: int | None = None,
+               since: datetime | None = None, actor: str | None = None,
+               organisation_id: str | None = None,
+               context: trail.Context | None = None) -> Iterator[str]:
+        """JSON Lines: a header with the signed checkpoint, then each event
+        of the range with its leaf hash, chain links and inclusion proof.
+        Records ``audit.exported`` first, then signs a checkpoint covering it."""
+        with self.db.session() as session:
+            trail.record(session, "audit.exported", actor=actor, organisation_id=organisation_id,
+                         context=context, from_seq=from_seq, to_seq=to_seq,
+                         since=trail.utc_iso(since) if since else None)
+        signed = self.checkpoint() or self.latest()
+        if signed is None:  # pragma: no cover - the event above makes the tree non-empty
+            raise InvalidInput("nothing to export")
+        size = signed.checkpoint.tree_size
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT seq, payload, leaf_hash, prev_hash, hash FROM audit_events "
+                "ORDER BY seq LIMIT :size"), {"size": size}).all()
+        tree = merkle.Tree([bytes.fromhex(r.leaf_hash) for r in rows])
+        if tree.root() != signed.checkpoint.root_hash:
+            raise InvalidInput("the audit trail does not match its latest checkpoint: "
+                               "run `coffre audit verify`")
+        chosen = [
+            (index, r) for index, r in enumerate(rows)
+            if (from_seq is None or r.seq >= from_seq) and (to_seq is None or r.seq <= to_seq)
+            and (since is None or (r.payload is not None  # pruned events are older
+                                   and json.loads(r.payload)["time"] >= trail.utc_iso(since)))
+        ]
+        yield _line({"format": EXPORT_FORMAT, "origin": self.origin, "tree_size": size,
+                     "root_hash": signed.checkpoint.root_hash.hex(), "checkpoint": signed.note,
+                     "count": len(chosen), "from_seq": from_seq, "to_seq": to_seq,
+                     "since": trail.utc_iso(since) if since else None})
+        for index, r in chosen:
+            yield _line({
+                "seq": r.seq,
+                "index": index,
+                "leaf_hash": r.leaf_hash,
+                "prev_hash": r.prev_hash,
+                "hash": r.hash,
+                "payload": r.payload,
+                "event": None if r.payload is None else json.loads(r.payload),
+                "inclusion_proof": [p.hex() for p in tree.inclusion_proof(index, size)],
+            })
+
+    # -- reading (admin API) ------------------------------------------------------
+
+    def read(self, actor: Actor, *, after: int = 0, limit: int = 100,
+             action: str | None = None) -> list[dict[str, Any]]:
+        """The actor's organisation's events after ``after``, oldest first (SEC-4)."""
+        authorize(actor, Action.AUDIT_READ, Target(actor.organisation_id))
+        return self.page(actor.organisation_id, after=after, limit=limit, action=action)
+
+    def page(self, organisation_id: str | None = None, *, after: int = 0, limit: int = 100,
+             action: str | None = None) -> list[dict[str, Any]]:
+        """Decoded events after ``after`` (one organisation's, or all for the
+        operator's CLI), oldest first."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
+        query = (select(AuditEvent.seq, AuditEvent.action, AuditEvent.payload)
+                 .where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(limit))
+        if organisation_id is not None:
+            query = query.where(AuditEvent.organisation_id == organisation_id)
+        if action:
+            query = query.where(AuditEvent.action == action)
+        with self.db.session() as session:
+            return [trail.decode(seq, act, payload)
+                    for seq, act, payload in session.execute(query)]
+
+
+def _line(value: dict[str, Any]) -> str:
+    # ensure_ascii: a terminal shown the file sees no raw control or C1 character
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+@dataclass
+class ExportCheck:
+    count: int
+    tree_size: int
+    problem: Problem | None
+
+
+def verify_export(lines: Iterable[str], public_key: bytes) -> ExportCheck:
+    """Check an export offline: the header's signed checkpoint, then each
+    event's payload, leaf hash, chain link and inclusion proof."""
+    iterator = iter(lines)
+    try:
+        header = json.loads(next(iterator))
+        if header.get("format") != EXPORT_FORMAT:
+            raise ValueError("format")
+        cp = open_checkpoint(header["checkpoint"], public_key)
+    except StopIteration:
+        return ExportCheck(0, 0, Problem(None, "fichier d'export vide"))
+    except (ValueError, KeyError, TypeError):
+        return ExportCheck(0, 0, Problem(None, "en-tête d'export illisible"))
+    except NoteError:
+        return ExportCheck(0, 0, Problem(None, "point de contrôle de l'export : signature "
+                                               "invalide pour cette clé"))
+    checked = 0
+    previous: dict[str, Any] | None = None
+    for line in iterator:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            problem = _check_exported(row, previous, cp)
+        except (ValueError, KeyError, TypeError):
+            problem = Problem(None, f"ligne {checked + 2} de l'export illisible")
+        if problem is not None:
+            return ExportCheck(checked, cp.tree_size, problem)
+        previous = row
+        checked += 1
+    return ExportCheck(checked, cp.tree_size, None)
+
+
+def _check_exported(row: dict[str, Any], previous: dict[str, Any] | None,
+                    cp: Checkpoint) -> Problem | None:
+    seq = int(row["seq"])
+    payload = row["payload"]
+    if payload is not None:
+        if trail.leaf_hash(payload) != row["leaf_hash"]:
+            return Problem(seq, "contenu de l'événement modifié")
+        if json.loads(payload) != row["event"]:
+            return Problem(seq, "événement décodé différent du contenu signé")
+    elif row.get("event") is not None:
+        return Problem(seq, "événement décodé différent du contenu signé")
+    if trail.chain_hash(row["prev_hash"], row["leaf_hash"]) != row["hash"]:
+        return Problem(seq, "empreinte de chaîne de l'événement modifiée")
+    if (previous is not None and int(previous["index"]) + 1 == int(row["index"])
+            and previous["hash"] != row["prev_hash"]):
+        return Problem(seq, "lien vers l'événement précédent rompu")
+    proof = [bytes.fromhex(p) for p in row["inclusion_proof"]]
+    if not merkle.verify_inclusion(int(row["index"]), cp.tree_size,
+                                   bytes.fromhex(row["leaf_hash"]), proof, cp.root_hash):
+        return Problem(seq, "preuve d'inclusion invalide pour le point de contrôle signé")
+    return None

@@ -1,0 +1,253 @@
+"""Verify the audit trail: every row, the chain, the Merkle tree and every
+signed checkpoint (SEC-31), in one pass over the table.
+
+What it proves, against someone who can write the database but cannot read
+the signing key file or the witness copies of the checkpoints: any edited,
+removed, inserted or reordered event is found. Rows alone catch a careless
+edit (content, leaf hash and chain links must agree); an attacker who also
+recomputes every later hash is caught by the signed checkpoints, whose roots
+no longer match the recomputed tree. Messages are in French (they reach the
+operator through ``coffre audit verify``) and name the first bad event.
+
+Never prints or returns event content: only sequence numbers and reasons.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, text
+
+from coffre.audit import merkle
+from coffre.audit.note import Checkpoint, NoteError, open_checkpoint
+from coffre.audit.trail import GENESIS
+
+BATCH = 5000
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first thing wrong: the event it names (None when no single event
+    can be named) and why, in French."""
+
+    seq: int | None
+    reason: str
+
+
+@dataclass
+class Scan:
+    """What one pass over the rows found."""
+
+    seqs: list[int] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)
+    pruned: int = 0
+    problem: Problem | None = None
+
+
+@dataclass
+class Report:
+    events: int
+    pruned: int
+    checkpoints: int
+    problem: Problem | None
+    latest: Checkpoint | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+def count(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one())
+
+
+def scan(conn: Connection, progress: Progress | None = None) -> Scan:
+    """Check every row in seq order; stop at the first broken one."""
+    result = Scan()
+    sha = hashlib.sha256
+    expected_prev = GENESIS
+    last_seq = 0
+    pruned_up_to = 0  # the highest seq an intact ``audit.pruned`` event covers
+    first_unexplained: int | None = None
+    rows = conn.execute(
+        text(
+            "SELECT seq, payload, leaf_hash, prev_hash, hash, action, organisation_id "
+            "FROM audit_events ORDER BY seq"
+        )
+    )
+    while batch := rows.fetchmany(BATCH):
+        for seq, payload, leaf_hex, prev, stored, action, organisation in batch:
+            problem = None
+            if prev != expected_prev:
+                if seq > last_seq + 1:  # a hole in the numbering, where the link breaks
+                    problem = Problem(last_seq + 1, "événement supprimé (absent de la chaîne)")
+                else:
+                    problem = Problem(seq, "lien vers l'événement précédent rompu (événement "
+                                           "inséré, déplacé ou remplacé)")
+            else:
+                try:
+                    leaf = bytes.fromhex(leaf_hex)
+                    if len(leaf) != 32:
+                        raise ValueError(leaf_hex)
+                except (ValueError, TypeError):
+                    leaf = b""
+                if not leaf:
+                    problem = Problem(seq, "empreinte de l'événement illisible")
+                elif payload is not None and sha(b"\x00" + payload.encode()).digest() != leaf:
+                    problem = Problem(seq, "contenu de l'événement modifié")
+                elif sha(bytes.fromhex(expected_prev) + leaf).hexdigest() != stored:
+                    problem = Problem(seq, "empreinte de chaîne de l'événement modifiée")
+                elif payload is not None:
+                    problem, covers = _check_columns(seq, payload, action, organisation)
+                    pruned_up_to = max(pruned_up_to, covers)
+                else:
+                    result.pruned += 1
+                    if first_unexplained is None and seq > pruned_up_to:
+                        first_unexplained = seq
+            if problem is not None:
+                result.problem = problem
+                break
+            result.seqs.append(seq)
+            result.leaves.append(leaf)
+            expected_prev = stored
+            last_seq = seq
+        if progress is not None:
+            progress(len(batch))
+        if result.problem is not None:
+            break
+    rows.close()
+    if first_unexplained is not None and first_unexplained > pruned_up_to:
+        # A payload erased although no later, intact purge event covers it.
+        erased = Problem(first_unexplained, "contenu de l'événement effacé hors d'une purge")
+        if result.problem is None or (result.problem.seq or 0) > first_unexplained:
+            result.problem = erased
+    return result
+
+
+def _check_columns(seq: int, payload: str, action: str,
+                   organisation: str | None) -> tuple[Problem | None, int]:
+    """The indexed columns must say what the (hashed) payload says."""
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return Problem(seq, "contenu de l'événement illisible"), 0
+    if event.get("action") != action or event.get("organisation") != organisation:
+        return Problem(seq, "colonnes de l'événement modifiées (action ou organisation)"), 0
+    covers = 0
+    if action == "audit.pruned":
+        up_to = (event.get("details") or {}).get("up_to_seq")
+        covers = up_to if isinstance(up_to, int) else 0
+    return None, covers
+
+
+def verify_rows(conn: Connection) -> Problem | None:
+    return scan(conn).problem
+
+
+def stored_notes(conn: Connection) -> list[str]:
+    return [row[0] for row in conn.execute(
+        text("SELECT note FROM audit_checkpoints ORDER BY tree_size"))]
+
+
+def verify(
+    conn: Connection,
+    public_key: bytes,
+    witness_notes: Iterable[str] = (),
+    *,
+    reference: Mapping[int, bytes] | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Rows, chain, then every checkpoint (stored and witnessed) in size
+    order: signature, root of that many leaves, consistency with the
+    previous one. ``reference``: leaf hashes by seq from an earlier export,
+    to name exactly the first rewritten event when a checkpoint fails."""
+    result = scan(conn, progress)
+    notes = list(dict.fromkeys([*stored_notes(conn), *witness_notes]))
+    report = Report(len(result.seqs), result.pruned, len(notes), result.problem)
+    if result.problem is not None:
+        return report
+    tree = merkle.Tree(result.leaves)
+    checkpoints: list[Checkpoint] = []
+    for note in notes:
+        try:
+            checkpoints.append(open_checkpoint(note, public_key))
+        except NoteError:
+            size = note.split("\n")[1] if note.count("\n") > 1 else "?"
+            report.problem = Problem(
+                None, f"point de contrôle de taille {size} : signature invalide ou absente")
+            return report
+    checkpoints.sort(key=lambda c: c.tree_size)
+    good: Checkpoint | None = None
+    for checkpoint in checkpoints:
+        report.problem = _check_checkpoint(tree, result.seqs, checkpoint, good, reference)
+        if report.problem is not None:
+            return report
+        good = checkpoint
+    report.latest = good
+    return report
+
+
+def _check_checkpoint(tree: merkle.Tree, seqs: list[int], checkpoint: Checkpoint,
+                      good: Checkpoint | None,
+                      reference: Mapping[int, bytes] | None) -> Problem | None:
+    size = checkpoint.tree_size
+    after = good.tree_size if good is not None else 0
+    if size > tree.size:
+        last = seqs[-1] if seqs else 0
+        return Problem(
+            last + 1,
+            f"le point de contrôle signé atteste {size} événements, il n'en reste que "
+            f"{tree.size} : événements supprimés après l'événement {last}",
+        )
+    if tree.root(size) != checkpoint.root_hash:
+        first = _first_difference(tree, seqs, after, size, reference)
+        exact = first is not None
+        named = first if exact else seqs[after]
+        where = ("premier événement différent de l'export de référence" if exact else
+                 f"premier événement après le dernier point de contrôle valide "
+                 f"(taille {after}) ; la falsification se situe entre les événements "
+                 f"{seqs[after]} et {seqs[size - 1]}")
+        return Problem(
+            named,
+            f"historique réécrit : la racine des {size} premiers événements ne correspond "
+            f"plus au point de contrôle signé ({where})",
+        )
+    if good is not None:
+        proof = tree.consistency_proof(good.tree_size, size)
+        if not merkle.verify_consistency(good.tree_size, size, proof, good.root_hash,
+                                         checkpoint.root_hash):
+            return Problem(seqs[after], f"preuve de cohérence invalide entre les points de "
+                                        f"contrôle de taille {after} et {size}")
+    return None
+
+
+def _first_difference(tree: merkle.Tree, seqs: list[int], start: int, end: int,
+                      reference: Mapping[int, bytes] | None) -> int | None:
+    if not reference:
+        return None
+    leaves = tree.levels[0]
+    for index in range(start, end):
+        known = reference.get(seqs[index])
+        if known is not None and known != leaves[index]:
+            return seqs[index]
+    return None
+
+
+def reference_leaves(lines: Iterable[str]) -> dict[int, bytes]:
+    """Leaf hashes by seq from an export file (its event lines)."""
+    found: dict[int, bytes] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if "seq" in row and "leaf_hash" in row:
+            try:
+                found[int(row["seq"])] = bytes.fromhex(row["leaf_hash"])
+            except (ValueError, binascii.Error):
+                continue
+    return found
