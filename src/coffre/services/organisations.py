@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session
@@ -74,6 +74,16 @@ class OrganisationInfo:
     name: str
     require_mfa: bool
     allow_unverified_recipients: bool
+
+
+class _Refused(Exception):
+    """An invitation link that cannot be used, and why."""
+
+    def __init__(self, reason: str, organisation_id: str | None, invitation_id: str | None):
+        super().__init__(reason)
+        self.reason = reason
+        self.organisation_id = organisation_id
+        self.invitation_id = invitation_id
 
 
 def parse_role(value: str) -> Role:
@@ -196,11 +206,14 @@ class OrganisationService:
 
     def preview_invitation(self, token: str, ctx: trail.Context) -> InvitationPreview:
         """The invitation behind a link, or the reason it cannot be used."""
-        with self.db.session() as session:
-            row = self._usable(session, token, ctx)
-            org = session.get(Organisation, row.organisation_id)
-            assert org is not None
-            return InvitationPreview(org.name, row.email, row.role)
+        try:
+            with self.db.session() as session:
+                row = self._usable(session, token)
+                org = session.get(Organisation, row.organisation_id)
+                assert org is not None
+                return InvitationPreview(org.name, row.email, row.role)
+        except _Refused as refused:
+            self._refuse(refused, ctx)
 
     def accept(
         self, token: str, password: str, display_name: str, ctx: trail.Context
@@ -210,13 +223,19 @@ class OrganisationService:
         The Argon2 hash is computed outside any transaction (as at login),
         and the link is checked again, locked, inside the one that uses it.
         """
+        try:
+            with self.db.session() as session:
+                self._usable(session, token)  # before any costly hashing
+            check_password_policy(password)
+            name = display_name.strip()[:200]
+            password_hash = credentials.hash_password(password)
+            return self._join(token, name, password_hash, ctx)
+        except _Refused as refused:
+            self._refuse(refused, ctx)
+
+    def _join(self, token: str, name: str, password_hash: str, ctx: trail.Context) -> User:
         with self.db.session() as session:
-            self._usable(session, token, ctx)  # before any costly hashing
-        check_password_policy(password)
-        name = display_name.strip()[:200]
-        password_hash = credentials.hash_password(password)
-        with self.db.session() as session:
-            row = self._usable(session, token, ctx, lock=True)
+            row = self._usable(session, token, lock=True)
             if session.execute(select(User.id).where(User.email == row.email)).first():
                 raise Conflict("a user with this e-mail already exists")
             user = User(
@@ -245,41 +264,43 @@ class OrganisationService:
             session.expunge(user)
             return user
 
-    def _usable(
-        self, session: Session, token: str, ctx: trail.Context, *, lock: bool = False
-    ) -> Invitation:
+    def _usable(self, session: Session, token: str, *, lock: bool = False) -> Invitation:
+        """The pending invitation for ``token``; ``_Refused`` otherwise."""
         query = select(Invitation).where(Invitation.token_hash == credentials.hash_token(token))
         if lock:
             query = query.with_for_update()
         row = session.execute(query).scalar_one_or_none()
-        now = self.clock.now()
-        reason = None
         if row is None:
-            reason = "unknown"
-        elif row.accepted_at is not None:
-            reason = "invitation_used"
-        elif row.revoked_at is not None:
-            reason = "invitation_revoked"
-        elif row.expires_at <= now:
-            reason = "invitation_expired"
-        if reason is None and row is not None:
-            return row
-        # The caller's transaction rolls back with the error: record apart.
-        with self.db.session() as apart:
+            raise _Refused("unknown", None, None)
+        if row.accepted_at is not None:
+            raise _Refused("invitation_used", row.organisation_id, row.id)
+        if row.revoked_at is not None:
+            raise _Refused("invitation_revoked", row.organisation_id, row.id)
+        if row.expires_at <= self.clock.now():
+            raise _Refused("invitation_expired", row.organisation_id, row.id)
+        return row
+
+    def _refuse(self, refused: _Refused, ctx: trail.Context) -> NoReturn:
+        """Record a refused link in a transaction of its own (the one that
+        looked it up has rolled back), then answer 404 or 410."""
+        with self.db.session() as session:
             trail.record(
-                apart,
+                session,
                 "invitation.refused",
                 actor=None,
-                organisation_id=row.organisation_id if row else None,
-                object_type="invitation" if row else None,
-                object_id=row.id if row else None,
+                organisation_id=refused.organisation_id,
+                object_type="invitation" if refused.invitation_id else None,
+                object_id=refused.invitation_id,
                 outcome="failure",
                 context=ctx,
-                reason=reason,
+                reason=refused.reason,
             )
-        if row is None:
+        if refused.invitation_id is None:
             raise NotFound("unknown invitation link")
-        raise Gone("this invitation link was already used, revoked or has expired", reason=reason)
+        raise Gone(
+            "this invitation link was already used, revoked or has expired",
+            reason=refused.reason,
+        )
 
     # -- members --------------------------------------------------------------
 
