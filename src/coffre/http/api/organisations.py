@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
+from coffre.domain.policy import Action
 from coffre.http import deps
 from coffre.http.api.schemas import (
     InvitationAccept,
@@ -26,25 +27,34 @@ from coffre.http.api.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["organisation"])
-Actor_ = Annotated[Actor, Depends(deps.actor)]
 Ctx = Annotated[Context, Depends(deps.context)]
+Reader = Annotated[Actor, Depends(deps.acting(Action.ACCOUNT_READ))]
+Lister = Annotated[Actor, Depends(deps.acting(Action.MEMBER_LIST))]
+Inviter = Annotated[Actor, Depends(deps.acting(Action.MEMBER_INVITE))]
+Manager = Annotated[Actor, Depends(deps.acting(Action.MEMBER_MANAGE))]
+OrganisationManager = Annotated[Actor, Depends(deps.acting(Action.ORGANISATION_MANAGE))]
 
 
 @router.post("/invitations", status_code=201, summary="Invite someone by mail (administrators)")
-def invite(body: InvitationCreate, actor: Actor_, request: Request, ctx: Ctx) -> InvitationOut:
+def invite(body: InvitationCreate, actor: Inviter, request: Request, ctx: Ctx) -> InvitationOut:
     info = deps.coffre(request).organisations.invite(actor, body.email, body.role, ctx)
     return InvitationOut(**info.__dict__)
 
 
 @router.get("/invitations", summary="Pending invitations (administrators)")
-def invitations(actor: Actor_, request: Request) -> list[InvitationOut]:
+def invitations(actor: Lister, request: Request) -> list[InvitationOut]:
     return [
         InvitationOut(**i.__dict__)
         for i in deps.coffre(request).organisations.pending_invitations(actor)
     ]
 
 
-@router.post("/invitations/accept", status_code=201, summary="Join with an invitation token")
+@router.post(
+    "/invitations/accept",
+    status_code=201,
+    summary="Join with an invitation token",
+    dependencies=[Depends(deps.public("one-time invitation token in the body"))],
+)
 def accept(body: InvitationAccept, request: Request, ctx: Ctx) -> Me:
     user = deps.coffre(request).organisations.accept(
         body.token, body.password, body.display_name, ctx
@@ -54,19 +64,19 @@ def accept(body: InvitationAccept, request: Request, ctx: Ctx) -> Me:
 
 
 @router.delete("/invitations/{invitation_id}", status_code=204, summary="Revoke an invitation")
-def revoke(invitation_id: str, actor: Actor_, request: Request, ctx: Ctx) -> Response:
+def revoke(invitation_id: str, actor: Inviter, request: Request, ctx: Ctx) -> Response:
     deps.coffre(request).organisations.revoke_invitation(actor, invitation_id, ctx)
     return Response(status_code=204)
 
 
 @router.get("/members", summary="Members of the organisation (administrators)")
-def members(actor: Actor_, request: Request) -> list[MemberOut]:
+def members(actor: Lister, request: Request) -> list[MemberOut]:
     return [MemberOut(**m.__dict__) for m in deps.coffre(request).organisations.members(actor)]
 
 
 @router.patch("/members/{member_id}", summary="Change a member's role, disable or enable them")
 def update_member(
-    member_id: str, body: MemberUpdate, actor: Actor_, request: Request, ctx: Ctx
+    member_id: str, body: MemberUpdate, actor: Manager, request: Request, ctx: Ctx
 ) -> MemberOut:
     info = deps.coffre(request).organisations.update_member(
         actor, member_id, ctx, role=body.role, disabled=body.disabled
@@ -75,19 +85,19 @@ def update_member(
 
 
 @router.delete("/members/{member_id}/sessions", summary="End every session of a member")
-def end_sessions(member_id: str, actor: Actor_, request: Request, ctx: Ctx) -> SessionsEnded:
+def end_sessions(member_id: str, actor: Manager, request: Request, ctx: Ctx) -> SessionsEnded:
     ended = deps.coffre(request).organisations.end_sessions(actor, member_id, ctx)
     return SessionsEnded(sessions_ended=ended)
 
 
 @router.get("/organisation", summary="The organisation and its policy")
-def organisation(actor: Actor_, request: Request) -> OrganisationOut:
+def organisation(actor: Reader, request: Request) -> OrganisationOut:
     return OrganisationOut(**deps.coffre(request).organisations.organisation(actor).__dict__)
 
 
 @router.patch("/organisation", summary="Change the organisation's name or policy (administrators)")
 def update_organisation(
-    body: OrganisationUpdate, actor: Actor_, request: Request, ctx: Ctx
+    body: OrganisationUpdate, actor: OrganisationManager, request: Request, ctx: Ctx
 ) -> OrganisationOut:
     info = deps.coffre(request).organisations.update_organisation(
         actor,
