@@ -303,10 +303,11 @@ class SessionService:
                     ).values(auth_time=now))
             else:
                 self.throttles.failed(session, "factor", user.id)
-            trail.record(session, "reauth.succeeded" if ok else "reauth.failed",
-                         actor=user.id, organisation_id=user.organisation_id,
-                         object_type="user", object_id=user.id,
-                         outcome="success" if ok else "failure", context=ctx)
+            if actor.mfa:  # the password step was recorded by authenticate()
+                trail.record(session, "reauth.second_factor", actor=user.id,
+                             organisation_id=user.organisation_id, object_type="user",
+                             object_id=user.id, outcome="success" if ok else "failure",
+                             context=ctx)
         if not ok:
             raise AuthenticationRequired("this code or key was not accepted",
                                          reason="second_factor_invalid")
