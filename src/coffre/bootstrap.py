@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
+from coffre.audit.log import AuditLog
 from coffre.clock import SystemClock
 from coffre.crypto.keyfile import KeyFileProvider
+from coffre.crypto.signing import SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.migrate import upgrade
 from coffre.notify.mailbox import DevMailbox
@@ -45,6 +48,7 @@ class Coffre:
     links: LinkService
     denials: DenialLog
     organisations: OrganisationService
+    audit: AuditLog
 
     def close(self) -> None:
         self.db.dispose()
@@ -123,5 +127,12 @@ def build(
             clock,
             public_url=settings.base_url,
             invitation_lifetime=timedelta(days=settings.invitation_days),
+        ),
+        audit=AuditLog(
+            db,
+            SigningKeyFile(settings.resolved_root_key_file.parent / "audit-signing.key"),
+            clock,
+            origin=f"{urlsplit(settings.base_url).netloc}/coffre/audit",
+            retention=timedelta(days=settings.audit_retention_days),
         ),
     )

@@ -92,12 +92,13 @@ def test_audit_verify_and_export(server: Server, tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     exported = tmp_path / "audit.jsonl"
     assert server.coffre("audit", "export", "-o", str(exported)).returncode == 0
-    rows = [json.loads(line) for line in exported.read_text().splitlines()]
-    assert rows and {"seq", "prev_hash", "hash", "event"} <= set(rows[0])
+    header, *rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert "checkpoint" in header
+    assert rows and {"seq", "prev_hash", "hash", "event", "inclusion_proof"} <= set(rows[0])
     assert rows[1]["prev_hash"] == rows[0]["hash"]
     victim = rows[1]["seq"]
     sql(server.data_dir, "UPDATE audit_events SET payload = replace(payload, 'success', "
         "'failure') WHERE seq = ?", victim)
     broken = server.coffre("audit", "verify")
     assert broken.returncode == 3
-    assert f"event {victim}" in broken.stderr
+    assert f"événement {victim}" in broken.stderr

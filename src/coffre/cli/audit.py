@@ -1,56 +1,240 @@
-"""``coffre audit``: check the hash chain and export events (server side,
-on the data directory, like ``coffre setup``)."""
+"""``coffre audit``: verify the trail and its signed checkpoints, take
+checkpoints, export with proofs, prune (server side, on the data directory,
+like ``coffre setup``).
+
+Event content printed to a terminal is made inert first (SEC-30): control
+characters are shown as escapes and nothing is read as rich markup.
+"""
 
 from __future__ import annotations
 
-import json
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from coffre.audit import trail
-from coffre.bootstrap import build
-from coffre.cli.client import fail, out
+from coffre.audit import note as notes
+from coffre.audit.log import verify_export
+from coffre.audit.trail import Context
+from coffre.audit.verify import Problem, reference_leaves
+from coffre.bootstrap import Coffre, build
+from coffre.cli.client import console, fail, out
 from coffre.cli.server import load_settings
 
-app = typer.Typer(help="The audit trail (hash-chained).", no_args_is_help=True)
+app = typer.Typer(help="The audit trail (hash chain, Merkle tree, signed checkpoints).",
+                  no_args_is_help=True)
 DataDir = Annotated[Path | None, typer.Option(envvar="COFFRE_DATA_DIR")]
+PublicKey = Annotated[str | None, typer.Option(
+    "--public-key", help="Verifier key (as printed by `coffre audit public-key`); "
+    "default: the data directory's signing key")]
+BROKEN = 3
+CLI = Context(source="cli")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: object) -> str:
+    """``value`` as text a terminal will not act on: control characters
+    (CR, LF, ESC of ANSI sequences...) become visible escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", str(value))
+
+
+def say(message: str) -> None:
+    out.print(printable(message), markup=False, highlight=False, soft_wrap=True)
+
+
+def broken(problem: Problem) -> NoReturn:
+    where = f"événement {problem.seq} : " if problem.seq is not None else ""
+    console.print("Journal d'audit altéré — " + printable(where + problem.reason),
+                  markup=False, highlight=False, style="bold red")
+    raise typer.Exit(BROKEN)
+
+
+@contextmanager
+def opened(data_dir: Path | None) -> Iterator[Coffre]:
+    coffre = build(load_settings(data_dir))
+    try:
+        yield coffre
+    finally:
+        coffre.close()
+
+
+def _public_key(text: str | None, coffre: Coffre | None) -> bytes:
+    if text is None:
+        if coffre is None:
+            fail("--public-key est requis hors du répertoire de données")
+        return coffre.audit.public_key
+    try:
+        return notes.parse_vkey(text).public_key
+    except notes.NoteError as error:
+        fail(f"clé de vérification invalide : {printable(error)}")
+
+
+def _witness(files: list[Path]) -> list[str]:
+    found: list[str] = []
+    for path in files:
+        try:
+            found += notes.split_notes(path.read_text())
+        except (OSError, notes.NoteError) as error:
+            fail(f"fichier de points de contrôle illisible ({printable(path)}) : "
+                 f"{printable(error)}")
+    return found
 
 
 @app.command()
-def verify(data_dir: DataDir = None) -> None:
-    """Check every event against the chain; report the first broken one."""
-    coffre = build(load_settings(data_dir))
-    try:
-        with coffre.db.session() as session:
-            problem = trail.verify_chain(session)
-            count = len(trail.events(session))
-    finally:
-        coffre.close()
-    if problem is not None:
-        fail(f"audit trail broken at event {problem.seq}: {problem.reason}", code=3)
-    out.print(f"Journal d'audit intact : {count} événement(s) vérifié(s).")
+def verify(
+    checkpoints: Annotated[list[Path] | None, typer.Option(
+        "--checkpoints", help="Witness file of signed checkpoints kept outside the database "
+        "(repeatable)")] = None,
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="An earlier export: names exactly the first rewritten event")] = None,
+    public_key: PublicKey = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Check every event, the chain and every signed checkpoint; report the
+    first altered, removed, inserted or reordered event (exit code 3)."""
+    witness = _witness(checkpoints or [])
+    reference = None
+    if export is not None:
+        try:
+            reference = reference_leaves(export.read_text().splitlines()[1:])
+        except (OSError, ValueError) as error:
+            fail(f"export illisible ({printable(export)}) : {printable(error)}")
+    with opened(data_dir) as coffre:
+        key = _public_key(public_key, coffre)
+        total = coffre.audit.count()
+        with Progress("Vérification", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True,
+                      disable=not console.is_terminal) as bar:
+            task = bar.add_task("audit", total=total)
+            report = coffre.audit.verify(witness, public_key=key, reference=reference,
+                                         progress=lambda n: bar.advance(task, n))
+    if report.problem is not None:
+        broken(report.problem)
+    latest = f", dernier point de contrôle : {report.latest.tree_size} événement(s)" \
+        if report.latest else ", aucun point de contrôle signé"
+    say(f"Journal d'audit intact : {report.events} événement(s) vérifié(s) "
+        f"(dont {report.pruned} purgé(s)), {report.checkpoints} point(s) de contrôle "
+        f"vérifié(s){latest}.")
+
+
+@app.command()
+def checkpoint(
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Witness file to append the signed checkpoint to")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Sign the current tree (if it grew) and store the checkpoint."""
+    with opened(data_dir) as coffre:
+        signed = coffre.audit.checkpoint() or coffre.audit.latest()
+    if signed is None:
+        say("Journal d'audit vide : aucun point de contrôle.")
+        return
+    if output is not None:
+        with output.open("a", encoding="utf-8") as f:
+            f.write(signed.note + "\n")
+        say(f"Point de contrôle ({signed.checkpoint.tree_size} événement(s)) ajouté à {output}.")
+    else:
+        sys.stdout.write(signed.note)
+
+
+@app.command("public-key")
+def public_key_command(data_dir: DataDir = None) -> None:
+    """Print the key that verifies checkpoints (C2SP verifier key)."""
+    with opened(data_dir) as coffre:
+        sys.stdout.write(coffre.audit.verifier_key() + "\n")
 
 
 @app.command()
 def export(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File (default: stdout)")]
     = None,
+    from_seq: Annotated[int | None, typer.Option("--from", help="First event (seq)")] = None,
+    to_seq: Annotated[int | None, typer.Option("--to", help="Last event (seq)")] = None,
+    since: Annotated[str | None, typer.Option(help="Events since this date (ISO 8601, UTC)")]
+    = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Write events as JSON Lines with their leaf hashes and inclusion proofs
+    under a signed checkpoint (first line), for offline verification."""
+    if since is not None and (from_seq is not None or to_seq is not None):
+        fail("--since ne se combine pas avec --from/--to")
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            fail(f"date invalide : {printable(since)}")
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    with opened(data_dir) as coffre:
+        lines = coffre.audit.export(from_seq=from_seq, to_seq=to_seq, since=start, context=CLI)
+        if output is None:
+            for line in lines:
+                sys.stdout.write(line)
+            return
+        written = -1
+        with output.open("w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line)
+                written += 1
+    say(f"{written} événement(s) écrits dans {output}, avec leurs preuves.")
+
+
+@app.command("verify-export")
+def verify_export_command(
+    file: Annotated[Path, typer.Argument(help="An export written by `coffre audit export`")],
+    public_key: PublicKey = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Check an export offline: signed checkpoint, each event and its proof."""
+    if public_key is not None:
+        key = _public_key(public_key, None)
+    else:
+        with opened(data_dir) as coffre:
+            key = coffre.audit.public_key
+    try:
+        with file.open(encoding="utf-8") as f:
+            check = verify_export(f, key)
+    except (OSError, UnicodeDecodeError) as error:
+        fail(f"export illisible : {printable(error)}")
+    if check.problem is not None:
+        broken(check.problem)
+    say(f"Export intact : {check.count} événement(s) prouvé(s) dans l'arbre signé de "
+        f"{check.tree_size} événement(s).")
+
+
+@app.command()
+def prune(data_dir: DataDir = None) -> None:
+    """Erase the content of events older than COFFRE_AUDIT_RETENTION_DAYS
+    (their hashes stay: proofs remain valid)."""
+    with opened(data_dir) as coffre:
+        count = coffre.audit.prune(context=CLI)
+        days = coffre.settings.audit_retention_days
+    say(f"{count} événement(s) de plus de {days} jours purgé(s).")
+
+
+@app.command()
+def show(
+    after: Annotated[int, typer.Option(help="Only events after this seq")] = 0,
+    limit: Annotated[int, typer.Option(help="At most this many events")] = 50,
     action: Annotated[str | None, typer.Option(help="Only this action")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Write events as JSON Lines, oldest first, with their chain hashes."""
-    coffre = build(load_settings(data_dir))
-    try:
-        with coffre.db.session() as session:
-            rows = trail.chained_events(session, action)
-    finally:
-        coffre.close()
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    if output is None:
-        sys.stdout.write(lines)
-    else:
-        output.write_text(lines)
-        out.print(f"{len(rows)} événement(s) écrits dans {output}.")
+    """Print events, one per line (content escaped)."""
+    with opened(data_dir) as coffre:
+        rows = coffre.audit.page(after=after, limit=limit, action=action)
+    for event in rows:
+        if event.get("pruned"):
+            say(f"{event['seq']}  (purgé)  {event['action']}")
+            continue
+        target = event.get("object") or {}
+        say("  ".join(str(x) for x in (
+            event["seq"], event["time"], event["action"], event["outcome"],
+            event.get("actor") or "-", f"{target.get('type', '-')}:{target.get('id', '-')}"
+            if target else "-", event.get("source") or "-", event.get("details") or "")))

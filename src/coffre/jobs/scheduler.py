@@ -13,6 +13,8 @@ from coffre.bootstrap import Coffre
 
 log = logging.getLogger(__name__)
 MAIL_INTERVAL = 2.0
+#: Retention pruning runs this often (seconds); checkpoints follow the settings.
+AUDIT_PRUNE_INTERVAL = 6 * 3600.0
 
 
 async def run_purge(app: Coffre) -> tuple[int, int]:
@@ -24,14 +26,30 @@ async def run_purge(app: Coffre) -> tuple[int, int]:
     return transfers, uploads
 
 
+async def run_audit(app: Coffre, *, prune: bool) -> None:
+    """Erase payloads past retention (when ``prune``), then sign a
+    checkpoint if the trail grew (SEC-31, SEC-32)."""
+    if prune:
+        erased = await to_thread.run_sync(app.audit.prune)
+        if erased:
+            log.info("audit: %d event payloads pruned", erased)
+    await to_thread.run_sync(app.audit.checkpoint)
+
+
 async def run_forever(app: Coffre) -> None:
     last_purge = 0.0
+    last_checkpoint = last_prune = float("-inf")
     while True:
         try:
             await app.mail.deliver_due()
             if time.monotonic() - last_purge >= app.settings.purge_interval_seconds:
                 last_purge = time.monotonic()
                 await run_purge(app)
+            if time.monotonic() - last_checkpoint >= app.settings.audit_checkpoint_seconds:
+                last_checkpoint = time.monotonic()
+                prune = last_checkpoint - last_prune >= AUDIT_PRUNE_INTERVAL
+                last_prune = last_checkpoint if prune else last_prune
+                await run_audit(app, prune=prune)
         except asyncio.CancelledError:
             raise
         except Exception:  # a failing job must not stop the others

@@ -1,0 +1,304 @@
+"""`coffre audit` on a real data directory: the database is tampered with
+every way (sqlite3, as an attacker with write access would) and the
+verifier must name the right event (SEC-31); pruning keeps proofs valid
+(SEC-32); exports verify offline; printed content is inert (SEC-30); the
+admin API shows an organisation its own events only (SEC-4)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coffre.audit import trail
+from coffre.bootstrap import build
+from coffre.notify.memory import MemoryMailer
+from coffre.settings import Settings
+from tests.conftest import Server, login
+from tests.integration.flows import sql
+from tests.integration.support import api_client, module_server, other_organisation_admin
+
+mail, server, token, client, admin = module_server("audit", COFFRE_AUDIT_CHECKPOINT_SECONDS="1")
+
+EVENTS = 20
+ADMIN_SCOPES = ["transfers:read", "admin"]
+OTHER_EMAIL, OTHER_PASSWORD = "admin@autre-cabinet.fr", "une autre phrase de passe"
+HOSTILE = "[red]rouge[/red]\x1b[2J\r\nfaux événement"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory holding 20 events, checkpoints signed at 10 and 15
+    events (stored, and appended to a witness file), and an export."""
+    base = tmp_path_factory.mktemp("audit-pristine")
+    data = base / "data"
+    app = build(Settings(data_dir=data), mailer=MemoryMailer())
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        for i in range(EVENTS):
+            with app.db.session() as session:
+                trail.record(session, "test.event", actor=f"user{i}", organisation_id="org",
+                             object_type="thing", object_id=str(i),
+                             time=start + timedelta(hours=i), name=f"fichier-{i}.pdf")
+            if i + 1 in (10, 15):
+                signed = app.audit.checkpoint()
+                assert signed is not None
+                with (base / "witness.txt").open("a") as f:
+                    f.write(signed.note + "\n")
+    finally:
+        app.close()
+    done = cli(data, "audit", "export", "-o", str(base / "export.jsonl"), "--to", "20")
+    assert done.returncode == 0, done.stderr
+    return base
+
+
+def cli(data: Path, *args: str) -> Any:
+    return Server(data).coffre(*args)
+
+
+@pytest.fixture
+def data(pristine: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the pristine data directory, to tamper with."""
+    copy = tmp_path / "data"
+    shutil.copytree(pristine / "data", copy)
+    yield copy
+
+
+def verify(data: Path, *args: str) -> Any:
+    return cli(data, "audit", "verify", *args)
+
+
+def rows(data: Path) -> dict[int, tuple[Any, ...]]:
+    return {r[0]: r[1:] for r in sql(data, "SELECT seq, payload, leaf_hash, prev_hash, hash "
+                                           "FROM audit_events")}
+
+
+def rewrite_history(data: Path, victim: int) -> None:
+    """Edit one event and recompute every later leaf and chain hash."""
+    con = sqlite3.connect(data / "coffre.db")
+    try:
+        events = con.execute("SELECT seq, payload FROM audit_events ORDER BY seq").fetchall()
+        con.execute("UPDATE audit_events SET prev_hash = 'p' || seq, hash = 'h' || seq")
+        prev = trail.GENESIS
+        for seq, stored in events:
+            payload = stored.replace('"success"', '"failure"') if seq == victim else stored
+            leaf = trail.leaf_hash(payload)
+            chained = trail.chain_hash(prev, leaf)
+            con.execute("UPDATE audit_events SET payload = ?, leaf_hash = ?, prev_hash = ?, "
+                        "hash = ? WHERE seq = ?", (payload, leaf, prev, chained, seq))
+            prev = chained
+        con.commit()
+    finally:
+        con.close()
+
+
+def test_intact_trail_verifies(data: Path, pristine: Path) -> None:
+    done = verify(data, "--checkpoints", str(pristine / "witness.txt"))
+    assert done.returncode == 0, done.stderr
+    assert "intact" in done.stdout and "21 événement(s)" in done.stdout  # + the export event
+
+
+def test_edited_event_is_named(data: Path) -> None:
+    """SEC-31: editing a row."""
+    sql(data, "UPDATE audit_events SET payload = replace(payload, 'user6', 'user9') "
+              "WHERE seq = 7")
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 7" in done.stderr and "modifié" in done.stderr
+
+
+def test_deleted_event_is_named(data: Path) -> None:
+    """SEC-31: deleting a row."""
+    sql(data, "DELETE FROM audit_events WHERE seq = 7")
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 7" in done.stderr and "supprimé" in done.stderr
+
+
+def test_inserted_event_is_named(data: Path) -> None:
+    """SEC-31: a forged row slipped in at seq 7 (later rows renumbered)."""
+    sql(data, "UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 7")
+    sql(data, "UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000")
+    payload = trail.canonical_json({"action": "test.event", "organisation": "org"})
+    leaf = trail.leaf_hash(payload)
+    sql(data, "INSERT INTO audit_events (seq, time, organisation_id, action, payload, leaf_hash, "
+              "prev_hash, hash) VALUES (7, '2026-01-01 06:30:00.000000', 'org', 'test.event', "
+              "?, ?, ?, ?)", payload, leaf, "e" * 64, trail.chain_hash("e" * 64, leaf))
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 7" in done.stderr and "lien" in done.stderr
+
+
+def test_swapped_events_are_named(data: Path) -> None:
+    """SEC-31: two rows' contents swapped (reordering)."""
+    before = rows(data)
+    sql(data, "UPDATE audit_events SET prev_hash = 'x' || seq, hash = 'y' || seq "
+              "WHERE seq IN (7, 9)")
+    for seq, other in ((7, 9), (9, 7)):
+        sql(data, "UPDATE audit_events SET payload = ?, leaf_hash = ?, prev_hash = ?, hash = ? "
+                  "WHERE seq = ?", *before[other], seq)
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 7" in done.stderr
+
+
+def test_rewritten_history_is_caught_by_the_checkpoints(data: Path) -> None:
+    """SEC-31: every later hash recomputed; the signed checkpoint of 15
+    events no longer matches; the first event after the good one (10) is named."""
+    rewrite_history(data, victim=12)
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 11" in done.stderr and "réécrit" in done.stderr
+
+
+def test_witness_file_catches_what_deleted_checkpoints_would_hide(data: Path,
+                                                                   pristine: Path) -> None:
+    rewrite_history(data, victim=12)
+    sql(data, "DELETE FROM audit_checkpoints")
+    assert verify(data).returncode == 0  # the database alone was fooled...
+    done = verify(data, "--checkpoints", str(pristine / "witness.txt"))  # ...not the witness copy
+    assert done.returncode == 3
+    assert "événement 11" in done.stderr
+
+
+def test_earlier_export_pinpoints_the_rewritten_event(data: Path, pristine: Path) -> None:
+    rewrite_history(data, victim=12)
+    done = verify(data, "--export", str(pristine / "export.jsonl"))
+    assert done.returncode == 3
+    assert "événement 12" in done.stderr
+
+
+def test_export_verifies_offline_and_detects_edits(data: Path, tmp_path: Path) -> None:
+    """SEC-29: the export is itself an event; a third party holding only the
+    public key checks every line."""
+    vkey = cli(data, "audit", "public-key").stdout.strip()
+    exported = tmp_path / "range.jsonl"
+    done = cli(data, "audit", "export", "--from", "3", "--to", "8", "-o", str(exported))
+    assert done.returncode == 0, done.stderr
+    lines = exported.read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines[1:]] == [3, 4, 5, 6, 7, 8]
+    assert "\u2014 " in json.loads(lines[0])["checkpoint"]
+    offline = Server(tmp_path / "elsewhere").coffre(
+        "audit", "verify-export", str(exported), "--public-key", vkey)
+    assert offline.returncode == 0, offline.stderr
+    assert "6 événement(s)" in offline.stdout
+    (event,) = [e for e in trail_events(data) if e["action"] == "audit.exported"][-1:]
+    assert event["details"]["from_seq"] == 3 and event["source"] == "cli"
+    exported.write_text("\n".join([lines[0], lines[1], lines[2].replace("user3", "user0"),
+                                   *lines[3:]]) + "\n")
+    forged = Server(tmp_path / "elsewhere").coffre(
+        "audit", "verify-export", str(exported), "--public-key", vkey)
+    assert forged.returncode == 3 and "événement 4" in forged.stderr
+
+
+def trail_events(data: Path) -> list[dict[str, Any]]:
+    return [{"seq": seq, **json.loads(p)} for seq, p in
+            sql(data, "SELECT seq, payload FROM audit_events WHERE payload IS NOT NULL "
+                      "ORDER BY seq")]
+
+
+def test_prune_after_a_year_keeps_every_proof(data: Path, pristine: Path) -> None:
+    """SEC-32: simulated time jump (the first 5 events dated 2000), prune,
+    then the trail, the witness checkpoints and the earlier export verify."""
+    sql(data, "UPDATE audit_events SET time = '2000-01-01 00:00:00.000000' WHERE seq <= 5")
+    done = cli(data, "audit", "prune")
+    assert done.returncode == 0, done.stderr
+    assert "5 événement(s)" in done.stdout
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE payload IS NULL") == [(5,)]
+    (pruned,) = [e for e in trail_events(data) if e["action"] == "audit.pruned"]
+    assert pruned["details"]["up_to_seq"] == 5 and pruned["details"]["count"] == 5
+    done = verify(data, "--checkpoints", str(pristine / "witness.txt"))
+    assert done.returncode == 0, done.stderr
+    assert "dont 5 purgé(s)" in done.stdout
+    earlier = cli(data, "audit", "verify-export", str(pristine / "export.jsonl"))
+    assert earlier.returncode == 0, earlier.stderr
+
+
+def test_checkpoint_command_appends_to_a_witness_file(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "witness.txt"
+    for _ in range(2):
+        done = cli(data, "audit", "checkpoint", "-o", str(out))
+        assert done.returncode == 0, done.stderr
+    notes = out.read_text().split("\n\n")
+    assert out.read_text().count("\u2014 ") == 2  # the tree did not grow: same checkpoint
+    assert notes[0].splitlines()[1] == "21"
+    assert verify(data, "--checkpoints", str(out)).returncode == 0
+
+
+def test_printed_events_are_inert(data: Path) -> None:
+    """SEC-30: CR/LF/ANSI and rich markup in a logged value reach the
+    terminal as visible text."""
+    app = build(Settings(data_dir=data), mailer=MemoryMailer(), migrate=False)
+    try:
+        with app.db.session() as session:
+            trail.record(session, "login.failed", actor=None, organisation_id="org",
+                         context=trail.Context("127.0.0.1", HOSTILE), name=HOSTILE)
+    finally:
+        app.close()
+    done = cli(data, "audit", "show", "--action", "login.failed")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\r" not in done.stdout
+    assert "[red]rouge[/red]" in done.stdout  # shown, not interpreted as markup
+    (line,) = [x for x in done.stdout.splitlines() if "login.failed" in x]
+    assert "faux événement" in line  # on the same line: no injected line break
+
+
+# -- the running server: scheduled checkpoints and the admin API -------------------------
+
+
+def test_scheduler_signs_checkpoints(server: Server, token: str) -> None:
+    """SEC-31: checkpoints are taken by the server when the trail grows."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        size = sql(server.data_dir, "SELECT max(tree_size) FROM audit_checkpoints")[0][0]
+        count = sql(server.data_dir, "SELECT count(*) FROM audit_events")[0][0]
+        if size and size == count:
+            break
+        time.sleep(0.2)
+    assert size and size >= 1
+    assert server.coffre("audit", "verify").returncode == 0
+
+
+def test_api_shows_an_organisation_only_its_events(server: Server,
+                                                   client: httpx.Client,
+                                                   admin: dict[str, Any]) -> None:
+    """SEC-4: the client sees its access traces, and nobody else's; reading
+    them takes the admin scope."""
+    refused = client.get("/api/v1/audit/events")
+    assert refused.status_code == 403, refused.text
+    with api_client(server, login(server.url, scopes=ADMIN_SCOPES)) as c:
+        response = c.get("/api/v1/audit/events", params={"limit": 1000})
+        page = c.get("/api/v1/audit/events", params={"after": 0, "limit": 1})
+        assert page.status_code == 200, page.text
+    assert response.status_code == 200, response.text
+    mine = response.json()["events"]
+    assert mine and all(e["organisation"] == admin["organisation_id"] for e in mine)
+    assert {"seq", "action", "actor", "time", "outcome", "source"} <= set(mine[0])
+    assert [e["seq"] for e in page.json()["events"]] == [mine[0]["seq"]]
+    assert page.json()["next_after"] == mine[0]["seq"]
+    some = sorted({e["action"] for e in mine})[0]
+    with api_client(server, login(server.url, scopes=ADMIN_SCOPES)) as c:
+        only = c.get("/api/v1/audit/events", params={"action": some}).json()["events"]
+    assert only and {e["action"] for e in only} == {some}
+
+    other_organisation_admin(server, OTHER_EMAIL, OTHER_PASSWORD)
+    with api_client(server, login(server.url, OTHER_EMAIL, OTHER_PASSWORD,
+                                  scopes=ADMIN_SCOPES)) as c:
+        theirs = c.get("/api/v1/audit/events", params={"limit": 1000})
+    assert theirs.status_code == 200, theirs.text
+    seen = {e["seq"] for e in theirs.json()["events"]}
+    assert not seen & {e["seq"] for e in mine}
+    assert all(e["organisation"] != admin["organisation_id"] for e in theirs.json()["events"])
+
+
+def test_api_refuses_without_credentials(server: Server) -> None:
+    response = httpx.get(f"{server.url}/api/v1/audit/events")
+    assert response.status_code == 401
