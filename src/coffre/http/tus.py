@@ -96,8 +96,11 @@ Actor_ = Annotated[Actor, Depends(deps.acting(Action.UPLOAD_WRITE))]
 Ctx = Annotated[Context, Depends(deps.context)]
 
 
-@router.options("/", include_in_schema=False)
-@router.options("/{upload_id}", include_in_schema=False)
+_DISCOVERY = [Depends(deps.public("tus capability discovery, no data"))]
+
+
+@router.options("/", include_in_schema=False, dependencies=_DISCOVERY)
+@router.options("/{upload_id}", include_in_schema=False, dependencies=_DISCOVERY)
 async def options(request: Request) -> Response:
     app = deps.coffre(request)
     return Response(
