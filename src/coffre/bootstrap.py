@@ -17,16 +17,19 @@ from coffre.crypto.signing import SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.migrate import upgrade
 from coffre.notify.mailbox import DevMailbox
+from coffre.notify.sms import HttpSmsSender
 from coffre.notify.smtp import SmtpMailer
-from coffre.ports import BlobStore, Clock, KeyProvider, Mailer
+from coffre.ports import BlobStore, Clock, KeyProvider, Mailer, SmsSender
 from coffre.services.accounts import AccountService
 from coffre.services.denials import DenialLog
 from coffre.services.keys import KeyRing
 from coffre.services.links import LinkService
 from coffre.services.mail import MailQueue
 from coffre.services.organisations import OrganisationService
+from coffre.services.tracking import TrackingService
 from coffre.services.transfers import TransferService
 from coffre.services.uploads import UploadService
+from coffre.services.verification import RecipientVerification
 from coffre.settings import Settings
 from coffre.storage import open_blob_store
 
@@ -47,6 +50,10 @@ class Coffre:
     transfers: TransferService
     links: LinkService
     denials: DenialLog
+    #: Recipients' one-time codes, and the SMS provider if one is configured.
+    codes: RecipientVerification
+    sms: SmsSender | None
+    tracking: TrackingService
     organisations: OrganisationService
     audit: AuditLog
 
@@ -60,6 +67,7 @@ def build(
     clock: Clock | None = None,
     mailer: Mailer | None = None,
     migrate: bool = True,
+    sms: SmsSender | None = None,
 ) -> Coffre:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     clock = clock or SystemClock()
@@ -87,6 +95,18 @@ def build(
             dev_mailbox = DevMailbox(settings.data_dir / "mailbox", provider)
             mailer = dev_mailbox
     mail = MailQueue(db, keys, mailer, clock)
+    if sms is None and settings.sms_url:
+        sms = HttpSmsSender(
+            settings.sms_url,
+            settings.sms_api_key.get_secret_value() if settings.sms_api_key else None,
+        )
+    codes = RecipientVerification(
+        db, keys, mail, clock, sms,
+        code_lifetime=timedelta(minutes=settings.recipient_code_minutes),
+        attempts=settings.recipient_code_attempts,
+        resend_interval=timedelta(seconds=settings.recipient_code_resend_seconds),
+        lock_time=timedelta(minutes=settings.recipient_lock_minutes),
+    )
     transfers = TransferService(
         db,
         store,
@@ -95,6 +115,7 @@ def build(
         clock,
         public_url=settings.base_url,
         max_expiry=timedelta(days=settings.max_expiry_days),
+        sms_enabled=sms is not None,
     )
     return Coffre(
         settings=settings,
@@ -119,8 +140,12 @@ def build(
         transfers=transfers,
         denials=DenialLog(db),
         links=LinkService(
-            db, store, keys, transfers, clock, password_attempts=settings.link_password_attempts
+            db, store, keys, transfers, clock, codes,
+            password_attempts=settings.link_password_attempts,
         ),
+        codes=codes,
+        sms=sms,
+        tracking=TrackingService(db, clock),
         organisations=OrganisationService(
             db,
             mail,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +70,55 @@ def sql(data_dir: Path, statement: str, *params: Any) -> list[tuple[Any, ...]]:
 def wait_for_events(data_dir: Path, action: str, count: int = 1,
                     timeout: float = 10) -> list[dict[str, Any]]:
     """Events are recorded right after the last byte leaves; poll for them."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         events = audit_events(data_dir, action)
         if len(events) >= count or time.monotonic() > deadline:
             return events
         time.sleep(0.05)
+
+
+# -- recipients' one-time codes -------------------------------------------------
+
+CODE_SUBJECT = "[Coffre] Votre code de vérification"
+_CODE = re.compile(r"\b([0-9]{8})\b")
+
+
+def code_mails(mail: Any, address: str) -> list[Any]:
+    """The one-time code mails ``mail`` (the aiosmtpd catcher) holds for ``address``."""
+    with mail._lock:
+        return [m for m in mail.messages if m["To"] == address and m["Subject"] == CODE_SUBJECT]
+
+
+def wait_code(mail: Any, address: str, count: int, timeout: float = 15) -> str:
+    """The code of the ``count``-th code mail to ``address`` (waits for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = code_mails(mail, address)
+        if len(found) >= count:
+            body = found[count - 1].get_body(preferencelist=("plain",))
+            match = _CODE.search(body.get_content())
+            assert match, "no code in the mail"
+            return match.group(1)
+        assert time.monotonic() < deadline, f"no code mailed to {address}"
+        time.sleep(0.05)
+
+
+def request_code(base_url: str, mail: Any, token: str, address: str) -> str:
+    """Ask for a code over the API and read it from the mail that brings it."""
+    before = len(code_mails(mail, address))
+    response = httpx.post(f"{base_url}/api/v1/links/{token}/code")
+    assert response.status_code == 202, response.text
+    return wait_code(mail, address, before + 1)
+
+
+def verify_link(base_url: str, mail: Any, token: str, address: str,
+                access: str | None = None) -> dict[str, str]:
+    """The real code flow (request, read the mail, verify); returns the
+    access header for the link's other requests."""
+    code = request_code(base_url, mail, token, address)
+    headers = {"X-Coffre-Access": access} if access else {}
+    response = httpx.post(f"{base_url}/api/v1/links/{token}/verify", json={"code": code},
+                          headers=headers)
+    assert response.status_code == 200, response.text
+    return {"X-Coffre-Access": response.json()["access"]}

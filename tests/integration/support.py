@@ -27,7 +27,7 @@ from tests.conftest import (
     running_server,
     started_mail,
 )
-from tests.integration.flows import audit_events, link_token, sql, upload_bytes
+from tests.integration.flows import audit_events, link_token, sql, upload_bytes, verify_link
 
 
 def module_server(label: str, **env: str) -> tuple[Any, ...]:
@@ -202,3 +202,12 @@ def send(client: httpx.Client, files: dict[str, bytes] | list[tuple[str, bytes]]
     assert response.status_code == 201, response.text
     transfer: dict[str, Any] = response.json()
     return transfer, [link_token(transfer["links"][a]) for a in addresses]
+
+
+def opened(server: Server, mail: MailCatcher, transfer: dict[str, Any], token: str,
+           access: str | None = None) -> dict[str, str]:
+    """The recipient of ``token`` proves their address with the one-time
+    code mailed to them (read from the real SMTP catcher); returns the
+    access header for the link's other requests."""
+    address = next(a for a, link in transfer["links"].items() if link_token(link) == token)
+    return verify_link(server.url, mail, token, address, access)

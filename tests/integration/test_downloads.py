@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import os
+import re
 import socket
 import time
 import zipfile
@@ -23,6 +24,7 @@ import pytest
 
 from coffre.audit.trail import Context
 from tests.conftest import ADMIN_EMAIL, MailCatcher, Server
+from tests.integration import support
 from tests.integration.flows import TUS, sql, upload_bytes
 from tests.integration.support import (
     assert_error,
@@ -30,7 +32,7 @@ from tests.integration.support import (
     in_process,
     module_server,
     one_event,
-    send,
+    opened,
     wait_events_for,
 )
 
@@ -44,12 +46,59 @@ mail, server, token, client, admin = module_server(
 )
 
 
+# -- recipients prove their address first (the real one-time code flow) ---------------
+
+#: link token -> the access header its recipient got with the code mailed to them
+ACCESS: dict[str, dict[str, str]] = {}
+_RUN: dict[str, Any] = {}
+_TOKEN = re.compile(r"/(?:api/v1/links|t)/([A-Za-z0-9_-]+)")
+
+
+@pytest.fixture(autouse=True)
+def _recipients(server: Server, mail: MailCatcher) -> None:
+    _RUN.update(server=server, mail=mail)
+
+
+def send(client: httpx.Client, files: dict[str, bytes] | list[tuple[str, bytes]],
+         recipients: int = 1, **options: Any) -> tuple[dict[str, Any], list[str]]:
+    """Create a transfer; each recipient enters the code mailed to them."""
+    transfer, tokens = support.send(client, files, recipients, **options)
+    for token in tokens:
+        ACCESS[token] = opened(_RUN["server"], _RUN["mail"], transfer, token)
+    return transfer, tokens
+
+
+def _granted(url: str, headers: dict[str, str] | None) -> dict[str, str]:
+    match = _TOKEN.search(url)
+    return {**(ACCESS.get(match.group(1), {}) if match else {}), **(headers or {})}
+
+
+class _Recipient:
+    """httpx's get, head and stream with the grant of the link in the URL."""
+
+    @staticmethod
+    def get(url: str, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        return httpx.get(url, headers=_granted(url, headers), **kw)
+
+    @staticmethod
+    def head(url: str, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        return httpx.head(url, headers=_granted(url, headers), **kw)
+
+    @staticmethod
+    def stream(method: str, url: str, headers: dict[str, str] | None = None,
+               **kw: Any) -> Any:
+        return httpx.stream(method, url, headers=_granted(url, headers), **kw)
+
+
+rc = _Recipient()
+
+
 def _link(server: Server, token: str) -> str:
     return f"{server.url}/api/v1/links/{token}"
 
 
 def _view(server: Server, token: str, **headers: str) -> dict[str, Any]:
-    response = httpx.get(_link(server, token), headers=headers)
+    response = rc.get(_link(server, token), headers=headers)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -97,7 +146,7 @@ def test_full_download(server: Server, client: httpx.Client, admin: dict[str, An
                        secrets=(token, name))
     assert opened["details"]["transfer"] == transfer["id"]
 
-    response = httpx.get(file["url"])
+    response = rc.get(file["url"])
     assert response.status_code == 200
     assert response.content == content
     h = response.headers
@@ -133,7 +182,7 @@ def test_html_is_served_as_an_inert_attachment(server: Server, client: httpx.Cli
     }
     _, (token,) = send(client, files)
     for file in _view(server, token)["files"]:
-        response = httpx.get(file["url"])
+        response = rc.get(file["url"])
         assert response.status_code == 200
         assert response.content == files[file["name"]]
         assert response.headers["content-type"] == "application/octet-stream"
@@ -145,7 +194,7 @@ def test_html_is_served_as_an_inert_attachment(server: Server, client: httpx.Cli
 def test_empty_file(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
     transfer, (token,) = send(client, {"vide.txt": b""})
     (file,) = _view(server, token)["files"]
-    response = httpx.get(file["url"])
+    response = rc.get(file["url"])
     assert response.status_code == 200
     assert response.content == b""
     assert response.headers["content-length"] == "0"
@@ -167,7 +216,7 @@ def test_ranges_count_once_they_cover_the_file(server: Server, client: httpx.Cli
     url, etag = file["url"], f'"{file["sha256"][:32]}"'
 
     def get(range_: str, **headers: str) -> httpx.Response:
-        return httpx.get(url, headers={"Range": range_, **headers})
+        return rc.get(url, headers={"Range": range_, **headers})
 
     for header, start, end in [
         ("bytes=1-99", 1, 100),
@@ -193,12 +242,12 @@ def test_ranges_count_once_they_cover_the_file(server: Server, client: httpx.Cli
         assert_error(refused, 416, "range_not_satisfiable", {"size": size})
         assert refused.headers["content-range"] == f"bytes */{size}"
 
-    head = httpx.head(url)
+    head = rc.head(url)
     assert head.status_code == 200
     assert head.content == b""
     assert head.headers["content-length"] == str(size)
     assert head.headers["etag"] == etag
-    head_range = httpx.head(url, headers={"Range": "bytes=0-9"})
+    head_range = rc.head(url, headers={"Range": "bytes=0-9"})
     assert head_range.status_code == 206
     assert head_range.headers["content-range"] == f"bytes 0-9/{size}"
 
@@ -234,23 +283,23 @@ def test_one_time_link(server: Server, client: httpx.Client, admin: dict[str, An
     assert file["downloads_left"] == 1
 
     # Previews, HEAD and partial ranges leave the link usable.
-    assert httpx.get(f"{server.url}/t/{token}").status_code == 200
-    assert httpx.head(url).status_code == 200
-    assert httpx.get(url, headers={"Range": "bytes=0-99"}).status_code == 206
-    assert httpx.get(url, headers={"Range": "bytes=-1"}).status_code == 206
+    assert rc.get(f"{server.url}/t/{token}").status_code == 200
+    assert rc.head(url).status_code == 200
+    assert rc.get(url, headers={"Range": "bytes=0-99"}).status_code == 206
+    assert rc.get(url, headers={"Range": "bytes=-1"}).status_code == 206
     _no_download_recorded(server, recipient)
     assert _view(server, token)["files"][0]["downloads_left"] == 1
 
     # The one full GET uses it up.
-    assert httpx.get(url).content == content
+    assert rc.get(url).content == content
     _downloaded(server, admin, recipient, (token, "CANARY-ONCE"))
     exhausted = {"reason": "exhausted"}
-    assert_error(httpx.get(url), 410, "gone", exhausted)
-    assert_error(httpx.get(url, headers={"Range": "bytes=0-9"}), 410, "gone", exhausted)
-    assert httpx.head(url).status_code == 410
-    assert_error(httpx.get(f"{_link(server, token)}/archive.zip"), 410, "gone", exhausted)
+    assert_error(rc.get(url), 410, "gone", exhausted)
+    assert_error(rc.get(url, headers={"Range": "bytes=0-9"}), 410, "gone", exhausted)
+    assert rc.head(url).status_code == 410
+    assert_error(rc.get(f"{_link(server, token)}/archive.zip"), 410, "gone", exhausted)
     assert _view(server, token)["files"][0]["downloads_left"] == 0
-    page = httpx.get(f"{server.url}/t/{token}")
+    page = rc.get(f"{server.url}/t/{token}")
     assert page.status_code == 200
     assert "Limite atteinte" in page.text
     assert f"/files/{file['id']}" not in page.text
@@ -259,7 +308,7 @@ def test_one_time_link(server: Server, client: httpx.Client, admin: dict[str, An
     # The other recipient has a limit of its own.
     other_file = _view(server, other_token)["files"][0]
     assert other_file["downloads_left"] == 1
-    assert httpx.get(other_file["url"]).content == content
+    assert rc.get(other_file["url"]).content == content
     _downloaded(server, admin, other, (other_token,))
     assert _downloads(client, transfer["id"]) == [1, 1]
 
@@ -272,8 +321,9 @@ def _aborted_get(url: str, keep: int = 256 * 1024) -> bytes:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         sock.connect((parts.host, parts.port))
+        grant = "".join(f"{k}: {v}\r\n" for k, v in _granted(url, None).items())
         sock.sendall(f"GET {parts.raw_path.decode()} HTTP/1.1\r\nHost: {parts.host}\r\n"
-                     "Connection: close\r\n\r\n".encode())
+                     f"{grant}Connection: close\r\n\r\n".encode())
         received = b""
         while len(received) < keep:
             block = sock.recv(64 * 1024)
@@ -303,7 +353,7 @@ def test_aborted_downloads_do_not_count(server: Server, client: httpx.Client,
     # Still usable: the one full download goes through (once the server
     # has seen the last aborted read go).
     for _ in range(50):
-        full = httpx.get(info["files"][0]["url"])
+        full = rc.get(info["files"][0]["url"])
         if full.status_code != 410:
             break
         time.sleep(0.1)
@@ -315,12 +365,12 @@ def test_links_and_files_are_personal(server: Server, client: httpx.Client) -> N
     _, (token,) = send(client, {"a.txt": b"a"})
     _, (stranger,) = send(client, {"b.txt": b"b"})
     theirs = _view(server, stranger)["files"][0]["id"]
-    assert_error(httpx.get(f"{_link(server, token)}/files/{theirs}"), 404, "not_found")
-    assert_error(httpx.get(f"{_link(server, token)}/files/{'0' * 32}"), 404, "not_found")
+    assert_error(rc.get(f"{_link(server, token)}/files/{theirs}"), 404, "not_found")
+    assert_error(rc.get(f"{_link(server, token)}/files/{'0' * 32}"), 404, "not_found")
     unknown = "A" * 43
-    assert_error(httpx.get(_link(server, unknown)), 404, "not_found")
-    assert_error(httpx.get(f"{_link(server, unknown)}/archive.zip"), 404, "not_found")
-    page = httpx.get(f"{server.url}/t/{unknown}")
+    assert_error(rc.get(_link(server, unknown)), 404, "not_found")
+    assert_error(rc.get(f"{_link(server, unknown)}/archive.zip"), 404, "not_found")
+    page = rc.get(f"{server.url}/t/{unknown}")
     assert page.status_code == 404
     assert page.headers["content-type"].startswith("text/html")
     assert "Lien inconnu" in page.text
@@ -342,12 +392,12 @@ def test_zip_archive(server: Server, client: httpx.Client, admin: dict[str, Any]
     url = _view(server, token)["archive_url"]
     assert url == f"{_link(server, token)}/archive.zip"
 
-    head = httpx.head(url)
+    head = rc.head(url)
     assert head.status_code == 200
     assert head.headers["content-type"] == "application/zip"
     size = int(head.headers["content-length"])
 
-    response = httpx.get(url)
+    response = rc.get(url)
     assert response.status_code == 200
     assert len(response.content) == size
     h = response.headers
@@ -374,14 +424,14 @@ def test_zip_uses_up_a_limit_on_every_file(server: Server, client: httpx.Client,
                                            admin: dict[str, Any]) -> None:
     transfer, (token,) = send(client, {"a.txt": b"a", "b.txt": b"b"}, max_downloads=1)
     url = f"{_link(server, token)}/archive.zip"
-    assert httpx.head(url).status_code == 200  # HEAD does not count
+    assert rc.head(url).status_code == 200  # HEAD does not count
     _no_download_recorded(server, _recipient_ids(transfer)[0])
-    assert httpx.get(url).status_code == 200
+    assert rc.get(url).status_code == 200
     _downloaded(server, admin, _recipient_ids(transfer)[0], (token,))
-    assert_error(httpx.get(url), 410, "gone", {"reason": "exhausted"})
+    assert_error(rc.get(url), 410, "gone", {"reason": "exhausted"})
     for file in _view(server, token)["files"]:
         assert file["downloads_left"] == 0
-        assert_error(httpx.get(file["url"]), 410, "gone", {"reason": "exhausted"})
+        assert_error(rc.get(file["url"]), 410, "gone", {"reason": "exhausted"})
 
 
 def test_open_archive_size_is_exact_and_zip64_ready(server: Server, client: httpx.Client,
@@ -394,15 +444,17 @@ def test_open_archive_size_is_exact_and_zip64_ready(server: Server, client: http
     files = {"a.bin": os.urandom(5000), "b.bin": os.urandom(MiB + 1), "c.txt": b"c"}
     _, tokens = send(client, files, recipients=2)
     app = in_process(server)
+    grants = [ACCESS[t]["X-Coffre-Access"] for t in tokens]
     try:
-        name, size, body, _ = app.links.open_archive(tokens[0], None, Context(source="test"))
+        name, size, body, _ = app.links.open_archive(tokens[0], grants[0], Context(source="test"))
         data = b"".join(body)
         assert len(data) == size
         assert name.endswith(".zip")
         assert b"PK\x06\x06" not in data  # small: no ZIP64 end record needed
 
         monkeypatch.setattr(zipstream.ng, "ZIP64_LIMIT", 1000)
-        _, size64, body64, _ = app.links.open_archive(tokens[1], None, Context(source="test"))
+        _, size64, body64, _ = app.links.open_archive(tokens[1], grants[1],
+                                                      Context(source="test"))
         data64 = b"".join(body64)
     finally:
         app.close()
@@ -421,39 +473,52 @@ PASSWORD = "trois petits chats"
 
 def test_password_protected_link(server: Server, client: httpx.Client,
                                  admin: dict[str, Any]) -> None:
+    """The password comes on top of the one-time code: the grant records both."""
     transfer, (token, neighbour) = send(client, {"secret.pdf": b"CANARY-PW"}, recipients=2,
                                         password=PASSWORD)
     recipient, _ = _recipient_ids(transfer)
     link = _link(server, token)
+    coded = ACCESS[token]  # the code is proved, the password not yet
+    opened_before = len(events_for(server.data_dir, "link.opened", recipient))
 
+    # Without any proof: the code first (SEC-29: no file name before it).
+    nothing = assert_error(httpx.get(link), 401, "authentication_required")
+    assert nothing["details"]["reason"] == "code_required"
+    assert "secret.pdf" not in httpx.get(link).text
     required = {"reason": "password_required"}
-    assert_error(httpx.get(link), 401, "authentication_required", required)
-    assert_error(httpx.get(f"{link}/archive.zip"), 401, "authentication_required", required)
-    file_id = transfer["files"][0]["id"]
-    assert_error(httpx.get(f"{link}/files/{file_id}"), 401, "authentication_required", required)
-    assert httpx.head(f"{link}/files/{file_id}").status_code == 401
-    assert_error(httpx.get(link, headers={"X-Coffre-Access": "forged"}), 401,
+    assert_error(httpx.get(link, headers=coded), 401, "authentication_required", required)
+    assert_error(httpx.get(f"{link}/archive.zip", headers=coded), 401,
                  "authentication_required", required)
-    page = httpx.get(f"{server.url}/t/{token}")
+    file_id = transfer["files"][0]["id"]
+    assert_error(httpx.get(f"{link}/files/{file_id}", headers=coded), 401,
+                 "authentication_required", required)
+    assert httpx.head(f"{link}/files/{file_id}", headers=coded).status_code == 401
+    forged = assert_error(httpx.get(link, headers={"X-Coffre-Access": "forged"}), 401,
+                          "authentication_required")
+    assert forged["details"]["reason"] == "code_required"
+    page = httpx.get(f"{server.url}/t/{token}", headers=coded)
     assert page.status_code == 200
     assert "Ce lien est protégé par un mot de passe" in page.text
     assert "secret.pdf" not in page.text
-    assert not events_for(server.data_dir, "link.opened", recipient)
+    # Opening without every proof is recorded as such.
+    opens = events_for(server.data_dir, "link.opened", recipient)[opened_before:]
+    assert opens and all(e["details"]["proved"] is False for e in opens)
 
-    wrong = httpx.post(f"{link}/unlock", json={"password": "pas le bon"})
+    wrong = httpx.post(f"{link}/unlock", json={"password": "pas le bon"}, headers=coded)
     assert_error(wrong, 401, "authentication_required", {"reason": "wrong_password"})
     failed = one_event(server.data_dir, "link.password_failed", object_type="recipient",
                        object_id=recipient, organisation=admin["organisation_id"], actor=None,
                        outcome="failure", secrets=(token, "pas le bon", PASSWORD))
     assert failed["details"]["failures"] == 1
 
-    unlocked = httpx.post(f"{link}/unlock", json={"password": PASSWORD})
+    unlocked = httpx.post(f"{link}/unlock", json={"password": PASSWORD}, headers=coded)
     assert unlocked.status_code == 200, unlocked.text
     access = unlocked.json()["access"]
-    assert unlocked.json()["expires_in"] == 7200
+    assert access == coded["X-Coffre-Access"]  # the same grant, now with both proofs
+    assert unlocked.json()["expires_in"] == 3600
     cookie = unlocked.headers["set-cookie"]
     assert cookie.startswith(f"__Host-coffre-access={access};")
-    for attribute in ("HttpOnly", "Path=/", "SameSite=strict", "Secure", "Max-Age=7200"):
+    for attribute in ("HttpOnly", "Path=/", "SameSite=strict", "Secure", "Max-Age=3600"):
         assert attribute in cookie
     assert "Domain" not in cookie
     one_event(server.data_dir, "link.unlocked", object_type="recipient", object_id=recipient,
@@ -470,12 +535,29 @@ def test_password_protected_link(server: Server, client: httpx.Client,
     assert httpx.get(f"{server.url}/t/{token}", headers=by_cookie).status_code == 200
     assert httpx.get(f"{link}/archive.zip", headers=by_cookie).status_code == 200
     # It opens this link only, not the other recipient's.
-    assert_error(httpx.get(_link(server, neighbour), headers={"X-Coffre-Access": access}),
-                 401, "authentication_required", required)
+    other = assert_error(httpx.get(_link(server, neighbour), headers={"X-Coffre-Access": access}),
+                         401, "authentication_required")
+    assert other["details"]["reason"] == "code_required"
     # Never in the database in clear.
     stored = sql(server.data_dir, "SELECT token_hash FROM link_access WHERE recipient_id = ?",
                  recipient)
     assert stored == [(hashlib.sha256(access.encode()).hexdigest(),)]
+
+
+def test_password_is_not_tried_before_the_code(server: Server, client: httpx.Client) -> None:
+    """SEC-14: without the mailbox, the password cannot even be guessed at."""
+    transfer, (token,) = support.send(client, {"a.txt": b"a"}, password=PASSWORD)
+    refused = httpx.post(f"{_link(server, token)}/unlock", json={"password": PASSWORD})
+    assert_error(refused, 401, "authentication_required")
+    assert refused.json()["error"]["details"]["reason"] == "code_required"
+    recipient = _recipient_ids(transfer)[0]
+    assert sql(server.data_dir, "SELECT password_failures FROM recipients WHERE id = ?",
+               recipient) == [(0,)]
+    assert not events_for(server.data_dir, "link.unlocked", recipient)
+    # The web form sends the recipient back to the code form.
+    form = httpx.post(f"{server.url}/t/{token}/unlock", data={"password": PASSWORD})
+    assert form.status_code == 303
+    assert form.headers["location"] == f"/t/{token}"
 
 
 def test_password_lockout(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
@@ -483,13 +565,16 @@ def test_password_lockout(server: Server, client: httpx.Client, admin: dict[str,
                                         password=PASSWORD)
     recipient, _ = _recipient_ids(transfer)
     link = _link(server, token)
+    coded = ACCESS[token]
     for attempt in range(1, ATTEMPTS + 1):
-        assert_error(httpx.post(f"{link}/unlock", json={"password": f"essai {attempt}"}),
+        assert_error(httpx.post(f"{link}/unlock", json={"password": f"essai {attempt}"},
+                                headers=coded),
                      401, "authentication_required", {"reason": "wrong_password"})
-    locked = httpx.post(f"{link}/unlock", json={"password": PASSWORD})
+    locked = httpx.post(f"{link}/unlock", json={"password": PASSWORD}, headers=coded)
     assert_error(locked, 429, "too_many_attempts")
     # The web form says so in French.
-    form = httpx.post(f"{server.url}/t/{token}/unlock", data={"password": PASSWORD})
+    form = httpx.post(f"{server.url}/t/{token}/unlock", data={"password": PASSWORD},
+                      headers=coded)
     assert form.status_code == 429
     assert form.headers["content-type"].startswith("text/html")
     assert "Trop de tentatives" in form.text
@@ -501,18 +586,24 @@ def test_password_lockout(server: Server, client: httpx.Client, admin: dict[str,
     assert len(locks) == 2
     assert all(e["outcome"] == "failure" and PASSWORD not in str(e) for e in locks)
     assert not events_for(server.data_dir, "link.unlocked", recipient)
+    # The sender's timeline shows the failures and the lock (SEC-4).
+    kinds = [k for (k,) in sql(server.data_dir, "SELECT kind FROM transfer_events WHERE "
+                               "recipient_id = ? ORDER BY id", recipient)]
+    assert kinds.count("password_failed") == ATTEMPTS
+    assert kinds.count("link_locked") == 1
     # Per link: the other recipient may still unlock.
-    assert httpx.post(f"{_link(server, neighbour)}/unlock",
-                      json={"password": PASSWORD}).status_code == 200
+    assert httpx.post(f"{_link(server, neighbour)}/unlock", json={"password": PASSWORD},
+                      headers=ACCESS[neighbour]).status_code == 200
 
 
 def test_unlock_form(server: Server, client: httpx.Client) -> None:
     _, (token,) = send(client, {"a.txt": b"a"}, password=PASSWORD)
     page = f"{server.url}/t/{token}"
-    wrong = httpx.post(f"{page}/unlock", data={"password": "non"})
+    coded = {"Cookie": f"__Host-coffre-access={ACCESS[token]['X-Coffre-Access']}"}
+    wrong = httpx.post(f"{page}/unlock", data={"password": "non"}, headers=coded)
     assert wrong.status_code == 401
     assert "Mot de passe incorrect." in wrong.text
-    right = httpx.post(f"{page}/unlock", data={"password": PASSWORD})
+    right = httpx.post(f"{page}/unlock", data={"password": PASSWORD}, headers=coded)
     assert right.status_code == 303
     assert right.headers["location"] == f"/t/{token}"
     access = right.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
@@ -531,9 +622,9 @@ def test_sender_notified_after_a_full_download(server: Server, client: httpx.Cli
                               notify_on_download=True)
     address = transfer["recipients"][0]["email"]
     (file,) = _view(server, token)["files"]
-    assert httpx.head(file["url"]).status_code == 200
-    assert httpx.get(file["url"], headers={"Range": "bytes=0-3"}).status_code == 206
-    assert httpx.get(file["url"]).status_code == 200
+    assert rc.head(file["url"]).status_code == 200
+    assert rc.get(file["url"], headers={"Range": "bytes=0-3"}).status_code == 206
+    assert rc.get(file["url"]).status_code == 200
     _downloaded(server, admin, transfer["recipients"][0]["id"], (token,))
 
     deadline = time.monotonic() + 15
@@ -576,9 +667,10 @@ def test_zip64_archive_over_4_gib(server: Server, client: httpx.Client,
         "files": [upload_id, small], "recipients": ["gros@exemple.fr"]})
     assert response.status_code == 201, response.text
     token = response.json()["links"]["gros@exemple.fr"].rsplit("/", 1)[-1]
+    ACCESS[token] = opened(server, _RUN["mail"], response.json(), token)
 
     target = tmp_path / "archive.zip"
-    with httpx.stream("GET", f"{_link(server, token)}/archive.zip", timeout=600) as streamed:
+    with rc.stream("GET", f"{_link(server, token)}/archive.zip", timeout=600) as streamed:
         assert streamed.status_code == 200
         expected = int(streamed.headers["content-length"])
         with target.open("wb") as out:
@@ -609,9 +701,9 @@ def test_parallel_downloads_cannot_pass_a_one_time_limit(server: Server,
     """Two full GETs at once on a max_downloads=1 link: one wins, one gets 410."""
     data = os.urandom(6 * 1024 * 1024)
     _, (token,) = send(client, {"unique.bin": data}, max_downloads=1)
-    info = httpx.get(f"{server.url}/api/v1/links/{token}").json()
+    info = rc.get(f"{server.url}/api/v1/links/{token}").json()
     url = info["files"][0]["url"]
-    with httpx.Client() as a, httpx.Client() as b:
+    with httpx.Client(headers=ACCESS[token]) as a, httpx.Client(headers=ACCESS[token]) as b:
         first = a.stream("GET", url)
         response = first.__enter__()
         assert response.status_code == 200
@@ -620,7 +712,7 @@ def test_parallel_downloads_cannot_pass_a_one_time_limit(server: Server,
         assert second.json()["error"]["details"]["reason"] == "exhausted"
         assert response.read() == data
         first.__exit__(None, None, None)
-    assert httpx.get(url).status_code == 410
+    assert rc.get(url).status_code == 410
 
 
 def test_ranges_cannot_get_around_a_one_time_limit(server: Server,
@@ -629,11 +721,11 @@ def test_ranges_cannot_get_around_a_one_time_limit(server: Server,
     content = os.urandom(3000)
     _, (token,) = send(client, {"cr.pdf": content}, max_downloads=1)
     url = _view(server, token)["files"][0]["url"]
-    first = httpx.get(url, headers={"Range": "bytes=0-2998"})
-    second = httpx.get(url, headers={"Range": "bytes=2999-"})
+    first = rc.get(url, headers={"Range": "bytes=0-2998"})
+    second = rc.get(url, headers={"Range": "bytes=2999-"})
     assert first.content + second.content == content
     for _ in range(50):
-        again = httpx.get(url, headers={"Range": "bytes=0-2998"})
+        again = rc.get(url, headers={"Range": "bytes=0-2998"})
         if again.status_code == 410:
             break
         time.sleep(0.1)

@@ -9,7 +9,7 @@ import os
 import httpx
 
 from tests.conftest import MailCatcher, Server
-from tests.integration.flows import link_token, make_transfer, wait_for_events
+from tests.integration.flows import link_token, make_transfer, verify_link, wait_for_events
 
 
 def test_send_and_download(server: Server, client: httpx.Client, mail: MailCatcher) -> None:
@@ -20,8 +20,9 @@ def test_send_and_download(server: Server, client: httpx.Client, mail: MailCatch
         hashlib.sha256(big).hexdigest(), hashlib.sha256(b"bonjour").hexdigest()]
     link = mail.link_for("a@exemple.fr")
     token = link_token(link)
-    info = httpx.get(f"{server.url}/api/v1/links/{token}").json()
-    got = httpx.get(info["files"][0]["url"])
+    access = verify_link(server.url, mail, token, "a@exemple.fr")
+    info = httpx.get(f"{server.url}/api/v1/links/{token}", headers=access).json()
+    got = httpx.get(info["files"][0]["url"], headers=access)
     assert got.status_code == 200
     assert got.content == big
     assert len(wait_for_events(server.data_dir, "transfer.downloaded")) == 1

@@ -54,4 +54,4 @@ async def run_forever(app: Coffre) -> None:
             raise
         except Exception:  # a failing job must not stop the others
             log.exception("scheduled job failed")
-        await asyncio.sleep(MAIL_INTERVAL)
+        await app.mail.wait_for_work(MAIL_INTERVAL)

@@ -1,5 +1,6 @@
-"""A recipient's side of a transfer: open the personal link, unlock it
-with the transfer's password, download files or the whole ZIP.
+"""A recipient's side of a transfer: open the personal link, prove the
+one-time code (``services.verification``) and the transfer's password,
+download files or the whole ZIP.
 
 A download counts only once every byte of a full GET went out: HEAD,
 partial ranges and aborted reads never use up a limit.
@@ -12,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -22,12 +23,11 @@ from zipstream import ZIP_STORED, ZipStream
 from coffre.audit import trail
 from coffre.crypto import credentials, stream
 from coffre.db.engine import Database
-from coffre.db.tables import Download, FileRead, LinkAccess, Recipient, Transfer, TransferFile, User
+from coffre.db.tables import Download, FileRead, Recipient, Transfer, TransferFile, User
 from coffre.domain.transfers import (
     ByteRange,
     add_interval,
     check_downloads_left,
-    check_link_usable,
     covers,
     downloads_left,
     unique_name,
@@ -36,9 +36,17 @@ from coffre.errors import AuthenticationRequired, Gone, NotFound, TooManyAttempt
 from coffre.ports import BlobStore, Clock
 from coffre.services import messages
 from coffre.services.keys import KeyRing
+from coffre.services.tracking import track
 from coffre.services.transfers import FileView, TransferService
+from coffre.services.verification import (
+    ACCESS_LIFETIME,
+    RecipientVerification,
+    grant_access,
+    recipient_for_link,
+    valid_grant,
+)
 
-ACCESS_LIFETIME = timedelta(hours=2)
+__all__ = ["ACCESS_LIFETIME", "FileDownload", "LinkFile", "LinkService", "LinkView"]
 READ_BATCH_SEGMENTS = 4
 
 
@@ -85,6 +93,7 @@ class LinkService:
         keys: KeyRing,
         transfers: TransferService,
         clock: Clock,
+        verification: RecipientVerification,
         *,
         password_attempts: int,
     ) -> None:
@@ -93,43 +102,46 @@ class LinkService:
         self.keys = keys
         self.transfers = transfers
         self.clock = clock
+        self.verification = verification
         self.password_attempts = password_attempts
         self._in_flight = _InFlight()
 
     # -- access -----------------------------------------------------------------
 
     def _recipient(self, session: Session, token: str) -> Recipient:
-        recipient = session.execute(
-            select(Recipient).where(Recipient.token_hash == credentials.hash_token(token))
-        ).scalar_one_or_none()
-        if recipient is None:
-            raise NotFound("unknown link")
-        check_link_usable(recipient.transfer, self.clock.now())
-        return recipient
+        return recipient_for_link(session, token, self.clock.now())
 
-    def _check_access(self, session: Session, recipient: Recipient, access: str | None) -> None:
-        if recipient.transfer.password_hash is None:
+    def _check_access(self, session: Session, recipient: Recipient, access: str | None,
+                      *, password: bool = True) -> None:
+        """The grant presented must carry every proof the transfer asks for:
+        the one-time code (first), then the password."""
+        transfer = recipient.transfer
+        need_password = password and transfer.password_hash is not None
+        if not transfer.verify_recipients and not need_password:
             return
-        if access:
-            grant = session.get(LinkAccess, credentials.hash_token(access))
-            if (
-                grant is not None
-                and grant.recipient_id == recipient.id
-                and grant.expires_at > self.clock.now()
-            ):
-                return
-        raise AuthenticationRequired(
-            "this link is protected by a password", reason="password_required"
-        )
+        grant = valid_grant(session, recipient, access, self.clock.now())
+        if transfer.verify_recipients and not (grant and grant.code_verified):
+            challenge = self.verification.challenge(session, recipient)
+            raise AuthenticationRequired(
+                "enter the one-time code sent to you to open this link",
+                reason="code_required", **challenge.details(),
+            )
+        if need_password and not (grant and grant.password_verified):
+            raise AuthenticationRequired(
+                "this link is protected by a password", reason="password_required"
+            )
 
-    def unlock(self, token: str, password: str, ctx: trail.Context) -> str:
-        """Exchange the transfer's password for a short-lived access grant.
+    def unlock(self, token: str, password: str, access: str | None, ctx: trail.Context) -> str:
+        """Add the transfer's password to the grant presented (or to a new
+        one, when no code is needed); returns the grant.
 
-        After ``password_attempts`` wrong passwords the link locks (429).
-        The Argon2 check runs outside any transaction.
+        When the transfer asks for a code, the password is not even checked
+        before the code was. After ``password_attempts`` wrong passwords the
+        link locks (429). The Argon2 check runs outside any transaction.
         """
         with self.db.session() as session:
             recipient = self._recipient(session, token)
+            self._check_access(session, recipient, access, password=False)
             recipient_id = recipient.id
             password_hash = recipient.transfer.password_hash
             locked = recipient.password_failures >= self.password_attempts
@@ -150,15 +162,18 @@ class LinkService:
                 session.refresh(recipient)
                 self._event(session, recipient, "link.password_failed", ctx, outcome="failure",
                             failures=recipient.password_failures)
+                now = self.clock.now()
+                track(session, recipient.transfer_id, "password_failed", time=now,
+                      recipient_id=recipient.id)
+                if recipient.password_failures == self.password_attempts:
+                    track(session, recipient.transfer_id, "link_locked", time=now,
+                          recipient_id=recipient.id)
             else:
                 recipient.password_failures = 0
-                access = credentials.new_token()
-                session.add(LinkAccess(
-                    token_hash=credentials.hash_token(access), recipient_id=recipient.id,
-                    expires_at=self.clock.now() + ACCESS_LIFETIME,
-                ))
+                granted = grant_access(session, recipient, access, self.clock.now(),
+                                       password=True)
                 self._event(session, recipient, "link.unlocked", ctx)
-                return access
+                return granted
         raise AuthenticationRequired("wrong password", reason="wrong_password")
 
     def _event(self, session: Session, recipient: Recipient, action: str,
@@ -170,12 +185,20 @@ class LinkService:
         )
 
     def view(self, token: str, access: str | None, ctx: trail.Context) -> LinkView:
+        """What the link holds. Opening it is recorded even when the proofs
+        are still missing (the sender sees "opened", then the code steps);
+        names, subject and message are shown only with every proof."""
+        denied: AuthenticationRequired | None = None
         with self.db.session() as session:
             recipient = self._recipient(session, token)
             transfer = recipient.transfer
-            self._check_access(session, recipient, access)
+            try:
+                self._check_access(session, recipient, access)
+            except AuthenticationRequired as exc:
+                denied = exc
+            now = self.clock.now()
             if recipient.first_opened_at is None:
-                recipient.first_opened_at = self.clock.now()
+                recipient.first_opened_at = now
             trail.record(
                 session,
                 "link.opened",
@@ -185,28 +208,36 @@ class LinkService:
                 object_id=recipient.id,
                 context=ctx,
                 transfer=transfer.id,
+                proved=denied is None,
             )
-            counts = self._counts(session, recipient.id)
-            sender = session.get(User, transfer.sender_id)
-            assert sender is not None
-            subject, message = self.transfers.texts(session, transfer)
-            files = [
-                LinkFile(
-                    f.id, f.name, f.size, f.sha256, downloads_left(transfer, counts.get(f.id, 0))
-                )
-                for f in (self.transfers.file_view(session, file) for file in transfer.files)
-            ]
-            return LinkView(
-                transfer_id=transfer.id,
-                sender=sender.display_name or sender.email,
-                sender_email=sender.email,
-                subject=subject,
-                message=message,
-                expires_at=transfer.expires_at,
-                password_required=transfer.password_hash is not None,
-                files=files,
-                total_size=sum(f.size for f in files),
+            track(session, transfer.id, "link_opened", time=now, recipient_id=recipient.id)
+            if denied is None:
+                return self._view(session, recipient)
+        raise denied
+
+    def _view(self, session: Session, recipient: Recipient) -> LinkView:
+        transfer = recipient.transfer
+        counts = self._counts(session, recipient.id)
+        sender = session.get(User, transfer.sender_id)
+        assert sender is not None
+        subject, message = self.transfers.texts(session, transfer)
+        files = [
+            LinkFile(
+                f.id, f.name, f.size, f.sha256, downloads_left(transfer, counts.get(f.id, 0))
             )
+            for f in (self.transfers.file_view(session, file) for file in transfer.files)
+        ]
+        return LinkView(
+            transfer_id=transfer.id,
+            sender=sender.display_name or sender.email,
+            sender_email=sender.email,
+            subject=subject,
+            message=message,
+            expires_at=transfer.expires_at,
+            password_required=transfer.password_hash is not None,
+            files=files,
+            total_size=sum(f.size for f in files),
+        )
 
     def sender_email(self, token: str) -> str | None:
         """Who sent what this link holds, without recording an open (pages)."""
@@ -395,6 +426,12 @@ class LinkService:
                     FileRead.recipient_id == recipient_id, FileRead.file_id.in_(file_ids)
                 )
             )
+            if archive:
+                track(session, transfer.id, "zip_downloaded", time=now, recipient_id=recipient_id)
+            else:
+                for file_id in file_ids:
+                    track(session, transfer.id, "file_downloaded", time=now,
+                          recipient_id=recipient_id, file_id=file_id)
             trail.record(
                 session,
                 "transfer.downloaded",

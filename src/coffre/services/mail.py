@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from datetime import timedelta
 
-from sqlalchemy import select
+from anyio import sleep
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from coffre.audit import trail
 from coffre.db.engine import Database
-from coffre.db.tables import OutgoingMail, new_id
+from coffre.db.tables import OutgoingMail, Recipient, new_id
 from coffre.errors import CoffreError
 from coffre.ports import Clock, Mail, Mailer
 from coffre.services.keys import KeyRing
+from coffre.services.tracking import track
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
@@ -32,9 +36,14 @@ class MailQueue:
         self.keys = keys
         self.mailer = mailer
         self.clock = clock
+        self._queued = threading.Event()
 
-    def enqueue(self, session: Session, organisation_id: str, mail: Mail) -> None:
-        row = OutgoingMail(id=new_id(), organisation_id=organisation_id, to=mail.to)
+    def enqueue(self, session: Session, organisation_id: str, mail: Mail,
+                recipient_id: str | None = None) -> None:
+        """``recipient_id``: a transfer's link mail, whose delivery the
+        sender's timeline shows ("mail_sent")."""
+        row = OutgoingMail(id=new_id(), organisation_id=organisation_id, to=mail.to,
+                           recipient_id=recipient_id)
         row.body_sealed = self.keys.seal_text(
             session,
             organisation_id,
@@ -50,6 +59,15 @@ class MailQueue:
         )
         row.next_attempt_at = self.clock.now()
         session.add(row)
+        # Wake the delivery job once this commits (a recipient waits for a code).
+        event.listen(session, "after_commit", lambda _: self._queued.set(), once=True)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds, less if mail was queued meanwhile."""
+        deadline = time.monotonic() + timeout
+        while not self._queued.is_set() and time.monotonic() < deadline:
+            await sleep(0.05)
+        self._queued.clear()
 
     async def deliver_due(self, limit: int = 50) -> int:
         """Send what is due; returns how many were sent."""
@@ -122,6 +140,10 @@ class MailQueue:
                     object_type="mail",
                     object_id=row.id,
                 )
+                recipient = session.get(Recipient, row.recipient_id) if row.recipient_id else None
+                if recipient is not None:
+                    track(session, recipient.transfer_id, "mail_sent", time=row.sent_at,
+                          recipient_id=recipient.id)
 
     def _failed(self, mail_id: str, error: str) -> None:
         with self.db.session() as session:

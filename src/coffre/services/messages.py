@@ -21,7 +21,9 @@ def transfer_link(
     link: str,
     expires_at: datetime | None,
     password: bool,
+    code: str | None = None,
 ) -> Mail:
+    """``code``: how the recipient will get a one-time code ("email", "sms")."""
     title = subject or "Des fichiers vous ont été envoyés"
     lines = [
         f"{sender} <{sender_email}> vous a envoyé des fichiers avec Coffre.",
@@ -35,6 +37,9 @@ def transfer_link(
         "",
         f"Disponible jusqu'au : {_date(expires_at)}",
     ]
+    if code:
+        by = "par SMS" if code == "sms" else "à cette adresse"
+        lines.append(f"Pour ouvrir ce lien, un code à usage unique vous sera envoyé {by}.")
     if password:
         lines.append("Un mot de passe est nécessaire : demandez-le à l'expéditeur.")
     lines += [
@@ -91,3 +96,23 @@ def invitation(
     )
     one_line = " ".join(organisation.split())  # no header injection through the name
     return Mail(to=to, subject=f"[Coffre] Invitation à rejoindre {one_line}", text=text)
+
+
+def recipient_code(*, to: str, code: str, sender: str, minutes: int) -> Mail:
+    """A recipient's one-time code (the code appears only here, never in logs)."""
+    text = "\n".join(
+        [
+            f"Votre code pour ouvrir l'envoi de {sender} : {code}",
+            "",
+            f"Il est valable {minutes} minutes et ne sert qu'une fois.",
+            "Si vous n'avez rien demandé, ignorez ce message.",
+            "",
+            "--",
+            f"Your one-time code: {code} (valid {minutes} minutes).",
+        ]
+    )
+    return Mail(to=to, subject="[Coffre] Votre code de vérification", text=text)
+
+
+def recipient_code_sms(*, code: str, minutes: int) -> str:
+    return f"Coffre : votre code est {code} (valable {minutes} min). Ne le communiquez pas."

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -16,7 +16,16 @@ from sqlalchemy.orm import Session
 from coffre.audit import trail
 from coffre.crypto import credentials
 from coffre.db.engine import Database
-from coffre.db.tables import Download, Recipient, Transfer, TransferFile, Upload, User, new_id
+from coffre.db.tables import (
+    Download,
+    Organisation,
+    Recipient,
+    Transfer,
+    TransferFile,
+    Upload,
+    User,
+    new_id,
+)
 from coffre.domain.accounts import Actor, Scope, normalise_email
 from coffre.domain.transfers import (
     MAX_MESSAGE_CHARS,
@@ -25,11 +34,13 @@ from coffre.domain.transfers import (
     require_manage,
     sanitise_filename,
 )
-from coffre.errors import Conflict, Gone, InvalidInput, NotFound
+from coffre.errors import Conflict, Gone, InvalidInput, NotFound, PermissionDenied
 from coffre.ports import BlobStore, Clock, Mail
 from coffre.services import messages
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
+from coffre.services.tracking import record_admin_access
+from coffre.services.verification import check_phone, phone_context
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,11 @@ class NewTransfer:
     max_downloads: int | None = None
     password: str | None = None
     notify_on_download: bool = False
+    #: Recipients prove their address with a one-time code (off only if
+    #: the organisation allows it).
+    verify_recipients: bool = True
+    #: Mobile numbers (E.164) of recipients who get their code by SMS.
+    phones: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,7 @@ class TransferView:
     recipients: list[RecipientView]
     #: Personal links, only right after creation (never stored in clear).
     links: dict[str, str] | None = None
+    verify_recipients: bool = True
 
 
 class TransferService:
@@ -88,6 +105,7 @@ class TransferService:
         *,
         public_url: str,
         max_expiry: timedelta,
+        sms_enabled: bool = False,
     ) -> None:
         self.db = db
         self.store = store
@@ -96,6 +114,7 @@ class TransferService:
         self.clock = clock
         self.public_url = public_url.rstrip("/")
         self.max_expiry = max_expiry
+        self.sms_enabled = sms_enabled
 
     def link_url(self, token: str) -> str:
         return f"{self.public_url}/t/{token}"
@@ -118,6 +137,16 @@ class TransferService:
         if _has_control(new.subject, allowed="") or _has_control(new.message, allowed="\n\r\t"):
             raise InvalidInput("control characters are not allowed", field="subject")
         check_expiry(new.expires_in, self.max_expiry)
+        phones = {normalise_email(e): check_phone(p) for e, p in new.phones.items()}
+        if set(phones) - set(recipients):
+            raise InvalidInput("a phone number is given for an address that is not a recipient",
+                               field="recipients")
+        if phones and not self.sms_enabled:
+            raise InvalidInput("codes by SMS are not configured on this server",
+                               field="recipients")
+        if phones and not new.verify_recipients:
+            raise InvalidInput("phone numbers only serve to send one-time codes",
+                               field="recipients")
         if new.max_downloads is not None and not 1 <= new.max_downloads <= 1000:
             raise InvalidInput("download limit must be between 1 and 1000", field="max_downloads")
         password_hash = None
@@ -132,6 +161,15 @@ class TransferService:
         with self.db.session() as session:
             sender = session.get(User, actor.user_id)
             assert sender is not None
+            organisation = session.get(Organisation, actor.organisation_id)
+            if not new.verify_recipients and not (
+                organisation is not None and organisation.allow_unverified_recipients
+            ):
+                raise PermissionDenied(
+                    "your organisation requires recipients to confirm their address with a "
+                    "one-time code; an administrator can allow sending without it",
+                    reason="verification_required",
+                )
             transfer = Transfer(
                 id=new_id(),
                 organisation_id=actor.organisation_id,
@@ -141,6 +179,7 @@ class TransferService:
                 max_downloads=new.max_downloads,
                 password_hash=password_hash,
                 notify_on_download=new.notify_on_download,
+                verify_recipients=new.verify_recipients,
             )
             org = actor.organisation_id
             transfer.message_sealed = self.keys.seal_text(
@@ -190,6 +229,10 @@ class TransferService:
                     token_hash=credentials.hash_token(token),
                     created_at=now,
                 )
+                if email in phones:
+                    recipient.phone_sealed = self.keys.seal_text(
+                        session, org, phones[email], phone_context(recipient.id)
+                    )
                 session.add(recipient)
                 links[email] = self.link_url(token)
                 self.mail.enqueue(
@@ -204,7 +247,10 @@ class TransferService:
                         link=links[email],
                         expires_at=transfer.expires_at,
                         password=bool(password_hash),
+                        code=("sms" if email in phones else "email")
+                        if new.verify_recipients else None,
                     ),
+                    recipient_id=recipient.id,
                 )
             session.flush()
             trail.record(
@@ -221,6 +267,8 @@ class TransferService:
                 expires_at=transfer.expires_at.isoformat() if transfer.expires_at else None,
                 max_downloads=new.max_downloads,
                 password=bool(password_hash),
+                verify_recipients=new.verify_recipients,
+                sms=len(phones),
             )
             session.refresh(transfer)
             view = self._view(session, transfer)
@@ -245,10 +293,14 @@ class TransferService:
             views = [v for v in views if v.status == "active"]
         return views
 
-    def get(self, actor: Actor, transfer_id: str) -> TransferView:
+    def get(self, actor: Actor, transfer_id: str, ctx: trail.Context | None = None) -> TransferView:
+        """One transfer; an administrator other than its sender reading it
+        is recorded, and shown to the sender (SEC-4)."""
         actor.require(Scope.TRANSFERS_READ)
         with self.db.session() as session:
-            return self._view(session, self._managed(session, actor, transfer_id))
+            transfer = self._managed(session, actor, transfer_id)
+            record_admin_access(session, actor, transfer, "transfer", ctx, self.clock.now())
+            return self._view(session, transfer)
 
     def _managed(self, session: Session, actor: Actor, transfer_id: str) -> Transfer:
         transfer = session.get(Transfer, transfer_id)
@@ -287,6 +339,7 @@ class TransferService:
             password_protected=transfer.password_hash is not None,
             notify_on_download=transfer.notify_on_download,
             status=status,
+            verify_recipients=transfer.verify_recipients,
             files=[self.file_view(session, f) for f in transfer.files] if not purged else [],
             recipients=[
                 RecipientView(r.id, r.email, counts.get(r.id, 0), r.first_opened_at)

@@ -1,8 +1,10 @@
-"""Recipients' side: a personal link's files, password unlock, downloads.
+"""Recipients' side: a personal link's files, one-time code, password
+unlock, downloads.
 
 The link token travels in the path (it is the capability); an access
-grant obtained with the transfer's password travels in the
-``X-Coffre-Access`` header or the ``__Host-coffre-access`` cookie.
+grant obtained with the one-time code (and the transfer's password, if
+any) travels in the ``X-Coffre-Access`` header or the
+``__Host-coffre-access`` cookie.
 """
 
 from __future__ import annotations
@@ -14,11 +16,22 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from coffre.audit.trail import Context
 from coffre.http import deps
-from coffre.http.api.schemas import Access, LinkFileOut, LinkOut, Unlock
+from coffre.http.api.schemas import (
+    Access,
+    CodeCheck,
+    CodeSentOut,
+    LinkFileOut,
+    LinkOut,
+    Unlock,
+)
 from coffre.http.downloads import archive_response, file_response, requested_range
 from coffre.services.links import ACCESS_LIFETIME
 
-router = APIRouter(prefix="/api/v1/links", tags=["links"])
+# Recipients have no account: the token in the path is the capability.
+router = APIRouter(
+    prefix="/api/v1/links", tags=["links"],
+    dependencies=[Depends(deps.public("personal link: the token in the path is the capability"))],
+)
 Ctx = Annotated[Context, Depends(deps.context)]
 ACCESS_COOKIE = "__Host-coffre-access"
 
@@ -51,9 +64,22 @@ def view(token: str, request: Request, ctx: Ctx) -> LinkOut:
     )
 
 
-@router.post("/{token}/unlock", summary="Exchange the link password for an access grant")
+@router.post("/{token}/code", status_code=202, summary="Send the recipient a one-time code")
+def send_code(token: str, request: Request, ctx: Ctx) -> CodeSentOut:
+    sent = deps.coffre(request).codes.send_code(token, ctx)
+    return CodeSentOut(**sent.__dict__)
+
+
+@router.post("/{token}/verify", summary="Exchange the one-time code for an access grant")
+def verify(token: str, body: CodeCheck, request: Request, response: Response, ctx: Ctx) -> Access:
+    access = deps.coffre(request).codes.verify(token, body.code, access_of(request), ctx)
+    set_access_cookie(response, access)
+    return Access(access=access, expires_in=int(ACCESS_LIFETIME.total_seconds()))
+
+
+@router.post("/{token}/unlock", summary="Add the link password to the access grant")
 def unlock(token: str, body: Unlock, request: Request, response: Response, ctx: Ctx) -> Access:
-    access = deps.coffre(request).links.unlock(token, body.password, ctx)
+    access = deps.coffre(request).links.unlock(token, body.password, access_of(request), ctx)
     set_access_cookie(response, access)
     return Access(access=access, expires_in=int(ACCESS_LIFETIME.total_seconds()))
 

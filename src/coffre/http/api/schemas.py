@@ -56,9 +56,19 @@ class Me(BaseModel):
     scopes: list[str]
 
 
+class RecipientIn(Strict):
+    email: str = Field(max_length=254)
+    phone: str | None = Field(
+        default=None, max_length=30, description="mobile number (E.164) for the code by SMS"
+    )
+
+
 class TransferCreate(Strict):
     files: list[str] = Field(min_length=1, max_length=1000, description="completed upload ids")
-    recipients: list[str] = Field(min_length=1, max_length=100)
+    recipients: list[str | RecipientIn] = Field(
+        min_length=1, max_length=100,
+        description='addresses, or {"email", "phone"} for a code by SMS',
+    )
     subject: str = Field(default="", max_length=200)
     message: str = Field(default="", max_length=10_000)
     expires_in: str = Field(
@@ -67,6 +77,11 @@ class TransferCreate(Strict):
     max_downloads: int | None = Field(default=None, ge=1, le=1000)
     password: str | None = Field(default=None, max_length=256)
     notify_on_download: bool = False
+    verify_recipients: bool = Field(
+        default=True,
+        description="recipients confirm their address with a one-time code "
+        "(turning it off needs the organisation's permission)",
+    )
 
 
 class Extend(Strict):
@@ -100,6 +115,7 @@ class TransferOut(BaseModel):
     files: list[FileOut]
     recipients: list[RecipientOut]
     links: dict[str, str] | None = None
+    verify_recipients: bool = True
 
 
 class Unlock(Strict):
@@ -109,6 +125,27 @@ class Unlock(Strict):
 class Access(BaseModel):
     access: str
     expires_in: int
+
+
+class CodeCheck(Strict):
+    code: str = Field(max_length=32)
+
+
+class CodeSentOut(BaseModel):
+    channel: str
+    recipient: str
+    expires_in: int
+    resend_in: int
+
+
+class TransferEventOut(BaseModel):
+    id: int
+    kind: str
+    time: datetime
+    recipient_id: str | None
+    recipient: str | None
+    file_id: str | None
+    actor_id: str | None
 
 
 class LinkFileOut(BaseModel):

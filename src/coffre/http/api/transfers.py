@@ -24,9 +24,13 @@ def _out(view: TransferView) -> TransferOut:
 
 @router.post("", status_code=201, summary="Create a transfer from completed uploads")
 def create(body: TransferCreate, actor: Actor_, request: Request, ctx: Ctx) -> TransferOut:
+    emails = [r if isinstance(r, str) else r.email for r in body.recipients]
+    phones = {r.email: r.phone for r in body.recipients if not isinstance(r, str) and r.phone}
     new = NewTransfer(
         upload_ids=body.files,
-        recipients=body.recipients,
+        recipients=emails,
+        phones=phones,
+        verify_recipients=body.verify_recipients,
         message=body.message,
         subject=body.subject,
         expires_in=parse_expiry(body.expires_in),
@@ -43,8 +47,8 @@ def list_(actor: Actor_, request: Request) -> list[TransferOut]:
 
 
 @router.get("/{transfer_id}")
-def get(transfer_id: str, actor: Actor_, request: Request) -> TransferOut:
-    return _out(deps.coffre(request).transfers.get(actor, transfer_id))
+def get(transfer_id: str, actor: Actor_, request: Request, ctx: Ctx) -> TransferOut:
+    return _out(deps.coffre(request).transfers.get(actor, transfer_id, ctx))
 
 
 @router.post("/{transfer_id}/revoke")

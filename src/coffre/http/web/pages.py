@@ -21,11 +21,13 @@ from coffre.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    TooManyAttempts,
     UnsupportedMediaType,
 )
 from coffre.http import deps
 from coffre.http.api.links import access_of, set_access_cookie
 from coffre.services.organisations import InvitationPreview
+from coffre.services.verification import Challenge
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -128,12 +130,100 @@ async def _small_form(request: Request) -> FormData:
     return await request.form(max_files=0, max_fields=10)
 
 
+def _code_page(
+    request: Request, token: str, challenge: Challenge, *, error: str | None = None,
+    notice: str | None = None, status: int = 200,
+) -> Response:
+    """The one-time code form (and the button that sends, or resends, a code)."""
+    settings = deps.coffre(request).settings
+    locked = challenge.locked_until is not None
+    if locked and error is None:
+        error = _locked_message(challenge.locked_until)
+    return TEMPLATES.TemplateResponse(
+        request,
+        "code.html",
+        {
+            "token": token, "challenge": challenge, "error": error, "notice": notice,
+            "locked": locked, "minutes": settings.recipient_code_minutes,
+            "attempts": settings.recipient_code_attempts,
+            "lock_minutes": settings.recipient_lock_minutes,
+        },
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _locked_message(until: datetime | None) -> str:
+    when = f" jusqu'à {until.strftime('%H:%M UTC')}" if until else ""
+    return (f"Trop de codes erronés ont été saisis : ce lien est verrouillé{when}. "
+            "Vous pourrez ensuite demander un nouveau code.")
+
+
+def _throttle_message(exc: TooManyAttempts, challenge: Challenge) -> str:
+    reason = exc.details.get("reason")
+    wait = exc.details.get("retry_after")
+    if reason == "locked":
+        return _locked_message(challenge.locked_until)
+    if reason == "resend_too_soon":
+        return (f"Un code vient d'être envoyé. Patientez {wait} secondes "
+                "avant d'en demander un autre.")
+    minutes = max(int(wait or 60) // 60, 1)
+    return f"Trop de codes ont été demandés pour ce lien. Réessayez dans {minutes} minute(s)."
+
+
+@router.post("/t/{token}/code")
+async def code_send_page(token: str, request: Request, ctx: Ctx) -> Response:
+    app = deps.coffre(request)
+    await _small_form(request)
+    try:
+        sent = await to_thread.run_sync(app.codes.send_code, token, ctx)
+    except Conflict:  # this link needs no code
+        return RedirectResponse(f"/t/{token}", status_code=303)
+    except TooManyAttempts as exc:
+        challenge = await to_thread.run_sync(app.codes.challenge_for, token)
+        return _code_page(request, token, challenge, error=_throttle_message(exc, challenge),
+                          status=429)
+    challenge = await to_thread.run_sync(app.codes.challenge_for, token)
+    by = "par SMS au" if sent.channel == "sms" else "par e-mail à"
+    return _code_page(request, token, challenge,
+                      notice=f"Un code vient de vous être envoyé {by} {sent.recipient}.")
+
+
+@router.post("/t/{token}/verify")
+async def code_verify_page(token: str, request: Request, ctx: Ctx) -> Response:
+    app = deps.coffre(request)
+    form = await _small_form(request)
+    code = str(form.get("code", ""))[:32]
+    try:
+        access = await to_thread.run_sync(
+            app.codes.verify, token, code, access_of(request), ctx
+        )
+    except Conflict:
+        return RedirectResponse(f"/t/{token}", status_code=303)
+    except (AuthenticationRequired, TooManyAttempts) as exc:
+        challenge = await to_thread.run_sync(app.codes.challenge_for, token)
+        if isinstance(exc, TooManyAttempts):
+            return _code_page(request, token, challenge,
+                              error=_throttle_message(exc, challenge), status=429)
+        if exc.details.get("reason") == "wrong_code":
+            left = exc.details.get("attempts_left")
+            error = f"Code incorrect. Il vous reste {left} essai(s)."
+        else:
+            error = "Ce code a expiré ou n'est plus valable : demandez un nouveau code."
+        return _code_page(request, token, challenge, error=error, status=401)
+    response = RedirectResponse(f"/t/{token}", status_code=303)
+    set_access_cookie(response, access)
+    return response
+
+
 @router.get("/t/{token}", name="link_page")
 def link_page(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
     try:
         link = app.links.view(token, access_of(request), ctx)
-    except AuthenticationRequired:
+    except AuthenticationRequired as exc:
+        if exc.details.get("reason") == "code_required":
+            return _code_page(request, token, app.codes.challenge_for(token), status=401)
         sender = app.links.sender_email(token)
         return TEMPLATES.TemplateResponse(
             request,
@@ -155,8 +245,12 @@ async def unlock_page(token: str, request: Request, ctx: Ctx) -> Response:
     form = await _small_form(request)
     password = str(form.get("password", ""))[:256]
     try:
-        access = await to_thread.run_sync(app.links.unlock, token, password, ctx)
-    except AuthenticationRequired:
+        access = await to_thread.run_sync(
+            app.links.unlock, token, password, access_of(request), ctx
+        )
+    except AuthenticationRequired as exc:
+        if exc.details.get("reason") == "code_required":
+            return RedirectResponse(f"/t/{token}", status_code=303)
         sender = await to_thread.run_sync(app.links.sender_email, token)
         return TEMPLATES.TemplateResponse(
             request,

@@ -1,0 +1,73 @@
+"""The sender's live tracking of a transfer: each recipient's timeline as
+a list, or as Server-Sent Events (SEC-4).
+
+The stream polls the database for steps above the last id sent, so it
+works across several app instances; it honours ``Last-Event-ID``, sends
+heartbeat comments, and ends when the client goes away.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from anyio import sleep, to_thread
+from fastapi import APIRouter, Depends, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from coffre.audit.trail import Context
+from coffre.domain.accounts import Actor
+from coffre.domain.policy import Action
+from coffre.http import deps
+from coffre.http.api.schemas import TransferEventOut
+from coffre.services.tracking import Step
+
+router = APIRouter(prefix="/api/v1/transfers", tags=["tracking"])
+Reader = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_READ))]
+Ctx = Annotated[Context, Depends(deps.context)]
+POLL_SECONDS = 0.25
+HEARTBEAT_SECONDS = 15
+
+
+def _out(step: Step) -> TransferEventOut:
+    return TransferEventOut.model_validate(step, from_attributes=True)
+
+
+@router.get("/{transfer_id}/events", summary="Each recipient's timeline of a transfer")
+def events(
+    transfer_id: str, actor: Reader, request: Request, ctx: Ctx,
+    after: Annotated[int, Query(ge=0, description="only steps with a larger id")] = 0,
+) -> list[TransferEventOut]:
+    steps = deps.coffre(request).tracking.timeline(actor, transfer_id, ctx, after)
+    return [_out(s) for s in steps]
+
+
+@router.get(
+    "/{transfer_id}/events/stream",
+    summary="The timeline as Server-Sent Events (text/event-stream)",
+    response_class=EventSourceResponse,
+)
+async def stream(
+    transfer_id: str, actor: Reader, request: Request, ctx: Ctx
+) -> EventSourceResponse:
+    tracking = deps.coffre(request).tracking
+    await to_thread.run_sync(tracking.open, actor, transfer_id, "events", ctx)
+    last_id = request.headers.get("last-event-id", "0").strip()
+    last = int(last_id) if last_id.isdigit() else 0
+
+    async def steps() -> AsyncIterator[ServerSentEvent]:
+        nonlocal last
+        yield ServerSentEvent(comment="suivi en direct", retry=1000)
+        while True:
+            for step in await to_thread.run_sync(tracking.since, transfer_id, last):
+                last = step.id
+                data = _out(step).model_dump(mode="json")
+                yield ServerSentEvent(data=json.dumps(data), id=str(step.id))
+            await sleep(POLL_SECONDS)
+
+    return EventSourceResponse(
+        steps(),
+        ping=HEARTBEAT_SECONDS,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
