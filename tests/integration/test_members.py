@@ -281,8 +281,11 @@ def test_invitation_page_in_french(server: Server, client: httpx.Client, mail: M
     access = [line for line in server.log().splitlines() if "coffre.access" in line]
     assert any("/invitation/[redacted]" in line for line in access)
     assert token not in server.log()
+    listed = {m["email"]: m for m in client.get("/api/v1/members").json()}
+    assert listed[email]["role"] == "admin"
+    assert listed[email]["second_factor"] is True  # administrators enrol one (SEC-9)
     # back to a single enabled administrator for the other tests
-    new_id = next(m["id"] for m in client.get("/api/v1/members").json() if m["email"] == email)
+    new_id = listed[email]["id"]
     assert client.patch(f"/api/v1/members/{new_id}", json={"disabled": True}).status_code == 200
 
 
