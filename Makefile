@@ -37,6 +37,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.transfer
+	$(BIN)/python -m bench.audit
 
 ## Regenerate the lock file from pyproject.toml's ranges.
 lock:
