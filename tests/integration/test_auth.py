@@ -414,7 +414,7 @@ def test_sec17_step_up_before_sensitive_actions(
 def test_sec14_same_answer_for_unknown_account_and_wrong_password(
     frozen: tuple[Coffre, FrozenClock, AsgiClient],
 ) -> None:
-    app, _, client = frozen
+    _, _, client = frozen
     unknown = client.post("/api/v1/auth/login",
                           json={"email": "personne@exemple.fr", "password": PASSWORD})
     wrong = client.post("/api/v1/auth/login",

@@ -17,17 +17,15 @@ from coffre.domain.accounts import ALL_SCOPES, Actor, Role
 from coffre.domain.transfers import (
     MAX_FILENAME_BYTES,
     ByteRange,
-    can_manage_transfer,
     check_downloads_left,
     check_expiry,
     check_link_usable,
     downloads_left,
     parse_expiry,
     parse_range,
-    require_manage,
     sanitise_filename,
 )
-from coffre.errors import Gone, InvalidInput, NotFound
+from coffre.errors import Gone, InvalidInput
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 YEAR = timedelta(days=365)
@@ -266,33 +264,6 @@ def test_download_limit() -> None:
 
 def _actor(user: str, org: str, role: Role = Role.MEMBER) -> Actor:
     return Actor(user_id=user, organisation_id=org, role=role, scopes=ALL_SCOPES)
-
-
-def test_the_sender_may_manage() -> None:
-    assert can_manage_transfer(_actor("alice", "org-a"), FakeTransfer())
-
-
-def test_an_admin_of_the_organisation_may_manage() -> None:
-    assert can_manage_transfer(_actor("root", "org-a", Role.ADMIN), FakeTransfer())
-
-
-def test_a_colleague_may_not_manage() -> None:
-    assert not can_manage_transfer(_actor("bob", "org-a"), FakeTransfer())
-
-
-def test_another_organisation_may_not_manage_even_as_admin_or_same_user_id() -> None:
-    assert not can_manage_transfer(_actor("root", "org-b", Role.ADMIN), FakeTransfer())
-    # The same user id in another organisation is still someone else.
-    assert not can_manage_transfer(_actor("alice", "org-b"), FakeTransfer())
-    assert not can_manage_transfer(_actor("alice", "org-b", Role.ADMIN), FakeTransfer())
-
-
-def test_require_manage_answers_not_found() -> None:
-    require_manage(_actor("alice", "org-a"), FakeTransfer())
-    for outsider in (_actor("bob", "org-a"), _actor("root", "org-b", Role.ADMIN)):
-        with pytest.raises(NotFound) as caught:
-            require_manage(outsider, FakeTransfer())
-        assert caught.value.status == 404
 
 
 def test_intervals_merge_and_cover() -> None:

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from coffre.domain.accounts import Actor, Role
-from coffre.errors import Gone, InvalidInput, NotFound
+from coffre.errors import Gone, InvalidInput
 
 _DURATION = re.compile(r"^\s*([0-9]{1,5})\s*(h|d|w|m)\s*$", re.IGNORECASE)
 _UNITS = {
@@ -95,19 +94,6 @@ def downloads_left(transfer: TransferState, completed: int) -> int | None:
     if transfer.max_downloads is None:
         return None
     return max(transfer.max_downloads - completed, 0)
-
-
-def can_manage_transfer(actor: Actor, transfer: TransferState) -> bool:
-    """Deny by default: the sender, or an administrator of its organisation."""
-    if actor.organisation_id != transfer.organisation_id:
-        return False
-    return actor.user_id == transfer.sender_id or actor.role is Role.ADMIN
-
-
-def require_manage(actor: Actor, transfer: TransferState) -> None:
-    # 404, not 403: another organisation's objects do not exist for you.
-    if not can_manage_transfer(actor, transfer):
-        raise NotFound("transfer not found", access_denied=True)
 
 
 _RANGE_SPEC = re.compile(r"([0-9]{0,18})-([0-9]{0,18})")
