@@ -297,3 +297,34 @@ def test_log_injection_is_escaped(tmp_path: Path, hostile: str) -> None:
 
 def test_unsafe_integers_become_strings(tmp_path: Path) -> None:
     assert trail.canonical_json({"n": 2**60}) == '{"n":"1152921504606846976"}'
+
+
+def test_an_issue_2_trail_upgrades_and_verifies(tmp_path: Path) -> None:
+    """Migration 0002 re-links events written with the old chain
+    (SHA-256 over the previous hash and the payload) over leaf hashes."""
+    import hashlib
+
+    from alembic import command
+
+    from coffre.db.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(url), "0001")
+    prev = trail.GENESIS
+    db = Database(url)
+    for i in range(4):
+        payload = json.dumps({"action": "auth.login", "actor": f"u{i}", "organisation": "o"},
+                             sort_keys=True, separators=(",", ":"))
+        old_hash = hashlib.sha256(prev.encode() + b"\n" + payload.encode()).hexdigest()
+        _sql(db, "INSERT INTO audit_events (time, organisation_id, action, payload, prev_hash, "
+                 "hash) VALUES ('2026-11-01 00:00:00.000000', 'o', 'auth.login', :p, :prev, :h)",
+             p=payload, prev=prev, h=old_hash)
+        prev = old_hash
+    db.dispose()
+    upgrade(url)
+    db = Database(url)
+    _add(db, 10, 2)  # new events chain on after the migrated ones
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    report = log.verify()
+    assert report.intact and report.events == 6
