@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_EMAIL, MailCatcher, Server
+from tests.conftest import ADMIN_EMAIL, MailCatcher, Server, second_factor
 from tests.integration.flows import link_token, wait_for_events
 
 
@@ -73,7 +73,10 @@ def cli(server: Server, tmp_path: Path) -> Cli:
     pw = tmp_path / "pw"
     pw.write_text("correct horse battery staple\n")
     c = Cli(home, server.url)
-    c.run("login", "--url", server.url, "--email", ADMIN_EMAIL, "--password-file", str(pw))
+    # The administrator enrolled TOTP on first use (conftest.login); the CLI
+    # signs in with one of the recovery codes shown then.
+    c.run("login", "--url", server.url, "--email", ADMIN_EMAIL, "--password-file", str(pw),
+          "--code", second_factor(server.url))
     creds = home / ".config" / "coffre" / "credentials.json"
     assert creds.stat().st_mode & 0o777 == 0o600
     return c
@@ -168,3 +171,68 @@ def test_send_five_gigabytes(server: Server, cli: Cli, mail: MailCatcher, tmp_pa
                        check=True, timeout=1800)
         assert sha256_file(out / "etude.bin") == expected[0]
         (out / "etude.bin").unlink()
+
+
+def _expect(proc: subprocess.Popen[bytes], pattern: str, seen: bytearray,
+            timeout: float = 30) -> str:
+    """Read the process's output until ``pattern`` appears (prompts end
+    without a newline, so read raw chunks)."""
+    import re
+    import select
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while not (match := re.search(pattern, seen.decode(errors="replace"))):
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"waited for {pattern!r}, got:\n{seen.decode(errors='replace')}"
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        assert chunk, f"exited before {pattern!r}:\n{seen.decode(errors='replace')}"
+        seen += chunk
+    del seen[: match.end()]
+    return match.group(match.lastindex or 0)
+
+
+def test_sec9_an_administrator_enrols_totp_at_first_cli_login(server: Server,
+                                                               tmp_path: Path) -> None:
+    """A new administrator has no second factor: ``coffre login`` shows the
+    QR code and the key, checks a first code, prints recovery codes, then
+    signs in again with the next code."""
+    import pyotp
+
+    from coffre.crypto import credentials
+    from coffre.db.tables import Organisation, User
+    from tests.integration.support import in_process
+
+    app = in_process(server)
+    with app.db.session() as session:
+        org_id = session.query(Organisation.id).scalar()
+        session.add(User(organisation_id=org_id, email="chef@exemple.fr", role="admin",
+                         password_hash=credentials.hash_password("une phrase de passe sûre")))
+    app.close()
+    pw = tmp_path / "pw"
+    pw.write_text("une phrase de passe sûre")
+    home = tmp_path / "home"
+    home.mkdir()
+    cli = Cli(home, server.url)
+    proc = subprocess.Popen(
+        cli.command("login", "--url", server.url, "--email", "chef@exemple.fr",
+                    "--password-file", str(pw), "--scope", "transfers:read",
+                    "--scope", "transfers:write", "--scope", "admin"),
+        env=cli.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdin is not None
+    seen = bytearray()
+    secret = _expect(proc, r"clé : ([A-Z2-7]{32})", seen)
+    totp = pyotp.TOTP(secret)
+    _expect(proc, r"Code affiché par l'application: ", seen)
+    proc.stdin.write(f"{totp.now()}\n".encode())
+    proc.stdin.flush()
+    _expect(proc, r"Codes de secours", seen)
+    _expect(proc, r"ou code de secours: ", seen)
+    proc.stdin.write(f"{totp.at(time.time() + 30)}\n".encode())
+    proc.stdin.flush()
+    _expect(proc, r"Connecté à", seen)
+    assert proc.wait(30) == 0
+    token = json.loads((home / ".config" / "coffre" / "credentials.json").read_text())
+    me = httpx.get(f"{server.url}/api/v1/me",
+                   headers={"Authorization": f"Bearer {token['token']}"}).json()
+    assert me["mfa"] is True and "admin" in me["scopes"]

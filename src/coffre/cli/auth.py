@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
+import segno
 import typer
 from rich.table import Table
 
@@ -42,19 +43,69 @@ def login(
         list[str] | None,
         typer.Option(help="transfers:read, transfers:write, admin (administrators)"),
     ] = None,
+    code: Annotated[
+        str | None, typer.Option(help="A TOTP code or a recovery code (else asked if needed)")
+    ] = None,
 ) -> None:
-    """Log in and save an API token for this machine."""
+    """Log in and save an API token for this machine. Accounts with a
+    second factor give a code; administrators without one enrol TOTP here."""
     password = read_secret(password_file, "Mot de passe")
     request: dict[str, object] = {"email": email, "password": password, "token_name": "coffre-cli"}
     if scope:
         request["scopes"] = scope
-    with httpx.Client(base_url=url.rstrip("/"), timeout=TIMEOUT) as client:
+    if code:
+        request["code"] = code
+    base = url.rstrip("/")
+    with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
         try:
-            body = check(client.post("/api/v1/auth/token", json=request))
+            response = client.post("/api/v1/auth/token", json=request)
+            if _needs_code(response) and not code:
+                request["code"] = typer.prompt(CODE_PROMPT)
+                response = client.post("/api/v1/auth/token", json=request)
+            body = check(response)
+            headers = {"Authorization": f"Bearer {body['token']}"}
+            me = check(client.get("/api/v1/me", headers=headers))
+            if me.get("mfa_required") and not me.get("mfa"):
+                _enrol_totp(client, headers)
+                out.print("Reconnectez-vous avec le code suivant de votre application.")
+                request["code"] = typer.prompt(CODE_PROMPT)
+                body = check(client.post("/api/v1/auth/token", json=request))
         except httpx.TransportError as exc:
             fail(f"cannot reach {url}: {exc}")
-    save_credentials(url.rstrip("/"), body["token"])
+    save_credentials(base, body["token"])
     out.print(f"Connecté à {url} ({email}).")
+
+
+CODE_PROMPT = "Code de l'application d'authentification (6 chiffres) ou code de secours"
+
+
+def _needs_code(response: httpx.Response) -> bool:
+    if response.status_code != 401:
+        return False
+    details = response.json().get("error", {}).get("details", {})
+    return bool(details.get("reason") == "second_factor_required")
+
+
+def _enrol_totp(client: httpx.Client, headers: dict[str, str]) -> None:
+    """SEC-9: an administrator must have a second factor before acting."""
+    out.print("Votre compte doit utiliser un second facteur. Scannez ce QR code avec une "
+              "application d'authentification (FreeOTP, Aegis, Google Authenticator...) :")
+    begun = check(client.post("/api/v1/account/factors/totp", headers=headers,
+                              json={"name": "coffre-cli"}))
+    segno.make(begun["uri"], error="m").terminal(compact=True)
+    out.print(f"ou saisissez cette clé : {begun['secret']}", markup=False)
+    while True:
+        confirmation = client.post(
+            f"/api/v1/account/factors/totp/{begun['id']}/confirm", headers=headers,
+            json={"code": typer.prompt("Code affiché par l'application")},
+        )
+        if confirmation.status_code != 400:
+            break
+        out.print("Ce code n'est pas valide : vérifiez l'heure de l'appareil et réessayez.")
+    codes = check(confirmation)["recovery_codes"]
+    out.print("Codes de secours (à usage unique, à conserver hors ligne) :")
+    for recovery in codes:
+        out.print(f"  {recovery}", markup=False)
 
 
 def logout() -> None:
