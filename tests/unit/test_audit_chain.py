@@ -328,3 +328,12 @@ def test_an_issue_2_trail_upgrades_and_verifies(tmp_path: Path) -> None:
     assert log.checkpoint() is not None
     report = log.verify()
     assert report.intact and report.events == 6
+
+
+def test_cli_prints_logged_values_inert() -> None:
+    """SEC-30: what the CLI prints from the trail cannot move the cursor,
+    clear the screen or start a new line."""
+    from coffre.cli.audit import printable
+
+    shown = printable("a\r\nb\x1b[2J\x9bc\u202ed [red]x[/red]")
+    assert shown == "a\\x0d\\x0ab\\x1b[2J\\x9bc\\u202ed [red]x[/red]"

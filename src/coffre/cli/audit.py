@@ -24,7 +24,7 @@ from coffre.audit.log import verify_export
 from coffre.audit.trail import Context
 from coffre.audit.verify import Problem, reference_leaves
 from coffre.bootstrap import Coffre, build
-from coffre.cli.client import console, fail, out
+from coffre.cli.client import console, out
 from coffre.cli.server import load_settings
 
 app = typer.Typer(help="The audit trail (hash chain, Merkle tree, signed checkpoints).",
@@ -49,6 +49,14 @@ def say(message: str) -> None:
     out.print(printable(message), markup=False, highlight=False, soft_wrap=True)
 
 
+def stop(message: str) -> NoReturn:
+    """Like ``client.fail``, with the message printed as plain text (it may
+    quote a file name or a value from the trail)."""
+    console.print("Erreur : " + printable(message), markup=False, highlight=False,
+                  style="bold red")
+    raise typer.Exit(1)
+
+
 def broken(problem: Problem) -> NoReturn:
     where = f"événement {problem.seq} : " if problem.seq is not None else ""
     console.print("Journal d'audit altéré — " + printable(where + problem.reason),
@@ -68,12 +76,13 @@ def opened(data_dir: Path | None) -> Iterator[Coffre]:
 def _public_key(text: str | None, coffre: Coffre | None) -> bytes:
     if text is None:
         if coffre is None:
-            fail("--public-key est requis hors du répertoire de données")
+            stop("--public-key est requis hors du répertoire de données")
         return coffre.audit.public_key
     try:
         return notes.parse_vkey(text).public_key
-    except notes.NoteError as error:
-        fail(f"clé de vérification invalide : {printable(error)}")
+    except notes.NoteError:
+        stop("clé de vérification invalide (attendue : nom+identifiant+clé, "
+             "comme l'affiche `coffre audit public-key`)")
 
 
 def _witness(files: list[Path]) -> list[str]:
@@ -81,9 +90,8 @@ def _witness(files: list[Path]) -> list[str]:
     for path in files:
         try:
             found += notes.split_notes(path.read_text())
-        except (OSError, notes.NoteError) as error:
-            fail(f"fichier de points de contrôle illisible ({printable(path)}) : "
-                 f"{printable(error)}")
+        except (OSError, notes.NoteError):
+            stop(f"fichier de points de contrôle illisible ou incomplet : {path}")
     return found
 
 
@@ -104,8 +112,8 @@ def verify(
     if export is not None:
         try:
             reference = reference_leaves(export.read_text().splitlines()[1:])
-        except (OSError, ValueError) as error:
-            fail(f"export illisible ({printable(export)}) : {printable(error)}")
+        except (OSError, ValueError):
+            stop(f"export illisible : {export}")
     with opened(data_dir) as coffre:
         key = _public_key(public_key, coffre)
         total = coffre.audit.count()
@@ -164,13 +172,13 @@ def export(
     """Write events as JSON Lines with their leaf hashes and inclusion proofs
     under a signed checkpoint (first line), for offline verification."""
     if since is not None and (from_seq is not None or to_seq is not None):
-        fail("--since ne se combine pas avec --from/--to")
+        stop("--since ne se combine pas avec --from/--to")
     start = None
     if since is not None:
         try:
             start = datetime.fromisoformat(since)
         except ValueError:
-            fail(f"date invalide : {printable(since)}")
+            stop(f"date invalide : {since}")
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
     with opened(data_dir) as coffre:
         lines = coffre.audit.export(from_seq=from_seq, to_seq=to_seq, since=start, context=CLI)
@@ -201,8 +209,8 @@ def verify_export_command(
     try:
         with file.open(encoding="utf-8") as f:
             check = verify_export(f, key)
-    except (OSError, UnicodeDecodeError) as error:
-        fail(f"export illisible : {printable(error)}")
+    except (OSError, UnicodeDecodeError):
+        stop(f"export illisible : {file}")
     if check.problem is not None:
         broken(check.problem)
     say(f"Export intact : {check.count} événement(s) prouvé(s) dans l'arbre signé de "
