@@ -16,7 +16,14 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_EMAIL, MailCatcher, Server, second_factor
-from tests.integration.flows import link_token, wait_for_events
+from tests.integration.flows import (
+    code_mails,
+    link_token,
+    request_code,
+    sql,
+    wait_code,
+    wait_for_events,
+)
 
 
 def sha256_file(path: Path) -> str:
@@ -63,7 +70,37 @@ class Cli:
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(self.command(*args), env=self.env(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+
+def get_with_code(cli: Cli, mail: MailCatcher, link: str, address: str,
+                  *args: str) -> subprocess.CompletedProcess[str]:
+    """``coffre get LINK`` as a recipient runs it: it asks for a code, the
+    code arrives by mail, the recipient types it."""
+    before = len(code_mails(mail, address))
+    proc = cli.popen("get", link, *args)
+    code = wait_code(mail, address, before + 1, timeout=60)
+    stdout, stderr = proc.communicate(code + "\n", timeout=900)
+    assert proc.returncode == 0, stdout + stderr
+    assert "Code reçu par e-mail" in stdout + stderr
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def curl_access(server: Server, mail: MailCatcher, link: str, address: str) -> str:
+    """The code flow with curl, as a recipient without Coffre would do it."""
+    # A code was sent less than a minute ago (resend throttle): time travel.
+    sql(server.data_dir, "UPDATE recipients SET code_sent_at = NULL WHERE email = ?", address)
+    api = f"{server.url}/api/v1/links/{link_token(link)}"
+    before = len(code_mails(mail, address))
+    subprocess.run(["curl", "-sSf", "-X", "POST", f"{api}/code"], check=True, timeout=60,
+                   capture_output=True)
+    code = wait_code(mail, address, before + 1)
+    verified = subprocess.run(["curl", "-sSf", "-H", "Content-Type: application/json",
+                               "-d", json.dumps({"code": code}), f"{api}/verify"],
+                              check=True, timeout=60, capture_output=True, text=True)
+    access: str = json.loads(verified.stdout)["access"]
+    return access
 
 
 @pytest.fixture
@@ -95,23 +132,53 @@ def test_send_get_and_curl(server: Server, cli: Cli, mail: MailCatcher, tmp_path
     for address in ("a@exemple.fr", "b@exemple.fr"):
         link = mail.link_for(address)
         out = tmp_path / f"get-{address}"
-        got = cli.run("get", link, "-o", str(out), "--json")
+        if address.startswith("a"):  # types the code it is asked for
+            got = get_with_code(cli, mail, link, address, "-o", str(out), "--json")
+        else:  # a code already received, given on the command line
+            code = request_code(server.url, mail, link_token(link), address)
+            wrong = cli.run("get", link, "-o", str(out), "--code", "00000000", check=False)
+            assert wrong.returncode == 2
+            assert "code incorrect (encore 4 essai(s))" in wrong.stderr
+            got = cli.run("get", link, "-o", str(out), "--json", "--code", code)
         results = json.loads(got.stdout)
         assert [r["name"] for r in results] == [f.name for f in files]
         for f in files:
             assert sha256_file(out / f.name) == sha256_file(f)
         # and with curl, as a recipient without Coffre installed would
-        info = httpx.get(f"{server.url}/api/v1/links/{link_token(link)}").json()
+        access = curl_access(server, mail, link, address)
+        info = httpx.get(f"{server.url}/api/v1/links/{link_token(link)}",
+                         headers={"X-Coffre-Access": access}).json()
         curl_dir = tmp_path / f"curl-{address}"
         curl_dir.mkdir()
-        subprocess.run(["curl", "-sSfOJ", "--output-dir", str(curl_dir), info["files"][0]["url"]],
-                       check=True, timeout=300)
+        subprocess.run(["curl", "-sSfOJ", "-H", f"X-Coffre-Access: {access}", "--output-dir",
+                        str(curl_dir), info["files"][0]["url"]], check=True, timeout=300)
         assert sha256_file(curl_dir / "scanner.dcm") == sha256_file(files[0])
 
     # 2 recipients x (3 files by coffre get + 1 by curl)
     assert len(wait_for_events(server.data_dir, "transfer.downloaded", 8)) == 8
     shown = json.loads(cli.run("transfers", "show", transfer["id"], "--json").stdout)
     assert [r["downloads"] for r in shown["recipients"]] == [4, 4]
+
+    # The sender's timeline, in French (SEC-4).
+    timeline = cli.run("transfers", "events", transfer["id"]).stdout
+    for step in ("lien envoyé par e-mail", "lien ouvert", "code envoyé", "code erroné",
+                 "code vérifié", "fichier téléchargé"):
+        assert step in timeline, step
+    assert "a@exemple.fr" in timeline and "b@exemple.fr" in timeline
+    # --follow prints what is already there, then waits for more (Ctrl-C ends it).
+    follow = cli.popen("transfers", "events", transfer["id"], "--follow", "--json")
+    try:
+        assert follow.stdout is not None
+        first = json.loads(follow.stdout.readline())
+        assert first["kind"] == "mail_sent"
+    finally:
+        follow.kill()
+        follow.communicate(timeout=30)
+    # Turning verification off needs the organisation's permission.
+    refused = cli.run("send", str(files[2]), "--to", "c@exemple.fr", "--no-verify",
+                      check=False)
+    assert refused.returncode == 2
+    assert "one-time code" in refused.stderr
 
 
 def test_send_resumes_after_server_crash(server: Server, cli: Cli, mail: MailCatcher,
@@ -145,7 +212,7 @@ def test_send_resumes_after_server_crash(server: Server, cli: Cli, mail: MailCat
     assert len(created) == 1
     link = mail.link_for("patient@exemple.fr")
     out = tmp_path / "out"
-    cli.run("get", link, "-o", str(out))
+    get_with_code(cli, mail, link, "patient@exemple.fr", "-o", str(out))
     assert sha256_file(out / "irm.bin") == sha256_file(big)
 
 
@@ -162,12 +229,15 @@ def test_send_five_gigabytes(server: Server, cli: Cli, mail: MailCatcher, tmp_pa
     for address in ("a@exemple.fr", "b@exemple.fr"):
         link = mail.link_for(address)
         out = tmp_path / f"out-{address}"
-        cli.run("get", link, "-o", str(out))
+        get_with_code(cli, mail, link, address, "-o", str(out))
         assert [sha256_file(out / f.name) for f in files] == expected
         for f in out.iterdir():
             f.unlink()
-        info = httpx.get(f"{server.url}/api/v1/links/{link_token(link)}").json()
-        subprocess.run(["curl", "-sSfOJ", "--output-dir", str(out), info["files"][0]["url"]],
+        access = curl_access(server, mail, link, address)
+        info = httpx.get(f"{server.url}/api/v1/links/{link_token(link)}",
+                         headers={"X-Coffre-Access": access}).json()
+        subprocess.run(["curl", "-sSfOJ", "-H", f"X-Coffre-Access: {access}",
+                        "--output-dir", str(out), info["files"][0]["url"]],
                        check=True, timeout=1800)
         assert sha256_file(out / "etude.bin") == expected[0]
         (out / "etude.bin").unlink()

@@ -14,12 +14,13 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Server, login
+from tests.conftest import MailCatcher, Server, login
 from tests.integration.flows import TUS, upload_bytes
 from tests.integration.support import (
     api_client,
     assert_error,
     module_server,
+    opened,
     send,
 )
 
@@ -136,23 +137,27 @@ def test_413_and_415_on_uploads(client: httpx.Client) -> None:
     assert_error(wrong_type, 415, "unsupported_media_type", {})
 
 
-def test_416(server: Server, client: httpx.Client) -> None:
-    _, (token,) = send(client, {"a.txt": b"0123456789"})
-    url = httpx.get(f"{server.url}/api/v1/links/{token}").json()["files"][0]["url"]
-    response = httpx.get(url, headers={"Range": "bytes=10-"})
+def test_416(server: Server, client: httpx.Client, mail: MailCatcher) -> None:
+    transfer, (token,) = send(client, {"a.txt": b"0123456789"})
+    access = opened(server, mail, transfer, token)
+    url = httpx.get(f"{server.url}/api/v1/links/{token}", headers=access).json()["files"][0]["url"]
+    response = httpx.get(url, headers={"Range": "bytes=10-", **access})
     assert_error(response, 416, "range_not_satisfiable", {"size": 10})
     assert response.headers["content-range"] == "bytes */10"
 
 
-def test_401_and_429_on_a_link_password(server: Server, client: httpx.Client) -> None:
-    _, (token,) = send(client, {"a.txt": b"a"}, password="bon mot de passe")
+def test_401_and_429_on_a_link_password(server: Server, client: httpx.Client,
+                                        mail: MailCatcher) -> None:
+    transfer, (token,) = send(client, {"a.txt": b"a"}, password="bon mot de passe")
     link = f"{server.url}/api/v1/links/{token}"
-    assert_error(httpx.get(link), 401, "authentication_required",
+    assert_error(httpx.get(link), 401, "authentication_required")
+    access = opened(server, mail, transfer, token)
+    assert_error(httpx.get(link, headers=access), 401, "authentication_required",
                  {"reason": "password_required"})
-    assert_error(httpx.post(f"{link}/unlock", json={"password": "mauvais"}), 401,
-                 "authentication_required", {"reason": "wrong_password"})
-    assert_error(httpx.post(f"{link}/unlock", json={"password": "bon mot de passe"}), 429,
-                 "too_many_attempts", {})
+    assert_error(httpx.post(f"{link}/unlock", json={"password": "mauvais"}, headers=access),
+                 401, "authentication_required", {"reason": "wrong_password"})
+    assert_error(httpx.post(f"{link}/unlock", json={"password": "bon mot de passe"},
+                            headers=access), 429, "too_many_attempts", {})
 
 
 def test_every_error_is_json_with_the_same_keys(server: Server, client: httpx.Client) -> None:

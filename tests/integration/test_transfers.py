@@ -30,6 +30,7 @@ from tests.integration.support import (
     module_server,
     new_address,
     one_event,
+    opened,
     other_organisation_admin,
     send,
 )
@@ -149,7 +150,8 @@ def test_each_recipient_gets_a_personal_link_by_mail(server: Server, client: htt
         assert message in text
         assert mail.link_for(address) == link
         assert all(t not in text for a, t in tokens.items() if a != address)
-        assert httpx.get(_link(server, token)).status_code == 200
+        access = opened(server, mail, transfer, token)
+        assert httpx.get(_link(server, token), headers=access).status_code == 200
 
     # Only hashes are stored; no token, message, name or content in clear.
     stored = {r[0] for r in sql(server.data_dir,
@@ -231,9 +233,10 @@ def test_list_and_show(client: httpx.Client) -> None:
 # -- revoke, extend, delete ---------------------------------------------------------
 
 
-def test_revoke(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
+def test_revoke(server: Server, client: httpx.Client, mail: MailCatcher,
+                admin: dict[str, Any]) -> None:
     transfer, (token,) = send(client, {"a.txt": b"a"})
-    view = httpx.get(_link(server, token))
+    view = httpx.get(_link(server, token), headers=opened(server, mail, transfer, token))
     assert view.status_code == 200
     file_url = view.json()["files"][0]["url"]
 
@@ -260,8 +263,10 @@ def test_revoke(server: Server, client: httpx.Client, admin: dict[str, Any]) -> 
     assert "a révoqué ce transfert" in page.text
 
 
-def test_extend(server: Server, client: httpx.Client, admin: dict[str, Any]) -> None:
+def test_extend(server: Server, client: httpx.Client, mail: MailCatcher,
+                admin: dict[str, Any]) -> None:
     transfer, (token,) = send(client, {"a.txt": b"a"}, expires_in="1d")
+    access = opened(server, mail, transfer, token)
     url = f"/api/v1/transfers/{transfer['id']}/extend"
 
     extended = client.post(url, json={"expires_in": "2w"})
@@ -283,7 +288,7 @@ def test_extend(server: Server, client: httpx.Client, admin: dict[str, Any]) -> 
     expire(server, transfer["id"])
     assert_error(httpx.get(_link(server, token)), 410, "gone", {"reason": "expired"})
     assert client.post(url, json={"expires_in": "1d"}).status_code == 200
-    assert httpx.get(_link(server, token)).status_code == 200
+    assert httpx.get(_link(server, token), headers=access).status_code == 200
 
     permanent = client.post(url, json={"expires_in": "permanent"})
     assert permanent.status_code == 200
@@ -336,14 +341,16 @@ def test_delete_crypto_shreds(server: Server, client: httpx.Client,
 # -- expiry and purge -----------------------------------------------------------------
 
 
-def test_expired_link_answers_410(server: Server, client: httpx.Client) -> None:
+def test_expired_link_answers_410(server: Server, client: httpx.Client,
+                                  mail: MailCatcher) -> None:
     transfer, (token,) = send(client, {"a.txt": b"a"})
-    file_url = httpx.get(_link(server, token)).json()["files"][0]["url"]
+    access = opened(server, mail, transfer, token)
+    file_url = httpx.get(_link(server, token), headers=access).json()["files"][0]["url"]
     expire(server, transfer["id"])
     gone = {"reason": "expired"}
     assert_error(httpx.get(_link(server, token)), 410, "gone", gone)
-    assert_error(httpx.get(file_url), 410, "gone", gone)
-    assert httpx.head(file_url).status_code == 410
+    assert_error(httpx.get(file_url, headers=access), 410, "gone", gone)
+    assert httpx.head(file_url, headers=access).status_code == 410
     page = httpx.get(f"{server.url}/t/{token}")
     assert page.status_code == 410
     assert "Lien expiré" in page.text
@@ -351,6 +358,7 @@ def test_expired_link_answers_410(server: Server, client: httpx.Client) -> None:
 
 
 def test_purge_crypto_shreds_expired_transfers(server: Server, client: httpx.Client,
+                                               mail: MailCatcher,
                                                admin: dict[str, Any]) -> None:
     keep, (keep_token,) = send(client, {"garde.txt": b"reste"}, expires_in="1d")
     transfer, (token,) = send(client, {"x.bin": os.urandom(5000), "y.bin": b"CANARY-PURGE"})
@@ -377,7 +385,8 @@ def test_purge_crypto_shreds_expired_transfers(server: Server, client: httpx.Cli
 
     assert_error(httpx.get(_link(server, token)), 410, "gone", {"reason": "deleted"})
     assert client.get(f"/api/v1/transfers/{transfer['id']}").json()["status"] == "deleted"
-    assert httpx.get(_link(server, keep_token)).status_code == 200
+    access = opened(server, mail, keep, keep_token)
+    assert httpx.get(_link(server, keep_token), headers=access).status_code == 200
 
     again = server.coffre("purge")
     assert again.returncode == 0, again.stderr
@@ -388,6 +397,7 @@ def test_purge_crypto_shreds_expired_transfers(server: Server, client: httpx.Cli
 
 
 def test_other_organisation_cannot_see_or_manage(server: Server, client: httpx.Client,
+                                                 mail: MailCatcher,
                                                  other: httpx.Client) -> None:
     transfer, (token,) = send(client, {"a.txt": b"a"})
     tid = transfer["id"]
@@ -406,7 +416,8 @@ def test_other_organisation_cannot_see_or_manage(server: Server, client: httpx.C
     for action in ("transfer.revoked", "transfer.extended", "transfer.deleted"):
         assert not events_for(server.data_dir, action, tid)
     assert client.get(f"/api/v1/transfers/{tid}").json()["status"] == "active"
-    assert httpx.get(_link(server, token)).status_code == 200
+    access = opened(server, mail, transfer, token)
+    assert httpx.get(_link(server, token), headers=access).status_code == 200
 
 
 def test_scopes_limit_what_a_token_may_do(server: Server, client: httpx.Client) -> None:

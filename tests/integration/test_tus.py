@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_PASSWORD, MailCatcher, Server, login
-from tests.integration.flows import audit_events, link_token, sql
+from tests.integration.flows import audit_events, link_token, sql, verify_link
 
 MiB = 1 << 20
 MAX_SIZE = 16 * MiB
@@ -800,10 +800,12 @@ def test_sigkill_mid_patch_then_resume(server: Server, client: httpx.Client, tok
                                                  "recipients": ["patient@exemple.fr"]})
         assert made.status_code == 201, made.text
         assert made.json()["files"][0]["sha256"] == expected.hexdigest()
-        link = httpx.get(f"{server.url}/api/v1/links/"
-                         f"{link_token(mail.link_for('patient@exemple.fr'))}").json()
+        token = link_token(mail.link_for("patient@exemple.fr"))
+        access = verify_link(server.url, mail, token, "patient@exemple.fr")
+        link = httpx.get(f"{server.url}/api/v1/links/{token}", headers=access).json()
         got = hashlib.sha256()
-        with httpx.stream("GET", link["files"][0]["url"], timeout=120) as download:
+        with httpx.stream("GET", link["files"][0]["url"], headers=access,
+                          timeout=120) as download:
             assert download.status_code == 200
             for piece in download.iter_bytes():
                 got.update(piece)

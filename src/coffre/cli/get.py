@@ -1,4 +1,6 @@
-"""``coffre get LINK``: download a transfer's files and check their SHA-256."""
+"""``coffre get LINK``: prove the one-time code sent to the recipient,
+give the link password if there is one, then download every file and
+check its SHA-256."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from coffre.cli.auth import read_secret
-from coffre.cli.client import TIMEOUT, check, fail, out, print_json, same_origin
+from coffre.cli.client import TIMEOUT, check, console, fail, out, print_json, same_origin
 from coffre.cli.send import hash_prefix, progress_bar
 from coffre.domain.transfers import sanitise_filename, unique_name
 
@@ -37,6 +39,10 @@ def get(
     password_file: Annotated[
         Path | None, typer.Option(help="Read the link password from a file")
     ] = None,
+    code: Annotated[
+        str | None,
+        typer.Option(help="The one-time code already received (else one is sent and asked for)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Download every file of a transfer and verify its SHA-256."""
@@ -45,12 +51,13 @@ def get(
     headers = {"User-Agent": "coffre-cli"}
     with httpx.Client(base_url=base, timeout=TIMEOUT, headers=headers) as client:
         response = client.get(f"/api/v1/links/{token}")
-        if response.status_code == 401:
+        if _reason(response) == "code_required":
+            _prove_code(client, token, response.json()["error"]["details"], code)
+            response = client.get(f"/api/v1/links/{token}")
+        if _reason(response) == "password_required":
             password = read_secret(password_file, "Mot de passe du lien")
-            access = check(
-                client.post(f"/api/v1/links/{token}/unlock", json={"password": password})
-            )["access"]
-            client.headers["X-Coffre-Access"] = access
+            _grant(client, client.post(f"/api/v1/links/{token}/unlock",
+                                       json={"password": password}), "mot de passe")
             response = client.get(f"/api/v1/links/{token}")
         info = check(response)
         results = []
@@ -72,6 +79,68 @@ def get(
         return
     for r in results:
         out.print(f"{escape(r['path'])}  {r['size']} octets  SHA-256 vérifié {r['sha256']}")
+
+
+def _reason(response: httpx.Response) -> str | None:
+    if response.status_code != 401:
+        return None
+    try:
+        reason = response.json()["error"]["details"].get("reason")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return reason if isinstance(reason, str) else None
+
+
+_REFUSED = {
+    "wrong_code": "code incorrect",
+    "code_expired": "ce code a expiré : relancez la commande pour en recevoir un nouveau",
+    "no_code": "aucun code en cours : relancez la commande sans --code pour en recevoir un",
+    "wrong_password": "mot de passe incorrect",
+    "locked": "trop d'essais erronés : ce lien est verrouillé pour un moment",
+    "resend_too_soon": "un code vient d'être envoyé : patientez avant d'en demander un autre",
+    "too_many_codes": "trop de codes demandés pour ce lien : réessayez plus tard",
+}
+
+
+def _grant(client: httpx.Client, response: httpx.Response, what: str) -> None:
+    """Keep the access grant the server gave, or explain the refusal in French."""
+    if response.status_code < 400:
+        client.headers["X-Coffre-Access"] = response.json()["access"]
+        return
+    try:
+        details = response.json()["error"]["details"]
+    except (ValueError, KeyError, TypeError):
+        details = {}
+    reason = details.get("reason") if isinstance(details, dict) else None
+    message = _REFUSED.get(str(reason))
+    if message is None:
+        check(response)
+        message = f"{what} refusé"
+    left = details.get("attempts_left") if isinstance(details, dict) else None
+    if left is not None:
+        message += f" (encore {left} essai(s))"
+    wait = details.get("retry_after") if isinstance(details, dict) else None
+    if wait is not None:
+        message += f" ; réessayez dans {wait} s"
+    fail(message, 2)
+
+
+def _prove_code(
+    client: httpx.Client, token: str, challenge: dict[str, object], code: str | None
+) -> None:
+    """Ask the server to send a code (unless one was given), then check it."""
+    by_sms = challenge.get("channel") == "sms"
+    if code is None:
+        sent = client.post(f"/api/v1/links/{token}/code")
+        if sent.status_code >= 400:
+            _grant(client, sent, "envoi du code")
+        where = escape(str(challenge.get("recipient", "")))
+        console.print(f"Un code à 8 chiffres a été envoyé {'par SMS au' if by_sms else 'à'} "
+                      f"{where}.")
+        # On stderr, like every message: stdout stays for --json.
+        code = str(typer.prompt("Code reçu par SMS " if by_sms else "Code reçu par e-mail ",
+                                err=True))
+    _grant(client, client.post(f"/api/v1/links/{token}/verify", json={"code": code}), "code")
 
 
 def _download(

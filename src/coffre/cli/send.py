@@ -184,9 +184,28 @@ def send(
         Path | None, typer.Option(help="Read the link password from a file")
     ] = None,
     notify: Annotated[bool, typer.Option(help="Mail me on each download")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Recipients confirm their address with a one-time code (turning it off "
+            "needs your organisation's permission)",
+        ),
+    ] = True,
+    phone: Annotated[
+        list[str] | None,
+        typer.Option(help="EMAIL=+33612345678: send that recipient's code by SMS (repeatable)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Send files to recipients, each with a personal download link."""
+    phones: dict[str, str] = {}
+    for item in phone or []:
+        email, sep, number = item.partition("=")
+        if not sep or email.strip() not in to:
+            fail(f"--phone expects EMAIL=NUMBER for one of the --to addresses, not {item!r}")
+        phones[email.strip()] = number.strip()
+    recipients: list[Any] = [{"email": a, "phone": phones[a]} if a in phones else a for a in to]
     link_password = None
     if password or password_file:
         link_password = read_secret(password_file, "Mot de passe du lien")
@@ -202,13 +221,14 @@ def send(
                 "/api/v1/transfers",
                 json={
                     "files": [u[0] for u in uploads],
-                    "recipients": to,
+                    "recipients": recipients,
                     "message": message,
                     "subject": subject,
                     "expires_in": expires,
                     "max_downloads": max_downloads,
                     "password": link_password,
                     "notify_on_download": notify,
+                    "verify_recipients": verify,
                 },
             )
         )

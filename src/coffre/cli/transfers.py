@@ -1,10 +1,15 @@
-"""``coffre transfers``: list, show, revoke, extend, delete."""
+"""``coffre transfers``: list, show, revoke, extend, delete, and each
+recipient's timeline (``events``, ``--follow`` over Server-Sent Events)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Annotated, Any
 
+import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from coffre.cli.client import api, check, out, print_json
@@ -95,3 +100,71 @@ def delete(
     with api() as client:
         check(client.delete(f"/api/v1/transfers/{transfer_id}"))
     out.print("Transfert supprimé.")
+
+
+_KINDS = {
+    "mail_sent": "lien envoyé par e-mail",
+    "link_opened": "lien ouvert",
+    "code_sent": "code envoyé",
+    "code_verified": "code vérifié",
+    "code_failed": "code erroné",
+    "link_locked": "lien verrouillé (trop d'essais)",
+    "password_failed": "mot de passe erroné",
+    "file_downloaded": "fichier téléchargé",
+    "zip_downloaded": "tout téléchargé (ZIP)",
+    "admin_access": "consulté par un administrateur",
+}
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    when = str(step["time"])[:19].replace("T", " ")
+    who = step.get("recipient") or (f"administrateur {step['actor_id']}"
+                                    if step.get("actor_id") else "—")
+    what = _KINDS.get(step["kind"], step["kind"])
+    file = f"  (fichier {step['file_id']})" if step.get("file_id") else ""
+    return f"{when} UTC  {escape(who)}  {what}{file}"
+
+
+def _emit(step: dict[str, Any], as_json: bool) -> None:
+    """One step per line (JSON Lines with --json), flushed as it comes."""
+    if as_json:
+        out.print(json.dumps(step, ensure_ascii=False), markup=False, highlight=False,
+                  soft_wrap=True)
+    else:
+        out.print(_step_line(step))
+
+
+def _follow(client: httpx.Client, transfer_id: str, last: int, as_json: bool) -> None:
+    """Server-Sent Events: one step per ``data:`` line, until Ctrl-C."""
+    headers = {"Accept": "text/event-stream", "Last-Event-ID": str(last)}
+    url = f"/api/v1/transfers/{transfer_id}/events/stream"
+    with client.stream("GET", url, headers=headers, timeout=httpx.Timeout(30, read=None)) as r:
+        if r.status_code >= 400:
+            r.read()
+            check(r)
+        for line in r.iter_lines():
+            if not line.startswith("data:"):
+                continue  # ids, retry hints and heartbeat comments
+            _emit(json.loads(line[5:].strip()), as_json)
+
+
+@app.command()
+def events(
+    transfer_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep showing new steps")] = False,
+    as_json: JSON = False,
+) -> None:
+    """Each recipient's timeline: mail sent, link opened, codes, downloads
+    (with --follow and --json: one JSON object per line)."""
+    with api() as client:
+        steps = check(client.get(f"/api/v1/transfers/{transfer_id}/events"))
+        if as_json and not follow:
+            print_json(steps)
+            return
+        for step in steps:
+            _emit(step, as_json)
+        if not steps and not follow:
+            out.print("Aucun événement pour l'instant.")
+        if follow:
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the follow
+                _follow(client, transfer_id, steps[-1]["id"] if steps else 0, as_json)

@@ -11,3 +11,13 @@ class MemoryMailer:
 
     async def send(self, mail: Mail) -> None:
         self.sent.append(mail)
+
+
+class MemorySmsSender:
+    """In-memory SMS provider for unit tests: keeps (number, text) pairs."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def send(self, to: str, text: str) -> None:
+        self.sent.append((to, text))

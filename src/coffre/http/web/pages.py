@@ -173,8 +173,7 @@ def _throttle_message(exc: TooManyAttempts, challenge: Challenge) -> str:
 
 @router.post("/t/{token}/code")
 async def code_send_page(token: str, request: Request, ctx: Ctx) -> Response:
-    app = deps.coffre(request)
-    await _small_form(request)
+    app = deps.coffre(request)  # the form has no field: its body is not read
     try:
         sent = await to_thread.run_sync(app.codes.send_code, token, ctx)
     except Conflict:  # this link needs no code
