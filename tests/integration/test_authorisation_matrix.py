@@ -382,3 +382,20 @@ def test_public_routes_with_guessed_capabilities_give_nothing(
     assert response.status_code in {401, 404, 410}, response.text
     if method != "HEAD":
         assert set(response.json()) == {"error"}
+
+
+@pytest.mark.parametrize(("method", "path", "action"), OBJECT_ROUTES,
+                         ids=[f"{m} {p}" for m, p, _ in OBJECT_ROUTES])
+def test_hidden_objects_answer_like_missing_ones(server: Server, world: World, method: str,
+                                                 path: str, action: str) -> None:
+    """Another organisation's object and an id that exists nowhere get the
+    same answer, byte for byte (no existence oracle)."""
+    outsider = next(c for c in world.callers if c.name == "other-organisation-admin")
+    params = _params(path)
+    real = _call(outsider, method, path, server.url + path.format(
+        **{p: world.objects[p] for p in params}))
+    ghost = _call(outsider, method, path, server.url + path.format(
+        **{p: uuid.uuid4().hex for p in params}))
+    assert real.status_code == ghost.status_code
+    if method != "HEAD" and real.headers.get("content-type", "").startswith("application/json"):
+        assert real.json() == ghost.json()

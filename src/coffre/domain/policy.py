@@ -125,17 +125,21 @@ def check_route(actor: Actor, action: Action) -> None:
         _requirements(actor, action, policy[1])
 
 
-def authorize(actor: Actor, action: Action, target: Target | None = None) -> None:
-    """Raise unless ``actor`` may perform ``action`` on ``target``."""
+def authorize(actor: Actor, action: Action, target: Target | None = None, *,
+              missing: str = "not found") -> None:
+    """Raise unless ``actor`` may perform ``action`` on ``target``.
+
+    ``missing`` is the message an unknown id gets, so that a hidden object
+    answers exactly like a missing one."""
     policy = _POLICIES.get(action)
     if policy is None:  # an action nobody wrote a rule for: nobody may
         raise PermissionDenied("this action is not allowed")
     rule, scope = policy
     if target is not None and target.organisation_id != actor.organisation_id:
-        raise NotFound("not found", access_denied=True)
+        raise NotFound(missing, access_denied=True)
     if not rule(actor, target):
         if target is not None:
-            raise NotFound("not found", access_denied=True)
+            raise NotFound(missing, access_denied=True)
         raise PermissionDenied("your role does not allow this", reason="role")
     _requirements(actor, action, scope)
 

@@ -190,7 +190,8 @@ class OrganisationService:
             row = session.get(Invitation, invitation_id)
             if row is None:
                 raise NotFound("invitation not found", access_denied=True)
-            authorize(actor, Action.MEMBER_INVITE, Target(row.organisation_id, row.invited_by))
+            authorize(actor, Action.MEMBER_INVITE, Target(row.organisation_id, row.invited_by),
+                      missing="invitation not found")
             if row.accepted_at is not None or row.revoked_at is not None:
                 raise Gone("this invitation was already accepted or revoked")
             row.revoked_at = self.clock.now()
@@ -405,7 +406,8 @@ class OrganisationService:
         user = session.get(User, member_id)
         if user is None:
             raise NotFound("member not found", access_denied=True)
-        authorize(actor, Action.MEMBER_MANAGE, Target(user.organisation_id, user.id))
+        authorize(actor, Action.MEMBER_MANAGE, Target(user.organisation_id, user.id),
+                  missing="member not found")
         return user
 
     @staticmethod

@@ -26,12 +26,12 @@ from coffre.db.tables import (
     User,
     new_id,
 )
-from coffre.domain.accounts import Actor, Scope, normalise_email
+from coffre.domain.accounts import Actor, normalise_email
+from coffre.domain.policy import Action, Target, authorize
 from coffre.domain.transfers import (
     MAX_MESSAGE_CHARS,
     MAX_RECIPIENTS,
     check_expiry,
-    require_manage,
     sanitise_filename,
 )
 from coffre.errors import Conflict, Gone, InvalidInput, NotFound, PermissionDenied
@@ -122,7 +122,7 @@ class TransferService:
     # -- create -----------------------------------------------------------------
 
     def create(self, actor: Actor, new: NewTransfer, ctx: trail.Context) -> TransferView:
-        actor.require(Scope.TRANSFERS_WRITE)
+        authorize(actor, Action.TRANSFER_CREATE)
         recipients = _unique([normalise_email(r) for r in new.recipients])
         if not recipients:
             raise InvalidInput("a transfer needs at least one recipient", field="recipients")
@@ -277,7 +277,7 @@ class TransferService:
     # -- read -------------------------------------------------------------------
 
     def list_sent(self, actor: Actor, include_inactive: bool = True) -> list[TransferView]:
-        actor.require(Scope.TRANSFERS_READ)
+        authorize(actor, Action.TRANSFER_LIST)
         with self.db.session() as session:
             rows = (
                 session.execute(
@@ -296,17 +296,18 @@ class TransferService:
     def get(self, actor: Actor, transfer_id: str, ctx: trail.Context | None = None) -> TransferView:
         """One transfer; an administrator other than its sender reading it
         is recorded, and shown to the sender (SEC-4)."""
-        actor.require(Scope.TRANSFERS_READ)
         with self.db.session() as session:
             transfer = self._managed(session, actor, transfer_id)
             record_admin_access(session, actor, transfer, "transfer", ctx, self.clock.now())
             return self._view(session, transfer)
 
-    def _managed(self, session: Session, actor: Actor, transfer_id: str) -> Transfer:
+    def _managed(self, session: Session, actor: Actor, transfer_id: str,
+                 action: Action = Action.TRANSFER_READ) -> Transfer:
         transfer = session.get(Transfer, transfer_id)
         if transfer is None:
             raise NotFound("transfer not found")
-        require_manage(actor, transfer)
+        authorize(actor, action, Target(transfer.organisation_id, transfer.sender_id),
+                  missing="transfer not found")
         return transfer
 
     def _view(self, session: Session, transfer: Transfer) -> TransferView:
@@ -364,9 +365,8 @@ class TransferService:
     # -- change -----------------------------------------------------------------
 
     def revoke(self, actor: Actor, transfer_id: str, ctx: trail.Context) -> TransferView:
-        actor.require(Scope.TRANSFERS_WRITE)
         with self.db.session() as session:
-            transfer = self._managed(session, actor, transfer_id)
+            transfer = self._managed(session, actor, transfer_id, Action.TRANSFER_MANAGE)
             if transfer.purged_at is not None:
                 raise Gone("this transfer has been deleted")
             if transfer.revoked_at is None:
@@ -386,10 +386,9 @@ class TransferService:
         self, actor: Actor, transfer_id: str, expires_in: timedelta | None, ctx: trail.Context
     ) -> TransferView:
         """Set a new expiry counted from now (None = permanent)."""
-        actor.require(Scope.TRANSFERS_WRITE)
         check_expiry(expires_in, self.max_expiry)
         with self.db.session() as session:
-            transfer = self._managed(session, actor, transfer_id)
+            transfer = self._managed(session, actor, transfer_id, Action.TRANSFER_MANAGE)
             if transfer.purged_at is not None:
                 raise Gone("this transfer has been deleted; it cannot be extended")
             now = self.clock.now()
@@ -407,9 +406,8 @@ class TransferService:
             return self._view(session, transfer)
 
     def delete(self, actor: Actor, transfer_id: str, ctx: trail.Context) -> None:
-        actor.require(Scope.TRANSFERS_WRITE)
         with self.db.session() as session:
-            transfer = self._managed(session, actor, transfer_id)
+            transfer = self._managed(session, actor, transfer_id, Action.TRANSFER_DELETE)
             if transfer.purged_at is not None:
                 raise Gone("this transfer has already been deleted")
             keys = self._shred(session, transfer)
