@@ -42,7 +42,7 @@ def test_note_has_the_c2sp_layout(tmp_path: Path) -> None:
 def test_vkey_round_trip(tmp_path: Path) -> None:
     key, _ = _signed(tmp_path)
     vkey = note.vkey(ORIGIN, key.public_key)
-    name, key_id, encoded = vkey.split("+")
+    name, key_id, encoded = vkey.split("+", 2)
     assert name == ORIGIN and len(key_id) == 8
     assert base64.b64decode(encoded) == b"\x01" + key.public_key
     assert note.parse_vkey(vkey).public_key == key.public_key
@@ -87,3 +87,17 @@ def test_signing_key_file_is_0400_and_stable(tmp_path: Path) -> None:
         SigningKeyFile(path)
     with pytest.raises(ConfigurationError):
         SigningKeyFile(tmp_path / "missing.key", create=False)
+
+
+def test_vkey_whose_base64_holds_a_plus_sign() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    for seed in range(256):
+        public = Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32).public_key() \
+            .public_bytes(Encoding.Raw, PublicFormat.Raw)
+        vkey = note.vkey(ORIGIN, public)
+        if "+" in vkey.split("+", 2)[2]:
+            assert note.parse_vkey(vkey).public_key == public
+            return
+    raise AssertionError("no seed gave a '+' in base64")  # pragma: no cover

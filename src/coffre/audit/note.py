@@ -46,7 +46,7 @@ class VerifierKey:
 
 def parse_vkey(text: str) -> VerifierKey:
     try:
-        name, hex_id, encoded = text.strip().split("+")
+        name, hex_id, encoded = text.strip().split("+", 2)
         raw = base64.b64decode(encoded, validate=True)
         expected = bytes.fromhex(hex_id)
     except (ValueError, binascii.Error) as error:
