@@ -157,6 +157,8 @@ def test_rewritten_history_is_caught_by_the_checkpoints(data: Path) -> None:
     done = verify(data)
     assert done.returncode == 3
     assert "événement 11" in done.stderr and "réécrit" in done.stderr
+    refused = cli(data, "audit", "checkpoint")  # nothing signs over a rewritten history
+    assert refused.returncode == 3 and "refus de signer" in refused.stderr
 
 
 def test_witness_file_catches_what_deleted_checkpoints_would_hide(data: Path,

@@ -21,6 +21,7 @@ from coffre.crypto.signing import SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.migrate import upgrade
 from coffre.db.tables import AuditEvent
+from coffre.errors import IntegrityError
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -163,6 +164,8 @@ def test_rewritten_history_is_caught_by_the_signed_checkpoints(tmp_path: Path) -
         assert trail.verify_chain(s) is None  # the chain alone was fooled
     seq, reason = _problem(log)
     assert seq == 5 and "réécrit" in reason  # first event after the last good checkpoint
+    with pytest.raises(IntegrityError):  # and nothing signs over it (the alert)
+        log.checkpoint()
 
 
 def test_rewritten_history_is_pinpointed_with_an_earlier_export(tmp_path: Path) -> None:

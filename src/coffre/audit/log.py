@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError as DuplicateRow
 
 from coffre.audit import merkle, trail
 from coffre.audit.note import Checkpoint, NoteError, open_checkpoint, sign, vkey
@@ -26,7 +26,7 @@ from coffre.db.engine import Database
 from coffre.db.tables import AuditCheckpoint, AuditEvent
 from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action, Target, authorize
-from coffre.errors import InvalidInput
+from coffre.errors import IntegrityError, InvalidInput
 from coffre.ports import Clock
 
 EXPORT_FORMAT = "coffre-audit-export/1"
@@ -58,26 +58,36 @@ class AuditLog:
 
     # -- checkpoints ------------------------------------------------------------
 
-    def checkpoint(self, *, force: bool = False) -> Signed | None:
-        """Sign the current tree if it grew since the last checkpoint (or
-        always with ``force``, unless empty); returns it, or None."""
+    def checkpoint(self) -> Signed | None:
+        """Sign the current tree if it grew since the last checkpoint;
+        returns the new checkpoint, or None. Refuses (``IntegrityError``)
+        when the trail no longer extends the last signed tree: run by the
+        scheduler every few seconds, that is the alert of SEC-31."""
         with self.db.session() as session:
             leaves = [bytes.fromhex(h) for h in session.execute(
                 select(AuditEvent.leaf_hash).order_by(AuditEvent.seq)).scalars()]
             last = session.execute(select(func.max(AuditCheckpoint.tree_size))).scalar()
-        if not leaves or (not force and last is not None and last >= len(leaves)):
+        previous = self._stored(last) if last is not None else None
+        if previous is None and not leaves:
             return None
-        existing = self._stored(len(leaves))
-        if existing is not None:
-            return existing
-        cp = Checkpoint(self.origin, len(leaves), merkle.root_of(leaves))
+        tree = merkle.Tree(leaves)
+        if previous is not None and (
+            previous.checkpoint.tree_size > tree.size
+            or tree.root(previous.checkpoint.tree_size) != previous.checkpoint.root_hash
+        ):
+            raise IntegrityError("the audit trail no longer matches its last signed "
+                                 "checkpoint: run `coffre audit verify`",
+                                 tree_size=previous.checkpoint.tree_size)
+        if previous is not None and previous.checkpoint.tree_size == tree.size:
+            return None
+        cp = Checkpoint(self.origin, tree.size, tree.root())
         note = sign(cp, self.origin, self.key.public_key, self.key.sign)
         try:
             with self.db.session() as session:
                 session.add(AuditCheckpoint(tree_size=cp.tree_size, root_hash=cp.root_hash.hex(),
                                             time=self.clock.now(), note=note))
-        except IntegrityError:  # another instance signed the same size meanwhile
-            return self._stored(len(leaves))
+        except DuplicateRow:  # another instance signed the same size meanwhile
+            return self._stored(tree.size)
         return Signed(cp, note)
 
     def _stored(self, size: int) -> Signed | None:
@@ -86,7 +96,11 @@ class AuditLog:
                 AuditCheckpoint.tree_size == size)).scalar_one_or_none()
         if note is None:
             return None
-        return Signed(open_checkpoint(note, self.key.public_key), note)
+        try:
+            return Signed(open_checkpoint(note, self.key.public_key), note)
+        except NoteError as error:
+            raise IntegrityError(f"stored checkpoint of size {size} does not verify: "
+                                 "run `coffre audit verify`", tree_size=size) from error
 
     def latest(self) -> Signed | None:
         with self.db.session() as session:

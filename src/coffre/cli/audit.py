@@ -26,6 +26,7 @@ from coffre.audit.verify import Problem, reference_leaves
 from coffre.bootstrap import Coffre, build
 from coffre.cli.client import console, out
 from coffre.cli.server import load_settings
+from coffre.errors import IntegrityError
 
 app = typer.Typer(help="The audit trail (hash chain, Merkle tree, signed checkpoints).",
                   no_args_is_help=True)
@@ -140,7 +141,13 @@ def checkpoint(
 ) -> None:
     """Sign the current tree (if it grew) and store the checkpoint."""
     with opened(data_dir) as coffre:
-        signed = coffre.audit.checkpoint() or coffre.audit.latest()
+        try:
+            signed = coffre.audit.checkpoint() or coffre.audit.latest()
+        except IntegrityError:
+            console.print("Journal d'audit altéré — refus de signer : il ne correspond plus au "
+                          "dernier point de contrôle ; lancez `coffre audit verify`.",
+                          markup=False, highlight=False, style="bold red")
+            raise typer.Exit(BROKEN) from None
     if signed is None:
         say("Journal d'audit vide : aucun point de contrôle.")
         return

@@ -10,6 +10,7 @@ import time
 from anyio import to_thread
 
 from coffre.bootstrap import Coffre
+from coffre.errors import IntegrityError
 
 log = logging.getLogger(__name__)
 MAIL_INTERVAL = 2.0
@@ -33,7 +34,11 @@ async def run_audit(app: Coffre, *, prune: bool) -> None:
         erased = await to_thread.run_sync(app.audit.prune)
         if erased:
             log.info("audit: %d event payloads pruned", erased)
-    await to_thread.run_sync(app.audit.checkpoint)
+    try:
+        await to_thread.run_sync(app.audit.checkpoint)
+    except IntegrityError as error:  # the alert of SEC-31: someone rewrote the trail
+        log.error("AUDIT TRAIL ALTERED: %s (checkpoint of %s events)", error.message,
+                  error.details.get("tree_size"))
 
 
 async def run_forever(app: Coffre) -> None:
