@@ -304,3 +304,20 @@ def test_api_shows_an_organisation_only_its_events(server: Server,
 def test_api_refuses_without_credentials(server: Server) -> None:
     response = httpx.get(f"{server.url}/api/v1/audit/events")
     assert response.status_code == 401
+
+
+def test_scheduler_raises_the_alert_on_a_rewritten_trail(server: Server, token: str) -> None:
+    """SEC-31: any modification raises an alert: the server refuses to sign
+    over a trail that no longer extends its last checkpoint, and says so."""
+    assert server.log_path is not None
+    test_scheduler_signs_checkpoints(server, token)  # a checkpoint covers event 1
+    (original,) = sql(server.data_dir, "SELECT leaf_hash FROM audit_events WHERE seq = 1")[0]
+    sql(server.data_dir, "UPDATE audit_events SET leaf_hash = ? WHERE seq = 1", "0" * 64)
+    try:
+        deadline = time.monotonic() + 20
+        while "AUDIT TRAIL ALTERED" not in server.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "no alert in the server log"
+            time.sleep(0.2)
+    finally:
+        sql(server.data_dir, "UPDATE audit_events SET leaf_hash = ? WHERE seq = 1", original)
+    assert server.coffre("audit", "verify").returncode == 0
