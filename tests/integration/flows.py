@@ -52,7 +52,8 @@ def audit_events(data_dir: Path, action: str | None = None) -> list[dict[str, An
         rows = con.execute("SELECT seq, payload FROM audit_events ORDER BY seq").fetchall()
     finally:
         con.close()
-    events = [{"seq": seq, **json.loads(payload)} for seq, payload in rows]
+    # Pruned events (payload erased by retention) have nothing to decode.
+    events = [{"seq": seq, **json.loads(payload)} for seq, payload in rows if payload is not None]
     return [e for e in events if action is None or e["action"] == action]
 
 
