@@ -69,11 +69,17 @@ def phone_context(recipient_id: str) -> str:
     return f"recipient:{recipient_id}:phone"
 
 
-def recipient_for_link(session: Session, token: str, now: datetime) -> Recipient:
-    """The recipient a personal link belongs to, if the link still works."""
-    recipient = session.execute(
-        select(Recipient).where(Recipient.token_hash == credentials.hash_token(token))
-    ).scalar_one_or_none()
+def recipient_for_link(session: Session, token: str, now: datetime,
+                       *, lock: bool = False) -> Recipient:
+    """The recipient a personal link belongs to, if the link still works.
+
+    ``lock``: hold the row until the transaction ends (PostgreSQL), so that
+    parallel guesses or sends are counted one after the other.
+    """
+    query = select(Recipient).where(Recipient.token_hash == credentials.hash_token(token))
+    if lock:
+        query = query.with_for_update()
+    recipient = session.execute(query).scalar_one_or_none()
     if recipient is None:
         raise NotFound("unknown link")
     check_link_usable(recipient.transfer, now)
@@ -96,7 +102,8 @@ def grant_access(
     session: Session, recipient: Recipient, access: str | None, now: datetime,
     *, code: bool = False, password: bool = False,
 ) -> str:
-    """Add a proof to the grant presented, or to a new one; returns its token."""
+    """Add a proof to the grant presented, or to a new one; returns its token.
+    The grant then lasts ``ACCESS_LIFETIME`` from this proof."""
     grant = valid_grant(session, recipient, access, now)
     if grant is None or access is None:
         access = credentials.new_token()
@@ -105,6 +112,7 @@ def grant_access(
             created_at=now, expires_at=now + ACCESS_LIFETIME,
         )
         session.add(grant)
+    grant.expires_at = now + ACCESS_LIFETIME
     grant.code_verified = grant.code_verified or code
     grant.password_verified = grant.password_verified or password
     return access
@@ -208,7 +216,7 @@ class RecipientVerification:
         now = self.clock.now()
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         with self.db.session() as session:
-            recipient = recipient_for_link(session, token, now)
+            recipient = recipient_for_link(session, token, now, lock=True)
             transfer: Transfer = recipient.transfer
             if not transfer.verify_recipients:
                 raise Conflict("this link does not need a code", reason="code_not_required")
@@ -300,7 +308,7 @@ class RecipientVerification:
         code = re.sub(r"\s", "", code)
         error: AuthenticationRequired | TooManyAttempts
         with self.db.session() as session:
-            recipient = recipient_for_link(session, token, now)
+            recipient = recipient_for_link(session, token, now, lock=True)
             transfer: Transfer = recipient.transfer
             if not transfer.verify_recipients:
                 raise Conflict("this link does not need a code", reason="code_not_required")
