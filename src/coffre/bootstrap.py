@@ -22,10 +22,13 @@ from coffre.notify.smtp import SmtpMailer
 from coffre.ports import BlobStore, Clock, KeyProvider, Mailer, SmsSender
 from coffre.services.accounts import AccountService
 from coffre.services.denials import DenialLog
+from coffre.services.factors import FactorService
 from coffre.services.keys import KeyRing
 from coffre.services.links import LinkService
 from coffre.services.mail import MailQueue
 from coffre.services.organisations import OrganisationService
+from coffre.services.sessions import SessionService
+from coffre.services.throttle import Throttles
 from coffre.services.tracking import TrackingService
 from coffre.services.transfers import TransferService
 from coffre.services.uploads import UploadService
@@ -46,6 +49,8 @@ class Coffre:
     dev_mailbox: DevMailbox | None
     mail: MailQueue
     accounts: AccountService
+    factors: FactorService
+    sessions: SessionService
     uploads: UploadService
     transfers: TransferService
     links: LinkService
@@ -107,6 +112,10 @@ def build(
         resend_interval=timedelta(seconds=settings.recipient_code_resend_seconds),
         lock_time=timedelta(minutes=settings.recipient_lock_minutes),
     )
+    throttles = Throttles(db, clock, max_failures=settings.login_attempts,
+                          lockout=timedelta(minutes=settings.lockout_minutes))
+    accounts = AccountService(db, keys, clock, throttles)
+    factors = FactorService(db, keys, mail, clock, base_url=settings.base_url)
     transfers = TransferService(
         db,
         store,
@@ -127,7 +136,14 @@ def build(
         mailer=mailer,
         dev_mailbox=dev_mailbox,
         mail=mail,
-        accounts=AccountService(db, keys, clock),
+        accounts=accounts,
+        factors=factors,
+        sessions=SessionService(
+            db, accounts, factors, throttles, clock,
+            idle=timedelta(minutes=settings.session_idle_minutes),
+            absolute=timedelta(hours=settings.session_absolute_hours),
+            step_up=timedelta(minutes=settings.step_up_minutes),
+        ),
         uploads=UploadService(
             db,
             store,

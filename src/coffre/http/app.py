@@ -16,7 +16,7 @@ from sqlalchemy import text
 from coffre import __version__
 from coffre.bootstrap import Coffre
 from coffre.http import errors, tus
-from coffre.http.api import accounts, audit, events, links, organisations, transfers
+from coffre.http.api import accounts, audit, auth, events, links, organisations, transfers
 from coffre.http.middleware import BodyLimit, SecurityHeaders
 from coffre.http.web import pages
 from coffre.jobs import scheduler
@@ -45,8 +45,8 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
     )
     app.state.coffre = coffre
     errors.install(app, pages.render_error)
-    for router in (accounts.router, transfers.router, links.router, tus.router, pages.router,
-                   organisations.router):
+    for router in (accounts.router, auth.router, transfers.router, links.router, tus.router,
+                   pages.router, organisations.router):
         app.include_router(router)
     app.include_router(events.router)
     app.include_router(audit.router)

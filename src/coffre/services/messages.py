@@ -63,6 +63,20 @@ def download_notice(*, to: str, recipient: str, transfer_subject: str, what: str
     return Mail(to=to, subject=f"[Coffre] Téléchargement par {recipient}", text=text)
 
 
+def security_notice(*, to: str, french: str, english: str) -> Mail:
+    """A change to the security of someone's account (SEC-14: factor changes)."""
+    text = "\n".join([
+        french,
+        "",
+        "Si vous n'êtes pas à l'origine de ce changement, prévenez sans attendre "
+        "l'administrateur de votre organisation.",
+        "",
+        "--",
+        english,
+    ])
+    return Mail(to=to, subject="[Coffre] Sécurité de votre compte", text=text)
+
+
 _ROLE_NAMES = {"admin": "administrateur", "member": "membre"}
 
 

@@ -113,7 +113,8 @@ class TrackingService:
             if transfer is None:
                 raise NotFound("transfer not found")
             authorize(actor, Action.TRANSFER_READ,
-                      Target(transfer.organisation_id, transfer.sender_id))
+                      Target(transfer.organisation_id, transfer.sender_id),
+                      missing="transfer not found")
             record_admin_access(session, actor, transfer, what, ctx, self.clock.now())
 
     def timeline(self, actor: Actor, transfer_id: str, ctx: trail.Context,

@@ -25,6 +25,8 @@ class LoginRequest(Strict):
     token_name: str = Field(default="cli", max_length=100)
     scopes: list[str] = Field(default=["transfers:read", "transfers:write"], max_length=10)
     expires_in_days: int | None = Field(default=90, ge=1, le=3650)
+    #: A TOTP or recovery code, when the account has a second factor.
+    code: str | None = Field(default=None, max_length=64)
 
 
 class TokenRequest(Strict):
@@ -54,6 +56,9 @@ class Me(BaseModel):
     role: str
     organisation_id: str
     scopes: list[str]
+    #: Signed in with a second factor; one is required for this account.
+    mfa: bool = False
+    mfa_required: bool = False
 
 
 class RecipientIn(Strict):

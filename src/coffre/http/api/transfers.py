@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
+from coffre.domain.policy import Action
 from coffre.domain.transfers import parse_expiry
 from coffre.http import deps
 from coffre.http.api.schemas import Extend, TransferCreate, TransferOut
@@ -15,6 +16,11 @@ from coffre.services.transfers import NewTransfer, TransferView
 
 router = APIRouter(prefix="/api/v1/transfers", tags=["transfers"])
 Actor_ = Annotated[Actor, Depends(deps.actor)]
+Creator = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_CREATE))]
+Lister = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_LIST))]
+Reader = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_READ))]
+Manager = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_MANAGE))]
+Deleter = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_DELETE))]
 Ctx = Annotated[Context, Depends(deps.context)]
 
 
@@ -23,7 +29,7 @@ def _out(view: TransferView) -> TransferOut:
 
 
 @router.post("", status_code=201, summary="Create a transfer from completed uploads")
-def create(body: TransferCreate, actor: Actor_, request: Request, ctx: Ctx) -> TransferOut:
+def create(body: TransferCreate, actor: Creator, request: Request, ctx: Ctx) -> TransferOut:
     emails = [r if isinstance(r, str) else r.email for r in body.recipients]
     phones = {r.email: r.phone for r in body.recipients if not isinstance(r, str) and r.phone}
     new = NewTransfer(
@@ -42,23 +48,23 @@ def create(body: TransferCreate, actor: Actor_, request: Request, ctx: Ctx) -> T
 
 
 @router.get("")
-def list_(actor: Actor_, request: Request) -> list[TransferOut]:
+def list_(actor: Lister, request: Request) -> list[TransferOut]:
     return [_out(v) for v in deps.coffre(request).transfers.list_sent(actor)]
 
 
 @router.get("/{transfer_id}")
-def get(transfer_id: str, actor: Actor_, request: Request, ctx: Ctx) -> TransferOut:
+def get(transfer_id: str, actor: Reader, request: Request, ctx: Ctx) -> TransferOut:
     return _out(deps.coffre(request).transfers.get(actor, transfer_id, ctx))
 
 
 @router.post("/{transfer_id}/revoke")
-def revoke(transfer_id: str, actor: Actor_, request: Request, ctx: Ctx) -> TransferOut:
+def revoke(transfer_id: str, actor: Manager, request: Request, ctx: Ctx) -> TransferOut:
     return _out(deps.coffre(request).transfers.revoke(actor, transfer_id, ctx))
 
 
 @router.post("/{transfer_id}/extend")
 def extend(
-    transfer_id: str, body: Extend, actor: Actor_, request: Request, ctx: Ctx
+    transfer_id: str, body: Extend, actor: Manager, request: Request, ctx: Ctx
 ) -> TransferOut:
     return _out(
         deps.coffre(request).transfers.extend(
@@ -68,6 +74,6 @@ def extend(
 
 
 @router.delete("/{transfer_id}", status_code=204)
-def delete(transfer_id: str, actor: Actor_, request: Request, ctx: Ctx) -> Response:
+def delete(transfer_id: str, actor: Deleter, request: Request, ctx: Ctx) -> Response:
     deps.coffre(request).transfers.delete(actor, transfer_id, ctx)
     return Response(status_code=204)
