@@ -156,7 +156,7 @@ def build(
         transfers=transfers,
         denials=DenialLog(db),
         links=LinkService(
-            db, store, keys, transfers, clock, codes,
+            db, store, keys, transfers, clock, codes, throttles,
             password_attempts=settings.link_password_attempts,
         ),
         codes=codes,

@@ -36,6 +36,7 @@ from coffre.errors import AuthenticationRequired, Gone, NotFound, TooManyAttempt
 from coffre.ports import BlobStore, Clock
 from coffre.services import messages
 from coffre.services.keys import KeyRing
+from coffre.services.throttle import Throttles
 from coffre.services.tracking import track
 from coffre.services.transfers import FileView, TransferService
 from coffre.services.verification import (
@@ -48,6 +49,7 @@ from coffre.services.verification import (
 
 __all__ = ["ACCESS_LIFETIME", "FileDownload", "LinkFile", "LinkService", "LinkView"]
 READ_BATCH_SEGMENTS = 4
+LINK_PASSWORD = "link-password"  # noqa: S105 - a throttle kind
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class LinkService:
         transfers: TransferService,
         clock: Clock,
         verification: RecipientVerification,
+        throttles: Throttles,
         *,
         password_attempts: int,
     ) -> None:
@@ -104,6 +107,7 @@ class LinkService:
         self.clock = clock
         self.verification = verification
         self.password_attempts = password_attempts
+        self.throttles = throttles
         self._in_flight = _InFlight()
 
     # -- access -----------------------------------------------------------------
@@ -136,8 +140,10 @@ class LinkService:
         one, when no code is needed); returns the grant.
 
         When the transfer asks for a code, the password is not even checked
-        before the code was. After ``password_attempts`` wrong passwords the
-        link locks (429). The Argon2 check runs outside any transaction.
+        before the code was. Wrong passwords make the next try wait longer,
+        then lock the link for a while (SEC-14, as for account passwords);
+        after ``password_attempts`` the link locks for good (429). The
+        Argon2 check runs outside any transaction.
         """
         with self.db.session() as session:
             recipient = self._recipient(session, token)
@@ -149,6 +155,7 @@ class LinkService:
                 self._event(session, recipient, "link.password_locked", ctx, outcome="failure")
         if locked:
             raise TooManyAttempts("too many wrong passwords: ask the sender for a new link")
+        self.throttles.check(LINK_PASSWORD, recipient_id)
         ok = password_hash is None or credentials.verify_password(password_hash, password)
         with self.db.session() as session:
             current = session.get(Recipient, recipient_id)
@@ -160,6 +167,7 @@ class LinkService:
                     .values(password_failures=Recipient.password_failures + 1)
                 )
                 session.refresh(recipient)
+                self.throttles.failed(session, LINK_PASSWORD, recipient_id)
                 self._event(session, recipient, "link.password_failed", ctx, outcome="failure",
                             failures=recipient.password_failures)
                 now = self.clock.now()
@@ -170,6 +178,7 @@ class LinkService:
                           recipient_id=recipient.id)
             else:
                 recipient.password_failures = 0
+                self.throttles.succeeded(session, LINK_PASSWORD, recipient_id)
                 granted = grant_access(session, recipient, access, self.clock.now(),
                                        password=True)
                 self._event(session, recipient, "link.unlocked", ctx)
