@@ -399,16 +399,70 @@ def test_sec17_step_up_before_sensitive_actions(
     assert stale.json()["error"]["details"]["reason"] == "reauthentication_required"
     wrong = b.call("POST", "/api/v1/auth/reauth", json={"password": "pas le bon mot de passe"})
     assert wrong.status_code == 401
-    again = b.call("POST", "/api/v1/auth/reauth", json={"password": PASSWORD})
+    # The user has a factor: the password alone is not enough.
+    half = b.call("POST", "/api/v1/auth/reauth", json={"password": PASSWORD})
+    assert half.status_code == 401
+    assert half.json()["error"]["details"]["reason"] == "second_factor_required"
+    code = pyotp.TOTP(secret).at(clock.now())
+    again = b.call("POST", "/api/v1/auth/reauth", json={"password": PASSWORD, "code": code})
     assert again.status_code == 200, again.text
     assert b.call("DELETE", f"/api/v1/account/factors/{factor_id}").status_code == 204
     with app.db.session() as session:
         from coffre.audit import trail
 
-        assert len(trail.events(session, "reauth.succeeded")) == 1
+        assert len(trail.events(session, "reauth.succeeded")) == 2  # the password steps
         assert len(trail.events(session, "reauth.failed")) == 1
+        assert len(trail.events(session, "reauth.completed")) == 1
         assert len(trail.events(session, "factor.removed")) == 1
-    assert secret
+
+
+def test_sec14_step_up_codes_are_throttled_too(
+    frozen: tuple[Coffre, FrozenClock, AsgiClient],
+) -> None:
+    app, clock, client = frozen
+    b = Browser(client, app.settings.base_url)
+    b.login("membre@exemple.fr")
+    secret, _ = b.enrol_totp()
+    answers = [b.call("POST", "/api/v1/auth/reauth",
+                      json={"password": PASSWORD, "code": "000000"}).status_code
+               for _ in range(4)]
+    assert answers == [401, 401, 401, 429]  # the third failure imposes a delay
+    clock.advance(timedelta(seconds=1))
+    code = pyotp.TOTP(secret).at(clock.now() + timedelta(seconds=30))
+    assert b.call("POST", "/api/v1/auth/reauth",
+                  json={"password": PASSWORD, "code": code}).status_code == 200
+
+
+def test_sec9_tokens_obtained_without_a_factor_end_when_one_is_added(server: Server) -> None:
+    """Otherwise an old password-only token could step up or enrol an
+    attacker's factor with the password alone."""
+    email = new_user(server)
+    old = httpx.post(f"{server.url}/api/v1/auth/token",
+                     json={"email": email, "password": PASSWORD}).json()["token"]
+    b = browser(server)
+    b.login(email)
+    b.enrol_totp()
+    response = httpx.get(f"{server.url}/api/v1/me", headers={"Authorization": f"Bearer {old}"})
+    assert response.status_code == 401
+    assert audit_events(server.data_dir, "factor.added")[-1]["details"]["tokens_revoked"] == 1
+
+
+def test_sec14_parallel_guesses_cannot_outrun_the_limit(server: Server) -> None:
+    """Attempts are counted before the password is checked, so a burst of
+    parallel guesses gets no more tries than a sequence would."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    email = new_user(server)
+
+    def guess(n: int) -> int:
+        return httpx.post(f"{server.url}/api/v1/auth/login",
+                          json={"email": email, "password": f"mauvais {n:04d}"},
+                          timeout=60).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(guess, range(32)))
+    assert set(answers) <= {401, 429}
+    assert answers.count(401) <= 5, answers
 
 
 def test_sec14_same_answer_for_unknown_account_and_wrong_password(

@@ -194,7 +194,7 @@ class AccountService:
             email = normalise_email(email)
         except InvalidInput:
             email = ""
-        self.throttles.check("password", email)
+        failures = self.throttles.attempt("password", email)
         with self.db.session() as session:
             user = session.execute(select(User).where(User.email == email)).scalar_one_or_none()
             if user is not None:
@@ -206,7 +206,7 @@ class AccountService:
             if ok:
                 self.throttles.succeeded(session, "password", email)
             else:
-                details["failures"] = self.throttles.failed(session, "password", email)
+                details["failures"] = failures
             trail.record(
                 session, f"{event}.succeeded" if ok else f"{event}.failed",
                 actor=user.id if ok and user else None,

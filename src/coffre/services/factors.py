@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pyotp
 import segno
 import webauthn
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 from webauthn.helpers import options_to_json
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
@@ -38,7 +38,7 @@ from webauthn.helpers.structs import (
 from coffre.audit import trail
 from coffre.crypto import credentials
 from coffre.db.engine import Database
-from coffre.db.tables import RecoveryCode, SecondFactor, User, UserSession
+from coffre.db.tables import ApiToken, RecoveryCode, SecondFactor, User, UserSession
 from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action, authorize
 from coffre.errors import Conflict, InvalidInput, NotFound
@@ -406,9 +406,19 @@ class FactorService:
         first = not self._confirmed(session, user.id)
         row.confirmed_at = self.clock.now()
         codes = self._new_recovery_codes(session, user) if first else []
+        # Tokens obtained without a second factor no longer act for this
+        # user: they could otherwise step up or enrol with the password alone.
+        result = session.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user.id, ApiToken.mfa.is_(False),
+                   ApiToken.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+        )
+        assert isinstance(result, CursorResult)
+        revoked = result.rowcount
         trail.record(session, "factor.added", actor=user.id,
                      organisation_id=user.organisation_id, object_type="second_factor",
-                     object_id=row.id, context=ctx, kind=row.kind)
+                     object_id=row.id, context=ctx, kind=row.kind, tokens_revoked=revoked)
         self._end_other_sessions(session, user, actor)
         self._notify(session, user, f"Un second facteur ({row.kind}) a été ajouté à votre "
                      "compte.", f"A second factor ({row.kind}) was added to your account.")

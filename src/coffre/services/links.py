@@ -155,7 +155,7 @@ class LinkService:
                 self._event(session, recipient, "link.password_locked", ctx, outcome="failure")
         if locked:
             raise TooManyAttempts("too many wrong passwords: ask the sender for a new link")
-        self.throttles.check(LINK_PASSWORD, recipient_id)
+        self.throttles.attempt(LINK_PASSWORD, recipient_id)
         ok = password_hash is None or credentials.verify_password(password_hash, password)
         with self.db.session() as session:
             current = session.get(Recipient, recipient_id)
@@ -167,7 +167,6 @@ class LinkService:
                     .values(password_failures=Recipient.password_failures + 1)
                 )
                 session.refresh(recipient)
-                self.throttles.failed(session, LINK_PASSWORD, recipient_id)
                 self._event(session, recipient, "link.password_failed", ctx, outcome="failure",
                             failures=recipient.password_failures)
                 now = self.clock.now()

@@ -128,35 +128,43 @@ class SessionService:
     def second_factor(self, token: str, proof: Proof, ctx: trail.Context) -> SignIn:
         """Finish a pending sign-in; the session gets a new token (SEC-15)."""
         with self.db.session() as session:
-            row = self._pending(session, token)
-            user_id = row.user_id
-        self.throttles.check("factor", user_id)
+            user = self._pending(session, token).user
+            session.expunge(user)
+        if not self._prove(user, proof, ctx, "login.second_factor_failed", pending=token):
+            raise AuthenticationRequired("this code or key was not accepted",
+                                         reason="second_factor_invalid")
         with self.db.session() as session:
             row = self._pending(session, token)
-            user = row.user
-            ok = self._check_proof(session, user, row, proof, ctx)
-            if not ok:
-                failures = self.throttles.failed(session, "factor", user.id)
-                trail.record(session, "login.second_factor_failed", actor=None,
+            now = self.clock.now()
+            new = credentials.new_token()
+            csrf = csrf_for(new)
+            row.token_hash = credentials.hash_token(new)
+            row.csrf_hash = credentials.hash_token(csrf)
+            row.stage, row.mfa = FULL, True
+            row.auth_time = row.last_seen_at = now
+            row.expires_at = now + self.absolute
+            trail.record(session, "login.second_factor", actor=user.id,
+                         organisation_id=user.organisation_id, object_type="session",
+                         object_id=row.id, context=ctx, method=proof.method)
+            return SignIn(new, csrf, FULL, [], False, row.expires_at)
+
+    def _prove(self, user: User, proof: Proof, ctx: trail.Context, failure: str, *,
+               pending: str | None = None, session_id: str | None = None) -> bool:
+        """Check a second factor, throttled per user (the attempt is counted
+        before the check, SEC-14); a failure leaves ``failure`` in the trail."""
+        failures = self.throttles.attempt("factor", user.id)
+        with self.db.session() as session:
+            login = (self._pending(session, pending) if pending is not None
+                     else session.get(UserSession, session_id) if session_id else None)
+            ok = self._check_proof(session, user, login, proof, ctx)
+            if ok:
+                self.throttles.succeeded(session, "factor", user.id)
+            else:
+                trail.record(session, failure, actor=None,
                              organisation_id=user.organisation_id, object_type="user",
                              object_id=user.id, outcome="failure", context=ctx,
                              method=proof.method, failures=failures)
-            else:
-                self.throttles.succeeded(session, "factor", user.id)
-                now = self.clock.now()
-                new = credentials.new_token()
-                csrf = csrf_for(new)
-                row.token_hash = credentials.hash_token(new)
-                row.csrf_hash = credentials.hash_token(csrf)
-                row.stage, row.mfa = FULL, True
-                row.auth_time = row.last_seen_at = now
-                row.expires_at = now + self.absolute
-                trail.record(session, "login.second_factor", actor=user.id,
-                             organisation_id=user.organisation_id, object_type="session",
-                             object_id=row.id, context=ctx, method=proof.method)
-                return SignIn(new, csrf, FULL, [], False, row.expires_at)
-        raise AuthenticationRequired("this code or key was not accepted",
-                                     reason="second_factor_invalid")
+        return ok
 
     def _check_proof(self, session: Session, user: User, row: UserSession | None,
                      proof: Proof, ctx: trail.Context) -> bool:
@@ -191,17 +199,7 @@ class SessionService:
                 raise AuthenticationRequired("a second-factor code is needed",
                                              reason="second_factor_required", methods=methods)
             method = RECOVERY if "-" in code or not code.strip().isdigit() else TOTP
-            self.throttles.check("factor", user.id)
-            with self.db.session() as session:
-                mfa = self._check_proof(session, user, None, Proof(method, code), ctx)
-                if not mfa:
-                    failures = self.throttles.failed(session, "factor", user.id)
-                    trail.record(session, "login.second_factor_failed", actor=None,
-                                 organisation_id=user.organisation_id, object_type="user",
-                                 object_id=user.id, outcome="failure", context=ctx,
-                                 method=method, failures=failures)
-                else:
-                    self.throttles.succeeded(session, "factor", user.id)
+            mfa = self._prove(user, Proof(method, code), ctx, "login.second_factor_failed")
             if not mfa:
                 raise AuthenticationRequired("this code or key was not accepted",
                                              reason="second_factor_invalid")
@@ -274,43 +272,36 @@ class SessionService:
 
     def reauthenticate(self, actor: Actor, token: str | None, password: str,
                        proof: Proof | None, ctx: trail.Context) -> datetime:
-        """SEC-17: prove it again (password, and the second factor if the
-        credential was obtained with one) before sensitive actions."""
+        """SEC-17: prove it again before sensitive actions: the password,
+        and a second factor whenever the user has one (whatever the
+        credential acted through was obtained with)."""
         authorize(actor, Action.ACCOUNT_READ)
         with self.db.session() as session:
             user = session.get(User, actor.user_id)
             assert user is not None
-            email = user.email
-        self.accounts.authenticate(email, password, ctx, event="reauth")
-        ok = True
+            session.expunge(user)
+            methods = self.factors.methods(session, user.id)
+        self.accounts.authenticate(user.email, password, ctx, event="reauth")
+        if methods:
+            if proof is None:
+                raise AuthenticationRequired("a second factor is needed as well",
+                                             reason="second_factor_required", methods=methods)
+            if not self._prove(user, proof, ctx, "reauth.second_factor_failed",
+                               session_id=actor.session_id):
+                raise AuthenticationRequired("this code or key was not accepted",
+                                             reason="second_factor_invalid")
+        now = self.clock.now()
         with self.db.session() as session:
-            user = session.get(User, actor.user_id)
-            assert user is not None
-            login = session.get(UserSession, actor.session_id) if actor.session_id else None
-            if actor.mfa:
-                if proof is None:
-                    raise AuthenticationRequired("a second factor is needed as well",
-                                                 reason="second_factor_required",
-                                                 methods=self.factors.methods(session, user.id))
-                ok = self._check_proof(session, user, login, proof, ctx)
-            now = self.clock.now()
-            if ok:
-                if login is not None:
-                    login.auth_time = now
-                elif token is not None:
-                    session.execute(update(ApiToken).where(
-                        ApiToken.token_hash == credentials.hash_token(token)
-                    ).values(auth_time=now))
-            else:
-                self.throttles.failed(session, "factor", user.id)
-            if actor.mfa:  # the password step was recorded by authenticate()
-                trail.record(session, "reauth.second_factor", actor=user.id,
-                             organisation_id=user.organisation_id, object_type="user",
-                             object_id=user.id, outcome="success" if ok else "failure",
-                             context=ctx)
-        if not ok:
-            raise AuthenticationRequired("this code or key was not accepted",
-                                         reason="second_factor_invalid")
+            if actor.session_id is not None:
+                session.execute(update(UserSession).where(UserSession.id == actor.session_id)
+                                .values(auth_time=now))
+            elif token is not None:
+                session.execute(update(ApiToken).where(
+                    ApiToken.token_hash == credentials.hash_token(token)
+                ).values(auth_time=now))
+            trail.record(session, "reauth.completed", actor=user.id,
+                         organisation_id=user.organisation_id, object_type="user",
+                         object_id=user.id, context=ctx, second_factor=bool(methods))
         return now + self.step_up
 
     def step_up_options(self, actor: Actor) -> dict[str, Any]:
