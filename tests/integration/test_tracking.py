@@ -231,3 +231,24 @@ def test_administrators_reading_a_transfer_are_shown_to_its_sender(
             if s["kind"] != "mail_sent"] == [
         ("admin_access", admin["id"], None), ("admin_access", admin["id"], None)]
     assert len(events_for(server.data_dir, "transfer.admin_access", transfer["id"])) == 2
+
+
+def test_a_stream_ends_when_its_credential_does(server: Server, client: httpx.Client) -> None:
+    """SEC-16: revoking the token (or ending the session) that opened a
+    stream ends the stream too, within seconds; nothing more goes out."""
+    transfer, _, _ = _create(client, {"cr.pdf": b"%PDF"})
+    short_lived = login(server.url)
+    stream = EventStream(f"{server.url}/api/v1/transfers/{transfer['id']}/events/stream",
+                         short_lived)
+    stream.start()
+    try:
+        assert stream.opened.wait(10)
+        assert stream.status == 200
+        token_id = client.get("/api/v1/tokens").json()[-1]["id"]
+        with api_client(server, short_lived) as own:
+            assert own.delete(f"/api/v1/tokens/{token_id}").status_code == 204
+        stream.join(20)
+        assert not stream.is_alive(), "the stream outlived its token"
+        assert stream.events[-1] == {"reason": "ended"}
+    finally:
+        stream.close()

@@ -71,6 +71,12 @@ async def _csrf_token(request: Request) -> str | None:
 async def actor(request: Request) -> Actor:
     """The authenticated user: an API token (Bearer) or a browser session
     (cookie, plus the CSRF token on state-changing requests)."""
+    return await resolve(request)
+
+
+async def resolve(request: Request, *, touch: bool = True) -> Actor:
+    """``actor``; ``touch=False`` does not count as activity (a stream
+    checking that its session still holds must not keep it alive)."""
     app = coffre(request)
     token = bearer_token(request)
     if token is not None:
@@ -82,7 +88,7 @@ async def actor(request: Request) -> Actor:
     if unsafe:
         check_origin(request)
     csrf = await _csrf_token(request) if unsafe else None
-    found: Actor = await to_thread.run_sync(app.sessions.actor, cookie, csrf, unsafe)
+    found: Actor = await to_thread.run_sync(app.sessions.actor, cookie, csrf, unsafe, touch)
     return found
 
 

@@ -225,7 +225,7 @@ class SessionService:
             return None
         return row
 
-    def actor(self, token: str, csrf: str | None, unsafe: bool) -> Actor:
+    def actor(self, token: str, csrf: str | None, unsafe: bool, touch: bool = True) -> Actor:
         """The user behind a session cookie. State-changing requests must
         also carry the session's CSRF token (SEC-22)."""
         with self.db.session() as session:
@@ -236,7 +236,7 @@ class SessionService:
                 )):
                     raise PermissionDenied("missing or wrong CSRF token", reason="csrf")
                 now = self.clock.now()
-                if now - row.last_seen_at > TOUCH_EVERY:
+                if touch and now - row.last_seen_at > TOUCH_EVERY:
                     row.last_seen_at = now
                 user = row.user
                 organisation = session.get(Organisation, user.organisation_id)

@@ -109,13 +109,23 @@ class TrackingService:
         administrator of its organisation; anyone else gets 404) and record
         an administrator's access."""
         with self.db.session() as session:
-            transfer = session.get(Transfer, transfer_id)
-            if transfer is None:
-                raise NotFound("transfer not found")
-            authorize(actor, Action.TRANSFER_READ,
-                      Target(transfer.organisation_id, transfer.sender_id),
-                      missing="transfer not found")
+            transfer = self._readable(session, actor, transfer_id)
             record_admin_access(session, actor, transfer, what, ctx, self.clock.now())
+
+    def check(self, actor: Actor, transfer_id: str) -> None:
+        """The same check, again, for a stream that stays open."""
+        with self.db.session() as session:
+            self._readable(session, actor, transfer_id)
+
+    @staticmethod
+    def _readable(session: Session, actor: Actor, transfer_id: str) -> Transfer:
+        transfer = session.get(Transfer, transfer_id)
+        if transfer is None:
+            raise NotFound("transfer not found")
+        authorize(actor, Action.TRANSFER_READ,
+                  Target(transfer.organisation_id, transfer.sender_id),
+                  missing="transfer not found")
+        return transfer
 
     def timeline(self, actor: Actor, transfer_id: str, ctx: trail.Context,
                  after: int = 0) -> list[Step]:

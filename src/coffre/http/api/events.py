@@ -3,12 +3,15 @@ a list, or as Server-Sent Events (SEC-4).
 
 The stream polls the database for steps above the last id sent, so it
 works across several app instances; it honours ``Last-Event-ID``, sends
-heartbeat comments, and ends when the client goes away.
+heartbeat comments, and ends when the client goes away, or when the
+credential that opened it no longer allows it (checked again every few
+seconds: logout, expiry, revocation, disabling, demotion).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -18,7 +21,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
-from coffre.domain.policy import Action
+from coffre.domain.policy import Action, check_route
+from coffre.errors import CoffreError
 from coffre.http import deps
 from coffre.http.api.schemas import TransferEventOut
 from coffre.services.tracking import Step
@@ -28,6 +32,7 @@ Reader = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_READ))]
 Ctx = Annotated[Context, Depends(deps.context)]
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15
+RECHECK_SECONDS = 5
 
 
 def _out(step: Step) -> TransferEventOut:
@@ -56,10 +61,25 @@ async def stream(
     last_id = request.headers.get("last-event-id", "0").strip()
     last = int(last_id) if last_id.isdigit() else 0
 
+    async def still_allowed() -> bool:
+        try:
+            current = await deps.resolve(request, touch=False)
+            check_route(current, Action.TRANSFER_READ)
+            await to_thread.run_sync(tracking.check, current, transfer_id)
+        except CoffreError:
+            return False
+        return True
+
     async def steps() -> AsyncIterator[ServerSentEvent]:
         nonlocal last
         yield ServerSentEvent(comment="suivi en direct", retry=1000)
+        checked = time.monotonic()
         while True:
+            if time.monotonic() - checked >= RECHECK_SECONDS:
+                if not await still_allowed():
+                    yield ServerSentEvent(event="end", data=json.dumps({"reason": "ended"}))
+                    return
+                checked = time.monotonic()
             for step in await to_thread.run_sync(tracking.since, transfer_id, last):
                 last = step.id
                 data = _out(step).model_dump(mode="json")
