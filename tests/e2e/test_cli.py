@@ -306,3 +306,25 @@ def test_sec9_an_administrator_enrols_totp_at_first_cli_login(server: Server,
     me = httpx.get(f"{server.url}/api/v1/me",
                    headers={"Authorization": f"Bearer {token['token']}"}).json()
     assert me["mfa"] is True and "admin" in me["scopes"]
+
+
+def test_sec17_cli_confirms_identity_before_deleting(server: Server, cli: Cli,
+                                                     tmp_path: Path) -> None:
+    """A token signed in long ago must step up before a deletion: the CLI
+    asks for the password and a code, then deletes."""
+    from tests.conftest import ADMIN_PASSWORD
+    from tests.integration.flows import sql
+
+    doc = random_file(tmp_path / "cr.pdf", 1000)
+    sent = json.loads(cli.run("send", str(doc), "--to", "a@exemple.fr", "--json").stdout)
+    sql(server.data_dir, "UPDATE api_tokens SET auth_time = '2020-01-01 00:00:00.000000'")
+    refused = subprocess.run(cli.command("transfers", "delete", sent["id"], "--yes"),
+                             env=cli.env(), input="", text=True, capture_output=True,
+                             timeout=60, check=False)
+    assert refused.returncode != 0
+    done = subprocess.run(cli.command("transfers", "delete", sent["id"], "--yes"),
+                          env=cli.env(), input=f"{ADMIN_PASSWORD}\n{second_factor(server.url)}\n",
+                          text=True, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "confirmer votre identité" in done.stdout + done.stderr
+    assert "Transfert supprimé." in done.stdout

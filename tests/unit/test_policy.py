@@ -86,7 +86,7 @@ def test_scopes_bound_tokens() -> None:
 
 
 @pytest.mark.parametrize("action", [Action.TRANSFER_DELETE, Action.AUDIT_EXPORT,
-                                    Action.FACTOR_MANAGE])
+                                    Action.FACTOR_MANAGE, Action.TOKEN_MANAGE])
 def test_step_up_before_deletions_exports_and_factor_changes(action: Action) -> None:
     """SEC-17."""
     stale = actor("root", role=Role.ADMIN, scopes=ALL_SCOPES, fresh=False)

@@ -19,6 +19,7 @@ from coffre.cli.client import (
     out,
     print_json,
     save_credentials,
+    stepped_up,
 )
 
 token_app = typer.Typer(help="API tokens for scripts and other machines.", no_args_is_help=True)
@@ -125,12 +126,9 @@ def create(
 ) -> None:
     """Create an API token and print it (shown once)."""
     scopes = scope or ["transfers:read", "transfers:write"]
+    request = {"name": name, "scopes": scopes, "expires_in_days": days}
     with api() as client:
-        body = check(
-            client.post(
-                "/api/v1/tokens", json={"name": name, "scopes": scopes, "expires_in_days": days}
-            )
-        )
+        body = check(stepped_up(client, lambda: client.post("/api/v1/tokens", json=request)))
     if as_json:
         print_json(body)
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -80,6 +81,32 @@ def check(response: httpx.Response) -> Any:
     except (ValueError, KeyError, TypeError):
         message = f"HTTP {response.status_code}"
     fail(message, 2 if response.status_code in (401, 403) else 1)
+
+
+def _reason(response: httpx.Response) -> str | None:
+    try:
+        reason = response.json()["error"]["details"].get("reason")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return reason if isinstance(reason, str) else None
+
+
+def stepped_up(client: httpx.Client, send: Callable[[], httpx.Response]) -> httpx.Response:
+    """Send a sensitive request; when the server wants a recent sign-in
+    (SEC-17), ask for the password (and a code if the account has a second
+    factor), confirm it with ``/auth/reauth`` and send it again."""
+    response = send()
+    if response.status_code != 401 or _reason(response) != "reauthentication_required":
+        return response
+    console.print("Cette action demande de confirmer votre identité.")
+    body: dict[str, str] = {"password": typer.prompt("Mot de passe", hide_input=True)}
+    answer = client.post("/api/v1/auth/reauth", json=body)
+    if answer.status_code == 401 and _reason(answer) == "second_factor_required":
+        body["code"] = typer.prompt(
+            "Code de l'application d'authentification (6 chiffres) ou code de secours")
+        answer = client.post("/api/v1/auth/reauth", json=body)
+    check(answer)
+    return send()
 
 
 def same_origin(url: str, base: str) -> str:

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from coffre.cli.client import api, check, out, print_json
+from coffre.cli.client import api, check, out, print_json, stepped_up
 
 app = typer.Typer(help="Your transfers.", no_args_is_help=False, invoke_without_command=True)
 JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
@@ -98,7 +98,7 @@ def delete(
     if not yes:
         typer.confirm(f"Supprimer définitivement {transfer_id} ?", abort=True)
     with api() as client:
-        check(client.delete(f"/api/v1/transfers/{transfer_id}"))
+        check(stepped_up(client, lambda: client.delete(f"/api/v1/transfers/{transfer_id}")))
     out.print("Transfert supprimé.")
 
 

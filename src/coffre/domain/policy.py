@@ -96,7 +96,9 @@ _BEFORE_SECOND_FACTOR = frozenset(
     {Action.ACCOUNT_READ, Action.FACTOR_READ, Action.FACTOR_MANAGE, Action.SESSION_MANAGE}
 )
 #: SEC-17: actions that need a recent sign-in (step-up re-authentication).
-STEP_UP = frozenset({Action.FACTOR_MANAGE, Action.TRANSFER_DELETE, Action.AUDIT_EXPORT})
+#: Minting a token is one too: a token outlives the session that made it.
+STEP_UP = frozenset({Action.FACTOR_MANAGE, Action.TRANSFER_DELETE, Action.AUDIT_EXPORT,
+                     Action.TOKEN_MANAGE})
 
 
 def allowed(actor: Actor, action: Action, target: Target | None = None) -> bool:
