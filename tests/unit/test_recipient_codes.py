@@ -197,6 +197,21 @@ def test_lock_after_five_wrong_codes_then_unlock(app: Coffre, clock: FrozenClock
         ["code_sent"] + ["code_failed"] * 5 + ["link_locked", "code_sent", "code_verified"])
 
 
+def test_asking_for_a_new_code_does_not_forgive_wrong_ones(app: Coffre,
+                                                           clock: FrozenClock) -> None:
+    """SEC-14: four wrong codes, a new code, one more wrong: locked."""
+    token, _ = _link(app)
+    app.codes.send_code(token, CTX)
+    code = _mailed_code(app)
+    for _ in range(4):
+        with pytest.raises(AuthenticationRequired):
+            app.codes.verify(token, _wrong(code), None, CTX)
+    clock.advance(timedelta(minutes=2))
+    app.codes.send_code(token, CTX)
+    with pytest.raises(TooManyAttempts):
+        app.codes.verify(token, _wrong(_mailed_code(app)), None, CTX)
+
+
 def test_code_by_sms(app: Coffre, sms: MemorySmsSender) -> None:
     token, _ = _link(app, phone="+33612345678")
     challenge = app.codes.challenge_for(token)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pyotp
 import segno
 import webauthn
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 from webauthn.helpers import options_to_json
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
@@ -194,7 +194,17 @@ class FactorService:
             step = self._totp_step(session, user, row, code)
             if step is None:
                 continue
-            if row.last_step is not None and step <= row.last_step:
+            # Compare-and-set, so two requests with the same code cannot
+            # both pass (PostgreSQL does not serialise them as SQLite does).
+            accepted = session.execute(
+                update(SecondFactor)
+                .where(SecondFactor.id == row.id,
+                       or_(SecondFactor.last_step.is_(None), SecondFactor.last_step < step))
+                .values(last_step=step, last_used_at=self.clock.now())
+                .execution_options(synchronize_session=False)
+            )
+            assert isinstance(accepted, CursorResult)
+            if accepted.rowcount == 0:
                 trail.record(session, "factor.replay_rejected", actor=user.id,
                              organisation_id=user.organisation_id, object_type="second_factor",
                              object_id=row.id, outcome="failure", context=ctx, kind=TOTP)
@@ -202,8 +212,6 @@ class FactorService:
                              "pour votre compte : si ce n'était pas vous, changez votre mot "
                              "de passe.", "A TOTP code was replayed for your account.")
                 return False
-            row.last_step = step
-            row.last_used_at = self.clock.now()
             return True
         return False
 

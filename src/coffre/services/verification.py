@@ -243,7 +243,8 @@ class RecipientVerification:
                 session, transfer.organisation_id, recipient.id, code
             )
             recipient.code_expires_at = now + self.code_lifetime
-            recipient.code_failures = 0
+            # Failures are not forgiven by asking for a new code: the lock
+            # counts every wrong code since the last success or lock.
             recipient.code_sent_at = now
             recipient.code_sends = sends + 1
             recipient_id = recipient.id
