@@ -21,16 +21,7 @@ class KeyFileProvider:
 
     def __init__(self, path: Path, create: bool = True) -> None:
         self.path = path
-        if not path.exists():
-            if not create:
-                raise ConfigurationError(f"root key file {path} does not exist")
-            _create_key_file(path)
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigurationError(f"root key file {path} is readable by others (mode {mode:o})")
-        raw = path.read_bytes()
-        if len(raw) != KEY_SIZE:
-            raise ConfigurationError(f"root key file {path} must hold exactly 32 bytes")
+        raw = read_secret_file(path, "root key", create=create)
         self._wrap_key = derive_key(raw, LABEL_ROOT_WRAP)
         self.key_id = "file:" + derive_key(raw, LABEL_KEY_ID)[:8].hex()
 
@@ -39,6 +30,22 @@ class KeyFileProvider:
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
         return open_sealed(self._wrap_key, wrapped, context)
+
+
+def read_secret_file(path: Path, what: str, *, create: bool) -> bytes:
+    """The 32 random bytes of a 0400 key file, made on first use; refused if
+    others can read it or it has another size."""
+    if not path.exists():
+        if not create:
+            raise ConfigurationError(f"{what} file {path} does not exist")
+        _create_key_file(path)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigurationError(f"{what} file {path} is readable by others (mode {mode:o})")
+    raw = path.read_bytes()
+    if len(raw) != KEY_SIZE:
+        raise ConfigurationError(f"{what} file {path} must hold exactly {KEY_SIZE} bytes")
+    return raw
 
 
 def _create_key_file(path: Path) -> None:

@@ -209,6 +209,15 @@ class RecipientVerification:
             reason="locked", retry_after=_seconds(recipient.locked_until - now),
         )
 
+    def _unlocked(self, session: Session, token: str, now: datetime) -> Recipient:
+        """The link's recipient (row locked), if it takes codes and is not locked."""
+        recipient = recipient_for_link(session, token, now, lock=True)
+        if not recipient.transfer.verify_recipients:
+            raise Conflict("this link does not need a code", reason="code_not_required")
+        if self._locked(recipient, now):
+            raise self._locked_error(recipient, now)
+        return recipient
+
     # -- send a code ------------------------------------------------------------
 
     def send_code(self, token: str, ctx: trail.Context) -> CodeSent:
@@ -216,12 +225,8 @@ class RecipientVerification:
         now = self.clock.now()
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         with self.db.session() as session:
-            recipient = recipient_for_link(session, token, now, lock=True)
+            recipient = self._unlocked(session, token, now)
             transfer: Transfer = recipient.transfer
-            if not transfer.verify_recipients:
-                raise Conflict("this link does not need a code", reason="code_not_required")
-            if self._locked(recipient, now):
-                raise self._locked_error(recipient, now)
             last = recipient.code_sent_at
             if last is not None and now - last < self.resend_interval:
                 raise TooManyAttempts(
@@ -309,12 +314,8 @@ class RecipientVerification:
         code = re.sub(r"\s", "", code)
         error: AuthenticationRequired | TooManyAttempts
         with self.db.session() as session:
-            recipient = recipient_for_link(session, token, now, lock=True)
+            recipient = self._unlocked(session, token, now)
             transfer: Transfer = recipient.transfer
-            if not transfer.verify_recipients:
-                raise Conflict("this link does not need a code", reason="code_not_required")
-            if self._locked(recipient, now):
-                raise self._locked_error(recipient, now)
             pending = recipient.code_hash is not None and recipient.code_expires_at is not None
             if not pending or (recipient.code_expires_at or now) <= now:
                 # Nothing to guess at: not counted, but the recipient must ask again.

@@ -21,8 +21,8 @@ from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action
 from coffre.errors import AuthenticationRequired
 from coffre.http import deps
-from coffre.services.factors import RECOVERY, TOTP, WEBAUTHN
-from coffre.services.sessions import PENDING_LIFETIME, Proof, SignIn, csrf_for
+from coffre.services.factors import RECOVERY, TOTP, WEBAUTHN, FactorInfo, TotpEnrolment
+from coffre.services.sessions import PENDING_LIFETIME, Proof, SessionInfo, SignIn, csrf_for
 
 router = APIRouter(prefix="/api/v1", tags=["authentication"])
 Ctx = Annotated[Context, Depends(deps.context)]
@@ -82,24 +82,9 @@ class SessionOut(BaseModel):
     csrf_token: str
 
 
-class FactorOut(BaseModel):
-    id: str
-    kind: str
-    name: str
-    created_at: datetime
-    last_used_at: datetime | None
-
-
 class FactorsOut(BaseModel):
-    factors: list[FactorOut]
+    factors: list[FactorInfo]
     recovery_codes_left: int
-
-
-class TotpOut(BaseModel):
-    id: str
-    secret: str
-    uri: str
-    qr_svg: str
 
 
 class RecoveryCodesOut(BaseModel):
@@ -110,14 +95,6 @@ class SteppedUp(BaseModel):
     until: datetime
 
 
-class ActiveSession(BaseModel):
-    id: str
-    created_at: datetime
-    last_seen_at: datetime
-    expires_at: datetime
-    source: str | None
-    user_agent: str | None
-    current: bool
 
 
 def _set_session(response: Response, sign_in: SignIn) -> SignInOut:
@@ -233,13 +210,13 @@ def reauth_webauthn_options(actor: AccountReader, request: Request) -> dict[str,
 @router.get("/account/factors", summary="Your second factors")
 def factors(actor: FactorReader, request: Request) -> FactorsOut:
     rows, left = deps.coffre(request).factors.enrolled(actor)
-    return FactorsOut(factors=[FactorOut(**r.__dict__) for r in rows], recovery_codes_left=left)
+    return FactorsOut(factors=rows, recovery_codes_left=left)
 
 
 @router.post("/account/factors/totp", status_code=201, summary="Start a TOTP enrolment")
-def begin_totp(body: NewFactor, actor: FactorManager, request: Request, ctx: Ctx) -> TotpOut:
-    enrolment = deps.coffre(request).factors.begin_totp(actor, body.name, ctx)
-    return TotpOut(**enrolment.__dict__)
+def begin_totp(body: NewFactor, actor: FactorManager, request: Request,
+               ctx: Ctx) -> TotpEnrolment:
+    return deps.coffre(request).factors.begin_totp(actor, body.name, ctx)
 
 
 @router.post("/account/factors/totp/{factor_id}/confirm",
@@ -278,8 +255,8 @@ def recovery_codes(actor: FactorManager, request: Request, ctx: Ctx) -> Recovery
 
 
 @router.get("/account/sessions", summary="Your open browser sessions")
-def sessions(actor: SessionOwner, request: Request) -> list[ActiveSession]:
-    return [ActiveSession(**s.__dict__) for s in deps.coffre(request).sessions.active(actor)]
+def sessions(actor: SessionOwner, request: Request) -> list[SessionInfo]:
+    return deps.coffre(request).sessions.active(actor)
 
 
 @router.delete("/account/sessions/{session_id}", status_code=204, summary="End a session")
