@@ -36,18 +36,21 @@ HOSTILE = "[red]rouge[/red]\x1b[2J\r\nfaux événement"
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data directory holding 20 events, checkpoints signed at 10 and 15
-    events (stored, and appended to a witness file), and an export."""
+    """A data directory holding 20 events (the first 5 dated 2000, past
+    retention; the others from yesterday), checkpoints signed at 10 and 15
+    events (stored, in the data directory's witness file, and appended to
+    a witness file kept elsewhere), and an export."""
     base = tmp_path_factory.mktemp("audit-pristine")
     data = base / "data"
     app = build(Settings(data_dir=data), mailer=MemoryMailer())
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    old, recent = datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) - timedelta(days=1)
     try:
         for i in range(EVENTS):
             with app.db.session() as session:
                 trail.record(session, "test.event", actor=f"user{i}", organisation_id="org",
                              object_type="thing", object_id=str(i),
-                             time=start + timedelta(hours=i), name=f"fichier-{i}.pdf")
+                             time=(old if i < 5 else recent) + timedelta(minutes=i),
+                             name=f"fichier-{i}.pdf")
             if i + 1 in (10, 15):
                 signed = app.audit.checkpoint()
                 assert signed is not None
@@ -161,14 +164,59 @@ def test_rewritten_history_is_caught_by_the_checkpoints(data: Path) -> None:
     assert refused.returncode == 3 and "refus de signer" in refused.stderr
 
 
-def test_witness_file_catches_what_deleted_checkpoints_would_hide(data: Path,
-                                                                   pristine: Path) -> None:
+def test_sec31_deleted_checkpoints_do_not_hide_a_rewrite(data: Path, pristine: Path) -> None:
+    """SEC-31 (review finding): rewrite and delete every stored checkpoint.
+    The witness file next to the signing key, read by default, catches it,
+    and the server refuses to sign the forged history."""
     rewrite_history(data, victim=12)
     sql(data, "DELETE FROM audit_checkpoints")
-    assert verify(data).returncode == 0  # the database alone was fooled...
-    done = verify(data, "--checkpoints", str(pristine / "witness.txt"))  # ...not the witness copy
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 11" in done.stderr and "réécrit" in done.stderr
+    refused = cli(data, "audit", "checkpoint")
+    assert refused.returncode == 3 and "refus de signer" in refused.stderr
+    assert sql(data, "SELECT count(*) FROM audit_checkpoints") == [(0,)]
+    # The limit: whoever can also write the keys directory removes the witness
+    # file; then only a copy kept elsewhere catches the rewrite.
+    (data / "keys" / "audit-checkpoints.txt").unlink()
+    fooled = verify(data)
+    assert fooled.returncode == 0 and "aucun point de contrôle signé" in fooled.stderr
+    done = verify(data, "--checkpoints", str(pristine / "witness.txt"))
     assert done.returncode == 3
     assert "événement 11" in done.stderr
+
+
+def test_sec31_checkpoints_deleted_from_the_database_are_reported(data: Path) -> None:
+    """SEC-31: the database lost signed checkpoints the witness file holds."""
+    sql(data, "DELETE FROM audit_checkpoints WHERE tree_size > 10")
+    done = verify(data)
+    assert done.returncode == 3
+    assert "témoin" in done.stderr and "tailles 15, 21" in done.stderr
+    assert cli(data, "audit", "checkpoint").returncode == 3
+
+
+def test_witness_file_holds_every_signed_checkpoint(data: Path) -> None:
+    """SEC-31: keys/audit-checkpoints.txt, private to the server's user,
+    holds the checkpoints of 10 and 15 events and the export's (21)."""
+    witness = data / "keys" / "audit-checkpoints.txt"
+    assert witness.stat().st_mode & 0o777 == 0o600
+    notes = witness.read_text().split("\n\n")[0::2]
+    assert [note.splitlines()[1] for note in notes if note.strip()] == ["10", "15", "21"]
+    stored = [row[0] for row in sql(data, "SELECT note FROM audit_checkpoints "
+                                          "ORDER BY tree_size")]
+    assert witness.read_text() == "".join(note + "\n" for note in stored)
+
+
+def test_fresh_trail_without_checkpoint_verifies_with_a_warning(tmp_path: Path) -> None:
+    app = build(Settings(data_dir=tmp_path / "data"), mailer=MemoryMailer())
+    try:
+        with app.db.session() as session:
+            trail.record(session, "test.event", actor="u", organisation_id="org")
+    finally:
+        app.close()
+    done = verify(tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    assert "Attention" in done.stderr and "aucun point de contrôle signé" in done.stderr
 
 
 def test_earlier_export_pinpoints_the_rewritten_event(data: Path, pristine: Path) -> None:
@@ -208,9 +256,8 @@ def trail_events(data: Path) -> list[dict[str, Any]]:
 
 
 def test_prune_after_a_year_keeps_every_proof(data: Path, pristine: Path) -> None:
-    """SEC-32: simulated time jump (the first 5 events dated 2000), prune,
-    then the trail, the witness checkpoints and the earlier export verify."""
-    sql(data, "UPDATE audit_events SET time = '2000-01-01 00:00:00.000000' WHERE seq <= 5")
+    """SEC-32: the first 5 events are dated 2000: prune, then the trail,
+    the witness checkpoints and the earlier export verify."""
     done = cli(data, "audit", "prune")
     assert done.returncode == 0, done.stderr
     assert "5 événement(s)" in done.stdout
@@ -222,6 +269,21 @@ def test_prune_after_a_year_keeps_every_proof(data: Path, pristine: Path) -> Non
     assert "dont 5 purgé(s)" in done.stdout
     earlier = cli(data, "audit", "verify-export", str(pristine / "export.jsonl"))
     assert earlier.returncode == 0, earlier.stderr
+
+
+def test_sec32_edited_time_column_is_reported_and_not_pruned(data: Path) -> None:
+    """SEC-32 (review finding): a recent event's unhashed ``time`` column
+    pushed into the past: the verifier names it and the purge, which
+    reads the signed times, erases nothing beyond the 5 old events."""
+    sql(data, "UPDATE audit_events SET time = '2000-01-01 00:00:00.000000' WHERE seq = 18")
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 18" in done.stderr and "horodatage" in done.stderr
+    pruned = cli(data, "audit", "prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "5 événement(s)" in pruned.stdout
+    assert sql(data, "SELECT max(seq) FROM audit_events WHERE payload IS NULL") == [(5,)]
+    assert "événement 18" in verify(data).stderr
 
 
 def test_checkpoint_command_appends_to_a_witness_file(data: Path, tmp_path: Path) -> None:
@@ -320,4 +382,35 @@ def test_scheduler_raises_the_alert_on_a_rewritten_trail(server: Server, token: 
             time.sleep(0.2)
     finally:
         sql(server.data_dir, "UPDATE audit_events SET leaf_hash = ? WHERE seq = 1", original)
+    assert server.coffre("audit", "verify").returncode == 0
+
+
+def test_scheduler_raises_the_alert_when_checkpoints_are_deleted(server: Server,
+                                                                 token: str) -> None:
+    """SEC-31 (review finding): deleting the stored checkpoints (to have a
+    rewritten history signed) no longer works: the server's witness file
+    still holds them, so it refuses to sign and raises the alert."""
+    assert server.log_path is not None
+    test_scheduler_signs_checkpoints(server, token)
+    offset = len(server.log_path.read_text(errors="replace"))
+    con = sqlite3.connect(server.data_dir / "coffre.db", isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        saved = con.execute("SELECT tree_size, root_hash, time, note FROM audit_checkpoints"
+                            ).fetchall()
+        con.execute("DELETE FROM audit_checkpoints")
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    try:
+        deadline = time.monotonic() + 20
+        while "AUDIT TRAIL ALTERED" not in server.log_path.read_text(errors="replace")[offset:]:
+            assert time.monotonic() < deadline, "no alert in the server log"
+            time.sleep(0.2)
+        assert sql(server.data_dir, "SELECT count(*) FROM audit_checkpoints") == [(0,)]
+        assert server.coffre("audit", "verify").returncode == 3
+    finally:
+        for row in saved:
+            sql(server.data_dir, "INSERT OR IGNORE INTO audit_checkpoints (tree_size, root_hash, "
+                                 "time, note) VALUES (?, ?, ?, ?)", *row)
     assert server.coffre("audit", "verify").returncode == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import rfc8785
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 
 from coffre.audit import trail
 from coffre.audit.log import AuditLog, verify_export
@@ -20,7 +20,7 @@ from coffre.clock import FrozenClock
 from coffre.crypto.signing import SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.migrate import upgrade
-from coffre.db.tables import AuditEvent
+from coffre.db.tables import AuditCheckpoint, AuditEvent
 from coffre.errors import IntegrityError
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -177,17 +177,187 @@ def test_rewritten_history_is_pinpointed_with_an_earlier_export(tmp_path: Path) 
     assert seq == 6
 
 
-def test_checkpoints_kept_outside_the_database_still_catch_it(tmp_path: Path) -> None:
-    """The attacker deletes the stored checkpoints; the witness copy remains."""
+def test_checkpoints_kept_outside_the_host_still_catch_it(tmp_path: Path) -> None:
+    """The limit of the witness file: an attacker who can write the database
+    *and* the keys directory deletes the stored checkpoints and the witness
+    file; only a copy kept elsewhere still catches the rewrite."""
     db = _db(tmp_path, 6)
     log = _log(db, tmp_path)
     signed = log.checkpoint()
     assert signed is not None
     _rewrite_history(db, victim=2)
     _sql(db, "DELETE FROM audit_checkpoints")
-    assert log.verify().intact  # nothing left in the database to compare with
+    log.witness.path.unlink()
+    assert log.verify().intact  # nothing left on this host to compare with
     seq, _ = _problem(log, witness_notes=[signed.note])
     assert seq == 1
+
+
+def _checkpoint_sizes(db: Database) -> list[int]:
+    with db.session() as s:
+        return list(s.execute(select(AuditCheckpoint.tree_size)
+                              .order_by(AuditCheckpoint.tree_size)).scalars())
+
+
+def test_sec31_rewrite_after_deleting_every_stored_checkpoint_is_caught(tmp_path: Path) -> None:
+    """SEC-31 (review finding): edit event 3, delete every stored
+    checkpoint, recompute the chain. The witness file next to the signing
+    key still holds the signed tree: verify fails and the server refuses
+    to sign the forged history (the scheduler's alert)."""
+    db = _db(tmp_path, 10)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    _rewrite_history(db, victim=3)
+    _sql(db, "DELETE FROM audit_checkpoints")
+    seq, reason = _problem(log)
+    assert seq == 1 and "réécrit" in reason
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    assert _checkpoint_sizes(db) == []  # nothing signed over the forgery
+
+
+def test_sec31_rewrite_after_deleting_the_checkpoints_above_n_is_caught(tmp_path: Path) -> None:
+    """SEC-31: keep the checkpoint of 4 events, delete the later one (8),
+    rewrite event 6: the witnessed checkpoint of 8 still catches it."""
+    db = _db(tmp_path, 4)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    _add(db, 4, 4)
+    assert log.checkpoint() is not None
+    _add(db, 8, 2)
+    _sql(db, "DELETE FROM audit_checkpoints WHERE tree_size > 4")
+    _rewrite_history(db, victim=6)
+    seq, reason = _problem(log)
+    assert seq == 5 and "réécrit" in reason
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    assert _checkpoint_sizes(db) == [4]
+
+
+def test_sec31_checkpoints_deleted_from_the_database_are_reported(tmp_path: Path) -> None:
+    """SEC-31: stored checkpoints that shrink (the latest deleted) or vanish
+    while the witness file holds them fail verification and the alert."""
+    db = _db(tmp_path, 6)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    _add(db, 6, 2)
+    assert log.checkpoint() is not None
+    _sql(db, "DELETE FROM audit_checkpoints WHERE tree_size = 8")
+    seq, reason = _problem(log)
+    assert seq is None and "absent(s) de la base" in reason and "8" in reason
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    _sql(db, "DELETE FROM audit_checkpoints")
+    seq, reason = _problem(log)
+    assert seq is None and "tailles 6, 8" in reason
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    assert _checkpoint_sizes(db) == []
+
+
+def test_witness_file_is_private_append_only_and_backfilled(tmp_path: Path) -> None:
+    """SEC-31: each signed checkpoint is appended to keys/audit-checkpoints.txt
+    (0600); a stored checkpoint the file lacks (an upgrade) is appended."""
+    db = _db(tmp_path, 3)
+    log = _log(db, tmp_path)
+    first = log.checkpoint()
+    _add(db, 3, 2)
+    second = log.checkpoint()
+    assert first is not None and second is not None
+    path = tmp_path / "keys" / "audit-checkpoints.txt"
+    assert log.witness.path == path
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert log.witness.notes() == [first.note, second.note]
+    assert log.witness.last() == second.note
+    assert log.checkpoint() is None  # the tree did not grow: nothing appended
+    assert log.witness.notes() == [first.note, second.note]
+    report = log.verify()
+    assert report.intact and report.checkpoints == 2
+    path.unlink()  # an install from before the witness file
+    assert log.checkpoint() is None
+    assert log.witness.notes() == [second.note]
+    assert log.verify().intact
+
+
+def test_sec31_foreign_or_truncated_witness_file_raises_the_alert(tmp_path: Path) -> None:
+    db = _db(tmp_path, 3)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    other = AuditLog(db, SigningKeyFile(tmp_path / "other" / "audit-signing.key"),
+                     FrozenClock(START), origin="test.local/coffre/audit",
+                     retention=timedelta(days=365), witness=log.witness)
+    _add(db, 3, 1)
+    with pytest.raises(IntegrityError):
+        other.checkpoint()  # the witness file's last note is not by this key
+    text_before = log.witness.path.read_text()
+    log.witness.path.write_text(text_before[:text_before.rindex("\u2014")])  # no signature
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    seq, reason = _problem(log)
+    assert seq is None and "témoin" in reason
+
+
+def test_sec31_time_column_edit_is_reported(tmp_path: Path) -> None:
+    """SEC-31/32 (review finding): the unhashed ``time`` column must say what
+    the hashed payload says."""
+    db = _db(tmp_path, 10)
+    log = _log(db, tmp_path)
+    _sql(db, "UPDATE audit_events SET time = '2000-01-01 00:00:00.000000' WHERE seq = 8")
+    seq, reason = _problem(log)
+    assert seq == 8 and "horodatage" in reason
+
+
+def test_sec32_edited_time_column_does_not_steer_the_purge(tmp_path: Path) -> None:
+    """SEC-32 (review finding): pushing a recent event's ``time`` column into
+    the past must not let the legitimate purge erase the events up to it
+    (their evidence) while the verifier says intact."""
+    db = _db(tmp_path, 10)
+    log = _log(db, tmp_path, FrozenClock(START + timedelta(days=30)))
+    assert log.checkpoint() is not None
+    _sql(db, "UPDATE audit_events SET time = '2000-01-01 00:00:00.000000' WHERE seq = 8")
+    assert log.prune() == 0
+    with db.session() as s:
+        assert s.execute(select(func.count()).select_from(AuditEvent)
+                         .where(AuditEvent.payload.is_(None))).scalar_one() == 0
+    seq, reason = _problem(log)
+    assert seq == 8 and "horodatage" in reason
+
+
+def test_sec32_prune_bound_comes_from_the_hashed_payload_times(tmp_path: Path) -> None:
+    """Only the events up to the first one whose signed time is within the
+    retention period are pruned, even if later ones are older."""
+    db = _db(tmp_path, 0)
+    old, recent = START - timedelta(days=400), START
+    for i, when in enumerate((old, old, recent, old)):
+        _add(db, i, 1, when - timedelta(hours=i))
+    log = _log(db, tmp_path, FrozenClock(START + timedelta(days=1)))
+    assert log.prune() == 2
+    with db.session() as s:
+        stored = {e.seq: e.payload for e in s.execute(select(AuditEvent)).scalars()}
+        (event,) = trail.events(s, "audit.pruned")
+    assert [seq for seq, p in stored.items() if p is None] == [1, 2]
+    assert event["details"]["up_to_seq"] == 2
+    assert log.verify().intact
+
+
+def test_sec32_prune_stops_at_a_payload_that_does_not_match_its_hash(tmp_path: Path) -> None:
+    """An event whose payload time was edited (with the column) is not
+    erased with its evidence: the purge refuses (the alert) and erases
+    nothing; a tampered recent event is simply not reached."""
+    db = _db(tmp_path, 8)
+    clock = FrozenClock(START + timedelta(days=30))
+    log = _log(db, tmp_path, clock)
+    _sql(db, "UPDATE audit_events SET payload = replace(payload, '2026-01-01T07', "
+             "'2000-01-01T07'), time = '2000-01-01 07:00:00.000000' WHERE seq = 8")
+    assert log.prune() == 0
+    assert _problem(log)[0] == 8
+    clock.advance(timedelta(days=336))  # events 1..8 are now past retention
+    with pytest.raises(IntegrityError):
+        log.prune()
+    with db.session() as s:
+        assert s.execute(select(func.count()).select_from(AuditEvent)
+                         .where(AuditEvent.payload.is_(None))).scalar_one() == 0
+    assert _problem(log)[0] == 8
 
 
 def test_truncated_trail_is_reported(tmp_path: Path) -> None:
@@ -316,7 +486,8 @@ def test_an_issue_2_trail_upgrades_and_verifies(tmp_path: Path) -> None:
     prev = trail.GENESIS
     db = Database(url)
     for i in range(4):
-        payload = json.dumps({"action": "auth.login", "actor": f"u{i}", "organisation": "o"},
+        payload = json.dumps({"action": "auth.login", "actor": f"u{i}", "organisation": "o",
+                              "time": "2026-11-01T00:00:00.000000Z"},
                              sort_keys=True, separators=(",", ":"))
         old_hash = hashlib.sha256(prev.encode() + b"\n" + payload.encode()).hexdigest()
         _sql(db, "INSERT INTO audit_events (time, organisation_id, action, payload, prev_hash, "

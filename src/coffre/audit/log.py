@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.exc import IntegrityError as DuplicateRow
 
 from coffre.audit import merkle, trail
 from coffre.audit.note import Checkpoint, NoteError, open_checkpoint, sign, vkey
 from coffre.audit.verify import Problem, Progress, Report, verify
+from coffre.audit.witness import FILE_NAME as WITNESS_FILE
+from coffre.audit.witness import WitnessFile
 from coffre.crypto.signing import SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.tables import AuditCheckpoint, AuditEvent
@@ -31,6 +33,7 @@ from coffre.ports import Clock
 
 EXPORT_FORMAT = "coffre-audit-export/1"
 MAX_PAGE = 1000
+PRUNE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,11 @@ class Signed:
 
 class AuditLog:
     def __init__(self, db: Database, key: SigningKeyFile, clock: Clock, *, origin: str,
-                 retention: timedelta) -> None:
+                 retention: timedelta, witness: WitnessFile | None = None) -> None:
         self.db = db
         self.key = key
+        #: Every signed checkpoint is appended here too, outside the database.
+        self.witness = witness or WitnessFile(key.path.parent / WITNESS_FILE)
         self.clock = clock
         self.origin = origin
         self.retention = retention
@@ -59,26 +64,44 @@ class AuditLog:
     # -- checkpoints ------------------------------------------------------------
 
     def checkpoint(self) -> Signed | None:
-        """Sign the current tree if it grew since the last checkpoint;
-        returns the new checkpoint, or None. Refuses (``IntegrityError``)
-        when the trail no longer extends the last signed tree: run by the
-        scheduler every few seconds, that is the alert of SEC-31."""
+        """Sign the current tree if it grew since the last checkpoint, store
+        it and append it to the witness file; returns it, or None.
+
+        Anchors on the latest of the database's checkpoints and the witness
+        file's: refuses (``IntegrityError``) when the database lost or
+        changed a witnessed checkpoint (deleted rows hide a rewrite), or
+        when the trail no longer extends the last signed tree. Run by the
+        scheduler every few seconds, that is the alert of SEC-31. A stored
+        checkpoint the witness file lacks (an upgrade, a crash between the
+        two writes) is appended to it."""
         with self.db.session() as session:
             leaves = [bytes.fromhex(h) for h in session.execute(
                 select(AuditEvent.leaf_hash).order_by(AuditEvent.seq)).scalars()]
             last = session.execute(select(func.max(AuditCheckpoint.tree_size))).scalar()
-        previous = self._stored(last) if last is not None else None
-        if previous is None and not leaves:
+        stored = self._stored(last) if last is not None else None
+        witnessed = self._witnessed()
+        if witnessed is not None:
+            size = witnessed.checkpoint.tree_size
+            same = self._stored(size) if stored is None or size != last else stored
+            if same is None or same.checkpoint.root_hash != witnessed.checkpoint.root_hash:
+                raise IntegrityError(
+                    "the database lost or changed the signed checkpoint of the witness file "
+                    f"{self.witness.path}: run `coffre audit verify`", tree_size=size)
+        if stored is None and witnessed is None and not leaves:
             return None
         tree = merkle.Tree(leaves)
-        if previous is not None and (
-            previous.checkpoint.tree_size > tree.size
-            or tree.root(previous.checkpoint.tree_size) != previous.checkpoint.root_hash
-        ):
-            raise IntegrityError("the audit trail no longer matches its last signed "
-                                 "checkpoint: run `coffre audit verify`",
-                                 tree_size=previous.checkpoint.tree_size)
-        if previous is not None and previous.checkpoint.tree_size == tree.size:
+        for anchor in (witnessed, stored):
+            if anchor is not None and (
+                anchor.checkpoint.tree_size > tree.size
+                or tree.root(anchor.checkpoint.tree_size) != anchor.checkpoint.root_hash
+            ):
+                raise IntegrityError("the audit trail no longer matches its last signed "
+                                     "checkpoint: run `coffre audit verify`",
+                                     tree_size=anchor.checkpoint.tree_size)
+        if stored is not None and (witnessed is None or
+                                   stored.checkpoint.tree_size > witnessed.checkpoint.tree_size):
+            self.witness.append(stored.note)
+        if stored is not None and stored.checkpoint.tree_size == tree.size:
             return None
         cp = Checkpoint(self.origin, tree.size, tree.root())
         note = sign(cp, self.origin, self.key.public_key, self.key.sign)
@@ -87,8 +110,23 @@ class AuditLog:
                 session.add(AuditCheckpoint(tree_size=cp.tree_size, root_hash=cp.root_hash.hex(),
                                             time=self.clock.now(), note=note))
         except DuplicateRow:  # another instance signed the same size meanwhile
-            return self._stored(tree.size)
+            signed = self._stored(tree.size)
+            if signed is not None:
+                self.witness.append(signed.note)
+            return signed
+        self.witness.append(note)
         return Signed(cp, note)
+
+    def _witnessed(self) -> Signed | None:
+        """The witness file's last checkpoint (the latest it holds)."""
+        try:
+            note = self.witness.last()
+            return None if note is None else Signed(open_checkpoint(note, self.key.public_key),
+                                                    note)
+        except NoteError as error:
+            raise IntegrityError(f"the audit witness file {self.witness.path} does not end "
+                                 "with a checkpoint signed by this server: run "
+                                 "`coffre audit verify`") from error
 
     def _stored(self, size: int) -> Signed | None:
         with self.db.session() as session:
@@ -112,8 +150,15 @@ class AuditLog:
     def verify(self, witness_notes: Iterable[str] = (), *, public_key: bytes | None = None,
                reference: dict[int, bytes] | None = None,
                progress: Progress | None = None) -> Report:
+        """Verify the trail against the stored checkpoints, the witness
+        file's and ``witness_notes`` (copies kept elsewhere)."""
+        try:
+            notes = [*self.witness.notes(), *witness_notes]
+        except NoteError:
+            return Report(0, 0, 0, Problem(None, f"fichier témoin des points de contrôle "
+                                                 f"illisible ou incomplet : {self.witness.path}"))
         with self.db.engine.connect() as conn:
-            return verify(conn, public_key or self.key.public_key, witness_notes,
+            return verify(conn, public_key or self.key.public_key, notes,
                           reference=reference, progress=progress)
 
     def count(self) -> int:
@@ -125,25 +170,46 @@ class AuditLog:
     def prune(self, now: datetime | None = None,
               context: trail.Context | None = None) -> int:
         """Erase the payloads of events older than the retention period;
-        records ``audit.pruned`` when something was erased."""
+        records ``audit.pruned`` when something was erased.
+
+        The bound comes from the hashed payloads, never from the ``time``
+        column (anyone who can write the database can edit it): the largest
+        seq such that every event up to it has a payload time before the
+        cutoff. A payload that does not match its leaf hash stops the purge
+        (``IntegrityError``) rather than be erased with its evidence."""
         cutoff = (now or self.clock.now()) - self.retention
         with self.db.session() as session:
-            up_to = session.execute(
-                select(func.max(AuditEvent.seq)).where(AuditEvent.time < cutoff)
-            ).scalar()
-            if up_to is None:
-                return 0
-            pruning = (AuditEvent.seq <= up_to, AuditEvent.payload.is_not(None))
-            erased = session.execute(
-                select(func.count()).select_from(AuditEvent).where(*pruning)).scalar_one()
+            up_to, erased = self._prunable(session.connection(), cutoff)
             if not erased:
                 return 0
+            pruning = (AuditEvent.seq <= up_to, AuditEvent.payload.is_not(None))
             session.execute(update(AuditEvent).where(*pruning).values(payload=None))
             trail.record(session, "audit.pruned", actor=None, organisation_id=None,
                          context=context, up_to_seq=up_to, count=erased,
                          before=trail.utc_iso(cutoff),
                          retention_days=self.retention.days)
-        return int(erased)
+        return erased
+
+    @staticmethod
+    def _prunable(conn: Connection, cutoff: datetime) -> tuple[int, int]:
+        """The last seq to prune and how many payloads that erases."""
+        up_to = erased = 0
+        rows = conn.execute(text("SELECT seq, payload, leaf_hash FROM audit_events "
+                                 "WHERE payload IS NOT NULL ORDER BY seq"))
+        try:
+            while batch := rows.fetchmany(PRUNE_BATCH):
+                for seq, payload, leaf in batch:
+                    if trail.leaf_hash(payload) != leaf:
+                        raise IntegrityError(f"audit event {seq} does not match its hash: "
+                                             "nothing pruned, run `coffre audit verify`",
+                                             seq=seq)
+                    when = _payload_time(payload)
+                    if when is None or when >= cutoff:
+                        return up_to, erased
+                    up_to, erased = seq, erased + 1
+        finally:
+            rows.close()
+        return up_to, erased
 
     # -- export -----------------------------------------------------------------
 
@@ -215,6 +281,16 @@ class AuditLog:
         with self.db.session() as session:
             return [trail.decode(seq, act, payload)
                     for seq, act, payload in session.execute(query)]
+
+
+def _payload_time(payload: str) -> datetime | None:
+    """The UTC time a payload states, or None if it states none."""
+    try:
+        stamp = json.loads(payload).get("time")
+        when = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+    except (ValueError, AttributeError):
+        return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 def _line(value: dict[str, Any]) -> str:

@@ -2,12 +2,15 @@
 signed checkpoint (SEC-31), in one pass over the table.
 
 What it proves, against someone who can write the database but cannot read
-the signing key file or the witness copies of the checkpoints: any edited,
-removed, inserted or reordered event is found. Rows alone catch a careless
-edit (content, leaf hash and chain links must agree); an attacker who also
-recomputes every later hash is caught by the signed checkpoints, whose roots
-no longer match the recomputed tree. Messages are in French (they reach the
-operator through ``coffre audit verify``) and name the first bad event.
+the signing key file nor write the witness copies of the checkpoints (the
+witness file next to the key, copies kept elsewhere): any edited, removed,
+inserted or reordered event is found. Rows alone catch a careless edit
+(content, leaf hash, chain links and the indexed columns, time included,
+must agree); an attacker who also recomputes every later hash is caught by
+the signed checkpoints, whose roots no longer match the recomputed tree,
+and one who deletes the stored checkpoints first by the witness copies.
+Messages are in French (they reach the operator through
+``coffre audit verify``) and name the first bad event.
 
 Never prints or returns event content: only sequence numbers and reasons.
 """
@@ -19,6 +22,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, text
 
@@ -76,12 +80,12 @@ def scan(conn: Connection, progress: Progress | None = None) -> Scan:
     first_unexplained: int | None = None
     rows = conn.execute(
         text(
-            "SELECT seq, payload, leaf_hash, prev_hash, hash, action, organisation_id "
+            "SELECT seq, payload, leaf_hash, prev_hash, hash, action, organisation_id, time "
             "FROM audit_events ORDER BY seq"
         )
     )
     while batch := rows.fetchmany(BATCH):
-        for seq, payload, leaf_hex, prev, stored, action, organisation in batch:
+        for seq, payload, leaf_hex, prev, stored, action, organisation, time in batch:
             problem = None
             if prev != expected_prev:
                 if seq > last_seq + 1:  # a hole in the numbering, where the link breaks
@@ -103,7 +107,7 @@ def scan(conn: Connection, progress: Progress | None = None) -> Scan:
                 elif sha(bytes.fromhex(expected_prev) + leaf).hexdigest() != stored:
                     problem = Problem(seq, "empreinte de chaîne de l'événement modifiée")
                 elif payload is not None:
-                    problem, covers = _check_columns(seq, payload, action, organisation)
+                    problem, covers = _check_columns(seq, payload, action, organisation, time)
                     pruned_up_to = max(pruned_up_to, covers)
                 else:
                     result.pruned += 1
@@ -121,28 +125,51 @@ def scan(conn: Connection, progress: Progress | None = None) -> Scan:
         if result.problem is not None:
             break
     rows.close()
-    if first_unexplained is not None and first_unexplained > pruned_up_to:
-        # A payload erased although no later, intact purge event covers it.
-        erased = Problem(first_unexplained, "contenu de l'événement effacé hors d'une purge")
-        if result.problem is None or (result.problem.seq or 0) > first_unexplained:
-            result.problem = erased
+    if (result.problem is None and first_unexplained is not None
+            and first_unexplained > pruned_up_to):
+        # A payload erased although no later, intact purge event covers it
+        # (known only once every row is read: the covering event may lie
+        # beyond a broken one).
+        result.problem = Problem(first_unexplained,
+                                 "contenu de l'événement effacé hors d'une purge")
     return result
 
 
-def _check_columns(seq: int, payload: str, action: str,
-                   organisation: str | None) -> tuple[Problem | None, int]:
-    """The indexed columns must say what the (hashed) payload says."""
+def _check_columns(seq: int, payload: str, action: str, organisation: str | None,
+                   time: object) -> tuple[Problem | None, int]:
+    """The indexed columns must say what the (hashed) payload says: the
+    action, the organisation and the time (which retention relies on)."""
     try:
         event = json.loads(payload)
     except ValueError:
         return Problem(seq, "contenu de l'événement illisible"), 0
     if event.get("action") != action or event.get("organisation") != organisation:
         return Problem(seq, "colonnes de l'événement modifiées (action ou organisation)"), 0
+    if not _same_time(time, event.get("time")):
+        return Problem(seq, "colonne d'horodatage de l'événement modifiée (différente de "
+                            "l'heure signée dans son contenu)"), 0
     covers = 0
     if action == "audit.pruned":
         up_to = (event.get("details") or {}).get("up_to_seq")
         covers = up_to if isinstance(up_to, int) else 0
     return None, covers
+
+
+def _same_time(column: object, stamp: object) -> bool:
+    """The ``time`` column (naive UTC: text on SQLite, a datetime on
+    PostgreSQL) is the instant the payload's UTC ISO 8601 time states."""
+    if not isinstance(stamp, str):
+        return False
+    try:
+        stated = datetime.fromisoformat(stamp)
+        stored = column if isinstance(column, datetime) else datetime.fromisoformat(str(column))
+    except ValueError:
+        return False
+    if stated.tzinfo is None:
+        return False
+    if stored.tzinfo is not None:
+        stored = stored.astimezone(UTC).replace(tzinfo=None)
+    return stated.astimezone(UTC).replace(tzinfo=None) == stored
 
 
 def verify_rows(conn: Connection) -> Problem | None:
@@ -164,10 +191,15 @@ def verify(
 ) -> Report:
     """Rows, chain, then every checkpoint (stored and witnessed) in size
     order: signature, root of that many leaves, consistency with the
-    previous one. ``reference``: leaf hashes by seq from an earlier export,
-    to name exactly the first rewritten event when a checkpoint fails."""
+    previous one; last, every witnessed checkpoint must also be stored (a
+    missing one was deleted from the database). ``reference``: leaf hashes
+    by seq from an earlier export, to name exactly the first rewritten
+    event when a checkpoint fails."""
     result = scan(conn, progress)
-    notes = list(dict.fromkeys([*stored_notes(conn), *witness_notes]))
+    stored = stored_notes(conn)
+    known = set(stored)
+    witnessed = [n for n in dict.fromkeys(witness_notes) if n not in known]
+    notes = [*stored, *witnessed]
     report = Report(len(result.seqs), result.pruned, len(notes), result.problem)
     if result.problem is not None:
         return report
@@ -181,6 +213,9 @@ def verify(
             report.problem = Problem(
                 None, f"point de contrôle de taille {size} : signature invalide ou absente")
             return report
+    in_database = {(c.tree_size, c.root_hash) for c in checkpoints[:len(stored)]}
+    missing = sorted({c.tree_size for c in checkpoints[len(stored):]
+                      if (c.tree_size, c.root_hash) not in in_database})
     checkpoints.sort(key=lambda c: c.tree_size)
     good: Checkpoint | None = None
     for checkpoint in checkpoints:
@@ -189,7 +224,17 @@ def verify(
             return report
         good = checkpoint
     report.latest = good
+    if missing:
+        report.problem = Problem(
+            None, f"{len(missing)} point(s) de contrôle signé(s) du fichier témoin absent(s) "
+                  f"de la base de données (tailles {_sizes(missing)}) : points de contrôle "
+                  "supprimés de la base")
     return report
+
+
+def _sizes(sizes: list[int]) -> str:
+    shown = ", ".join(str(s) for s in sizes[:5])
+    return shown + (", ..." if len(sizes) > 5 else "")
 
 
 def _check_checkpoint(tree: merkle.Tree, seqs: list[int], checkpoint: Checkpoint,

@@ -58,6 +58,11 @@ def stop(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def warn(message: str) -> None:
+    console.print("Attention : " + printable(message), markup=False, highlight=False,
+                  style="bold yellow")
+
+
 def broken(problem: Problem) -> NoReturn:
     where = f"événement {problem.seq} : " if problem.seq is not None else ""
     console.print("Journal d'audit altéré — " + printable(where + problem.reason),
@@ -106,8 +111,10 @@ def verify(
     public_key: PublicKey = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Check every event, the chain and every signed checkpoint; report the
-    first altered, removed, inserted or reordered event (exit code 3)."""
+    """Check every event, the chain and every signed checkpoint (stored, in
+    the witness file next to the signing key, in --checkpoints files);
+    report the first altered, removed, inserted or reordered event, or a
+    signed checkpoint deleted from the database (exit code 3)."""
     witness = _witness(checkpoints or [])
     reference = None
     if export is not None:
@@ -124,6 +131,7 @@ def verify(
             task = bar.add_task("audit", total=total)
             report = coffre.audit.verify(witness, public_key=key, reference=reference,
                                          progress=lambda n: bar.advance(task, n))
+        witness_file = coffre.audit.witness
     if report.problem is not None:
         broken(report.problem)
     latest = f", dernier point de contrôle : {report.latest.tree_size} événement(s)" \
@@ -131,6 +139,13 @@ def verify(
     say(f"Journal d'audit intact : {report.events} événement(s) vérifié(s) "
         f"(dont {report.pruned} purgé(s)), {report.checkpoints} point(s) de contrôle "
         f"vérifié(s){latest}.")
+    if report.latest is None and report.events:
+        warn("aucun point de contrôle signé : rien ne prouve que ces événements n'ont pas été "
+             "réécrits (normal avant le premier point de contrôle d'une installation neuve ; "
+             "lancez `coffre audit checkpoint`).")
+    elif report.latest is not None and not witness_file.exists():
+        warn(f"fichier témoin {witness_file.path} absent : il sera recréé au prochain point "
+             "de contrôle ; gardez-en une copie hors de ce serveur.")
 
 
 @app.command()
@@ -139,13 +154,15 @@ def checkpoint(
         "-o", "--output", help="Witness file to append the signed checkpoint to")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Sign the current tree (if it grew) and store the checkpoint."""
+    """Sign the current tree (if it grew), store the checkpoint and append it
+    to the witness file next to the signing key (and to --output)."""
     with opened(data_dir) as coffre:
         try:
             signed = coffre.audit.checkpoint() or coffre.audit.latest()
         except IntegrityError:
-            console.print("Journal d'audit altéré — refus de signer : il ne correspond plus au "
-                          "dernier point de contrôle ; lancez `coffre audit verify`.",
+            console.print("Journal d'audit altéré — refus de signer : il ne prolonge plus le "
+                          "dernier point de contrôle signé (base de données ou fichier témoin) ; "
+                          "lancez `coffre audit verify`.",
                           markup=False, highlight=False, style="bold red")
             raise typer.Exit(BROKEN) from None
     if signed is None:

@@ -29,16 +29,17 @@ async def run_purge(app: Coffre) -> tuple[int, int]:
 
 async def run_audit(app: Coffre, *, prune: bool) -> None:
     """Erase payloads past retention (when ``prune``), then sign a
-    checkpoint if the trail grew (SEC-31, SEC-32)."""
-    if prune:
-        erased = await to_thread.run_sync(app.audit.prune)
-        if erased:
-            log.info("audit: %d event payloads pruned", erased)
+    checkpoint if the trail grew and still extends the last one signed, in
+    the database and in the witness file (SEC-31, SEC-32)."""
     try:
+        if prune:
+            erased = await to_thread.run_sync(app.audit.prune)
+            if erased:
+                log.info("audit: %d event payloads pruned", erased)
         await to_thread.run_sync(app.audit.checkpoint)
     except IntegrityError as error:  # the alert of SEC-31: someone rewrote the trail
-        log.error("AUDIT TRAIL ALTERED: %s (checkpoint of %s events)", error.message,
-                  error.details.get("tree_size"))
+        log.error("AUDIT TRAIL ALTERED: %s (%s)", error.message,
+                  ", ".join(f"{k} {v}" for k, v in error.details.items()))
 
 
 async def run_forever(app: Coffre) -> None:

@@ -1,0 +1,85 @@
+"""The witness file: every checkpoint the server signs is also appended to a
+file outside the database (SEC-31).
+
+By default ``keys/audit-checkpoints.txt``, next to the signing key, created
+0600 and only ever appended to. The signed notes follow one another, each
+followed by an empty line (the format ``coffre audit checkpoint -o`` writes
+and ``--checkpoints`` reads). Someone who can write the database but not
+this directory can no longer delete the stored checkpoints and have the
+server sign a rewritten history: ``AuditLog.checkpoint`` anchors on the
+latest of the database's and this file's checkpoints, and
+``coffre audit verify`` reads this file too. Someone who can write both
+can still rewrite: operators should copy the file off the host as well.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from coffre.audit.note import DASH, NoteError, split_notes
+from coffre.errors import ConfigurationError
+
+FILE_NAME = "audit-checkpoints.txt"
+#: How much of the file's end ``last`` reads (a note is a few hundred bytes).
+TAIL = 64 * 1024
+
+
+class WitnessFile:
+    """An append-only file of signed checkpoint notes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def notes(self) -> list[str]:
+        """Every note in the file (none when it does not exist); raises
+        ``NoteError`` when the file does not parse."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as error:
+            raise NoteError(f"witness file {self.path} is unreadable") from error
+        return split_notes(text)
+
+    def last(self) -> str | None:
+        """The last note of the file (reading its end only), or None when the
+        file is missing or empty; raises ``NoteError`` when it does not end
+        with a complete note."""
+        try:
+            with self.path.open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                start = max(0, size - TAIL)
+                f.seek(start)
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise NoteError(f"witness file {self.path} is unreadable") from error
+        blocks = [b.strip("\n") for b in data.decode("utf-8", "replace").split("\n\n")]
+        blocks = [b for b in (blocks[1:] if start else blocks) if b]
+        if not blocks:
+            return None
+        if (len(blocks) < 2 or not blocks[-1].startswith(DASH)
+                or blocks[-2].startswith(DASH) or not data.endswith(b"\n")):
+            raise NoteError(f"witness file {self.path}: the last note is incomplete")
+        return f"{blocks[-2]}\n\n{blocks[-1]}\n"
+
+    def append(self, note: str) -> None:
+        """Append ``note`` (creating the file 0600) and flush it to disk."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            mode = os.fstat(fd).st_mode & 0o777
+            if mode & 0o022:
+                raise ConfigurationError(
+                    f"audit witness file {self.path} is writable by others (mode {mode:o})")
+            data = (note if note.endswith("\n") else note + "\n").encode() + b"\n"
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
