@@ -383,13 +383,20 @@ def test_sec16_idle_and_absolute_timeouts(frozen: tuple[Coffre, FrozenClock, Asg
             "timeout", "timeout"]
 
 
-def test_sec17_step_up_before_sensitive_actions(
+def _member_with_totp(
     frozen: tuple[Coffre, FrozenClock, AsgiClient],
-) -> None:
+) -> tuple[Coffre, FrozenClock, Browser, str]:
     app, clock, client = frozen
     b = Browser(client, app.settings.base_url)
     b.login("membre@exemple.fr")
     secret, _ = b.enrol_totp()
+    return app, clock, b, secret
+
+
+def test_sec17_step_up_before_sensitive_actions(
+    frozen: tuple[Coffre, FrozenClock, AsgiClient],
+) -> None:
+    app, clock, b, secret = _member_with_totp(frozen)
     factor_id = b.call("GET", "/api/v1/account/factors").json()["factors"][0]["id"]
     for _ in range(2):  # stay active, but the sign-in grows old
         clock.advance(timedelta(minutes=4))
@@ -419,10 +426,7 @@ def test_sec17_step_up_before_sensitive_actions(
 def test_sec14_step_up_codes_are_throttled_too(
     frozen: tuple[Coffre, FrozenClock, AsgiClient],
 ) -> None:
-    app, clock, client = frozen
-    b = Browser(client, app.settings.base_url)
-    b.login("membre@exemple.fr")
-    secret, _ = b.enrol_totp()
+    app, clock, b, secret = _member_with_totp(frozen)
     answers = [b.call("POST", "/api/v1/auth/reauth",
                       json={"password": PASSWORD, "code": "000000"}).status_code
                for _ in range(4)]
