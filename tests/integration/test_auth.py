@@ -426,7 +426,7 @@ def test_sec17_step_up_before_sensitive_actions(
 def test_sec14_step_up_codes_are_throttled_too(
     frozen: tuple[Coffre, FrozenClock, AsgiClient],
 ) -> None:
-    app, clock, b, secret = _member_with_totp(frozen)
+    _, clock, b, secret = _member_with_totp(frozen)
     answers = [b.call("POST", "/api/v1/auth/reauth",
                       json={"password": PASSWORD, "code": "000000"}).status_code
                for _ in range(4)]
