@@ -317,6 +317,9 @@ def test_web_page_asks_for_the_code_first(server: Server, client: httpx.Client,
     assert resent.status_code == 429
     assert "Patientez" in resent.text
 
+    forged = httpx.post(f"{page}/verify", data={"code": code},
+                        headers={"Origin": "https://attaquant.example"})
+    assert forged.status_code == 403  # SEC-22: not from another site
     wrong = httpx.post(f"{page}/verify", data={"code": _wrong(code)})
     assert wrong.status_code == 401
     assert "Code incorrect. Il vous reste 4 essai(s)." in wrong.text

@@ -58,6 +58,13 @@ def check_origin(request: Request) -> None:
         raise PermissionDenied("cross-origin request refused", reason="cross_origin")
 
 
+def same_origin_forms(request: Request) -> None:
+    """Pages' forms: a state change posted from another site is refused
+    (their URLs carry a one-time token; this is defence in depth, SEC-22)."""
+    if request.method not in SAFE_METHODS:
+        check_origin(request)
+
+
 async def _csrf_token(request: Request) -> str | None:
     token = request.headers.get(CSRF_HEADER)
     if token is None and request.headers.get("content-type", "").startswith(

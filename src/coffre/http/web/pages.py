@@ -30,7 +30,7 @@ from coffre.services.organisations import InvitationPreview
 from coffre.services.verification import Challenge
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms)])
 Ctx = Annotated[Context, Depends(deps.context)]
 _URL = re.compile(r"https?://[^\s<>\"]+")
 HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/")
