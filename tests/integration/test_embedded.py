@@ -80,9 +80,13 @@ def test_scheduled_purge_shreds_expired_transfers(tmp_path: Path, mail: MailCatc
         (event,) = wait_for_events(srv.data_dir, "transfer.purged", timeout=30)
         assert event["object"]["id"] == transfer["id"]
         assert event["details"]["data_keys_destroyed"] == 1
-        assert not [p for p in (srv.data_dir / "blobs").rglob("*") if p.is_file()]
         assert sql(srv.data_dir, "SELECT count(*) FROM blobs WHERE wrapped_key IS NOT NULL") == [
             (0,)]
+        # The keys go first (committed with the event), then the ciphertext.
+        deadline = time.monotonic() + 15
+        while [p for p in (srv.data_dir / "blobs").rglob("*") if p.is_file()]:
+            assert time.monotonic() < deadline, "ciphertext left after the purge"
+            time.sleep(0.1)
 
 
 def test_audit_verify_and_export(server: Server, tmp_path: Path) -> None:
