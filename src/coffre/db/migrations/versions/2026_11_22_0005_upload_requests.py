@@ -1,0 +1,26 @@
+"""Upload requests (invitations to deposit files)
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa  # noqa: F401 - used once the tables are written
+from alembic import op  # noqa: F401
+
+import coffre.db.tables  # noqa: F401
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
