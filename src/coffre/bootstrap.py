@@ -27,6 +27,7 @@ from coffre.services.keys import KeyRing
 from coffre.services.links import LinkService
 from coffre.services.mail import MailQueue
 from coffre.services.organisations import OrganisationService
+from coffre.services.requests import RequestService
 from coffre.services.sessions import SessionService
 from coffre.services.throttle import Throttles
 from coffre.services.tracking import TrackingService
@@ -59,6 +60,7 @@ class Coffre:
     codes: RecipientVerification
     sms: SmsSender | None
     tracking: TrackingService
+    requests: RequestService
     organisations: OrganisationService
     audit: AuditLog
 
@@ -126,6 +128,15 @@ def build(
         max_expiry=timedelta(days=settings.max_expiry_days),
         sms_enabled=sms is not None,
     )
+    uploads = UploadService(
+        db,
+        store,
+        keys,
+        clock,
+        max_size=settings.max_file_size,
+        expiry=timedelta(hours=settings.upload_expiry_hours),
+        single_instance=db.url.startswith("sqlite"),
+    )
     return Coffre(
         settings=settings,
         db=db,
@@ -144,15 +155,7 @@ def build(
             absolute=timedelta(hours=settings.session_absolute_hours),
             step_up=timedelta(minutes=settings.step_up_minutes),
         ),
-        uploads=UploadService(
-            db,
-            store,
-            keys,
-            clock,
-            max_size=settings.max_file_size,
-            expiry=timedelta(hours=settings.upload_expiry_hours),
-            single_instance=db.url.startswith("sqlite"),
-        ),
+        uploads=uploads,
         transfers=transfers,
         denials=DenialLog(db),
         links=LinkService(
@@ -162,6 +165,8 @@ def build(
         codes=codes,
         sms=sms,
         tracking=TrackingService(db, clock),
+        requests=RequestService(db, store, keys, mail, clock, uploads, transfers, codes,
+                                public_url=settings.base_url),
         organisations=OrganisationService(
             db,
             mail,

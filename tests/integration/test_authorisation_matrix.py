@@ -174,6 +174,9 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
         pending = c.post("/api/v1/uploads/", headers={**TUS, "Upload-Length": "10"})
         pending_id = pending.headers["location"].rstrip("/").rsplit("/", 1)[-1]
         token_id = c.get("/api/v1/tokens").json()[0]["id"]
+        file_id = c.get(f"/api/v1/transfers/{transfer}").json()["files"][0]["id"]
+        upload_request = c.post("/api/v1/requests", json={
+            "depositors": [new_address("depose")]}).json()["id"]
         factor_id = c.get("/api/v1/account/factors").json()["factors"][0]["id"]
     with api_client(server, admin_token) as c:
         invitation = c.post("/api/v1/invitations", json={"email": new_address("invite")})
@@ -207,6 +210,9 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
                 made = c.post("/api/v1/transfers", json={"files": [upload],
                                                           "recipients": [new_address()]})
                 return str(made.json()["id"])
+            if param == "request_id":
+                made = c.post("/api/v1/requests", json={"depositors": [new_address("depose")]})
+                return str(made.json()["id"])
             if param == "upload_id":
                 made = c.post("/api/v1/uploads/", headers={**TUS, "Upload-Length": "10"})
                 return str(made.headers["location"].rstrip("/").rsplit("/", 1)[-1])
@@ -233,10 +239,11 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
         callers=callers,
         objects={"transfer_id": transfer, "upload_id": pending_id, "token_id": token_id,
                  "factor_id": factor_id, "session_id": session_id,
-                 "member_id": colleague_id, "invitation_id": invitation.json()["id"]},
+                 "member_id": colleague_id, "invitation_id": invitation.json()["id"],
+                 "request_id": upload_request, "file_id": file_id},
         targets={"transfer_id": mine, "upload_id": mine, "token_id": mine, "factor_id": mine,
                  "session_id": mine, "member_id": Target(org, colleague_id),
-                 "invitation_id": Target(org, None)},
+                 "invitation_id": Target(org, None), "request_id": mine, "file_id": mine},
     )
 
 
@@ -293,6 +300,9 @@ BODIES: dict[str, Any] = {
     "/api/v1/account/factors/webauthn": {"credential": {}},
     "/api/v1/links/{token}/verify": {"code": "12345678"},
     "/api/v1/links/{token}/unlock": {"password": "un mot de passe"},
+    "/api/v1/deposit/{token}/verify": {"code": "12345678"},
+    "/api/v1/deposit/open/{open_token}/join": {"email": "depose@exemple.fr"},
+    "/api/v1/transfers/{transfer_id}/forward": {"recipients": ["suivi@exemple.fr"]},
 }
 STEP_UP_ROUTES = {"/api/v1/auth/reauth"}
 TUS_PATCH = {"Tus-Resumable": "1.0.0", "Upload-Offset": "0",

@@ -259,6 +259,11 @@ class Upload(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attached_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Set when a depositor of an upload request writes it (through their
+    #: grant, not an account); ``owner_id`` is then the requester.
+    depositor_id: Mapped[str | None] = mapped_column(
+        ForeignKey("request_depositors.id"), nullable=True, index=True
+    )
     blob: Mapped[Blob] = relationship(lazy="joined")
 
 
@@ -278,6 +283,10 @@ class Transfer(Base):
     verify_recipients: Mapped[bool] = mapped_column(Boolean, default=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: A received transfer: the depositor of an upload request it came from.
+    received_from: Mapped[str | None] = mapped_column(
+        ForeignKey("request_depositors.id"), nullable=True, index=True
+    )
     files: Mapped[list[TransferFile]] = relationship(
         back_populates="transfer", order_by="TransferFile.position", lazy="selectin"
     )
@@ -353,6 +362,60 @@ class LinkAccess(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     code_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     password_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class UploadRequest(Base):
+    """An invitation to deposit files ("invitation à déposer"), with its limits."""
+
+    __tablename__ = "upload_requests"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    message_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: The open link's token (hashed), if anyone with the link may deposit.
+    open_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    max_total_size: Mapped[int] = mapped_column(BigInteger)
+    max_files: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    depositors: Mapped[list[RequestDepositor]] = relationship(
+        back_populates="request", order_by="RequestDepositor.created_at"
+    )
+
+
+class RequestDepositor(Base):
+    """One depositor of a request: a personal link (hashed token) and the
+    one-time code state that proves their mailbox."""
+
+    __tablename__ = "request_depositors"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    request_id: Mapped[str] = mapped_column(ForeignKey("upload_requests.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Came through the open link (gave their own address).
+    joined: Mapped[bool] = mapped_column(Boolean, default=False)
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    code_failures: Mapped[int] = mapped_column(Integer, default=0)
+    code_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    code_sends: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    request: Mapped[UploadRequest] = relationship(back_populates="depositors")
+
+
+class DepositGrant(Base):
+    """A short-lived grant bound to one depositor (code proved): it may
+    create, see and append that depositor's uploads, nothing else."""
+
+    __tablename__ = "deposit_grants"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    depositor_id: Mapped[str] = mapped_column(ForeignKey("request_depositors.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TransferEvent(Base):

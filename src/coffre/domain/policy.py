@@ -31,6 +31,11 @@ class Action(enum.StrEnum):
     TRANSFER_READ = "transfer.read"
     TRANSFER_MANAGE = "transfer.manage"
     TRANSFER_DELETE = "transfer.delete"
+    TRANSFER_DOWNLOAD = "transfer.download"
+    TRANSFER_FORWARD = "transfer.forward"
+    REQUEST_CREATE = "request.create"
+    REQUEST_READ = "request.read"
+    REQUEST_CLOSE = "request.close"
     MEMBER_LIST = "member.list"
     MEMBER_INVITE = "member.invite"
     MEMBER_MANAGE = "member.manage"
@@ -64,6 +69,12 @@ def _owner_or_admin(actor: Actor, target: Target | None) -> bool:
     return target.owner_id == actor.user_id or actor.role is Role.ADMIN
 
 
+def _owner(actor: Actor, target: Target | None) -> bool:
+    # Content (a received patient file) is its owner's alone: an
+    # administrator manages transfers, but does not read their files.
+    return target is not None and target.owner_id == actor.user_id
+
+
 def _admin(actor: Actor, target: Target | None) -> bool:
     return actor.role is Role.ADMIN
 
@@ -83,6 +94,11 @@ _POLICIES: dict[Action, tuple[Rule, Scope | None]] = {
     Action.TRANSFER_READ: (_owner_or_admin, Scope.TRANSFERS_READ),
     Action.TRANSFER_MANAGE: (_owner_or_admin, Scope.TRANSFERS_WRITE),
     Action.TRANSFER_DELETE: (_owner_or_admin, Scope.TRANSFERS_WRITE),
+    Action.TRANSFER_DOWNLOAD: (_owner, Scope.TRANSFERS_READ),
+    Action.TRANSFER_FORWARD: (_owner, Scope.TRANSFERS_WRITE),
+    Action.REQUEST_CREATE: (_member, Scope.TRANSFERS_WRITE),
+    Action.REQUEST_READ: (_owner_or_admin, Scope.TRANSFERS_READ),
+    Action.REQUEST_CLOSE: (_owner_or_admin, Scope.TRANSFERS_WRITE),
     Action.MEMBER_LIST: (_admin, Scope.ADMIN),
     Action.MEMBER_INVITE: (_admin, Scope.ADMIN),
     Action.MEMBER_MANAGE: (_admin, Scope.ADMIN),

@@ -16,7 +16,16 @@ from sqlalchemy import text
 from coffre import __version__
 from coffre.bootstrap import Coffre
 from coffre.http import errors, tus
-from coffre.http.api import accounts, audit, auth, events, links, organisations, transfers
+from coffre.http.api import (
+    accounts,
+    audit,
+    auth,
+    events,
+    links,
+    organisations,
+    requests,
+    transfers,
+)
 from coffre.http.middleware import BodyLimit, SecurityHeaders
 from coffre.http.web import pages
 from coffre.jobs import scheduler
@@ -49,6 +58,8 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
                    pages.router, organisations.router):
         app.include_router(router)
     app.include_router(events.router)
+    for router in (requests.router, requests.received_router, requests.deposit_router):
+        app.include_router(router)
     app.include_router(audit.router)
     app.mount(
         "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"

@@ -19,8 +19,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coffre.audit.trail import Context
-from coffre.domain.accounts import Actor
-from coffre.domain.policy import Action
+from coffre.domain.policy import Action, check_route
+from coffre.domain.requests import Depositor
 from coffre.errors import (
     CoffreError,
     InvalidInput,
@@ -30,6 +30,7 @@ from coffre.errors import (
 from coffre.http import deps
 from coffre.services.uploads import (
     Checksum,
+    Uploader,
     UploadInfo,
     UploadWriter,
     encode_metadata,
@@ -92,7 +93,26 @@ def _headers(info: UploadInfo) -> dict[str, str]:
     return headers
 
 
-Actor_ = Annotated[Actor, Depends(deps.acting(Action.UPLOAD_WRITE))]
+DEPOSIT_HEADER = "x-coffre-deposit"
+
+
+async def uploader(request: Request) -> Uploader:
+    """A member (token or session), or a depositor of an upload request
+    presenting their deposit grant in ``X-Coffre-Deposit``: the grant only
+    reaches that depositor's own uploads, within the request's limits."""
+    grant = request.headers.get(DEPOSIT_HEADER)
+    if grant is not None:
+        depositor: Depositor = await to_thread.run_sync(
+            deps.coffre(request).requests.grant_principal, grant
+        )
+        return depositor
+    found = await deps.actor(request)
+    check_route(found, Action.UPLOAD_WRITE)
+    return found
+
+
+uploader.coffre_action = Action.UPLOAD_WRITE  # type: ignore[attr-defined]
+Actor_ = Annotated[Uploader, Depends(uploader)]
 Ctx = Annotated[Context, Depends(deps.context)]
 
 
@@ -126,7 +146,10 @@ async def create(request: Request, actor: Actor_, ctx: Ctx) -> Response:
     if (length is None) == (defer is None):
         raise InvalidInput("send either Upload-Length or Upload-Defer-Length: 1")
     metadata = parse_metadata(request.headers.get("upload-metadata"))
-    info = await to_thread.run_sync(app.uploads.create, actor, length, metadata, ctx)
+    if isinstance(actor, Depositor):
+        info = await to_thread.run_sync(app.requests.create_upload, actor, length, metadata, ctx)
+    else:
+        info = await to_thread.run_sync(app.uploads.create, actor, length, metadata, ctx)
     # From the configured public URL: a forged Host header must not steer
     # clients (and their tokens) elsewhere.
     location = f"{app.settings.base_url}/api/v1/uploads/{info.id}"
@@ -181,7 +204,8 @@ async def terminate(request: Request, upload_id: str, actor: Actor_, ctx: Ctx) -
     return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})
 
 
-async def _append(request: Request, actor: Actor, upload_id: str, offset: int) -> UploadInfo:
+async def _append(request: Request, actor: Uploader, upload_id: str,
+                  offset: int) -> UploadInfo:
     app = deps.coffre(request)
     checksum_header = request.headers.get("upload-checksum")
     checksum = Checksum.parse(checksum_header) if checksum_header else None

@@ -130,3 +130,60 @@ def recipient_code(*, to: str, code: str, sender: str, minutes: int) -> Mail:
 
 def recipient_code_sms(*, code: str, minutes: int) -> str:
     return f"Coffre : votre code est {code} (valable {minutes} min). Ne le communiquez pas."
+
+
+def deposit_request(
+    *, to: str, requester: str, requester_email: str, message: str, link: str,
+    expires_at: datetime, channel: str,
+) -> Mail:
+    """An invitation to deposit files; ``channel``: how the code will come."""
+    by = "par SMS" if channel == "sms" else "à cette adresse"
+    lines = [
+        f"{requester} <{requester_email}> vous invite à lui déposer des fichiers avec Coffre.",
+        "",
+    ]
+    if message:
+        lines += ["Message :", message, ""]
+    lines += [
+        "Votre lien personnel de dépôt (ne le transférez pas) :",
+        link,
+        "",
+        f"Disponible jusqu'au : {_date(expires_at)}",
+        f"Pour déposer, un code à usage unique vous sera envoyé {by}.",
+        "Vous ne verrez que vos propres fichiers.",
+        "",
+        "--",
+        f"{requester} asks you to deposit files with Coffre. Your personal link: {link}",
+    ]
+    return Mail(to=to, subject="[Coffre] Invitation à déposer des fichiers",
+                text="\n".join(lines))
+
+
+def depositor_code(*, to: str, code: str, requester: str, minutes: int) -> Mail:
+    """A depositor's one-time code (the code appears only here, never in logs)."""
+    text = "\n".join(
+        [
+            f"Votre code pour déposer des fichiers à {requester} : {code}",
+            "",
+            f"Il est valable {minutes} minutes et ne sert qu'une fois.",
+            "Si vous n'avez rien demandé, ignorez ce message.",
+            "",
+            "--",
+            f"Your one-time code: {code} (valid {minutes} minutes).",
+        ]
+    )
+    return Mail(to=to, subject="[Coffre] Votre code de vérification", text=text)
+
+
+def deposit_received(*, to: str, depositor: str, files: int, size: int, link: str) -> Mail:
+    text = "\n".join(
+        [
+            f"{depositor} vous a déposé {files} fichier(s) ({size} octets).",
+            "Retrouvez-les dans vos envois reçus :",
+            link,
+            "",
+            "--",
+            f"{depositor} deposited {files} file(s) for you.",
+        ]
+    )
+    return Mail(to=to, subject="[Coffre] Des fichiers vous ont été déposés", text=text)

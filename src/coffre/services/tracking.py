@@ -36,6 +36,7 @@ KINDS = frozenset(
         "file_downloaded",
         "zip_downloaded",
         "admin_access",
+        "deposit_received",
     }
 )
 PAGE = 500

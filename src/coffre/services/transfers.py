@@ -192,7 +192,9 @@ class TransferService:
             total = 0
             for position, upload_id in enumerate(new.upload_ids):
                 upload = session.get(Upload, upload_id)
-                if upload is None or upload.owner_id != actor.user_id:
+                if upload is None or upload.owner_id != actor.user_id or (
+                    upload.depositor_id is not None  # a deposit in progress is not theirs
+                ):
                     raise NotFound(
                         "upload not found", upload=upload_id, access_denied=upload is not None
                     )
@@ -282,7 +284,8 @@ class TransferService:
             rows = (
                 session.execute(
                     select(Transfer)
-                    .where(Transfer.sender_id == actor.user_id, Transfer.purged_at.is_(None))
+                    .where(Transfer.sender_id == actor.user_id, Transfer.purged_at.is_(None),
+                           Transfer.received_from.is_(None))
                     .order_by(Transfer.created_at.desc())
                 )
                 .scalars()

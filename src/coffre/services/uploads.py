@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from coffre.crypto import envelope, stream
 from coffre.db.engine import Database
 from coffre.db.tables import Blob, Upload, new_id
 from coffre.domain.accounts import Actor, Scope
+from coffre.domain.requests import Depositor
 from coffre.domain.transfers import sanitise_filename
 from coffre.errors import (
     ChecksumMismatch,
@@ -117,6 +119,33 @@ def encode_metadata(metadata: dict[str, str]) -> str:
     )
 
 
+#: Who writes an upload: a member, or a depositor of an upload request
+#: (through their grant; the upload then belongs to the requester).
+Uploader = Actor | Depositor
+#: Called in the creating transaction, before the row is added (limits).
+Admission = Callable[[Session, int | None], None]
+
+
+def _require_write(uploader: Uploader) -> None:
+    if isinstance(uploader, Actor):
+        uploader.require(Scope.TRANSFERS_WRITE)  # uploads belong to sending
+
+
+def _owner_id(uploader: Uploader) -> str:
+    return uploader.user_id if isinstance(uploader, Actor) else uploader.owner_id
+
+
+def _audit_actor(uploader: Uploader) -> str | None:
+    return uploader.user_id if isinstance(uploader, Actor) else None
+
+
+def _owns(uploader: Uploader, upload: Upload) -> bool:
+    """A member's own uploads never include deposits; a depositor sees theirs only."""
+    if isinstance(uploader, Depositor):
+        return upload.depositor_id == uploader.depositor_id
+    return upload.owner_id == uploader.user_id and upload.depositor_id is None
+
+
 class _HashCache:
     """Running SHA-256 of each upload's encrypted segments, per process.
 
@@ -171,12 +200,13 @@ class UploadService:
 
     def create(
         self,
-        actor: Actor,
+        actor: Uploader,
         length: int | None,
         metadata: dict[str, str],
         ctx: trail.Context,
+        admit: Admission | None = None,
     ) -> UploadInfo:
-        actor.require(Scope.TRANSFERS_WRITE)
+        _require_write(actor)
         if length is not None and length > self.max_size:
             raise TooLarge(
                 f"the file is larger than the {self.max_size} bytes allowed",
@@ -188,11 +218,14 @@ class UploadService:
             blob.storage_key = f"blobs/{blob.id[:2]}/{blob.id}"
             blob.header = stream.StreamHeader.random().to_bytes()
             self.keys.new_blob_key(session, blob)
+            if admit is not None:
+                admit(session, length)
             session.add(blob)
             upload = Upload(
                 id=new_id(),
                 organisation_id=actor.organisation_id,
-                owner_id=actor.user_id,
+                owner_id=_owner_id(actor),
+                depositor_id=actor.depositor_id if isinstance(actor, Depositor) else None,
                 blob_id=blob.id,
                 length=length,
                 offset=0,
@@ -208,17 +241,18 @@ class UploadService:
             trail.record(
                 session,
                 "upload.created",
-                actor=actor.user_id,
+                actor=_audit_actor(actor),
                 organisation_id=actor.organisation_id,
                 object_type="upload",
                 object_id=upload.id,
                 context=ctx,
                 length=length,
+                **_deposit_details(actor),
             )
             return self._info(session, upload)
 
-    def info(self, actor: Actor, upload_id: str) -> UploadInfo:
-        actor.require(Scope.TRANSFERS_WRITE)  # uploads belong to sending
+    def info(self, actor: Uploader, upload_id: str) -> UploadInfo:
+        _require_write(actor)
         with self.db.session() as session:
             upload = self._load(session, actor, upload_id)
             return self._info(session, upload)
@@ -239,18 +273,18 @@ class UploadService:
             sha256=upload.sha256,
         )
 
-    def _load(self, session: Session, actor: Actor, upload_id: str) -> Upload:
+    def _load(self, session: Session, actor: Uploader, upload_id: str) -> Upload:
         upload = session.get(Upload, upload_id)
         if upload is None:
             raise NotFound("upload not found")
-        if upload.owner_id != actor.user_id:
+        if not _owns(actor, upload):
             raise NotFound("upload not found", access_denied=True)
         if upload.attached_at is None and upload.expires_at <= self.clock.now():
             raise Gone("this upload has expired", reason="expired")
         return upload
 
-    def terminate(self, actor: Actor, upload_id: str, ctx: trail.Context) -> None:
-        actor.require(Scope.TRANSFERS_WRITE)
+    def terminate(self, actor: Uploader, upload_id: str, ctx: trail.Context) -> None:
+        _require_write(actor)
         with self.db.session() as session:
             upload = self._load(session, actor, upload_id)
             if upload.attached_at is not None:
@@ -259,7 +293,7 @@ class UploadService:
             trail.record(
                 session,
                 "upload.terminated",
-                actor=actor.user_id,
+                actor=_audit_actor(actor),
                 organisation_id=actor.organisation_id,
                 object_type="upload",
                 object_id=upload_id,
@@ -304,7 +338,7 @@ class UploadService:
 
     def begin_append(
         self,
-        actor: Actor,
+        actor: Uploader,
         upload_id: str,
         offset: int,
         *,
@@ -312,7 +346,7 @@ class UploadService:
         checksum: Checksum | None = None,
     ) -> UploadWriter:
         """Claim the upload for one PATCH; blocking (call from a worker thread)."""
-        actor.require(Scope.TRANSFERS_WRITE)
+        _require_write(actor)
         deadline = time.monotonic() + 10
         while True:
             with self._local_lock:
@@ -336,7 +370,7 @@ class UploadService:
 
     def _claim(
         self,
-        actor: Actor,
+        actor: Uploader,
         upload_id: str,
         offset: int,
         length: int | None,
@@ -385,7 +419,7 @@ class UploadService:
             snapshot = _Snapshot(
                 upload_id=upload.id,
                 organisation_id=upload.organisation_id,
-                actor_id=actor.user_id,
+                actor_id=_audit_actor(actor),
                 blob_id=upload.blob_id,
                 storage_key=upload.blob.storage_key,
                 header=upload.blob.header,
@@ -505,7 +539,7 @@ class UploadService:
 class _Snapshot:
     upload_id: str
     organisation_id: str
-    actor_id: str
+    actor_id: str | None
     blob_id: str
     storage_key: str
     header: bytes
@@ -547,6 +581,12 @@ class _Pending:
 
     def all(self) -> bytes:
         return b"".join(self._parts)
+
+
+def _deposit_details(uploader: Uploader) -> dict[str, Any]:
+    if isinstance(uploader, Depositor):
+        return {"request": uploader.request_id, "depositor": uploader.depositor_id}
+    return {}
 
 
 def _tail_key(data_key: bytes) -> bytes:

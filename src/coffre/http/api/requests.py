@@ -1,0 +1,336 @@
+"""Upload requests ("invitation à déposer").
+
+The requester's side (create, list, show, close, live events), the
+received transfers (list, owner download, forward), and the depositors'
+side: a personal link's token in the path is the capability; the one-time
+code gives a deposit grant that travels in ``X-Coffre-Deposit`` (also to
+the tus endpoint, ``coffre.http.tus``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from anyio import sleep, to_thread
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.responses import StreamingResponse
+
+from coffre.audit.trail import Context
+from coffre.domain.accounts import Actor
+from coffre.domain.policy import Action, check_route
+from coffre.domain.requests import parse_size
+from coffre.domain.transfers import parse_expiry
+from coffre.errors import CoffreError, InvalidInput
+from coffre.http import deps
+from coffre.http.api.schemas import Access, CodeCheck, CodeSentOut, RecipientIn, TransferOut
+from coffre.http.downloads import base_headers, delivered, requested_range
+from coffre.http.tus import DEPOSIT_HEADER
+from coffre.services.requests import NewRequest, RequestStep, RequestView
+from coffre.services.transfers import NewTransfer
+from coffre.services.verification import ACCESS_LIFETIME
+
+router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
+received_router = APIRouter(prefix="/api/v1", tags=["requests"])
+deposit_router = APIRouter(
+    prefix="/api/v1/deposit", tags=["deposit"],
+    dependencies=[Depends(deps.public("deposit link: the token in the path is the capability"))],
+)
+Ctx = Annotated[Context, Depends(deps.context)]
+Creator = Annotated[Actor, Depends(deps.acting(Action.REQUEST_CREATE))]
+Reader = Annotated[Actor, Depends(deps.acting(Action.REQUEST_READ))]
+Closer = Annotated[Actor, Depends(deps.acting(Action.REQUEST_CLOSE))]
+Lister = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_LIST))]
+Downloader = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_DOWNLOAD))]
+Forwarder = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_FORWARD))]
+POLL_SECONDS = 0.25
+RECHECK_SECONDS = 5
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestCreate(_Strict):
+    depositors: list[str | RecipientIn] = Field(
+        default_factory=list, max_length=50,
+        description='addresses, or {"email", "phone"} for a code by SMS')
+    open_link: bool = Field(default=False, description="anyone with the link may deposit")
+    message: str = Field(default="", max_length=10_000)
+    expires_in: str = Field(default="7d", max_length=20, description="12h, 7d, 2w, 3m")
+    max_size: int | str = Field(default="10G", description="total, e.g. 500M, 2G or bytes")
+    max_files: int = Field(default=20, ge=1, le=1000)
+
+
+class DepositorOut(BaseModel):
+    id: str
+    email: str
+    joined: bool
+    verified_at: datetime | None
+    files: int
+    bytes: int
+
+
+class RequestOut(BaseModel):
+    id: str
+    message: str
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    closed_at: datetime | None
+    max_total_size: int
+    max_files: int
+    open_link: bool
+    depositors: list[DepositorOut]
+    received: list[str]
+    links: dict[str, str] | None = None
+    open_url: str | None = None
+
+
+class RequestEventOut(BaseModel):
+    id: int
+    kind: str
+    time: datetime
+    transfer_id: str
+    depositor: str | None
+
+
+class ReceivedOut(TransferOut):
+    request_id: str
+    received_from: str
+
+
+class Forward(_Strict):
+    recipients: list[str | RecipientIn] = Field(min_length=1, max_length=100)
+    subject: str = Field(default="", max_length=200)
+    message: str = Field(default="", max_length=10_000)
+    expires_in: str = Field(default="7d", max_length=20)
+
+
+class Join(_Strict):
+    email: str = Field(max_length=254)
+
+
+class JoinedOut(BaseModel):
+    token: str
+    url: str
+    code: CodeSentOut
+
+
+class DepositBody(_Strict):
+    uploads: list[str] | None = Field(default=None, max_length=1000,
+                                      description="completed upload ids (default: all)")
+
+
+class DepositUploadOut(BaseModel):
+    id: str
+    name: str
+    length: int | None
+    offset: int
+    completed: bool
+    deposited: bool
+
+
+class DepositOut(BaseModel):
+    request_id: str
+    requester: str
+    message: str
+    expires_at: datetime
+    max_total_size: int
+    max_files: int
+    remaining_size: int
+    remaining_files: int
+    uploads: list[DepositUploadOut]
+    upload_url: str
+
+
+class DepositedOut(BaseModel):
+    transfer_id: str
+
+
+def _out(view: RequestView) -> RequestOut:
+    return RequestOut.model_validate(view, from_attributes=True)
+
+
+def _event(step: RequestStep) -> RequestEventOut:
+    return RequestEventOut.model_validate(step, from_attributes=True)
+
+
+# -- the requester ------------------------------------------------------------------
+
+
+@router.post("", status_code=201, summary="Ask named people (or an open link) to deposit files")
+def create(body: RequestCreate, actor: Creator, request: Request, ctx: Ctx) -> RequestOut:
+    expires_in = parse_expiry(body.expires_in)
+    if expires_in is None:
+        raise InvalidInput("an upload request must expire", field="expires_in")
+    depositors = {
+        (d if isinstance(d, str) else d.email): (None if isinstance(d, str) else d.phone)
+        for d in body.depositors
+    }
+    new = NewRequest(depositors=depositors, open_link=body.open_link, message=body.message,
+                     expires_in=expires_in, max_total_size=parse_size(body.max_size),
+                     max_files=body.max_files)
+    return _out(deps.coffre(request).requests.create(actor, new, ctx))
+
+
+@router.get("", summary="Your upload requests")
+def list_(actor: Lister, request: Request) -> list[RequestOut]:
+    return [_out(v) for v in deps.coffre(request).requests.list_own(actor)]
+
+
+@router.get("/{request_id}")
+def get(request_id: str, actor: Reader, request: Request) -> RequestOut:
+    return _out(deps.coffre(request).requests.get(actor, request_id))
+
+
+@router.post("/{request_id}/close", summary="Accept no more deposits")
+def close(request_id: str, actor: Closer, request: Request, ctx: Ctx) -> RequestOut:
+    return _out(deps.coffre(request).requests.close(actor, request_id, ctx))
+
+
+@router.get("/{request_id}/events", summary="Deposits received for this request")
+def events(
+    request_id: str, actor: Reader, request: Request,
+    after: Annotated[int, Query(ge=0, description="only steps with a larger id")] = 0,
+) -> list[RequestEventOut]:
+    service = deps.coffre(request).requests
+    service.open_events(actor, request_id)
+    return [_event(s) for s in service.since(request_id, after)]
+
+
+@router.get("/{request_id}/events/stream", response_class=EventSourceResponse,
+            summary="Deposits as they arrive (Server-Sent Events)")
+async def stream(request_id: str, actor: Reader, request: Request) -> EventSourceResponse:
+    service = deps.coffre(request).requests
+    await to_thread.run_sync(service.open_events, actor, request_id)
+    last_id = request.headers.get("last-event-id", "0").strip()
+    last = int(last_id) if last_id.isdigit() else 0
+
+    async def still_allowed() -> bool:
+        try:
+            current = await deps.resolve(request, touch=False)
+            check_route(current, Action.REQUEST_READ)
+            await to_thread.run_sync(service.open_events, current, request_id)
+        except CoffreError:
+            return False
+        return True
+
+    async def steps() -> AsyncIterator[ServerSentEvent]:
+        nonlocal last
+        yield ServerSentEvent(comment="dépôts en direct", retry=1000)
+        checked = time.monotonic()
+        while True:
+            if time.monotonic() - checked >= RECHECK_SECONDS:
+                if not await still_allowed():
+                    yield ServerSentEvent(event="end", data=json.dumps({"reason": "ended"}))
+                    return
+                checked = time.monotonic()
+            for step in await to_thread.run_sync(service.since, request_id, last):
+                last = step.id
+                yield ServerSentEvent(data=json.dumps(_event(step).model_dump(mode="json")),
+                                      id=str(step.id))
+            await sleep(POLL_SECONDS)
+
+    return EventSourceResponse(steps(), ping=15,
+                               headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+# -- received transfers -------------------------------------------------------------
+
+
+@received_router.get("/received", summary="Transfers deposited for you")
+def received(actor: Lister, request: Request) -> list[ReceivedOut]:
+    return [
+        ReceivedOut.model_validate({**TransferOut.model_validate(
+            r.transfer, from_attributes=True).model_dump(), "request_id": r.request_id,
+            "received_from": r.depositor})
+        for r in deps.coffre(request).requests.received(actor)
+    ]
+
+
+@received_router.get("/transfers/{transfer_id}/files/{file_id}",
+                    summary="Download a file of your own transfer (Range supported)")
+@received_router.head("/transfers/{transfer_id}/files/{file_id}", include_in_schema=False)
+def owner_file(transfer_id: str, file_id: str, actor: Downloader, request: Request,
+               ctx: Ctx) -> Response:
+    head = request.method == "HEAD"
+    view, etag, lo, hi, body, on_end = deps.coffre(request).requests.open_file(
+        actor, transfer_id, file_id, lambda size, tag: requested_range(request, size, tag),
+        ctx, body=not head,
+    )
+    headers = base_headers(view.name)
+    headers["ETag"] = etag
+    headers["Content-Length"] = str(hi - lo)
+    partial = not (lo == 0 and hi == view.size)
+    if partial:
+        headers["Content-Range"] = f"bytes {lo}-{hi - 1}/{view.size}"
+    status = 206 if partial else 200
+    if head:
+        return Response(status_code=status, headers=headers,
+                        media_type="application/octet-stream")
+    return StreamingResponse(delivered(body, on_end), status_code=status, headers=headers,
+                             media_type="application/octet-stream")
+
+
+@received_router.post("/transfers/{transfer_id}/forward", status_code=201,
+                      summary="Send a copy of your transfer's files to new recipients")
+def forward(transfer_id: str, body: Forward, actor: Forwarder, request: Request,
+            ctx: Ctx) -> TransferOut:
+    new = NewTransfer(
+        upload_ids=[], recipients=[r if isinstance(r, str) else r.email for r in body.recipients],
+        phones={r.email: r.phone for r in body.recipients if not isinstance(r, str) and r.phone},
+        subject=body.subject, message=body.message, expires_in=parse_expiry(body.expires_in),
+    )
+    view = deps.coffre(request).requests.forward(actor, transfer_id, new, ctx)
+    return TransferOut.model_validate(view, from_attributes=True)
+
+
+# -- depositors ---------------------------------------------------------------------
+
+
+def _grant(request: Request) -> str | None:
+    return request.headers.get(DEPOSIT_HEADER)
+
+
+@deposit_router.get("/{token}", summary="The request, and your own uploads (needs the grant)")
+def view(token: str, request: Request) -> DepositOut:
+    app = deps.coffre(request)
+    found = app.requests.view(token, _grant(request))
+    return DepositOut.model_validate({**found.__dict__,
+                                      "uploads": [u.__dict__ for u in found.uploads],
+                                      "upload_url": f"{app.settings.base_url}/api/v1/uploads/"})
+
+
+@deposit_router.post("/{token}/code", status_code=202, summary="Send the depositor a code")
+def send_code(token: str, request: Request, ctx: Ctx) -> CodeSentOut:
+    return CodeSentOut(**deps.coffre(request).requests.send_code(token, ctx).__dict__)
+
+
+@deposit_router.post("/{token}/verify", summary="Exchange the code for a deposit grant")
+def verify(token: str, body: CodeCheck, request: Request, ctx: Ctx) -> Access:
+    access = deps.coffre(request).requests.verify(token, body.code, ctx)
+    return Access(access=access, expires_in=int(ACCESS_LIFETIME.total_seconds()))
+
+
+@deposit_router.post("/{token}/deposit", status_code=201,
+                     summary="Hand your completed uploads over to the requester")
+def deposit(token: str, request: Request, ctx: Ctx,
+            body: DepositBody | None = None) -> DepositedOut:
+    ids = body.uploads if body is not None else None
+    return DepositedOut(transfer_id=deps.coffre(request).requests.deposit(
+        token, _grant(request), ids, ctx))
+
+
+@deposit_router.post("/open/{open_token}/join", status_code=201,
+                     summary="Give your address on an open link; a code is sent there")
+def join(open_token: str, body: Join, request: Request, ctx: Ctx) -> JoinedOut:
+    app = deps.coffre(request)
+    joined = app.requests.join(open_token, body.email, ctx)
+    return JoinedOut(token=joined.token, url=app.requests.deposit_url(joined.token),
+                     code=CodeSentOut(**joined.code.__dict__))

@@ -1,0 +1,47 @@
+"""Upload requests' pure rules: sizes, limits, open or closed (SEC-18)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from coffre.domain.requests import check_limits, check_request_open, check_room, parse_size
+from coffre.errors import Conflict, Gone, InvalidInput, TooLarge
+
+NOW = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("text", "size"), [("500M", 500 << 20), ("2G", 2 << 30),
+                                            ("2GiB", 2 << 30), ("1000", 1000), (42, 42),
+                                            ("3 Go", 3 << 30)])
+def test_sizes(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "G", "-1", "1.5G", "²", "1X"])
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_size(text)
+
+
+def test_room_counts_files_then_bytes() -> None:
+    check_room(400, files=1, used=600, max_files=2, max_total_size=1000)
+    with pytest.raises(TooLarge):
+        check_room(401, files=1, used=600, max_files=2, max_total_size=1000)
+    with pytest.raises(Conflict):
+        check_room(0, files=2, used=1000, max_files=2, max_total_size=1000)
+    with pytest.raises(InvalidInput):
+        check_room(None, files=0, used=0, max_files=2, max_total_size=1000)
+
+
+def test_limits_and_state() -> None:
+    check_limits(1, 1, 10)
+    for size, files in ((0, 1), (1, 0), (1, 1001)):
+        with pytest.raises(InvalidInput):
+            check_limits(size, files, 10)
+    check_request_open(None, NOW + timedelta(seconds=1), NOW)
+    with pytest.raises(Gone):
+        check_request_open(NOW, NOW + timedelta(days=1), NOW)
+    with pytest.raises(Gone):
+        check_request_open(None, NOW, NOW)
