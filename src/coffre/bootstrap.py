@@ -22,6 +22,7 @@ from coffre.notify.smtp import SmtpMailer
 from coffre.ports import BlobStore, Clock, KeyProvider, Mailer, SmsSender
 from coffre.services.accounts import AccountService
 from coffre.services.denials import DenialLog
+from coffre.services.deposits import DepositService
 from coffre.services.factors import FactorService
 from coffre.services.keys import KeyRing
 from coffre.services.links import LinkService
@@ -61,6 +62,7 @@ class Coffre:
     sms: SmsSender | None
     tracking: TrackingService
     requests: RequestService
+    deposits: DepositService
     organisations: OrganisationService
     audit: AuditLog
 
@@ -166,6 +168,8 @@ def build(
         sms=sms,
         tracking=TrackingService(db, clock),
         requests=RequestService(db, store, keys, mail, clock, uploads, transfers, codes,
+                                public_url=settings.base_url),
+        deposits=DepositService(db, keys, mail, clock, uploads, codes,
                                 public_url=settings.base_url),
         organisations=OrganisationService(
             db,

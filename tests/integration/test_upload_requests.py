@@ -356,3 +356,29 @@ def test_the_cli_creates_lists_shows_and_closes(server: Server, mail: MailCatche
     assert patient in shown and "pas encore vérifiée" in shown
     closed = json.loads(run("close", made["id"], "--json").stdout)
     assert closed["status"] == "closed"
+
+
+def test_a_patient_deposits_with_the_cli_client(server: Server, mail: MailCatcher,
+                                                client: httpx.Client, tmp_path: Path) -> None:
+    patient = new_address("patient")
+    make_request(client, depositors=[patient])
+    link = f"{server.url}/d/{deposit_link(mail, patient)}"
+    files = [tmp_path / "bilan sanguin.pdf", tmp_path / "ordonnance.jpg"]
+    for path, size in zip(files, (5 * (1 << 20) + 7, 1234), strict=True):
+        path.write_bytes(os.urandom(size))
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coffre.cli.main", "deposit", link, *map(str, files), "--json"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+    )
+    code = wait_code(mail, patient, 1, timeout=60)
+    stdout, stderr = proc.communicate(code + "\n", timeout=300)
+    assert proc.returncode == 0, stdout + stderr
+    assert "Code reçu par e-mail" in stderr
+    result = json.loads(stdout)
+    received = next(r for r in client.get("/api/v1/received").json()
+                    if r["id"] == result["transfer_id"])
+    assert [(f["name"], f["sha256"]) for f in received["files"]] == [
+        (p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]

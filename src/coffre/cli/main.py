@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from coffre.cli import audit, auth, get, members, requests, send, server, transfers
+from coffre.cli import audit, auth, deposit, get, members, requests, send, server, transfers
 
 app = typer.Typer(
     name="coffre",
@@ -25,6 +25,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(members.app, name="members")
 app.add_typer(members.organisation_app, name="organisation")
 app.add_typer(requests.app, name="request")
+app.command()(deposit.deposit)
 
 
 def main() -> None:

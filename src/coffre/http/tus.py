@@ -103,7 +103,7 @@ async def uploader(request: Request) -> Uploader:
     grant = request.headers.get(DEPOSIT_HEADER)
     if grant is not None:
         depositor: Depositor = await to_thread.run_sync(
-            deps.coffre(request).requests.grant_principal, grant
+            deps.coffre(request).deposits.grant_principal, grant
         )
         return depositor
     found = await deps.actor(request)
@@ -147,7 +147,7 @@ async def create(request: Request, actor: Actor_, ctx: Ctx) -> Response:
         raise InvalidInput("send either Upload-Length or Upload-Defer-Length: 1")
     metadata = parse_metadata(request.headers.get("upload-metadata"))
     if isinstance(actor, Depositor):
-        info = await to_thread.run_sync(app.requests.create_upload, actor, length, metadata, ctx)
+        info = await to_thread.run_sync(app.deposits.create_upload, actor, length, metadata, ctx)
     else:
         info = await to_thread.run_sync(app.uploads.create, actor, length, metadata, ctx)
     # From the configured public URL: a forged Host header must not steer

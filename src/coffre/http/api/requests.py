@@ -301,7 +301,7 @@ def _grant(request: Request) -> str | None:
 @deposit_router.get("/{token}", summary="The request, and your own uploads (needs the grant)")
 def view(token: str, request: Request) -> DepositOut:
     app = deps.coffre(request)
-    found = app.requests.view(token, _grant(request))
+    found = app.deposits.view(token, _grant(request))
     return DepositOut.model_validate({**found.__dict__,
                                       "uploads": [u.__dict__ for u in found.uploads],
                                       "upload_url": f"{app.settings.base_url}/api/v1/uploads/"})
@@ -309,12 +309,12 @@ def view(token: str, request: Request) -> DepositOut:
 
 @deposit_router.post("/{token}/code", status_code=202, summary="Send the depositor a code")
 def send_code(token: str, request: Request, ctx: Ctx) -> CodeSentOut:
-    return CodeSentOut(**deps.coffre(request).requests.send_code(token, ctx).__dict__)
+    return CodeSentOut(**deps.coffre(request).deposits.send_code(token, ctx).__dict__)
 
 
 @deposit_router.post("/{token}/verify", summary="Exchange the code for a deposit grant")
 def verify(token: str, body: CodeCheck, request: Request, ctx: Ctx) -> Access:
-    access = deps.coffre(request).requests.verify(token, body.code, ctx)
+    access = deps.coffre(request).deposits.verify(token, body.code, ctx)
     return Access(access=access, expires_in=int(ACCESS_LIFETIME.total_seconds()))
 
 
@@ -323,7 +323,7 @@ def verify(token: str, body: CodeCheck, request: Request, ctx: Ctx) -> Access:
 def deposit(token: str, request: Request, ctx: Ctx,
             body: DepositBody | None = None) -> DepositedOut:
     ids = body.uploads if body is not None else None
-    return DepositedOut(transfer_id=deps.coffre(request).requests.deposit(
+    return DepositedOut(transfer_id=deps.coffre(request).deposits.deposit(
         token, _grant(request), ids, ctx))
 
 
@@ -331,6 +331,6 @@ def deposit(token: str, request: Request, ctx: Ctx,
                      summary="Give your address on an open link; a code is sent there")
 def join(open_token: str, body: Join, request: Request, ctx: Ctx) -> JoinedOut:
     app = deps.coffre(request)
-    joined = app.requests.join(open_token, body.email, ctx)
-    return JoinedOut(token=joined.token, url=app.requests.deposit_url(joined.token),
+    joined = app.deposits.join(open_token, body.email, ctx)
+    return JoinedOut(token=joined.token, url=app.deposits.deposit_url(joined.token),
                      code=CodeSentOut(**joined.code.__dict__))

@@ -1,0 +1,461 @@
+"""Upload requests, the depositor's side: a personal link (or an open
+link plus an address) and a one-time code give a short-lived deposit grant
+bound to one depositor.
+
+The code follows the recipients' mechanism (``services.verification``:
+keyed digest, lifetime, resend throttle, lock). The grant is not an
+account: through the tus endpoint it creates uploads within the request's
+limits and sees or appends to its own uploads only (``services.uploads``);
+``deposit`` turns the depositor's completed uploads into a received
+transfer of the requester's, who is told by mail and by a live event.
+Never logs or audits a token or a code.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from coffre.audit import trail
+from coffre.crypto import credentials
+from coffre.db.engine import Database
+from coffre.db.tables import (
+    DepositGrant,
+    RequestDepositor,
+    Transfer,
+    TransferFile,
+    Upload,
+    UploadRequest,
+    User,
+    new_id,
+)
+from coffre.domain.accounts import normalise_email
+from coffre.domain.requests import Depositor, check_request_open, check_room
+from coffre.domain.transfers import sanitise_filename
+from coffre.errors import AuthenticationRequired, Conflict, NotFound, TooManyAttempts
+from coffre.ports import Clock
+from coffre.services import messages
+from coffre.services.keys import KeyRing
+from coffre.services.mail import MailQueue
+from coffre.services.tracking import track
+from coffre.services.uploads import UploadInfo, UploadService
+from coffre.services.verification import (
+    ACCESS_LIFETIME,
+    CODE_DIGITS,
+    MAX_SENDS_PER_HOUR,
+    RecipientVerification,
+    mask_email,
+    mask_phone,
+)
+
+#: Depositors an open link may take in (each one who gives an address).
+MAX_JOINED = 200
+
+
+@dataclass(frozen=True)
+class DepositUpload:
+    id: str
+    name: str
+    length: int | None
+    offset: int
+    completed: bool
+    deposited: bool
+
+
+@dataclass(frozen=True)
+class DepositView:
+    """What a depositor who proved their address sees: the request and
+    their own uploads, never anyone else's."""
+
+    request_id: str
+    requester: str
+    message: str
+    expires_at: datetime
+    max_total_size: int
+    max_files: int
+    remaining_size: int
+    remaining_files: int
+    uploads: list[DepositUpload] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CodeSent:
+    channel: str
+    recipient: str
+    expires_in: int
+    resend_in: int
+
+
+@dataclass(frozen=True)
+class Joined:
+    token: str
+    code: CodeSent
+
+def _seconds(delta: timedelta) -> int:
+    return max(int(-(-delta.total_seconds() // 1)), 1)
+
+def new_depositor(session: Session, request: UploadRequest, email: str, token: str,
+                  now: datetime, *, joined: bool = False) -> RequestDepositor:
+    """A depositor row for ``email``, its link token stored hashed."""
+    depositor = RequestDepositor(
+        id=new_id(), request_id=request.id, email=email, joined=joined,
+        token_hash=credentials.hash_token(token), created_at=now,
+    )
+    session.add(depositor)
+    return depositor
+
+
+class DepositService:
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyRing,
+        mail: MailQueue,
+        clock: Clock,
+        uploads: UploadService,
+        codes: RecipientVerification,
+        *,
+        public_url: str,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.mail = mail
+        self.clock = clock
+        self.uploads = uploads
+        self.codes = codes
+        self.public_url = public_url.rstrip("/")
+
+    def deposit_url(self, token: str) -> str:
+        return f"{self.public_url}/d/{token}"
+
+    def _usage(self, session: Session, request_id: str) -> tuple[int, int]:
+        """(files, bytes declared) of every upload made for this request."""
+        files, used = session.execute(
+            select(func.count(Upload.id), func.coalesce(func.sum(Upload.length), 0))
+            .join(RequestDepositor, RequestDepositor.id == Upload.depositor_id)
+            .where(RequestDepositor.request_id == request_id)
+        ).one()
+        return int(files or 0), int(used or 0)
+
+    def _depositor(self, session: Session, token: str, *, lock: bool = False
+                   ) -> RequestDepositor:
+        query = select(RequestDepositor).where(
+            RequestDepositor.token_hash == credentials.hash_token(token))
+        if lock:
+            query = query.with_for_update()
+        depositor = session.execute(query).scalar_one_or_none()
+        if depositor is None:
+            raise NotFound("unknown link")
+        request = depositor.request
+        check_request_open(request.closed_at, request.expires_at, self.clock.now())
+        return depositor
+
+    def _granted(self, session: Session, token: str, access: str | None) -> RequestDepositor:
+        depositor = self._depositor(session, token)
+        grant = session.get(DepositGrant, credentials.hash_token(access)) if access else None
+        if grant is None or grant.depositor_id != depositor.id or (
+            grant.expires_at <= self.clock.now()
+        ):
+            raise AuthenticationRequired(
+                "enter the one-time code sent to you to deposit files",
+                reason="code_required", **self._challenge(session, depositor),
+            )
+        return depositor
+
+    def _challenge(self, session: Session, depositor: RequestDepositor) -> dict[str, str]:
+        owner = session.get(User, depositor.request.owner_id)
+        phone = self._phone(session, depositor)
+        return {
+            "recipient": mask_phone(phone) if phone else mask_email(depositor.email),
+            "requester": (owner.display_name or owner.email) if owner else "",
+            "channel": "sms" if phone else "email",
+        }
+
+    def _phone(self, session: Session, depositor: RequestDepositor) -> str | None:
+        if depositor.phone_sealed is None or self.codes.sms is None:
+            return None
+        return self.keys.open_text(session, depositor.phone_sealed,
+                                   f"depositor:{depositor.id}:phone")
+
+    def grant_principal(self, access: str) -> Depositor:
+        """The depositor a grant (``X-Coffre-Deposit``) stands for, while
+        it lasts and its request is open."""
+        with self.db.session() as session:
+            grant = session.get(DepositGrant, credentials.hash_token(access))
+            if grant is None or grant.expires_at <= self.clock.now():
+                raise AuthenticationRequired(
+                    "this deposit grant is unknown or has expired: enter a new code",
+                    reason="deposit_grant",
+                )
+            depositor = session.get(RequestDepositor, grant.depositor_id)
+            assert depositor is not None
+            request = depositor.request
+            check_request_open(request.closed_at, request.expires_at, self.clock.now())
+            return Depositor(depositor.id, request.id, request.organisation_id,
+                             request.owner_id)
+
+    def join(self, open_token: str, email: str, ctx: trail.Context) -> Joined:
+        """A visitor of an open link gives their address: they become a
+        depositor (with a token of their own) and get a code there."""
+        address = normalise_email(email)
+        now = self.clock.now()
+        token = credentials.new_token()
+        with self.db.session() as session:
+            request = session.execute(
+                select(UploadRequest)
+                .where(UploadRequest.open_token_hash == credentials.hash_token(open_token))
+                .with_for_update()
+            ).scalar_one_or_none()
+            if request is None:
+                raise NotFound("unknown link")
+            check_request_open(request.closed_at, request.expires_at, now)
+            joined = session.execute(
+                select(func.count(RequestDepositor.id)).where(
+                    RequestDepositor.request_id == request.id, RequestDepositor.joined)
+            ).scalar_one()
+            if joined >= MAX_JOINED:
+                raise TooManyAttempts("this open link has taken in too many depositors",
+                                      reason="too_many_depositors")
+            depositor = new_depositor(session, request, address, token, now, joined=True)
+            session.flush()
+            trail.record(
+                session, "request.depositor_joined", actor=None,
+                organisation_id=request.organisation_id, object_type="depositor",
+                object_id=depositor.id, context=ctx, request=request.id,
+            )
+        return Joined(token=token, code=self.send_code(token, ctx))
+
+    def send_code(self, token: str, ctx: trail.Context) -> CodeSent:
+        """Same rules as recipients' codes: throttled, single use, keyed digest."""
+        now = self.clock.now()
+        codes = self.codes
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        with self.db.session() as session:
+            depositor = self._unlocked(session, token, now)
+            last = depositor.code_sent_at
+            if last is not None and now - last < codes.resend_interval:
+                raise TooManyAttempts(
+                    "a code was sent a moment ago: wait before asking for another",
+                    reason="resend_too_soon",
+                    retry_after=_seconds(last + codes.resend_interval - now),
+                )
+            recent = last is not None and now - last < timedelta(hours=1)
+            sends = depositor.code_sends if recent else 0
+            if sends >= MAX_SENDS_PER_HOUR:
+                raise TooManyAttempts("too many codes were sent for this link: try again later",
+                                      reason="too_many_codes")
+            request = depositor.request
+            challenge = self._challenge(session, depositor)
+            phone = self._phone(session, depositor)
+            depositor.code_hash = self.keys.code_digest(
+                session, request.organisation_id, f"depositor:{depositor.id}", code)
+            depositor.code_expires_at = now + codes.code_lifetime
+            depositor.code_sent_at = now
+            depositor.code_sends = sends + 1
+            minutes = _seconds(codes.code_lifetime) // 60
+            if phone is None:
+                self.mail.enqueue(session, request.organisation_id, messages.depositor_code(
+                    to=depositor.email, code=code, requester=challenge["requester"],
+                    minutes=minutes))
+            trail.record(
+                session, "depositor.code_sent", actor=None,
+                organisation_id=request.organisation_id, object_type="depositor",
+                object_id=depositor.id, context=ctx, request=request.id,
+                channel=challenge["channel"],
+            )
+        if phone is not None:
+            assert codes.sms is not None
+            codes.sms.send(phone, messages.recipient_code_sms(code=code, minutes=minutes))
+        del code
+        return CodeSent(challenge["channel"], challenge["recipient"],
+                        _seconds(codes.code_lifetime), _seconds(codes.resend_interval))
+
+    def _unlocked(self, session: Session, token: str, now: datetime) -> RequestDepositor:
+        depositor = self._depositor(session, token, lock=True)
+        if depositor.locked_until is not None and depositor.locked_until > now:
+            raise TooManyAttempts("too many wrong codes: this link is locked for a while",
+                                  reason="locked",
+                                  retry_after=_seconds(depositor.locked_until - now))
+        return depositor
+
+    def verify(self, token: str, code: str, ctx: trail.Context) -> str:
+        """Exchange the right code for a deposit grant. Wrong codes count;
+        the last allowed one locks the link (429) and voids the code."""
+        now = self.clock.now()
+        code = re.sub(r"\s", "", code)
+        codes = self.codes
+        error: AuthenticationRequired | TooManyAttempts
+        with self.db.session() as session:
+            depositor = self._unlocked(session, token, now)
+            request = depositor.request
+            pending = depositor.code_hash is not None and depositor.code_expires_at is not None
+            details: dict[str, Any] = {"request": request.id}
+            if not pending or (depositor.code_expires_at or now) <= now:
+                depositor.code_hash = None
+                error = AuthenticationRequired(
+                    "no code is pending for this link: ask for a new one",
+                    reason="code_expired" if pending else "no_code",
+                )
+            else:
+                digest = self.keys.code_digest(
+                    session, request.organisation_id, f"depositor:{depositor.id}", code)
+                assert depositor.code_hash is not None
+                if hmac.compare_digest(digest, depositor.code_hash):
+                    depositor.code_hash = None
+                    depositor.code_expires_at = None
+                    depositor.code_failures = 0
+                    depositor.verified_at = depositor.verified_at or now
+                    access = credentials.new_token()
+                    session.add(DepositGrant(
+                        token_hash=credentials.hash_token(access), depositor_id=depositor.id,
+                        created_at=now, expires_at=min(now + ACCESS_LIFETIME,
+                                                       request.expires_at),
+                    ))
+                    self._event(session, depositor, "depositor.code_verified", ctx, **details)
+                    return access
+                session.execute(
+                    update(RequestDepositor).where(RequestDepositor.id == depositor.id)
+                    .values(code_failures=RequestDepositor.code_failures + 1)
+                )
+                session.refresh(depositor)
+                failures = depositor.code_failures
+                self._event(session, depositor, "depositor.code_failed", ctx,
+                            outcome="failure", failures=failures, **details)
+                error = AuthenticationRequired("wrong code", reason="wrong_code",
+                                               attempts_left=codes.attempts - failures)
+                if failures >= codes.attempts:
+                    depositor.locked_until = now + codes.lock_time
+                    depositor.code_hash = None
+                    depositor.code_expires_at = None
+                    depositor.code_failures = 0
+                    self._event(session, depositor, "depositor.locked", ctx, outcome="failure",
+                                **details)
+                    error = TooManyAttempts(
+                        "too many wrong codes: this link is locked for a while",
+                        reason="locked", retry_after=_seconds(codes.lock_time))
+        raise error
+
+    def _event(self, session: Session, depositor: RequestDepositor, action: str,
+               ctx: trail.Context, outcome: str = "success", **details: Any) -> None:
+        trail.record(
+            session, action, actor=None, organisation_id=depositor.request.organisation_id,
+            object_type="depositor", object_id=depositor.id, outcome=outcome, context=ctx,
+            **details,
+        )
+
+    def view(self, token: str, access: str | None) -> DepositView:
+        with self.db.session() as session:
+            depositor = self._granted(session, token, access)
+            request = depositor.request
+            owner = session.get(User, request.owner_id)
+            files, used = self._usage(session, request.id)
+            rows = session.execute(
+                select(Upload).where(Upload.depositor_id == depositor.id)
+                .order_by(Upload.created_at)
+            ).scalars().all()
+            uploads = []
+            for upload in rows:
+                info = self.uploads._info(session, upload)
+                uploads.append(DepositUpload(
+                    upload.id, info.metadata.get("filename", ""), upload.length, upload.offset,
+                    upload.completed_at is not None, upload.attached_at is not None))
+            message = ""
+            if request.message_sealed:
+                message = self.keys.open_text(session, request.message_sealed,
+                                              f"request:{request.id}:message")
+            return DepositView(
+                request_id=request.id,
+                requester=(owner.display_name or owner.email) if owner else "",
+                message=message, expires_at=request.expires_at,
+                max_total_size=request.max_total_size, max_files=request.max_files,
+                remaining_size=max(request.max_total_size - used, 0),
+                remaining_files=max(request.max_files - files, 0), uploads=uploads,
+            )
+
+    def create_upload(self, depositor: Depositor, length: int | None,
+                      metadata: dict[str, str], ctx: trail.Context) -> UploadInfo:
+        """A depositor's tus creation: within the request's limits, checked
+        in the creating transaction (the request row is locked)."""
+
+        def admit(session: Session, declared: int | None) -> None:
+            request = session.execute(
+                select(UploadRequest).where(UploadRequest.id == depositor.request_id)
+                .with_for_update()
+            ).scalar_one()
+            check_request_open(request.closed_at, request.expires_at, self.clock.now())
+            files, used = self._usage(session, request.id)
+            check_room(declared, files, used, request.max_files, request.max_total_size)
+
+        return self.uploads.create(depositor, length, metadata, ctx, admit=admit)
+
+    def deposit(self, token: str, access: str | None, upload_ids: list[str] | None,
+                ctx: trail.Context) -> str:
+        """The depositor is done: their completed uploads (all, or those
+        listed) become a received transfer of the requester's, who is told
+        by mail and by a live event. Returns nothing the depositor could
+        use to read it back (the transfer's id only)."""
+        now = self.clock.now()
+        with self.db.session() as session:
+            depositor = self._granted(session, token, access)
+            request = depositor.request
+            query = select(Upload).where(Upload.depositor_id == depositor.id,
+                                         Upload.attached_at.is_(None))
+            rows = {u.id: u for u in session.execute(query.with_for_update()).scalars()}
+            if upload_ids is not None:
+                missing = [i for i in upload_ids if i not in rows]
+                if missing:
+                    raise NotFound("upload not found", upload=missing[0])
+                chosen = [rows[i] for i in dict.fromkeys(upload_ids)]
+            else:
+                chosen = sorted((u for u in rows.values() if u.completed_at is not None),
+                                key=lambda u: u.created_at)
+            if not chosen:
+                raise Conflict("no completed upload to deposit", reason="nothing_to_deposit")
+            for upload in chosen:
+                if upload.completed_at is None or upload.sha256 is None:
+                    raise Conflict("this upload is not complete yet", upload=upload.id)
+            org = request.organisation_id
+            transfer = Transfer(
+                id=new_id(), organisation_id=org, sender_id=request.owner_id,
+                created_at=now, expires_at=None, received_from=depositor.id,
+            )
+            transfer.subject_sealed = self.keys.seal_text(
+                session, org, f"Dépôt de {depositor.email}", f"transfer:{transfer.id}:subject")
+            transfer.message_sealed = self.keys.seal_text(
+                session, org, "", f"transfer:{transfer.id}:message")
+            session.add(transfer)
+            total = 0
+            for position, upload in enumerate(chosen):
+                info = self.uploads._info(session, upload)
+                name = sanitise_filename(info.metadata.get("filename")
+                                         or f"fichier-{position + 1}")
+                file = TransferFile(
+                    id=new_id(), transfer_id=transfer.id, blob_id=upload.blob_id,
+                    position=position, size=upload.blob.plaintext_size, sha256=upload.sha256,
+                )
+                file.name_sealed = self.keys.seal_text(session, org, name, f"file:{file.id}")
+                session.add(file)
+                upload.attached_at = now
+                upload.metadata_sealed = None
+                total += file.size
+            session.flush()
+            trail.record(
+                session, "deposit.completed", actor=None, organisation_id=org,
+                object_type="transfer", object_id=transfer.id, context=ctx,
+                request=request.id, depositor=depositor.id, files=len(chosen), bytes=total,
+            )
+            track(session, transfer.id, "deposit_received", time=now)
+            owner = session.get(User, request.owner_id)
+            assert owner is not None
+            self.mail.enqueue(session, org, messages.deposit_received(
+                to=owner.email, depositor=depositor.email, files=len(chosen), size=total,
+                link=f"{self.public_url}/api/v1/received",
+            ))
+            return transfer.id
