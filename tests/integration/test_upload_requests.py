@@ -382,3 +382,63 @@ def test_a_patient_deposits_with_the_cli_client(server: Server, mail: MailCatche
                     if r["id"] == result["transfer_id"])
     assert [(f["name"], f["sha256"]) for f in received["files"]] == [
         (p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]
+
+
+def test_the_depositor_pages(server: Server, mail: MailCatcher, client: httpx.Client) -> None:
+    """The link in the mail opens French pages: code, then upload (the page's
+    script speaks tus with the grant cookie, as here), then hand-over."""
+    patient = new_address("patient")
+    make_request(client, depositors=[patient], message="Merci pour la radio")
+    deposit_token = deposit_link(mail, patient)
+    page = f"{server.url}/d/{deposit_token}"
+    same_site = {"Origin": server.url}
+    first = httpx.get(page)
+    assert first.status_code == 401 and "saisissez le code" in first.text
+    sent = httpx.post(f"{page}/code", headers=same_site)
+    assert sent.status_code == 200 and "Un code vient de vous être envoyé" in sent.text
+    wrong = httpx.post(f"{page}/verify", data={"code": "00000000"}, headers=same_site)
+    assert wrong.status_code == 401 and "Code incorrect" in wrong.text
+    verified = httpx.post(f"{page}/verify", data={"code": wait_code(mail, patient, 1)},
+                          headers=same_site)
+    assert verified.status_code == 303
+    set_cookie = verified.headers["set-cookie"]
+    assert set_cookie.startswith("__Host-coffre-deposit=")
+    assert all(a in set_cookie.lower() for a in ("secure", "httponly", "samesite=strict"))
+    cookie = {"Cookie": set_cookie.split(";")[0]}
+    shown = httpx.get(page, headers=cookie)
+    assert shown.status_code == 200 and "Merci pour la radio" in shown.text
+    assert "/static/deposit.js" in shown.text
+    assert httpx.get(f"{server.url}/static/deposit.js").status_code == 200
+
+    by_page = {**TUS, **cookie, **same_site, "X-Coffre-Deposit-Cookie": "1",
+               "Upload-Length": "11",
+               "Upload-Metadata": "filename " + base64.b64encode("radio é.pdf".encode()).decode()}
+    # The cookie alone is never taken as a grant, nor from another site.
+    bare = {k: v for k, v in by_page.items() if k != "X-Coffre-Deposit-Cookie"}
+    assert httpx.post(f"{server.url}/api/v1/uploads/", headers=bare).status_code == 401
+    forged = {**by_page, "Origin": "https://ailleurs.example"}
+    assert httpx.post(f"{server.url}/api/v1/uploads/", headers=forged).status_code == 403
+    created = httpx.post(f"{server.url}/api/v1/uploads/", headers=by_page)
+    assert created.status_code == 201, created.text
+    patched = httpx.patch(created.headers["location"], content=b"radio-genou", headers={
+        **OFFSET, **cookie, **same_site, "X-Coffre-Deposit-Cookie": "1", "Upload-Offset": "0"})
+    assert patched.status_code == 204, patched.text
+    listed = httpx.get(page, headers=cookie)
+    assert "radio é.pdf" in listed.text and "Terminer et remettre" in listed.text
+    handed = httpx.post(f"{page}/deposit", headers={**cookie, **same_site})
+    assert handed.status_code == 200 and "vos fichiers ont été remis" in handed.text
+    assert httpx.post(f"{page}/deposit", headers={**cookie, "Origin": "https://ailleurs.example"}
+                      ).status_code == 403
+
+
+def test_the_open_link_page(server: Server, mail: MailCatcher, client: httpx.Client) -> None:
+    request = make_request(client, open_link=True)
+    page = request["open_url"]
+    assert httpx.get(page).status_code == 200
+    visitor = new_address("visiteur")
+    joined = httpx.post(page, data={"email": visitor}, headers={"Origin": server.url})
+    assert joined.status_code == 303 and joined.headers["location"].startswith("/d/")
+    assert wait_code(mail, visitor, 1)
+    closed = client.post(f"/api/v1/requests/{request['id']}/close")
+    assert closed.status_code == 200
+    assert httpx.get(server.url + joined.headers["location"]).status_code == 410

@@ -27,7 +27,7 @@ from coffre.http.api import (
     transfers,
 )
 from coffre.http.middleware import BodyLimit, SecurityHeaders
-from coffre.http.web import pages
+from coffre.http.web import deposit_pages, pages
 from coffre.jobs import scheduler
 
 
@@ -58,7 +58,8 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
                    pages.router, organisations.router):
         app.include_router(router)
     app.include_router(events.router)
-    for router in (requests.router, requests.received_router, requests.deposit_router):
+    for router in (requests.router, requests.received_router, requests.deposit_router,
+                   deposit_pages.router):
         app.include_router(router)
     app.include_router(audit.router)
     app.mount(

@@ -94,6 +94,10 @@ def _headers(info: UploadInfo) -> dict[str, str]:
 
 
 DEPOSIT_HEADER = "x-coffre-deposit"
+#: Depositors' pages: the grant is in an HttpOnly cookie the script cannot
+#: read; it asks for it to be used with this header (never implied).
+DEPOSIT_COOKIE_HEADER = "x-coffre-deposit-cookie"
+DEPOSIT_COOKIE = "__Host-coffre-deposit"
 
 
 async def uploader(request: Request) -> Uploader:
@@ -101,6 +105,9 @@ async def uploader(request: Request) -> Uploader:
     presenting their deposit grant in ``X-Coffre-Deposit``: the grant only
     reaches that depositor's own uploads, within the request's limits."""
     grant = request.headers.get(DEPOSIT_HEADER)
+    if grant is None and request.headers.get(DEPOSIT_COOKIE_HEADER) == "1":
+        deps.check_origin(request)  # a cookie-carrying request (SEC-22)
+        grant = request.cookies.get(DEPOSIT_COOKIE, "")
     if grant is not None:
         depositor: Depositor = await to_thread.run_sync(
             deps.coffre(request).deposits.grant_principal, grant

@@ -1,0 +1,156 @@
+"""Depositors' pages (French): the personal link ``/d/{token}`` (one-time
+code, then the request, your own files, the upload form and the hand-over)
+and the open link ``/d/open/{token}`` (give your address first).
+
+The deposit grant lives in the ``__Host-coffre-deposit`` cookie (Secure,
+HttpOnly, SameSite=Strict); the page's script uploads over tus with it
+(``X-Coffre-Deposit-Cookie: 1``, see ``coffre.http.tus``). Forms posted
+from another site are refused (SEC-22).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import RedirectResponse
+
+from coffre.audit.trail import Context
+from coffre.errors import AuthenticationRequired, CoffreError, Gone, TooManyAttempts
+from coffre.http import deps
+from coffre.http.tus import DEPOSIT_COOKIE
+from coffre.http.web.pages import TEMPLATES, _small_form
+from coffre.services.verification import ACCESS_LIFETIME
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms)])
+Ctx = Annotated[Context, Depends(deps.context)]
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _grant(request: Request) -> str | None:
+    return request.cookies.get(DEPOSIT_COOKIE)
+
+
+def _page(request: Request, name: str, status: int = 200, **context: object) -> Response:
+    return TEMPLATES.TemplateResponse(request, name, context, status_code=status,
+                                      headers=_NO_STORE)
+
+
+def _closed(request: Request, exc: Gone) -> Response:
+    why = "close" if exc.details.get("reason") == "closed" else "expirée"
+    return _page(request, "deposit_closed.html", 410, why=why)
+
+
+def _code_page(request: Request, token: str, challenge: dict[str, str], *,
+               error: str | None = None, notice: str | None = None,
+               status: int = 401) -> Response:
+    settings = deps.coffre(request).settings
+    return _page(request, "deposit_code.html", status, token=token, challenge=challenge,
+                 error=error, notice=notice, minutes=settings.recipient_code_minutes,
+                 attempts=settings.recipient_code_attempts)
+
+
+def _refusal(exc: CoffreError) -> str:
+    reason = exc.details.get("reason")
+    if reason == "wrong_code":
+        return f"Code incorrect. Il vous reste {exc.details.get('attempts_left')} essai(s)."
+    if reason == "locked":
+        return "Trop de codes erronés : ce lien est verrouillé pour un moment."
+    if reason == "resend_too_soon":
+        return (f"Un code vient d'être envoyé. Patientez {exc.details.get('retry_after')} "
+                "secondes avant d'en demander un autre.")
+    if reason == "too_many_codes":
+        return "Trop de codes ont été demandés pour ce lien. Réessayez plus tard."
+    return "Ce code a expiré ou n'est plus valable : demandez un nouveau code."
+
+
+@router.get("/d/{token}")
+def deposit_page(token: str, request: Request) -> Response:
+    deposits = deps.coffre(request).deposits
+    try:
+        view = deposits.view(token, _grant(request))
+    except Gone as exc:
+        return _closed(request, exc)
+    except AuthenticationRequired as exc:
+        return _code_page(request, token, {k: str(v) for k, v in exc.details.items()})
+    pending = [u for u in view.uploads if not u.deposited]
+    return _page(request, "deposit.html", token=token, view=view, pending=pending,
+                 done=[u for u in view.uploads if u.deposited])
+
+
+async def _challenge(request: Request, token: str) -> dict[str, str]:
+    try:
+        await to_thread.run_sync(deps.coffre(request).deposits.view, token, None)
+    except AuthenticationRequired as exc:
+        return {k: str(v) for k, v in exc.details.items()}
+    return {}
+
+
+@router.post("/d/{token}/code")
+async def deposit_code(token: str, request: Request, ctx: Ctx) -> Response:
+    deposits = deps.coffre(request).deposits
+    try:
+        sent = await to_thread.run_sync(deposits.send_code, token, ctx)
+    except Gone as exc:
+        return _closed(request, exc)
+    except TooManyAttempts as exc:
+        return _code_page(request, token, await _challenge(request, token),
+                          error=_refusal(exc), status=429)
+    by = "par SMS au" if sent.channel == "sms" else "par e-mail à"
+    return _code_page(request, token, await _challenge(request, token), status=200,
+                      notice=f"Un code vient de vous être envoyé {by} {sent.recipient}.")
+
+
+@router.post("/d/{token}/verify")
+async def deposit_verify(token: str, request: Request, ctx: Ctx) -> Response:
+    deposits = deps.coffre(request).deposits
+    form = await _small_form(request)
+    code = str(form.get("code", ""))[:32]
+    try:
+        access = await to_thread.run_sync(deposits.verify, token, code, ctx)
+    except Gone as exc:
+        return _closed(request, exc)
+    except (AuthenticationRequired, TooManyAttempts) as exc:
+        status = 429 if isinstance(exc, TooManyAttempts) else 401
+        return _code_page(request, token, await _challenge(request, token),
+                          error=_refusal(exc), status=status)
+    response = RedirectResponse(f"/d/{token}", status_code=303)
+    response.set_cookie(DEPOSIT_COOKIE, access, max_age=int(ACCESS_LIFETIME.total_seconds()),
+                        path="/", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+@router.post("/d/{token}/deposit")
+async def deposit_submit(token: str, request: Request, ctx: Ctx) -> Response:
+    deposits = deps.coffre(request).deposits
+    try:
+        await to_thread.run_sync(deposits.deposit, token, _grant(request), None, ctx)
+    except Gone as exc:
+        return _closed(request, exc)
+    except AuthenticationRequired:
+        return RedirectResponse(f"/d/{token}", status_code=303)
+    except CoffreError:
+        return RedirectResponse(f"/d/{token}?rien=1", status_code=303)
+    return _page(request, "deposit_closed.html", 200, why=None)
+
+
+@router.get("/d/open/{token}")
+def open_page(token: str, request: Request) -> Response:
+    return _page(request, "deposit_open.html", token=token, error=None)
+
+
+@router.post("/d/open/{token}")
+async def open_submit(token: str, request: Request, ctx: Ctx) -> Response:
+    deposits = deps.coffre(request).deposits
+    form = await _small_form(request)
+    email = str(form.get("email", ""))[:254]
+    try:
+        joined = await to_thread.run_sync(deposits.join, token, email, ctx)
+    except Gone as exc:
+        return _closed(request, exc)
+    except CoffreError as exc:
+        error = ("Ce lien n'accepte plus de nouveaux déposants." if isinstance(
+            exc, TooManyAttempts) else "Adresse invalide ou lien inconnu.")
+        return _page(request, "deposit_open.html", 400, token=token, error=error)
+    return RedirectResponse(f"/d/{joined.token}", status_code=303)
