@@ -442,3 +442,29 @@ def test_the_open_link_page(server: Server, mail: MailCatcher, client: httpx.Cli
     closed = client.post(f"/api/v1/requests/{request['id']}/close")
     assert closed.status_code == 200
     assert httpx.get(server.url + joined.headers["location"]).status_code == 410
+
+
+def test_an_administrator_reading_a_members_request_is_audited(
+    server: Server, mail: MailCatcher, client: httpx.Client, admin: dict[str, Any],
+) -> None:
+    """SEC-4: the requester can learn that an administrator looked."""
+    from coffre.crypto import credentials
+    from coffre.db.tables import User
+    from tests.conftest import login
+    from tests.integration.support import api_client, in_process
+
+    email, password = new_address("membre"), "une phrase de passe assez longue"
+    app = in_process(server)
+    try:
+        with app.db.session() as session:
+            session.add(User(organisation_id=admin["organisation_id"], email=email,
+                             password_hash=credentials.hash_password(password)))
+    finally:
+        app.close()
+    with api_client(server, login(server.url, email, password)) as member:
+        mine = make_request(member, depositors=[new_address("patient")])
+        assert member.get(f"/api/v1/requests/{mine['id']}").status_code == 200
+    assert not audit_events(server.data_dir, "request.admin_access")
+    assert client.get(f"/api/v1/requests/{mine['id']}").status_code == 200
+    one_event(server.data_dir, "request.admin_access", object_type="upload_request",
+              object_id=mine["id"], organisation=admin["organisation_id"], actor=admin["id"])

@@ -204,10 +204,24 @@ class RequestService:
             ).scalars().all()
             return [self._view(session, r) for r in rows]
 
-    def get(self, actor: Actor, request_id: str) -> RequestView:
+    def get(self, actor: Actor, request_id: str, ctx: trail.Context | None = None
+            ) -> RequestView:
         with self.db.session() as session:
-            return self._view(session, self._owned(session, actor, request_id,
-                                                   Action.REQUEST_READ))
+            request = self._owned(session, actor, request_id, Action.REQUEST_READ)
+            self._admin_access(session, actor, request, "request", ctx)
+            return self._view(session, request)
+
+    def _admin_access(self, session: Session, actor: Actor, request: UploadRequest, what: str,
+                      ctx: trail.Context | None) -> None:
+        """An administrator other than the requester read it (depositors'
+        addresses, the message): audited, like transfers (SEC-4)."""
+        if ctx is None or actor.user_id == request.owner_id:
+            return
+        trail.record(
+            session, "request.admin_access", actor=actor.user_id,
+            organisation_id=request.organisation_id, object_type="upload_request",
+            object_id=request.id, context=ctx, what=what,
+        )
 
     def close(self, actor: Actor, request_id: str, ctx: trail.Context) -> RequestView:
         """No more deposits: grants stop working; what was deposited stays."""
@@ -236,6 +250,7 @@ class RequestService:
         authorize(actor, action, Target(request.organisation_id, request.owner_id),
                   missing="upload request not found")
         return request
+
     def _view(self, session: Session, request: UploadRequest) -> RequestView:
         now = self.clock.now()
         status = ("closed" if request.closed_at is not None
@@ -407,9 +422,13 @@ class RequestService:
 
     # -- live events --------------------------------------------------------------
 
-    def open_events(self, actor: Actor, request_id: str) -> None:
+    def open_events(self, actor: Actor, request_id: str,
+                    ctx: trail.Context | None = None) -> None:
+        """Check that ``actor`` may follow this request; ``ctx`` when it
+        starts (an administrator's access is then recorded), not on rechecks."""
         with self.db.session() as session:
-            self._owned(session, actor, request_id, Action.REQUEST_READ)
+            request = self._owned(session, actor, request_id, Action.REQUEST_READ)
+            self._admin_access(session, actor, request, "events", ctx)
 
     def since(self, request_id: str, after: int, limit: int = 500) -> list[RequestStep]:
         """Steps of the request's received transfers above ``after`` (call

@@ -185,8 +185,8 @@ def list_(actor: Lister, request: Request) -> list[RequestOut]:
 
 
 @router.get("/{request_id}")
-def get(request_id: str, actor: Reader, request: Request) -> RequestOut:
-    return _out(deps.coffre(request).requests.get(actor, request_id))
+def get(request_id: str, actor: Reader, request: Request, ctx: Ctx) -> RequestOut:
+    return _out(deps.coffre(request).requests.get(actor, request_id, ctx))
 
 
 @router.post("/{request_id}/close", summary="Accept no more deposits")
@@ -196,19 +196,20 @@ def close(request_id: str, actor: Closer, request: Request, ctx: Ctx) -> Request
 
 @router.get("/{request_id}/events", summary="Deposits received for this request")
 def events(
-    request_id: str, actor: Reader, request: Request,
+    request_id: str, actor: Reader, request: Request, ctx: Ctx,
     after: Annotated[int, Query(ge=0, description="only steps with a larger id")] = 0,
 ) -> list[RequestEventOut]:
     service = deps.coffre(request).requests
-    service.open_events(actor, request_id)
+    service.open_events(actor, request_id, ctx)
     return [_event(s) for s in service.since(request_id, after)]
 
 
 @router.get("/{request_id}/events/stream", response_class=EventSourceResponse,
             summary="Deposits as they arrive (Server-Sent Events)")
-async def stream(request_id: str, actor: Reader, request: Request) -> EventSourceResponse:
+async def stream(request_id: str, actor: Reader, request: Request,
+                 ctx: Ctx) -> EventSourceResponse:
     service = deps.coffre(request).requests
-    await to_thread.run_sync(service.open_events, actor, request_id)
+    await to_thread.run_sync(service.open_events, actor, request_id, ctx)
     last_id = request.headers.get("last-event-id", "0").strip()
     last = int(last_id) if last_id.isdigit() else 0
 
