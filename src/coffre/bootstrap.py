@@ -16,6 +16,7 @@ from coffre.crypto.keyfile import KeyFileProvider
 from coffre.crypto.signing import SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.migrate import upgrade
+from coffre.domain.limits import InstanceLimits
 from coffre.notify.mailbox import DevMailbox
 from coffre.notify.sms import HttpSmsSender
 from coffre.notify.smtp import SmtpMailer
@@ -28,6 +29,7 @@ from coffre.services.keys import KeyRing
 from coffre.services.links import LinkService
 from coffre.services.mail import MailQueue
 from coffre.services.organisations import OrganisationService
+from coffre.services.quotas import Quotas
 from coffre.services.requests import RequestService
 from coffre.services.sessions import SessionService
 from coffre.services.throttle import Throttles
@@ -54,6 +56,7 @@ class Coffre:
     factors: FactorService
     sessions: SessionService
     uploads: UploadService
+    quotas: Quotas
     transfers: TransferService
     links: LinkService
     denials: DenialLog
@@ -120,6 +123,14 @@ def build(
                           lockout=timedelta(minutes=settings.lockout_minutes))
     accounts = AccountService(db, keys, clock, throttles)
     factors = FactorService(db, keys, mail, clock, base_url=settings.base_url)
+    quotas = Quotas(db, InstanceLimits(
+        max_file_size=settings.max_file_size,
+        default_expiry_days=settings.default_expiry_days,
+        max_expiry_days=settings.max_expiry_days,
+        max_recipients=settings.max_recipients,
+        user_quota=settings.user_quota,
+        organisation_quota=settings.organisation_quota,
+    ))
     transfers = TransferService(
         db,
         store,
@@ -129,6 +140,7 @@ def build(
         public_url=settings.base_url,
         max_expiry=timedelta(days=settings.max_expiry_days),
         sms_enabled=sms is not None,
+        quotas=quotas,
     )
     uploads = UploadService(
         db,
@@ -138,6 +150,7 @@ def build(
         max_size=settings.max_file_size,
         expiry=timedelta(hours=settings.upload_expiry_hours),
         single_instance=db.url.startswith("sqlite"),
+        quotas=quotas,
     )
     return Coffre(
         settings=settings,
@@ -151,6 +164,7 @@ def build(
         mail=mail,
         accounts=accounts,
         factors=factors,
+        quotas=quotas,
         sessions=SessionService(
             db, accounts, factors, throttles, clock,
             idle=timedelta(minutes=settings.session_idle_minutes),
@@ -177,6 +191,7 @@ def build(
             clock,
             public_url=settings.base_url,
             invitation_lifetime=timedelta(days=settings.invitation_days),
+            quotas=quotas,
         ),
         audit=AuditLog(
             db,

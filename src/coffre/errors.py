@@ -15,6 +15,7 @@ the HTTP layer maps each class to one status code and one JSON shape
     ├── Gone                    410  expired, revoked, exhausted, purged
     ├── PreconditionFailed      412  protocol version mismatch
     ├── TooLarge                413  over a size limit
+    │   └── QuotaExceeded       413  the bytes do not fit a storage quota
     ├── TooManyAttempts         429  throttled or locked out
     ├── ChecksumMismatch        460  tus checksum extension
     ├── StorageFull             507  quota or disk exhausted
@@ -83,6 +84,12 @@ class PreconditionFailed(CoffreError):
 class TooLarge(CoffreError):
     status = 413
     code = "too_large"
+
+
+class QuotaExceeded(TooLarge):
+    """``details["quota"]``: scope (user or organisation), used, limit, needed."""
+
+    code = "quota_exceeded"
 
 
 class TooManyAttempts(CoffreError):

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     default_expiry_days: int = Field(default=7, gt=0)
     max_expiry_days: int = Field(default=365, gt=0)
     purge_interval_seconds: int = Field(default=300, gt=0)
+    #: Storage quotas in bytes (None: unlimited); organisations may set their own.
+    user_quota: int | None = Field(default=None, gt=0)
+    organisation_quota: int | None = Field(default=None, gt=0)
+    #: Recipients of one transfer at most (SEC-33); organisations may lower it.
+    max_recipients: int = Field(default=100, gt=0, le=1000)
     #: Failed link-password attempts before a recipient link locks.
     link_password_attempts: int = Field(default=10, gt=0)
 

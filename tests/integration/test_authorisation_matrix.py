@@ -293,6 +293,7 @@ def test_every_object_route_has_a_known_object(world: World) -> None:
 BODIES: dict[str, Any] = {
     "/api/v1/account/factors/totp/{factor_id}/confirm": {"code": "123456"},
     "/api/v1/transfers/{transfer_id}/extend": {"expires_in": "7d"},
+    "/api/v1/transfers/{transfer_id}/hold": {"reason": "réquisition judiciaire"},
     "/api/v1/members/{member_id}": {"role": "member"},
     "/api/v1/invitations": {"email": "invite@exemple.fr"},
     "/api/v1/tokens": {"name": "x", "scopes": ["transfers:read"]},

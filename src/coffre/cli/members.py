@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from coffre.cli.client import api, check, fail, out, print_json
+from coffre.cli.usage import human
 
 app = typer.Typer(
     help="Members of your organisation (administrators).",
@@ -22,6 +23,7 @@ organisation_app = typer.Typer(
 )
 JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 ROLES = {"admin": "administrateur", "member": "membre"}
+Limit = Annotated[str | None, typer.Option(help="A number (sizes: 10G, 500M) or 'défaut'")]
 
 
 def _date(value: str | None) -> str:
@@ -151,7 +153,49 @@ def _show_organisation(org: dict[str, Any], as_json: bool) -> None:
     table.add_row("identifiant", org["id"])
     table.add_row("second facteur exigé pour tous", yes_no[org["require_mfa"]])
     table.add_row("destinataires sans code autorisés", yes_no[org["allow_unverified_recipients"]])
+    limits = org.get("effective") or {}
+    if limits:
+        own = org.get("policy") or {}
+
+        def mark(key: str) -> str:
+            return "" if own.get(key) is None else " (organisation)"
+
+        table.add_row("durée par défaut", f"{limits['default_expiry_days']} jours"
+                      + mark("default_expiry_days"))
+        table.add_row("durée maximale", f"{limits['max_expiry_days']} jours"
+                      + mark("max_expiry_days"))
+        table.add_row("conservation permanente permise", yes_no[limits["allow_permanent"]])
+        table.add_row("taille maximale d'un fichier", human(limits["max_file_size"])
+                      + mark("max_file_size"))
+        table.add_row("taille maximale d'un transfert", human(limits["max_transfer_size"]))
+        table.add_row("destinataires par transfert", str(limits["max_recipients"])
+                      + mark("max_recipients"))
+        table.add_row("domaines autorisés",
+                      ", ".join(limits["recipient_domains_allowed"]) or "tous")
+        table.add_row("domaines refusés", ", ".join(limits["recipient_domains_denied"]) or "aucun")
+        table.add_row("quota par utilisateur", human(limits["user_quota"]) + mark("user_quota"))
+        table.add_row("quota de l'organisation", human(limits["organisation_quota"])
+                      + mark("organisation_quota"))
     out.print(table)
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DEFAULT_WORDS = {"none", "aucun", "defaut", "défaut", "default"}
+
+
+def _limit(value: str | None, *, size: bool) -> tuple[bool, int | None]:
+    """``(given, value)``: ``10G``, ``500M``, ``12``; ``défaut`` restores the
+    instance's value (null)."""
+    if value is None:
+        return False, None
+    text = value.strip().lower()
+    if text in _DEFAULT_WORDS:
+        return True, None
+    unit = text[-1] if size and text[-1:] in "kmgt" else ""
+    number = text[: len(text) - len(unit)].removesuffix("io").strip()
+    if not number.isdigit():
+        fail(f"valeur invalide : {value} (exemples : 10G, 500M, 12, défaut)")
+    return True, int(number) * _SIZE_UNITS[unit]
 
 
 @organisation_app.callback()
@@ -181,18 +225,57 @@ def set_(
         typer.Option("--allow-unverified-recipients/--no-allow-unverified-recipients",
                      help="Let senders turn off recipients' one-time code"),
     ] = None,
+    default_expiry_days: Limit = None,
+    max_expiry_days: Limit = None,
+    allow_permanent: Annotated[
+        bool | None,
+        typer.Option("--allow-permanent/--no-allow-permanent",
+                     help="Let senders keep transfers until deleted"),
+    ] = None,
+    max_file_size: Limit = None,
+    max_transfer_size: Limit = None,
+    max_recipients: Limit = None,
+    user_quota: Limit = None,
+    organisation_quota: Limit = None,
+    allow_domain: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these recipient domains (repeat; 'aucun' clears the list)"),
+    ] = None,
+    deny_domain: Annotated[
+        list[str] | None,
+        typer.Option(help="Refuse these recipient domains (repeat; 'aucun' clears the list)"),
+    ] = None,
     as_json: JSON = False,
 ) -> None:
-    """Change the organisation's name or policy (administrators)."""
-    body = {
+    """Change the organisation's name or policy (administrators).
+
+    Sizes take K, M, G, T suffixes; 'défaut' restores the instance's value."""
+    body: dict[str, Any] = {
         key: value
         for key, value in {
             "name": name,
             "require_mfa": require_mfa,
             "allow_unverified_recipients": allow_unverified_recipients,
+            "allow_permanent": allow_permanent,
         }.items()
         if value is not None
     }
+    for key, raw, size in (
+        ("default_expiry_days", default_expiry_days, False),
+        ("max_expiry_days", max_expiry_days, False),
+        ("max_file_size", max_file_size, True),
+        ("max_transfer_size", max_transfer_size, True),
+        ("max_recipients", max_recipients, False),
+        ("user_quota", user_quota, True),
+        ("organisation_quota", organisation_quota, True),
+    ):
+        given, value = _limit(raw, size=size)
+        if given:
+            body[key] = value
+    for key, domains in (("recipient_domains_allowed", allow_domain),
+                         ("recipient_domains_denied", deny_domain)):
+        if domains is not None:
+            body[key] = [d for d in domains if d.strip().lower() not in {"aucun", "none"}]
     if not body:
         fail("rien à modifier : précisez au moins une option (voir --help)")
     with api() as client:

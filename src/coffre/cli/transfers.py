@@ -16,6 +16,9 @@ from coffre.cli.client import api, check, out, print_json, stepped_up
 
 app = typer.Typer(help="Your transfers.", no_args_is_help=False, invoke_without_command=True)
 JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+MODES = {"temporary": "temporaire (détruit à l'expiration)",
+         "permanent": "permanente (jusqu'à suppression)"}
+Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit trail)")]
 
 
 def _show(t: dict[str, Any], as_json: bool) -> None:
@@ -23,6 +26,8 @@ def _show(t: dict[str, Any], as_json: bool) -> None:
         print_json(t)
         return
     out.print(f"[bold]{t['id']}[/]  {t['status']}  {t['subject']}")
+    hold = "  [bold red]gel juridique[/]" if t.get("legal_hold") else ""
+    out.print(f"  conservation : {MODES.get(t.get('mode', ''), t.get('mode'))}{hold}")
     out.print(
         f"  créé {t['created_at'][:16]}  expire {(t['expires_at'] or 'jamais')[:16]}"
         f"  limite {t['max_downloads'] or '—'}"
@@ -88,6 +93,22 @@ def extend(
             ),
             as_json,
         )
+
+
+@app.command()
+def hold(transfer_id: str, reason: Reason, as_json: JSON = False) -> None:
+    """Place a legal hold (administrators): no deletion, no purge."""
+    with api() as client:
+        _show(check(client.post(f"/api/v1/transfers/{transfer_id}/hold",
+                                json={"reason": reason})), as_json)
+
+
+@app.command()
+def release(transfer_id: str, reason: Reason, as_json: JSON = False) -> None:
+    """Lift a legal hold (administrators)."""
+    with api() as client:
+        _show(check(client.request("DELETE", f"/api/v1/transfers/{transfer_id}/hold",
+                                   json={"reason": reason})), as_json)
 
 
 @app.command()

@@ -73,6 +73,18 @@ class Organisation(Base):
     require_mfa: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Senders may turn off recipients' one-time code per transfer.
     allow_unverified_recipients: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Retention and limits (None: the instance's); see domain/limits.py.
+    default_expiry_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_expiry_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    allow_permanent: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_file_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_transfer_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_recipients: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Mail domains, one per line.
+    recipient_domains_allowed: Mapped[str] = mapped_column(Text, default="")
+    recipient_domains_denied: Mapped[str] = mapped_column(Text, default="")
+    user_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    organisation_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class OrganisationKey(Base):
@@ -259,6 +271,8 @@ class Upload(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attached_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Quota bytes held by a deferred-length upload while a PATCH streams.
+    quota_reserved: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Set when a depositor of an upload request writes it (through their
     #: grant, not an account); ``owner_id`` is then the requester.
     depositor_id: Mapped[str | None] = mapped_column(
@@ -283,6 +297,11 @@ class Transfer(Base):
     verify_recipients: Mapped[bool] = mapped_column(Boolean, default=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Legal hold: no deletion, no purge, no shorter expiry while set.
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    held_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: When the purge first skipped this expired transfer because of a hold.
+    purge_deferred_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: A received transfer: the depositor of an upload request it came from.
     received_from: Mapped[str | None] = mapped_column(
         ForeignKey("request_depositors.id"), nullable=True, index=True

@@ -28,8 +28,10 @@ class Action(enum.StrEnum):
     UPLOAD_WRITE = "upload.write"
     TRANSFER_CREATE = "transfer.create"
     TRANSFER_LIST = "transfer.list"
+    USAGE_READ = "usage.read"
     TRANSFER_READ = "transfer.read"
     TRANSFER_MANAGE = "transfer.manage"
+    TRANSFER_HOLD = "transfer.hold"
     TRANSFER_DELETE = "transfer.delete"
     TRANSFER_DOWNLOAD = "transfer.download"
     TRANSFER_FORWARD = "transfer.forward"
@@ -91,8 +93,11 @@ _POLICIES: dict[Action, tuple[Rule, Scope | None]] = {
     Action.UPLOAD_WRITE: (_own_account, Scope.TRANSFERS_WRITE),
     Action.TRANSFER_CREATE: (_member, Scope.TRANSFERS_WRITE),
     Action.TRANSFER_LIST: (_member, Scope.TRANSFERS_READ),
+    Action.USAGE_READ: (_member, Scope.TRANSFERS_READ),
     Action.TRANSFER_READ: (_owner_or_admin, Scope.TRANSFERS_READ),
     Action.TRANSFER_MANAGE: (_owner_or_admin, Scope.TRANSFERS_WRITE),
+    # Legal hold: administrators only (the owner cannot lift it either).
+    Action.TRANSFER_HOLD: (_admin, Scope.ADMIN),
     Action.TRANSFER_DELETE: (_owner_or_admin, Scope.TRANSFERS_WRITE),
     Action.TRANSFER_DOWNLOAD: (_owner, Scope.TRANSFERS_READ),
     Action.TRANSFER_FORWARD: (_owner, Scope.TRANSFERS_WRITE),

@@ -10,6 +10,7 @@ when the client goes away mid-body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from email.utils import format_datetime
 from typing import Annotated
 
@@ -24,6 +25,7 @@ from coffre.domain.requests import Depositor
 from coffre.errors import (
     CoffreError,
     InvalidInput,
+    NotFound,
     PreconditionFailed,
     UnsupportedMediaType,
 )
@@ -168,8 +170,12 @@ async def create(request: Request, actor: Actor_, ctx: Ctx) -> Response:
         try:
             info = await _append(request, actor, info.id, 0)
         except CoffreError:
-            # A rejected creation-with-upload leaves no orphan upload behind.
-            await asyncio.shield(to_thread.run_sync(app.uploads.terminate, actor, info.id, ctx))
+            # A rejected creation-with-upload leaves no orphan upload behind
+            # (one that crossed a quota is already gone).
+            with contextlib.suppress(NotFound):
+                await asyncio.shield(
+                    to_thread.run_sync(app.uploads.terminate, actor, info.id, ctx)
+                )
             raise
     headers = _headers(info)
     headers["Location"] = location

@@ -9,7 +9,7 @@ An organisation always keeps at least one enabled administrator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -27,12 +27,14 @@ from coffre.db.tables import (
     User,
     UserSession,
 )
+from coffre.domain import limits as rules
 from coffre.domain.accounts import Actor, Role, check_password_policy, normalise_email
 from coffre.domain.policy import Action, Target, authorize
 from coffre.errors import Conflict, Gone, InvalidInput, NotFound
 from coffre.ports import Clock
 from coffre.services import messages
 from coffre.services.mail import MailQueue
+from coffre.services.quotas import Quotas, policy_of
 
 INVITATION_PATH = "/invitation/"
 
@@ -74,6 +76,17 @@ class OrganisationInfo:
     name: str
     require_mfa: bool
     allow_unverified_recipients: bool
+    #: Retention and limits as set (None: the instance's), and in force.
+    policy: dict[str, Any] = field(default_factory=dict)
+    effective: dict[str, Any] = field(default_factory=dict)
+
+
+#: Organisation policy fields an administrator may set (domain/limits.py).
+LIMIT_FIELDS = (
+    "default_expiry_days", "max_expiry_days", "allow_permanent", "max_file_size",
+    "max_transfer_size", "max_recipients", "recipient_domains_allowed",
+    "recipient_domains_denied", "user_quota", "organisation_quota",
+)
 
 
 class _Refused(Exception):
@@ -104,7 +117,9 @@ class OrganisationService:
         *,
         public_url: str,
         invitation_lifetime: timedelta,
+        quotas: Quotas,
     ) -> None:
+        self.quotas = quotas
         self.db = db
         self.mail = mail
         self.clock = clock
@@ -442,7 +457,18 @@ class OrganisationService:
     def organisation(self, actor: Actor) -> OrganisationInfo:
         authorize(actor, Action.ACCOUNT_READ)
         with self.db.session() as session:
-            return _organisation_info(self._organisation(session, actor))
+            return self._info(self._organisation(session, actor))
+
+    def _info(self, org: Organisation) -> OrganisationInfo:
+        policy = policy_of(org)
+        limits = rules.effective(self.quotas.instance, policy)
+        effective = {
+            **asdict(limits),
+            "default_expiry_days": limits.default_expiry.days,
+            "max_expiry_days": limits.max_expiry.days,
+        }
+        del effective["default_expiry"], effective["max_expiry"]
+        return replace(_organisation_info(org), policy=asdict(policy), effective=effective)
 
     def update_organisation(
         self,
@@ -452,9 +478,22 @@ class OrganisationService:
         name: str | None = None,
         require_mfa: bool | None = None,
         allow_unverified_recipients: bool | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> OrganisationInfo:
-        """SEC-29: one event with each changed setting's before and after."""
+        """SEC-29: one event with each changed setting's before and after.
+
+        ``limits``: retention and limit fields given explicitly (``None``
+        values restore the instance's)."""
         authorize(actor, Action.ORGANISATION_MANAGE)
+        limits = dict(limits or {})
+        if set(limits) - set(LIMIT_FIELDS):
+            raise InvalidInput("unknown policy field",
+                               fields=sorted(set(limits) - set(LIMIT_FIELDS)))
+        for key in ("recipient_domains_allowed", "recipient_domains_denied"):
+            if key in limits:
+                limits[key] = "\n".join(rules.parse_domains(limits[key] or [], key))
+        if limits.get("allow_permanent", True) is None:
+            raise InvalidInput("allow_permanent is true or false", field="allow_permanent")
         wanted: dict[str, Any] = {
             "require_mfa": require_mfa,
             "allow_unverified_recipients": allow_unverified_recipients,
@@ -466,10 +505,11 @@ class OrganisationService:
         with self.db.session() as session:
             org = self._organisation(session, actor)
             changes = {}
-            for field, value in wanted.items():
-                if value is not None and getattr(org, field) != value:
-                    changes[field] = {"before": getattr(org, field), "after": value}
-                    setattr(org, field, value)
+            for key, value in [*wanted.items(), *limits.items()]:
+                if (value is not None or key in limits) and getattr(org, key) != value:
+                    changes[key] = {"before": getattr(org, key), "after": value}
+                    setattr(org, key, value)
+            rules.check_policy(self.quotas.instance, policy_of(org))
             if changes:
                 trail.record(
                     session,
@@ -481,7 +521,7 @@ class OrganisationService:
                     context=ctx,
                     changes=changes,
                 )
-            return _organisation_info(org)
+            return self._info(org)
 
     @staticmethod
     def _organisation(session: Session, actor: Actor) -> Organisation:

@@ -26,12 +26,11 @@ from coffre.db.tables import (
     User,
     new_id,
 )
+from coffre.domain import limits as rules
 from coffre.domain.accounts import Actor, normalise_email
 from coffre.domain.policy import Action, Target, authorize
 from coffre.domain.transfers import (
     MAX_MESSAGE_CHARS,
-    MAX_RECIPIENTS,
-    check_expiry,
     sanitise_filename,
 )
 from coffre.errors import Conflict, Gone, InvalidInput, NotFound, PermissionDenied
@@ -39,6 +38,7 @@ from coffre.ports import BlobStore, Clock, Mail
 from coffre.services import messages
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
+from coffre.services.quotas import Quotas
 from coffre.services.tracking import record_admin_access
 from coffre.services.verification import check_phone, phone_context
 
@@ -58,6 +58,9 @@ class NewTransfer:
     verify_recipients: bool = True
     #: Mobile numbers (E.164) of recipients who get their code by SMS.
     phones: dict[str, str] = field(default_factory=dict)
+    #: Storage mode: None = permanent when ``expires_in`` is None; False with
+    #: no ``expires_in`` = the organisation's default expiry.
+    permanent: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class TransferView:
     #: Personal links, only right after creation (never stored in clear).
     links: dict[str, str] | None = None
     verify_recipients: bool = True
+    #: ``temporary`` (expires, then crypto-shredded) or ``permanent``.
+    mode: str = rules.TEMPORARY
+    legal_hold: bool = False
 
 
 class TransferService:
@@ -106,7 +112,9 @@ class TransferService:
         public_url: str,
         max_expiry: timedelta,
         sms_enabled: bool = False,
+        quotas: Quotas,
     ) -> None:
+        self.quotas = quotas
         self.db = db
         self.store = store
         self.keys = keys
@@ -126,8 +134,9 @@ class TransferService:
         recipients = _unique([normalise_email(r) for r in new.recipients])
         if not recipients:
             raise InvalidInput("a transfer needs at least one recipient", field="recipients")
-        if len(recipients) > MAX_RECIPIENTS:
-            raise InvalidInput(f"at most {MAX_RECIPIENTS} recipients", field="recipients")
+        if len(recipients) > rules.RECIPIENTS_CEILING:
+            raise InvalidInput(f"at most {rules.RECIPIENTS_CEILING} recipients",
+                               field="recipients")
         if not new.upload_ids:
             raise InvalidInput("a transfer needs at least one file", field="files")
         if len(set(new.upload_ids)) != len(new.upload_ids):
@@ -136,7 +145,7 @@ class TransferService:
             raise InvalidInput("the message or subject is too long", field="message")
         if _has_control(new.subject, allowed="") or _has_control(new.message, allowed="\n\r\t"):
             raise InvalidInput("control characters are not allowed", field="subject")
-        check_expiry(new.expires_in, self.max_expiry)
+        permanent = new.expires_in is None if new.permanent is None else new.permanent
         phones = {normalise_email(e): check_phone(p) for e, p in new.phones.items()}
         if set(phones) - set(recipients):
             raise InvalidInput("a phone number is given for an address that is not a recipient",
@@ -162,6 +171,9 @@ class TransferService:
             sender = session.get(User, actor.user_id)
             assert sender is not None
             organisation = session.get(Organisation, actor.organisation_id)
+            limits = self.quotas.limits(session, actor.organisation_id)
+            rules.check_recipients(recipients, limits)
+            expires_in = rules.resolve_expiry(new.expires_in, permanent=permanent, limits=limits)
             if not new.verify_recipients and not (
                 organisation is not None and organisation.allow_unverified_recipients
             ):
@@ -175,7 +187,7 @@ class TransferService:
                 organisation_id=actor.organisation_id,
                 sender_id=actor.user_id,
                 created_at=now,
-                expires_at=now + new.expires_in if new.expires_in is not None else None,
+                expires_at=now + expires_in if expires_in is not None else None,
                 max_downloads=new.max_downloads,
                 password_hash=password_hash,
                 notify_on_download=new.notify_on_download,
@@ -221,6 +233,7 @@ class TransferService:
                 upload.attached_at = now
                 upload.metadata_sealed = None
                 total += file.size
+            rules.check_transfer_size(total, limits)
             for position, email in enumerate(recipients):
                 token = credentials.new_token()
                 recipient = Recipient(
@@ -267,6 +280,7 @@ class TransferService:
                 recipients=len(recipients),
                 bytes=total,
                 expires_at=transfer.expires_at.isoformat() if transfer.expires_at else None,
+                mode=rules.mode_of(transfer.expires_at),
                 max_downloads=new.max_downloads,
                 password=bool(password_hash),
                 verify_recipients=new.verify_recipients,
@@ -344,6 +358,8 @@ class TransferService:
             notify_on_download=transfer.notify_on_download,
             status=status,
             verify_recipients=transfer.verify_recipients,
+            mode=rules.mode_of(transfer.expires_at),
+            legal_hold=transfer.held_at is not None,
             files=[self.file_view(session, f) for f in transfer.files] if not purged else [],
             recipients=[
                 RecipientView(r.id, r.email, counts.get(r.id, 0), r.first_opened_at)
@@ -388,14 +404,22 @@ class TransferService:
     def extend(
         self, actor: Actor, transfer_id: str, expires_in: timedelta | None, ctx: trail.Context
     ) -> TransferView:
-        """Set a new expiry counted from now (None = permanent)."""
-        check_expiry(expires_in, self.max_expiry)
+        """Set a new expiry counted from now (None = permanent); within the
+        organisation's policy, and never earlier under a legal hold."""
         with self.db.session() as session:
             transfer = self._managed(session, actor, transfer_id, Action.TRANSFER_MANAGE)
             if transfer.purged_at is not None:
                 raise Gone("this transfer has been deleted; it cannot be extended")
+            limits = self.quotas.limits(session, transfer.organisation_id)
+            expires_in = rules.resolve_expiry(expires_in, permanent=expires_in is None,
+                                              limits=limits)
             now = self.clock.now()
-            transfer.expires_at = now + expires_in if expires_in is not None else None
+            new_expiry = now + expires_in if expires_in is not None else None
+            if transfer.held_at is not None and rules.lowers_expiry(transfer.expires_at,
+                                                                    new_expiry):
+                raise Conflict("this transfer is under legal hold: its expiry cannot be "
+                               "brought forward", reason="legal_hold")
+            transfer.expires_at = new_expiry
             trail.record(
                 session,
                 "transfer.extended",
@@ -413,6 +437,9 @@ class TransferService:
             transfer = self._managed(session, actor, transfer_id, Action.TRANSFER_DELETE)
             if transfer.purged_at is not None:
                 raise Gone("this transfer has already been deleted")
+            if transfer.held_at is not None:
+                raise Conflict("this transfer is under legal hold and cannot be deleted",
+                               reason="legal_hold")
             keys = self._shred(session, transfer)
             trail.record(
                 session,
@@ -427,14 +454,17 @@ class TransferService:
         self._remove_blobs(keys)
 
     def purge_expired(self) -> int:
-        """Crypto-shred transfers past their expiry. Returns how many."""
+        """Crypto-shred transfers past their expiry, except those under legal
+        hold (each skipped one is recorded once). Returns how many."""
         now = self.clock.now()
         purged = 0
+        self._record_held(now)
         while True:
             with self.db.session() as session:
                 transfer = session.execute(
                     select(Transfer)
-                    .where(Transfer.purged_at.is_(None), Transfer.expires_at <= now)
+                    .where(Transfer.purged_at.is_(None), Transfer.expires_at <= now,
+                           Transfer.held_at.is_(None))
                     .limit(1)
                     .with_for_update(skip_locked=True)
                 ).scalar_one_or_none()
@@ -454,6 +484,78 @@ class TransferService:
                 )
             self._remove_blobs(keys)
             purged += 1
+
+    def _record_held(self, now: datetime) -> None:
+        with self.db.session() as session:
+            held = session.execute(
+                select(Transfer)
+                .where(Transfer.purged_at.is_(None), Transfer.expires_at <= now,
+                       Transfer.held_at.is_not(None), Transfer.purge_deferred_at.is_(None))
+                .with_for_update(skip_locked=True)
+            ).scalars().all()
+            for transfer in held:
+                transfer.purge_deferred_at = now
+                trail.record(
+                    session,
+                    "transfer.purge_skipped",
+                    actor=None,
+                    organisation_id=transfer.organisation_id,
+                    object_type="transfer",
+                    object_id=transfer.id,
+                    reason="legal_hold",
+                )
+
+    # -- legal hold ---------------------------------------------------------------
+
+    def hold(self, actor: Actor, transfer_id: str, reason: str,
+             ctx: trail.Context) -> TransferView:
+        """Place a legal hold (administrators): no deletion, no purge."""
+        reason = _hold_reason(reason)
+        with self.db.session() as session:
+            transfer = self._managed(session, actor, transfer_id, Action.TRANSFER_HOLD)
+            if transfer.purged_at is not None:
+                raise Gone("this transfer has been deleted")
+            if transfer.held_at is not None:
+                raise Conflict("this transfer is already under legal hold", reason="legal_hold")
+            transfer.held_at = self.clock.now()
+            transfer.held_by = actor.user_id
+            transfer.purge_deferred_at = None
+            trail.record(
+                session,
+                "transfer.hold_placed",
+                actor=actor.user_id,
+                organisation_id=transfer.organisation_id,
+                object_type="transfer",
+                object_id=transfer.id,
+                context=ctx,
+                reason=reason,
+            )
+            return self._view(session, transfer)
+
+    def release(self, actor: Actor, transfer_id: str, reason: str,
+                ctx: trail.Context) -> TransferView:
+        """Lift a legal hold; an expired transfer is purged at the next run."""
+        reason = _hold_reason(reason)
+        with self.db.session() as session:
+            transfer = self._managed(session, actor, transfer_id, Action.TRANSFER_HOLD)
+            if transfer.held_at is None:
+                raise Conflict("this transfer is not under legal hold", reason="not_held")
+            held_since = transfer.held_at
+            transfer.held_at = None
+            transfer.held_by = None
+            transfer.purge_deferred_at = None
+            trail.record(
+                session,
+                "transfer.hold_released",
+                actor=actor.user_id,
+                organisation_id=transfer.organisation_id,
+                object_type="transfer",
+                object_id=transfer.id,
+                context=ctx,
+                reason=reason,
+                held_since=held_since.isoformat(),
+            )
+            return self._view(session, transfer)
 
     def _shred(self, session: Session, transfer: Transfer) -> list[str]:
         """Destroy data keys and sealed metadata; returns the blobs' storage keys."""
@@ -477,6 +579,14 @@ class TransferService:
 
     def notify_sender(self, session: Session, transfer: Transfer, mail: Mail) -> None:
         self.mail.enqueue(session, transfer.organisation_id, mail)
+
+
+def _hold_reason(reason: str) -> str:
+    reason = reason.strip()
+    if not 3 <= len(reason) <= 500 or _has_control(reason, allowed=""):
+        raise InvalidInput("a legal hold needs a written reason (3 to 500 characters, "
+                           "one line)", field="reason")
+    return reason
 
 
 def _has_control(text: str, allowed: str) -> bool:

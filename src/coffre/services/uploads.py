@@ -27,13 +27,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from coffre.audit import trail
 from coffre.crypto import envelope, stream
 from coffre.db.engine import Database
 from coffre.db.tables import Blob, Upload, new_id
 from coffre.domain.accounts import Actor, Scope
+from coffre.domain.limits import check_file_size
 from coffre.domain.requests import Depositor
 from coffre.domain.transfers import sanitise_filename
 from coffre.errors import (
@@ -42,10 +43,12 @@ from coffre.errors import (
     Gone,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     TooLarge,
 )
 from coffre.ports import BlobAppender, BlobStore, Clock
 from coffre.services.keys import KeyRing
+from coffre.services.quotas import Quotas
 
 #: Segments a writer may encrypt between two database round trips.
 RESERVE_WINDOW = 64
@@ -54,6 +57,8 @@ LEASE = timedelta(seconds=30)
 CHECKPOINT_SECONDS = 5.0
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 MAX_METADATA_BYTES = 4096
+#: Quota bytes a deferred-length upload reserves ahead while streaming.
+QUOTA_WINDOW = 64 << 20
 #: This process, as a lease owner.
 PROCESS_ID = new_id()
 
@@ -184,7 +189,9 @@ class UploadService:
         max_size: int,
         expiry: timedelta,
         single_instance: bool,
+        quotas: Quotas | None = None,
     ) -> None:
+        self.quotas = quotas
         self.db = db
         self.store = store
         self.keys = keys
@@ -237,6 +244,7 @@ class UploadService:
                     session, actor.organisation_id, json.dumps(metadata), f"upload:{upload.id}"
                 )
             session.add(upload)
+            self._admit(session, upload, length)
             session.flush()
             trail.record(
                 session,
@@ -442,7 +450,61 @@ class UploadService:
             raise InvalidInput("Upload-Length is smaller than the bytes already received")
         if length > self.max_size:
             raise TooLarge(f"the file is larger than the {self.max_size} bytes allowed")
+        if upload.length is None:
+            session = object_session(upload)
+            assert session is not None
+            self._admit(session, upload, length)
         upload.length = length
+
+    # -- limits and quotas --------------------------------------------------------
+
+    def _admit(self, session: Session, upload: Upload, length: int | None) -> None:
+        """The organisation's file size limit and the quotas, in the creating
+        (or length-declaring) transaction: 413 before any byte is stored."""
+        if self.quotas is None or length is None:
+            return
+        limits = self.quotas.limits(session, upload.organisation_id)
+        check_file_size(length, limits)
+        self.quotas.check(session, upload.organisation_id, upload.owner_id, length,
+                          exclude_upload=upload.id)
+
+    def _reserve_quota(self, upload_id: str, upto: int) -> int:
+        """A deferred-length upload is about to hold ``upto`` bytes: reserve
+        quota up to a window ahead; returns how far it may grow unchecked."""
+        assert self.quotas is not None
+        with self.db.session() as session:
+            upload = session.get(Upload, upload_id)
+            if upload is None:
+                raise Gone("this upload was deleted")
+            limits = self.quotas.limits(session, upload.organisation_id)
+            check_file_size(upto, limits)
+            self.quotas.check(session, upload.organisation_id, upload.owner_id, upto,
+                              exclude_upload=upload.id)
+            free = self.quotas.free(session, upload.organisation_id, upload.owner_id,
+                                    exclude_upload=upload.id)
+            if free is None:
+                return limits.max_file_size
+            upload.quota_reserved = min(upto + QUOTA_WINDOW, free)
+            return min(upload.quota_reserved, limits.max_file_size)
+
+    def _discard_over_quota(self, upload_id: str, actor_id: str | None) -> None:
+        """A deferred-length upload crossed a quota while streaming: it
+        stops, and nothing of it remains (blob shredded, row deleted)."""
+        with self.db.session() as session:
+            upload = session.get(Upload, upload_id)
+            if upload is None:
+                return
+            self._destroy(session, upload)
+            trail.record(
+                session,
+                "upload.quota_exceeded",
+                actor=actor_id,
+                organisation_id=upload.organisation_id,
+                object_type="upload",
+                object_id=upload_id,
+                received=upload.offset,
+            )
+        self.hashes.drop(upload_id)
 
     def _rehash(self, key: bytes, snap: _Snapshot) -> Any:
         """Rebuild the running SHA-256 by decrypting the committed segments."""
@@ -629,6 +691,9 @@ class UploadWriter:
         self._last_checkpoint = time.monotonic()
         self._closed = False
         self._done = snap.completed
+        #: Deferred length: bytes the upload may reach before the quota is asked again.
+        self._allowance: int | None = None
+        self._over_quota = False
         if not self._done:
             self._reserve(self._reserved)
 
@@ -652,6 +717,16 @@ class UploadWriter:
                 f"the file is larger than the {self.service.max_size} bytes allowed",
                 max_size=self.service.max_size,
             )
+        if length is None and self.service.quotas is not None and (
+            self._allowance is None or self.offset + size > self._allowance
+        ):
+            try:
+                self._allowance = self.service._reserve_quota(
+                    self.snap.upload_id, self.offset + size
+                )
+            except QuotaExceeded:
+                self._over_quota = True
+                raise
         for piece in pieces:
             if self._body_hash is not None:
                 self._body_hash.update(piece)
@@ -745,9 +820,12 @@ class UploadWriter:
             raise
 
     def abort(self) -> None:
-        """Give up without committing (server error): reservations stay."""
+        """Give up without committing (server error): reservations stay.
+        Past a quota, the whole upload is discarded instead."""
         self.service.hashes.drop(self.snap.upload_id)
         self._release()
+        if self._over_quota:
+            self.service._discard_over_quota(self.snap.upload_id, self.snap.actor_id)
 
     def _deleted(self) -> Gone:
         # Terminated while this PATCH ran: drop what it wrote (already noise,
@@ -796,6 +874,7 @@ class UploadWriter:
             upload.segments_committed = self._index
             now = service.clock.now()
             upload.segments_reserved = self._index
+            upload.quota_reserved = 0  # from now on its offset (or length) counts
             upload.lease_owner = None
             upload.lease_until = None
             if not completing:

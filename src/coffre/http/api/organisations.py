@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
+from coffre.domain.limits import Usage
 from coffre.domain.policy import Action
 from coffre.http import deps
 from coffre.http.api.schemas import (
@@ -21,10 +22,14 @@ from coffre.http.api.schemas import (
     Me,
     MemberOut,
     MemberUpdate,
+    MemberUsageOut,
     OrganisationOut,
     OrganisationUpdate,
     SessionsEnded,
+    UsageOut,
+    UsageReportOut,
 )
+from coffre.services.organisations import LIMIT_FIELDS
 
 router = APIRouter(prefix="/api/v1", tags=["organisation"])
 Ctx = Annotated[Context, Depends(deps.context)]
@@ -33,6 +38,7 @@ Lister = Annotated[Actor, Depends(deps.acting(Action.MEMBER_LIST))]
 Inviter = Annotated[Actor, Depends(deps.acting(Action.MEMBER_INVITE))]
 Manager = Annotated[Actor, Depends(deps.acting(Action.MEMBER_MANAGE))]
 OrganisationManager = Annotated[Actor, Depends(deps.acting(Action.ORGANISATION_MANAGE))]
+UsageReader = Annotated[Actor, Depends(deps.acting(Action.USAGE_READ))]
 
 
 @router.post("/invitations", status_code=201, summary="Invite someone by mail (administrators)")
@@ -105,5 +111,21 @@ def update_organisation(
         name=body.name,
         require_mfa=body.require_mfa,
         allow_unverified_recipients=body.allow_unverified_recipients,
+        limits={k: getattr(body, k) for k in body.model_fields_set if k in LIMIT_FIELDS},
     )
     return OrganisationOut(**info.__dict__)
+
+
+@router.get("/usage", summary="Storage used and quotas (the organisation's for administrators)")
+def usage(actor: UsageReader, request: Request) -> UsageReportOut:
+    report = deps.coffre(request).quotas.report(actor)
+
+    def one(u: Usage) -> UsageOut:
+        return UsageOut(used=u.used, limit=u.limit, free=u.free)
+
+    return UsageReportOut(
+        user=one(report.user),
+        organisation=one(report.organisation) if report.organisation else None,
+        members=[MemberUsageOut(**m.__dict__) for m in report.members]
+        if report.members is not None else None,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,13 +72,19 @@ class RecipientIn(Strict):
 class TransferCreate(Strict):
     files: list[str] = Field(min_length=1, max_length=1000, description="completed upload ids")
     recipients: list[str | RecipientIn] = Field(
-        min_length=1, max_length=100,
+        min_length=1, max_length=1000,
         description='addresses, or {"email", "phone"} for a code by SMS',
     )
     subject: str = Field(default="", max_length=200)
     message: str = Field(default="", max_length=10_000)
-    expires_in: str = Field(
-        default="7d", max_length=20, description="12h, 7d, 2w, 3m or 'permanent'"
+    expires_in: str | None = Field(
+        default=None, max_length=20,
+        description="12h, 7d, 2w, 3m or 'permanent' (default: the organisation's)",
+    )
+    mode: Literal["temporary", "permanent"] | None = Field(
+        default=None,
+        description="temporary (expires, then crypto-shredded) or permanent (kept until "
+        "deleted, if the organisation allows it)",
     )
     max_downloads: int | None = Field(default=None, ge=1, le=1000)
     password: str | None = Field(default=None, max_length=256)
@@ -121,6 +128,30 @@ class TransferOut(BaseModel):
     recipients: list[RecipientOut]
     links: dict[str, str] | None = None
     verify_recipients: bool = True
+    mode: str = "temporary"
+    legal_hold: bool = False
+
+
+class HoldRequest(Strict):
+    reason: str = Field(max_length=500, description="why (recorded in the audit trail)")
+
+
+class UsageOut(BaseModel):
+    used: int
+    limit: int | None
+    free: int | None
+
+
+class MemberUsageOut(BaseModel):
+    id: str
+    email: str
+    used: int
+
+
+class UsageReportOut(BaseModel):
+    user: UsageOut
+    organisation: UsageOut | None = None
+    members: list[MemberUsageOut] | None = None
 
 
 class Unlock(Strict):
@@ -222,9 +253,23 @@ class OrganisationOut(BaseModel):
     name: str
     require_mfa: bool
     allow_unverified_recipients: bool
+    #: Retention and limits as set (null: the instance's), and in force.
+    policy: dict[str, Any] = {}
+    effective: dict[str, Any] = {}
 
 
 class OrganisationUpdate(Strict):
     name: str | None = Field(default=None, max_length=200)
     require_mfa: bool | None = None
     allow_unverified_recipients: bool | None = None
+    # Retention and limits: null restores the instance's value.
+    default_expiry_days: int | None = None
+    max_expiry_days: int | None = None
+    allow_permanent: bool | None = None
+    max_file_size: int | None = Field(default=None, description="bytes")
+    max_transfer_size: int | None = Field(default=None, description="bytes")
+    max_recipients: int | None = None
+    recipient_domains_allowed: list[str] | None = Field(default=None, max_length=500)
+    recipient_domains_denied: list[str] | None = Field(default=None, max_length=500)
+    user_quota: int | None = Field(default=None, description="bytes")
+    organisation_quota: int | None = Field(default=None, description="bytes")

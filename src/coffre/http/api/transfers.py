@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -10,8 +11,9 @@ from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action
 from coffre.domain.transfers import parse_expiry
+from coffre.errors import InvalidInput
 from coffre.http import deps
-from coffre.http.api.schemas import Extend, TransferCreate, TransferOut
+from coffre.http.api.schemas import Extend, HoldRequest, TransferCreate, TransferOut
 from coffre.services.transfers import NewTransfer, TransferView
 
 router = APIRouter(prefix="/api/v1/transfers", tags=["transfers"])
@@ -21,6 +23,7 @@ Lister = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_LIST))]
 Reader = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_READ))]
 Manager = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_MANAGE))]
 Deleter = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_DELETE))]
+Holder = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_HOLD))]
 Ctx = Annotated[Context, Depends(deps.context)]
 
 
@@ -28,10 +31,24 @@ def _out(view: TransferView) -> TransferOut:
     return TransferOut.model_validate(view, from_attributes=True)
 
 
+def _storage(expires_in: str | None, mode: str | None) -> tuple[timedelta | None, bool]:
+    """(lifetime, permanent) from ``expires_in`` and ``mode``; a lifetime of
+    None on a temporary transfer means the organisation's default."""
+    lifetime = parse_expiry(expires_in) if expires_in is not None else None
+    forever = expires_in is not None and lifetime is None
+    if mode == "temporary" and forever:
+        raise InvalidInput("a temporary transfer needs an expiry, not 'permanent'",
+                           field="expires_in")
+    if mode == "permanent" and lifetime is not None:
+        raise InvalidInput("a permanent transfer has no expiry", field="expires_in")
+    return lifetime, forever or mode == "permanent"
+
+
 @router.post("", status_code=201, summary="Create a transfer from completed uploads")
 def create(body: TransferCreate, actor: Creator, request: Request, ctx: Ctx) -> TransferOut:
     emails = [r if isinstance(r, str) else r.email for r in body.recipients]
     phones = {r.email: r.phone for r in body.recipients if not isinstance(r, str) and r.phone}
+    expires_in, permanent = _storage(body.expires_in, body.mode)
     new = NewTransfer(
         upload_ids=body.files,
         recipients=emails,
@@ -39,7 +56,8 @@ def create(body: TransferCreate, actor: Creator, request: Request, ctx: Ctx) -> 
         verify_recipients=body.verify_recipients,
         message=body.message,
         subject=body.subject,
-        expires_in=parse_expiry(body.expires_in),
+        expires_in=expires_in,
+        permanent=permanent,
         max_downloads=body.max_downloads,
         password=body.password,
         notify_on_download=body.notify_on_download,
@@ -71,6 +89,20 @@ def extend(
             actor, transfer_id, parse_expiry(body.expires_in), ctx
         )
     )
+
+
+@router.post("/{transfer_id}/hold", summary="Place a legal hold (administrators)")
+def hold(
+    transfer_id: str, body: HoldRequest, actor: Holder, request: Request, ctx: Ctx
+) -> TransferOut:
+    return _out(deps.coffre(request).transfers.hold(actor, transfer_id, body.reason, ctx))
+
+
+@router.delete("/{transfer_id}/hold", summary="Lift a legal hold (administrators)")
+def release(
+    transfer_id: str, body: HoldRequest, actor: Holder, request: Request, ctx: Ctx
+) -> TransferOut:
+    return _out(deps.coffre(request).transfers.release(actor, transfer_id, body.reason, ctx))
 
 
 @router.delete("/{transfer_id}", status_code=204)
