@@ -175,7 +175,10 @@ def send(
     to: Annotated[list[str], typer.Option("--to", help="Recipient e-mail (repeatable)")],
     message: Annotated[str, typer.Option(help="Message for the recipients")] = "",
     subject: Annotated[str, typer.Option(help="Subject")] = "",
-    expires: Annotated[str, typer.Option(help="12h, 7d, 2w, 3m or permanent")] = "7d",
+    expires: Annotated[
+        str | None,
+        typer.Option(help="12h, 7d, 2w, 3m or permanent (default: the organisation's)"),
+    ] = None,
     max_downloads: Annotated[
         int | None, typer.Option(help="Downloads per file and recipient")
     ] = None,
