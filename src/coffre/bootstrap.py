@@ -22,6 +22,7 @@ from coffre.notify.sms import HttpSmsSender
 from coffre.notify.smtp import SmtpMailer
 from coffre.ports import BlobStore, Clock, KeyProvider, Mailer, SmsSender
 from coffre.services.accounts import AccountService
+from coffre.services.contacts import ContactService
 from coffre.services.denials import DenialLog
 from coffre.services.deposits import DepositService
 from coffre.services.factors import FactorService
@@ -68,6 +69,7 @@ class Coffre:
     deposits: DepositService
     organisations: OrganisationService
     audit: AuditLog
+    contacts: ContactService
 
     def close(self) -> None:
         self.db.dispose()
@@ -200,4 +202,5 @@ def build(
             origin=f"{urlsplit(settings.base_url).netloc}/coffre/audit",
             retention=timedelta(days=settings.audit_retention_days),
         ),
+        contacts=ContactService(db, keys, clock, sms_enabled=sms is not None),
     )

@@ -178,6 +178,7 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
         upload_request = c.post("/api/v1/requests", json={
             "depositors": [new_address("depose")]}).json()["id"]
         factor_id = c.get("/api/v1/account/factors").json()["factors"][0]["id"]
+        contact_id = c.post("/api/v1/contacts", json={"email": new_address("contact")}).json()["id"]
     with api_client(server, admin_token) as c:
         invitation = c.post("/api/v1/invitations", json={"email": new_address("invite")})
         assert invitation.status_code == 201, invitation.text
@@ -226,6 +227,9 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
                 return str(c.get("/api/v1/account/factors").json()["factors"][-1]["id"])
             if param == "session_id":
                 return _owner_session(server, owner_email, _recovery_code(server, owner_id))
+            if param == "contact_id":
+                made = c.post("/api/v1/contacts", json={"email": new_address("contact")})
+                return str(made.json()["id"])
         if param == "member_id":
             return _member(server, org_id=org)[1]
         if param == "invitation_id":
@@ -240,10 +244,11 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
         objects={"transfer_id": transfer, "upload_id": pending_id, "token_id": token_id,
                  "factor_id": factor_id, "session_id": session_id,
                  "member_id": colleague_id, "invitation_id": invitation.json()["id"],
-                 "request_id": upload_request, "file_id": file_id},
+                 "contact_id": contact_id, "request_id": upload_request, "file_id": file_id},
         targets={"transfer_id": mine, "upload_id": mine, "token_id": mine, "factor_id": mine,
                  "session_id": mine, "member_id": Target(org, colleague_id),
-                 "invitation_id": Target(org, None), "request_id": mine, "file_id": mine},
+                 "invitation_id": Target(org, None), "contact_id": mine,
+                 "request_id": mine, "file_id": mine},
     )
 
 
@@ -304,6 +309,9 @@ BODIES: dict[str, Any] = {
     "/api/v1/deposit/{token}/verify": {"code": "12345678"},
     "/api/v1/deposit/open/{open_token}/join": {"email": "depose@exemple.fr"},
     "/api/v1/transfers/{transfer_id}/forward": {"recipients": ["suivi@exemple.fr"]},
+    "/api/v1/contacts": {"email": "contact@exemple.fr", "name": "Contact"},
+    "/api/v1/contacts/resolve": {"recipients": ["contact@exemple.fr"]},
+    "/api/v1/contacts/{contact_id}": {"name": "Contact renommé"},
 }
 STEP_UP_ROUTES = {"/api/v1/auth/reauth"}
 TUS_PATCH = {"Tus-Resumable": "1.0.0", "Upload-Offset": "0",

@@ -52,6 +52,9 @@ EXPECTED: dict[Action, tuple[Target | None, set[str]]] = {
     Action.ORGANISATION_MANAGE: (None, {"admin", "outsider"}),
     Action.AUDIT_READ: (None, {"admin", "outsider"}),
     Action.AUDIT_EXPORT: (None, {"admin", "outsider"}),
+    Action.CONTACT_READ: (MINE, {"owner"}),
+    Action.CONTACT_WRITE: (MINE, {"owner"}),
+    Action.DIRECTORY_MANAGE: (None, {"admin", "outsider"}),
 }
 WHO = {"admin": ADMIN, "owner": OWNER, "colleague": COLLEAGUE, "outsider": OUTSIDER}
 
@@ -102,3 +105,13 @@ def test_step_up_before_deletions_exports_and_factor_changes(action: Action) -> 
         authorize(stale, action, target)
     assert needed.value.details["reason"] == "reauthentication_required"
     authorize(actor("root", role=Role.ADMIN, scopes=ALL_SCOPES), action, target)
+
+
+def test_the_organisation_directory_is_read_by_all_members_written_by_administrators() -> None:
+    directory = Target(ORG, None)
+    for who in (ADMIN, OWNER, COLLEAGUE):
+        assert allowed(who, Action.CONTACT_READ, directory)
+    assert not allowed(OUTSIDER, Action.CONTACT_READ, directory)
+    assert not allowed(OWNER, Action.CONTACT_WRITE, directory)
+    assert allowed(ADMIN, Action.DIRECTORY_MANAGE, directory)
+    assert not allowed(OWNER, Action.DIRECTORY_MANAGE, directory)

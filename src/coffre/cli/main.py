@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from coffre.cli import audit, auth, deposit, get, members, requests, send, server, transfers
+from coffre.cli import (
+    audit,
+    auth,
+    contacts,
+    deposit,
+    get,
+    members,
+    requests,
+    send,
+    server,
+    transfers,
+)
 from coffre.cli.usage import usage
 
 app = typer.Typer(
@@ -25,6 +36,7 @@ app.command()(get.get)
 app.add_typer(audit.app, name="audit")
 app.add_typer(members.app, name="members")
 app.add_typer(members.organisation_app, name="organisation")
+app.add_typer(contacts.app, name="contacts")
 app.command()(usage)
 app.add_typer(requests.app, name="request")
 app.command()(deposit.deposit)

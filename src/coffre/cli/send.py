@@ -32,6 +32,7 @@ from rich.progress import (
 
 from coffre.cli.auth import read_secret
 from coffre.cli.client import api, check, console, fail, out, print_json, same_origin, state_dir
+from coffre.cli.contacts import resolve_recipients
 
 TUS = {"Tus-Resumable": "1.0.0"}
 READ_SIZE = 8 << 20
@@ -172,7 +173,8 @@ def upload_file(
 
 def send(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True)],
-    to: Annotated[list[str], typer.Option("--to", help="Recipient e-mail (repeatable)")],
+    to: Annotated[list[str], typer.Option(
+        "--to", help="Recipient e-mail, or the start of a contact's name (repeatable)")],
     message: Annotated[str, typer.Option(help="Message for the recipients")] = "",
     subject: Annotated[str, typer.Option(help="Subject")] = "",
     expires: Annotated[
@@ -202,12 +204,23 @@ def send(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Send files to recipients, each with a personal download link."""
+    with api() as client:
+        resolved = resolve_recipients(client, to)
+    addresses = {r["query"]: r["email"] for r in resolved} | {r["email"]: r["email"]
+                                                               for r in resolved}
     phones: dict[str, str] = {}
     for item in phone or []:
         email, sep, number = item.partition("=")
-        if not sep or email.strip() not in to:
+        if not sep or email.strip() not in addresses:
             fail(f"--phone expects EMAIL=NUMBER for one of the --to addresses, not {item!r}")
-        phones[email.strip()] = number.strip()
+        phones[addresses[email.strip()]] = number.strip()
+    for r in resolved:
+        if r["email"] != r["query"] and "@" not in r["query"]:
+            console.print(f"{r['query']} → {r['name']} <{r['email']}>", markup=False)
+        # Sending to a contact fills in their mobile number for the code.
+        if verify and r["phone"] and r["email"] not in phones:
+            phones[r["email"]] = r["phone"]
+    to = list(dict.fromkeys(r["email"] for r in resolved))
     recipients: list[Any] = [{"email": a, "phone": phones[a]} if a in phones else a for a in to]
     link_password = None
     if password or password_file:

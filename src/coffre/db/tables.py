@@ -469,6 +469,27 @@ class OutgoingMail(Base):
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
+class Contact(Base):
+    """A personal contact (``owner_id``) or an entry of the organisation's
+    directory (``owner_id`` NULL). The address is in clear like recipients'
+    addresses; name, phone, profession, RPPS and organisation are one sealed
+    JSON card."""
+
+    __tablename__ = "contacts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    owner_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id"), nullable=True, index=True
+    )
+    email: Mapped[str] = mapped_column(String(254))
+    card_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Ranking: recipients matching a contact bump these when a transfer is sent.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    use_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class AuditEvent(Base):
     """Append-only, hash-chained trail under Merkle checkpoints (see
     ``coffre.audit``). ``payload`` is None once pruned by retention; the

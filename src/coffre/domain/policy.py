@@ -44,6 +44,9 @@ class Action(enum.StrEnum):
     ORGANISATION_MANAGE = "organisation.manage"
     AUDIT_READ = "audit.read"
     AUDIT_EXPORT = "audit.export"
+    CONTACT_READ = "contact.read"
+    CONTACT_WRITE = "contact.write"
+    DIRECTORY_MANAGE = "directory.manage"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,11 @@ def _admin(actor: Actor, target: Target | None) -> bool:
     return actor.role is Role.ADMIN
 
 
+def _own_or_shared(actor: Actor, target: Target | None) -> bool:
+    """One's own object, or the organisation's (no owner): contacts."""
+    return target is None or target.owner_id in (None, actor.user_id)
+
+
 #: action -> (rule, scope the credential must carry)
 _POLICIES: dict[Action, tuple[Rule, Scope | None]] = {
     # What a signed-in user may always do for themself, even before the
@@ -110,6 +118,11 @@ _POLICIES: dict[Action, tuple[Rule, Scope | None]] = {
     Action.ORGANISATION_MANAGE: (_admin, Scope.ADMIN),
     Action.AUDIT_READ: (_admin, Scope.ADMIN),
     Action.AUDIT_EXPORT: (_admin, Scope.ADMIN),
+    # Personal contacts are their owner's only (an administrator neither);
+    # the organisation's directory is read by all, written by administrators.
+    Action.CONTACT_READ: (_own_or_shared, Scope.TRANSFERS_READ),
+    Action.CONTACT_WRITE: (_own_account, Scope.TRANSFERS_WRITE),
+    Action.DIRECTORY_MANAGE: (_admin, Scope.ADMIN),
 }
 
 #: Actions open to a user who still owes a second factor.

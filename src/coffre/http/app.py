@@ -20,6 +20,7 @@ from coffre.http.api import (
     accounts,
     audit,
     auth,
+    contacts,
     events,
     links,
     organisations,
@@ -62,6 +63,7 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
                    deposit_pages.router):
         app.include_router(router)
     app.include_router(audit.router)
+    app.include_router(contacts.router)
     app.mount(
         "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"
     )

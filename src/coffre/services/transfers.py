@@ -35,7 +35,7 @@ from coffre.domain.transfers import (
 )
 from coffre.errors import Conflict, Gone, InvalidInput, NotFound, PermissionDenied
 from coffre.ports import BlobStore, Clock, Mail
-from coffre.services import messages
+from coffre.services import contacts, messages
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
 from coffre.services.quotas import Quotas
@@ -267,6 +267,7 @@ class TransferService:
                     ),
                     recipient_id=recipient.id,
                 )
+            contacts.record_use(session, org, actor.user_id, recipients, now)
             session.flush()
             trail.record(
                 session,
