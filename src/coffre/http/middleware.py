@@ -15,7 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("coffre.access")
 
-_SECRET_PATH = re.compile(r"^(/t/|/setup/|/invitation/|/api/v1/links/)[^/]+")
+#: Paths whose next segment is a capability token (personal links, setup,
+#: invitations, deposit links): never written to the log.
+_SECRET_PATH = re.compile(
+    r"^(/t/|/setup/|/invitation/|/api/v1/links/|/d/open/|/d/|/api/v1/deposit/open/"
+    r"|/api/v1/deposit/)[^/]+"
+)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

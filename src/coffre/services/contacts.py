@@ -77,15 +77,17 @@ def _context(contact_id: str) -> str:
 
 def record_use(session: Session, organisation_id: str, user_id: str, emails: Iterable[str],
                now: datetime) -> None:
-    """A transfer went to ``emails``: the sender's contacts (personal and the
-    organisation's directory) with those addresses rank higher next time."""
+    """A transfer went to ``emails``: the sender's personal contacts with
+    those addresses rank higher next time. Directory entries are shared by
+    the whole organisation, so their use is not recorded: colleagues would
+    learn who sends to whom, and when."""
     wanted = set(emails)
     if not wanted:
         return
     rows = session.execute(
         select(Contact).where(
             Contact.organisation_id == organisation_id,
-            or_(Contact.owner_id == user_id, Contact.owner_id.is_(None)),
+            Contact.owner_id == user_id,
             Contact.email.in_(wanted),
         )
     ).scalars()
