@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_EMAIL, MailCatcher, Server
+from tests.conftest import ADMIN_EMAIL, MailCatcher, Server, login
 from tests.integration.flows import TUS, audit_events, wait_code
 from tests.integration.support import module_server, new_address, one_event
 
@@ -468,3 +468,28 @@ def test_an_administrator_reading_a_members_request_is_audited(
     assert client.get(f"/api/v1/requests/{mine['id']}").status_code == 200
     one_event(server.data_dir, "request.admin_access", object_type="upload_request",
               object_id=mine["id"], organisation=admin["organisation_id"], actor=admin["id"])
+
+
+def test_received_files_follow_the_organisation_retention(server: Server, mail: MailCatcher,
+                                                          client: httpx.Client) -> None:
+    """Where permanent storage is not allowed, a deposit expires like any
+    temporary transfer (it is crypto-shredded then), instead of being kept."""
+    admin_token = login(server.url, scopes=["transfers:read", "transfers:write", "admin"])
+    policy = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin_token}"})
+    assert policy.patch("/api/v1/organisation", json={"allow_permanent": False}).status_code == 200
+    try:
+        patient = new_address("patient")
+        make_request(client, depositors=[patient])
+        deposit_token = deposit_link(mail, patient)
+        grant = prove(server, mail, deposit_token, patient)
+        upload(server, grant, b"compte rendu")
+        done = httpx.post(f"{server.url}/api/v1/deposit/{deposit_token}/deposit",
+                          json={}, headers=grant)
+        assert done.status_code in (200, 201), done.text
+        received = client.get("/api/v1/received").json()
+        mine = [t for t in received if t["expires_at"] is not None]
+        assert mine, received
+    finally:
+        assert policy.patch("/api/v1/organisation",
+                            json={"allow_permanent": True}).status_code == 200
+        policy.close()

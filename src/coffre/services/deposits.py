@@ -395,6 +395,16 @@ class DepositService:
 
         return self.uploads.create(depositor, length, metadata, ctx, admit=admit)
 
+    def _received_expiry(self, session: Session, organisation_id: str,
+                         now: datetime) -> datetime | None:
+        """Received files follow the organisation's retention: kept until
+        deleted where permanent storage is allowed, else its default expiry."""
+        quotas = self.uploads.quotas
+        if quotas is None:
+            return None
+        limits = quotas.limits(session, organisation_id)
+        return None if limits.allow_permanent else now + limits.default_expiry
+
     def deposit(self, token: str, access: str | None, upload_ids: list[str] | None,
                 ctx: trail.Context) -> str:
         """The depositor is done: their completed uploads (all, or those
@@ -424,7 +434,8 @@ class DepositService:
             org = request.organisation_id
             transfer = Transfer(
                 id=new_id(), organisation_id=org, sender_id=request.owner_id,
-                created_at=now, expires_at=None, received_from=depositor.id,
+                created_at=now, expires_at=self._received_expiry(session, org, now),
+                received_from=depositor.id,
             )
             transfer.subject_sealed = self.keys.seal_text(
                 session, org, f"Dépôt de {depositor.email}", f"transfer:{transfer.id}:subject")
