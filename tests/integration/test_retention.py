@@ -349,3 +349,23 @@ def test_cli_usage_policy_and_hold(server: Server, client: httpx.Client, policy:
     assert "gel juridique" not in coffre("transfers", "release", transfer["id"],
                                          "--reason", "Contrôle terminé")
     policy(allow_permanent=True)
+
+
+def test_forwarding_counts_against_the_quota(
+        server: Server, client: httpx.Client, policy: Any) -> None:
+    """A forward copies files under new keys: the copies must fit in the
+    quota like any upload, and a refused forward leaves no copy behind."""
+    transfer, _ = send(client, {"scanner.dcm": os.urandom(60_000)})
+    used = _used(client)
+    policy(user_quota=used + 100_000)
+    files, uploads = blob_files(server), _uploads(server)
+    first = client.post(f"/api/v1/transfers/{transfer['id']}/forward",
+                        json={"recipients": ["confrere@exemple.fr"]})
+    assert first.status_code == 201, first.text
+    assert _used(client) == used + 60_000
+    second = client.post(f"/api/v1/transfers/{transfer['id']}/forward",
+                         json={"recipients": ["confrere@exemple.fr"]})
+    assert_error(second, 413, "quota_exceeded")
+    assert _used(client) == used + 60_000
+    assert len(blob_files(server)) == len(files) + 1
+    assert _uploads(server) == uploads + 1

@@ -32,11 +32,12 @@ from coffre.db.tables import (
     User,
     new_id,
 )
+from coffre.domain import limits as limit_rules
 from coffre.domain.accounts import Actor, normalise_email
 from coffre.domain.policy import Action, Target, authorize
 from coffre.domain.requests import MAX_DEPOSITORS, MAX_EXPIRY, check_limits
 from coffre.domain.transfers import MAX_MESSAGE_CHARS, ByteRange
-from coffre.errors import InvalidInput, NotFound
+from coffre.errors import CoffreError, InvalidInput, NotFound
 from coffre.ports import BlobStore, Clock
 from coffre.services import messages
 from coffre.services.deposits import new_depositor
@@ -359,9 +360,20 @@ class RequestService:
             sources = [(f.id, self.transfers.file_view(session, f).name,
                         self.keys.blob_key(session, f.blob), f.blob.storage_key,
                         f.blob.ciphertext_size, f.size, f.sha256) for f in transfer.files]
-        upload_ids = [self._copy(actor, *source) for source in sources]
-        view = self.transfers.create(actor, NewTransfer(**{**new.__dict__,
-                                                           "upload_ids": upload_ids}), ctx)
+            # The copies count against the quota and the size limits like
+            # any upload: checked before a byte is copied, and again as
+            # each copy is recorded (under the organisation's lock).
+            self._check_room(session, actor, [source[5] for source in sources])
+        upload_ids: list[str] = []
+        try:
+            for source in sources:
+                upload_ids.append(self._copy(actor, *source))
+            view = self.transfers.create(actor, NewTransfer(**{**new.__dict__,
+                                                               "upload_ids": upload_ids}), ctx)
+        except CoffreError:
+            for upload_id in upload_ids:  # refused: no orphan copy is left behind
+                self.uploads.terminate(actor, upload_id, ctx)
+            raise
         with self.db.session() as session:
             trail.record(
                 session, "transfer.forwarded", actor=actor.user_id,
@@ -369,6 +381,15 @@ class RequestService:
                 object_id=transfer_id, context=ctx, to_transfer=view.id,
             )
         return view
+
+    def _check_room(self, session: Session, actor: Actor, sizes: list[int]) -> None:
+        quotas = self.uploads.quotas
+        if quotas is None:
+            return
+        limits = quotas.limits(session, actor.organisation_id)
+        for size in sizes:
+            limit_rules.check_file_size(size, limits)
+        quotas.check(session, actor.organisation_id, actor.user_id, sum(sizes))
 
     def _copy(self, actor: Actor, file_id: str, name: str, key: bytes, storage_key: str,
               stream_size: int, size: int, sha256: str) -> str:
@@ -402,6 +423,11 @@ class RequestService:
         finally:
             appender.close()
         with self.db.session() as session:
+            try:
+                self._check_room(session, actor, [size])
+            except CoffreError:
+                self.store.delete(blob.storage_key)
+                raise
             stored = session.get(Blob, blob.id)
             assert stored is not None
             stored.plaintext_size = size
