@@ -816,13 +816,22 @@ def test_sigkill_mid_patch_then_resume(server: Server, client: httpx.Client, tok
 
 
 def find_in_files(roots: list[Path], needles: list[bytes]) -> list[tuple[str, bytes]]:
-    hits = []
-    for root in roots:
-        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
-        for path in files:
-            content = path.read_bytes()
-            hits += [(str(path), n) for n in needles if n in content]
-    return hits
+    """Every (file, needle) found. A file renamed while scanning (the mail
+    queue writes atomically: temporary file, then rename) restarts the
+    scan, so that its content is read under its final name."""
+    for _ in range(20):
+        hits: list[tuple[str, bytes]] = []
+        try:
+            for root in roots:
+                files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+                for path in files:
+                    content = path.read_bytes()
+                    hits += [(str(path), n) for n in needles if n in content]
+        except FileNotFoundError:
+            time.sleep(0.05)
+            continue
+        return hits
+    raise AssertionError("files kept changing while being scanned")
 
 
 def test_canaries_never_reach_the_disk(tmp_path: Path) -> None:
