@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Annotated, Any
 
 from anyio import sleep, to_thread
 from fastapi import APIRouter, Depends, Query, Request
@@ -58,21 +58,36 @@ async def stream(
 ) -> EventSourceResponse:
     tracking = deps.coffre(request).tracking
     await to_thread.run_sync(tracking.open, actor, transfer_id, "events", ctx)
+    return live_stream(
+        request, Action.TRANSFER_READ, "suivi en direct",
+        recheck=lambda current: tracking.check(current, transfer_id),
+        fetch=lambda last: tracking.since(transfer_id, last),
+        render=lambda step: _out(step).model_dump(mode="json"),
+    )
+
+
+def live_stream(request: Request, action: Action, comment: str, *,
+                recheck: Callable[[Actor], None], fetch: Callable[[int], Sequence[Any]],
+                render: Callable[[Any], dict[str, Any]]) -> EventSourceResponse:
+    """Server-Sent Events of the rows ``fetch(last_id)`` returns (each with
+    an ``id``), polled every POLL_SECONDS; honours ``Last-Event-ID``; every
+    RECHECK_SECONDS the credential is resolved again and ``recheck``ed,
+    and the stream ends (event "end") once it no longer allows ``action``."""
     last_id = request.headers.get("last-event-id", "0").strip()
     last = int(last_id) if last_id.isdigit() else 0
 
     async def still_allowed() -> bool:
         try:
             current = await deps.resolve(request, touch=False)
-            check_route(current, Action.TRANSFER_READ)
-            await to_thread.run_sync(tracking.check, current, transfer_id)
+            check_route(current, action)
+            await to_thread.run_sync(recheck, current)
         except CoffreError:
             return False
         return True
 
     async def steps() -> AsyncIterator[ServerSentEvent]:
         nonlocal last
-        yield ServerSentEvent(comment="suivi en direct", retry=1000)
+        yield ServerSentEvent(comment=comment, retry=1000)
         checked = time.monotonic()
         while True:
             if time.monotonic() - checked >= RECHECK_SECONDS:
@@ -80,10 +95,9 @@ async def stream(
                     yield ServerSentEvent(event="end", data=json.dumps({"reason": "ended"}))
                     return
                 checked = time.monotonic()
-            for step in await to_thread.run_sync(tracking.since, transfer_id, last):
+            for step in await to_thread.run_sync(fetch, last):
                 last = step.id
-                data = _out(step).model_dump(mode="json")
-                yield ServerSentEvent(data=json.dumps(data), id=str(step.id))
+                yield ServerSentEvent(data=json.dumps(render(step)), id=str(step.id))
             await sleep(POLL_SECONDS)
 
     return EventSourceResponse(

@@ -9,25 +9,23 @@ the tus endpoint, ``coffre.http.tus``).
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from anyio import sleep, to_thread
+from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from starlette.responses import StreamingResponse
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
-from coffre.domain.policy import Action, check_route
+from coffre.domain.policy import Action
 from coffre.domain.requests import parse_size
 from coffre.domain.transfers import parse_expiry
-from coffre.errors import CoffreError, InvalidInput
+from coffre.errors import InvalidInput
 from coffre.http import deps
+from coffre.http.api.events import live_stream
 from coffre.http.api.schemas import Access, CodeCheck, CodeSentOut, RecipientIn, TransferOut
 from coffre.http.downloads import base_headers, delivered, requested_range
 from coffre.http.tus import DEPOSIT_HEADER
@@ -48,8 +46,6 @@ Closer = Annotated[Actor, Depends(deps.acting(Action.REQUEST_CLOSE))]
 Lister = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_LIST))]
 Downloader = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_DOWNLOAD))]
 Forwarder = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_FORWARD))]
-POLL_SECONDS = 0.25
-RECHECK_SECONDS = 5
 
 
 class _Strict(BaseModel):
@@ -210,36 +206,12 @@ async def stream(request_id: str, actor: Reader, request: Request,
                  ctx: Ctx) -> EventSourceResponse:
     service = deps.coffre(request).requests
     await to_thread.run_sync(service.open_events, actor, request_id, ctx)
-    last_id = request.headers.get("last-event-id", "0").strip()
-    last = int(last_id) if last_id.isdigit() else 0
-
-    async def still_allowed() -> bool:
-        try:
-            current = await deps.resolve(request, touch=False)
-            check_route(current, Action.REQUEST_READ)
-            await to_thread.run_sync(service.open_events, current, request_id)
-        except CoffreError:
-            return False
-        return True
-
-    async def steps() -> AsyncIterator[ServerSentEvent]:
-        nonlocal last
-        yield ServerSentEvent(comment="dépôts en direct", retry=1000)
-        checked = time.monotonic()
-        while True:
-            if time.monotonic() - checked >= RECHECK_SECONDS:
-                if not await still_allowed():
-                    yield ServerSentEvent(event="end", data=json.dumps({"reason": "ended"}))
-                    return
-                checked = time.monotonic()
-            for step in await to_thread.run_sync(service.since, request_id, last):
-                last = step.id
-                yield ServerSentEvent(data=json.dumps(_event(step).model_dump(mode="json")),
-                                      id=str(step.id))
-            await sleep(POLL_SECONDS)
-
-    return EventSourceResponse(steps(), ping=15,
-                               headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return live_stream(
+        request, Action.REQUEST_READ, "dépôts en direct",
+        recheck=lambda current: service.open_events(current, request_id),
+        fetch=lambda last: service.since(request_id, last),
+        render=lambda step: _event(step).model_dump(mode="json"),
+    )
 
 
 # -- received transfers -------------------------------------------------------------
