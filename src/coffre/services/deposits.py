@@ -13,14 +13,11 @@ Never logs or audits a token or a code.
 
 from __future__ import annotations
 
-import hmac
-import re
-import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from coffre.audit import trail
@@ -36,6 +33,7 @@ from coffre.db.tables import (
     User,
     new_id,
 )
+from coffre.domain import codes
 from coffre.domain.accounts import normalise_email
 from coffre.domain.requests import Depositor, check_request_open, check_room
 from coffre.domain.transfers import sanitise_filename
@@ -48,8 +46,7 @@ from coffre.services.tracking import track
 from coffre.services.uploads import UploadInfo, UploadService
 from coffre.services.verification import (
     ACCESS_LIFETIME,
-    CODE_DIGITS,
-    MAX_SENDS_PER_HOUR,
+    CodeSent,
     RecipientVerification,
     mask_email,
     mask_phone,
@@ -86,20 +83,9 @@ class DepositView:
 
 
 @dataclass(frozen=True)
-class CodeSent:
-    channel: str
-    recipient: str
-    expires_in: int
-    resend_in: int
-
-
-@dataclass(frozen=True)
 class Joined:
     token: str
     code: CodeSent
-
-def _seconds(delta: timedelta) -> int:
-    return max(int(-(-delta.total_seconds() // 1)), 1)
 
 def new_depositor(session: Session, request: UploadRequest, email: str, token: str,
                   now: datetime, *, joined: bool = False) -> RequestDepositor:
@@ -233,33 +219,19 @@ class DepositService:
         return Joined(token=token, code=self.send_code(token, ctx))
 
     def send_code(self, token: str, ctx: trail.Context) -> CodeSent:
-        """Same rules as recipients' codes: throttled, single use, keyed digest."""
+        """Same rules as recipients' codes (``coffre.domain.codes``)."""
         now = self.clock.now()
-        codes = self.codes
-        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        rules = self.codes.rules
+        code = codes.new_code()
+        minutes = codes.seconds(rules.lifetime) // 60
         with self.db.session() as session:
             depositor = self._unlocked(session, token, now)
-            last = depositor.code_sent_at
-            if last is not None and now - last < codes.resend_interval:
-                raise TooManyAttempts(
-                    "a code was sent a moment ago: wait before asking for another",
-                    reason="resend_too_soon",
-                    retry_after=_seconds(last + codes.resend_interval - now),
-                )
-            recent = last is not None and now - last < timedelta(hours=1)
-            sends = depositor.code_sends if recent else 0
-            if sends >= MAX_SENDS_PER_HOUR:
-                raise TooManyAttempts("too many codes were sent for this link: try again later",
-                                      reason="too_many_codes")
             request = depositor.request
+            codes.issue(depositor, self.keys.code_digest(
+                session, request.organisation_id, f"depositor:{depositor.id}", code),
+                now, rules)
             challenge = self._challenge(session, depositor)
             phone = self._phone(session, depositor)
-            depositor.code_hash = self.keys.code_digest(
-                session, request.organisation_id, f"depositor:{depositor.id}", code)
-            depositor.code_expires_at = now + codes.code_lifetime
-            depositor.code_sent_at = now
-            depositor.code_sends = sends + 1
-            minutes = _seconds(codes.code_lifetime) // 60
             if phone is None:
                 self.mail.enqueue(session, request.organisation_id, messages.depositor_code(
                     to=depositor.email, code=code, requester=challenge["requester"],
@@ -271,76 +243,47 @@ class DepositService:
                 channel=challenge["channel"],
             )
         if phone is not None:
-            assert codes.sms is not None
-            codes.sms.send(phone, messages.recipient_code_sms(code=code, minutes=minutes))
+            assert self.codes.sms is not None
+            self.codes.sms.send(phone, messages.recipient_code_sms(code=code, minutes=minutes))
         del code
         return CodeSent(challenge["channel"], challenge["recipient"],
-                        _seconds(codes.code_lifetime), _seconds(codes.resend_interval))
+                        codes.seconds(rules.lifetime), codes.seconds(rules.resend_interval))
 
     def _unlocked(self, session: Session, token: str, now: datetime) -> RequestDepositor:
         depositor = self._depositor(session, token, lock=True)
-        if depositor.locked_until is not None and depositor.locked_until > now:
-            raise TooManyAttempts("too many wrong codes: this link is locked for a while",
-                                  reason="locked",
-                                  retry_after=_seconds(depositor.locked_until - now))
+        codes.check_unlocked(depositor, now)
         return depositor
 
     def verify(self, token: str, code: str, ctx: trail.Context) -> str:
         """Exchange the right code for a deposit grant. Wrong codes count;
         the last allowed one locks the link (429) and voids the code."""
         now = self.clock.now()
-        code = re.sub(r"\s", "", code)
-        codes = self.codes
-        error: AuthenticationRequired | TooManyAttempts
         with self.db.session() as session:
             depositor = self._unlocked(session, token, now)
             request = depositor.request
-            pending = depositor.code_hash is not None and depositor.code_expires_at is not None
+            result = codes.check(
+                depositor, code,
+                lambda given: self.keys.code_digest(
+                    session, request.organisation_id, f"depositor:{depositor.id}", given),
+                now, self.codes.rules)
             details: dict[str, Any] = {"request": request.id}
-            if not pending or (depositor.code_expires_at or now) <= now:
-                depositor.code_hash = None
-                error = AuthenticationRequired(
-                    "no code is pending for this link: ask for a new one",
-                    reason="code_expired" if pending else "no_code",
-                )
-            else:
-                digest = self.keys.code_digest(
-                    session, request.organisation_id, f"depositor:{depositor.id}", code)
-                assert depositor.code_hash is not None
-                if hmac.compare_digest(digest, depositor.code_hash):
-                    depositor.code_hash = None
-                    depositor.code_expires_at = None
-                    depositor.code_failures = 0
-                    depositor.verified_at = depositor.verified_at or now
-                    access = credentials.new_token()
-                    session.add(DepositGrant(
-                        token_hash=credentials.hash_token(access), depositor_id=depositor.id,
-                        created_at=now, expires_at=min(now + ACCESS_LIFETIME,
-                                                       request.expires_at),
-                    ))
-                    self._event(session, depositor, "depositor.code_verified", ctx, **details)
-                    return access
-                session.execute(
-                    update(RequestDepositor).where(RequestDepositor.id == depositor.id)
-                    .values(code_failures=RequestDepositor.code_failures + 1)
-                )
-                session.refresh(depositor)
-                failures = depositor.code_failures
+            if result.outcome is codes.Outcome.VERIFIED:
+                depositor.verified_at = depositor.verified_at or now
+                access = credentials.new_token()
+                session.add(DepositGrant(
+                    token_hash=credentials.hash_token(access), depositor_id=depositor.id,
+                    created_at=now, expires_at=min(now + ACCESS_LIFETIME, request.expires_at),
+                ))
+                self._event(session, depositor, "depositor.code_verified", ctx, **details)
+                return access
+            if result.outcome is not codes.Outcome.NONE_PENDING:
                 self._event(session, depositor, "depositor.code_failed", ctx,
-                            outcome="failure", failures=failures, **details)
-                error = AuthenticationRequired("wrong code", reason="wrong_code",
-                                               attempts_left=codes.attempts - failures)
-                if failures >= codes.attempts:
-                    depositor.locked_until = now + codes.lock_time
-                    depositor.code_hash = None
-                    depositor.code_expires_at = None
-                    depositor.code_failures = 0
-                    self._event(session, depositor, "depositor.locked", ctx, outcome="failure",
-                                **details)
-                    error = TooManyAttempts(
-                        "too many wrong codes: this link is locked for a while",
-                        reason="locked", retry_after=_seconds(codes.lock_time))
-        raise error
+                            outcome="failure", failures=result.failures, **details)
+            if result.outcome is codes.Outcome.LOCKED:
+                self._event(session, depositor, "depositor.locked", ctx, outcome="failure",
+                            **details)
+        assert result.error is not None
+        raise result.error
 
     def _event(self, session: Session, depositor: RequestDepositor, action: str,
                ctx: trail.Context, outcome: str = "success", **details: Any) -> None:

@@ -2,11 +2,10 @@
 (or the phone) a personal link was sent to, before anything of the
 transfer is shown (SEC-14, SEC-29).
 
-A code is 8 digits from the OS CSPRNG, valid ``code_lifetime``, stored
-only as a keyed hash bound to the recipient (``KeyRing.code_digest``),
-and used once. Sends are throttled (one per ``resend_interval``, at most
-``MAX_SENDS_PER_HOUR``); ``attempts`` wrong codes lock the link for
-``lock_time`` and void the code. A right code yields a short-lived access
+The code's rules (lifetime, single use, throttled sends, lock after
+``attempts`` wrong codes) are ``coffre.domain.codes``; the code is stored
+only as a keyed hash bound to the recipient (``KeyRing.code_digest``).
+A right code yields a short-lived access
 grant bound to that link only (``LinkAccess``), which also records the
 transfer's password once given. Never logs or audits a code or a phone
 number.
@@ -14,23 +13,21 @@ number.
 
 from __future__ import annotations
 
-import hmac
-import math
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coffre.audit import trail
 from coffre.crypto import credentials
 from coffre.db.engine import Database
 from coffre.db.tables import LinkAccess, Recipient, Transfer, User
+from coffre.domain import codes
 from coffre.domain.transfers import check_link_usable
-from coffre.errors import AuthenticationRequired, Conflict, InvalidInput, NotFound, TooManyAttempts
+from coffre.errors import Conflict, InvalidInput, NotFound
 from coffre.ports import Clock, SmsSender
 from coffre.services import messages
 from coffre.services.keys import KeyRing
@@ -39,8 +36,6 @@ from coffre.services.tracking import track
 
 #: How long a grant (code and/or password proved) opens its link.
 ACCESS_LIFETIME = timedelta(hours=1)
-CODE_DIGITS = 8
-MAX_SENDS_PER_HOUR = 5
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
@@ -141,10 +136,6 @@ class CodeSent:
     resend_in: int
 
 
-def _seconds(delta: timedelta) -> int:
-    return max(math.ceil(delta.total_seconds()), 1)
-
-
 class RecipientVerification:
     def __init__(
         self,
@@ -164,10 +155,7 @@ class RecipientVerification:
         self.mail = mail
         self.clock = clock
         self.sms = sms
-        self.code_lifetime = code_lifetime
-        self.attempts = attempts
-        self.resend_interval = resend_interval
-        self.lock_time = lock_time
+        self.rules = codes.CodeRules(code_lifetime, attempts, resend_interval, lock_time)
 
     # -- what may be shown before any proof -------------------------------------
 
@@ -176,7 +164,8 @@ class RecipientVerification:
         sender = session.get(User, transfer.sender_id)
         phone = self._phone(session, recipient)
         now = self.clock.now()
-        locked = recipient.locked_until if self._locked(recipient, now) else None
+        locked = (recipient.locked_until if recipient.locked_until is not None
+                  and recipient.locked_until > now else None)
         return Challenge(
             recipient=mask_phone(phone) if phone else mask_email(recipient.email),
             sender=(sender.display_name or sender.email) if sender else "",
@@ -198,24 +187,12 @@ class RecipientVerification:
             return None
         return self.keys.open_text(session, recipient.phone_sealed, phone_context(recipient.id))
 
-    @staticmethod
-    def _locked(recipient: Recipient, now: datetime) -> bool:
-        return recipient.locked_until is not None and recipient.locked_until > now
-
-    def _locked_error(self, recipient: Recipient, now: datetime) -> TooManyAttempts:
-        assert recipient.locked_until is not None
-        return TooManyAttempts(
-            "too many wrong codes: this link is locked for a while",
-            reason="locked", retry_after=_seconds(recipient.locked_until - now),
-        )
-
     def _unlocked(self, session: Session, token: str, now: datetime) -> Recipient:
         """The link's recipient (row locked), if it takes codes and is not locked."""
         recipient = recipient_for_link(session, token, now, lock=True)
         if not recipient.transfer.verify_recipients:
             raise Conflict("this link does not need a code", reason="code_not_required")
-        if self._locked(recipient, now):
-            raise self._locked_error(recipient, now)
+        codes.check_unlocked(recipient, now)
         return recipient
 
     # -- send a code ------------------------------------------------------------
@@ -223,37 +200,16 @@ class RecipientVerification:
     def send_code(self, token: str, ctx: trail.Context) -> CodeSent:
         """Send a fresh code by mail (queued) or SMS; voids the previous one."""
         now = self.clock.now()
-        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        code = codes.new_code()
+        minutes = codes.seconds(self.rules.lifetime) // 60
         with self.db.session() as session:
             recipient = self._unlocked(session, token, now)
             transfer: Transfer = recipient.transfer
-            last = recipient.code_sent_at
-            if last is not None and now - last < self.resend_interval:
-                raise TooManyAttempts(
-                    "a code was sent a moment ago: wait before asking for another",
-                    reason="resend_too_soon",
-                    retry_after=_seconds(last + self.resend_interval - now),
-                )
-            recent = last is not None and now - last < timedelta(hours=1)
-            sends = recipient.code_sends if recent else 0
-            if sends >= MAX_SENDS_PER_HOUR:
-                assert last is not None
-                raise TooManyAttempts(
-                    "too many codes were sent for this link: try again later",
-                    reason="too_many_codes", retry_after=_seconds(last + timedelta(hours=1) - now),
-                )
+            codes.issue(recipient, self.keys.code_digest(
+                session, transfer.organisation_id, recipient.id, code), now, self.rules)
             challenge = self.challenge(session, recipient)
             phone = self._phone(session, recipient)
-            recipient.code_hash = self.keys.code_digest(
-                session, transfer.organisation_id, recipient.id, code
-            )
-            recipient.code_expires_at = now + self.code_lifetime
-            # Failures are not forgiven by asking for a new code: the lock
-            # counts every wrong code since the last success or lock.
-            recipient.code_sent_at = now
-            recipient.code_sends = sends + 1
             recipient_id = recipient.id
-            minutes = _seconds(self.code_lifetime) // 60
             if phone is None:
                 self.mail.enqueue(
                     session, transfer.organisation_id,
@@ -275,7 +231,8 @@ class RecipientVerification:
         del code
         return CodeSent(
             channel=challenge.channel, recipient=challenge.recipient,
-            expires_in=_seconds(self.code_lifetime), resend_in=_seconds(self.resend_interval),
+            expires_in=codes.seconds(self.rules.lifetime),
+            resend_in=codes.seconds(self.rules.resend_interval),
         )
 
     def _code_sent(self, session: Session, recipient: Recipient, channel: str,
@@ -293,10 +250,7 @@ class RecipientVerification:
         with self.db.session() as session:
             recipient = session.get(Recipient, recipient_id)
             assert recipient is not None
-            recipient.code_hash = None
-            recipient.code_expires_at = None
-            recipient.code_sent_at = None
-            recipient.code_sends = max(recipient.code_sends - 1, 0)
+            codes.withdraw(recipient)
             trail.record(
                 session, "link.code_not_sent", actor=None,
                 organisation_id=recipient.transfer.organisation_id, object_type="recipient",
@@ -311,57 +265,31 @@ class RecipientVerification:
         updated, or a new one). Wrong codes count; the last allowed one
         locks the link (429) and voids the code."""
         now = self.clock.now()
-        code = re.sub(r"\s", "", code)
-        error: AuthenticationRequired | TooManyAttempts
         with self.db.session() as session:
             recipient = self._unlocked(session, token, now)
             transfer: Transfer = recipient.transfer
-            pending = recipient.code_hash is not None and recipient.code_expires_at is not None
-            if not pending or (recipient.code_expires_at or now) <= now:
-                # Nothing to guess at: not counted, but the recipient must ask again.
-                recipient.code_hash = None
-                error = AuthenticationRequired(
-                    "no code is pending for this link: ask for a new one",
-                    reason="code_expired" if pending else "no_code",
-                )
-            else:
-                digest = self.keys.code_digest(
-                    session, transfer.organisation_id, recipient.id, code
-                )
-                assert recipient.code_hash is not None
-                if hmac.compare_digest(digest, recipient.code_hash):
-                    recipient.code_hash = None  # single use
-                    recipient.code_expires_at = None
-                    recipient.code_failures = 0
-                    granted = grant_access(session, recipient, access, now, code=True)
-                    self._event(session, recipient, "link.code_verified", ctx, now)
-                    track(session, transfer.id, "code_verified", time=now,
-                          recipient_id=recipient.id)
-                    return granted
-                session.execute(
-                    update(Recipient).where(Recipient.id == recipient.id)
-                    .values(code_failures=Recipient.code_failures + 1)
-                )
-                session.refresh(recipient)
-                failures = recipient.code_failures
+            result = codes.check(
+                recipient, code,
+                lambda given: self.keys.code_digest(
+                    session, transfer.organisation_id, recipient.id, given),
+                now, self.rules)
+            if result.outcome is codes.Outcome.VERIFIED:
+                granted = grant_access(session, recipient, access, now, code=True)
+                self._event(session, recipient, "link.code_verified", ctx, now)
+                track(session, transfer.id, "code_verified", time=now, recipient_id=recipient.id)
+                return granted
+            if result.outcome is not codes.Outcome.NONE_PENDING:
                 self._event(session, recipient, "link.code_failed", ctx, now,
-                            outcome="failure", failures=failures)
+                            outcome="failure", failures=result.failures)
                 track(session, transfer.id, "code_failed", time=now, recipient_id=recipient.id)
-                error = AuthenticationRequired(
-                    "wrong code", reason="wrong_code", attempts_left=self.attempts - failures
-                )
-                if failures >= self.attempts:
-                    recipient.locked_until = now + self.lock_time
-                    recipient.code_hash = None
-                    recipient.code_expires_at = None
-                    recipient.code_failures = 0
-                    self._event(session, recipient, "link.locked", ctx, now, outcome="failure",
-                                until=recipient.locked_until.isoformat())
-                    track(session, transfer.id, "link_locked", time=now,
-                          recipient_id=recipient.id)
-                    error = self._locked_error(recipient, now)
+            if result.outcome is codes.Outcome.LOCKED:
+                assert recipient.locked_until is not None
+                self._event(session, recipient, "link.locked", ctx, now, outcome="failure",
+                            until=recipient.locked_until.isoformat())
+                track(session, transfer.id, "link_locked", time=now, recipient_id=recipient.id)
         # Raised once the failure, and any lock, are committed.
-        raise error
+        assert result.error is not None
+        raise result.error
 
     def _event(self, session: Session, recipient: Recipient, action: str, ctx: trail.Context,
                now: datetime, outcome: str = "success", **details: Any) -> None:
