@@ -7,7 +7,6 @@ within the 1 MiB body limit of every non-tus route: about 4,000 vCards.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -51,21 +50,6 @@ class ContactUpdate(BaseModel):
     organisation: str | None = Field(default=None, max_length=400)
 
 
-class ContactOut(BaseModel):
-    id: str
-    email: str
-    shared: bool
-    name: str
-    phone: str
-    profession: str
-    rpps: str
-    organisation: str
-    created_at: datetime
-    updated_at: datetime
-    last_used_at: datetime | None
-    use_count: int
-
-
 class RejectedLine(BaseModel):
     line: int
     reason: str
@@ -95,10 +79,6 @@ class ResolveOut(BaseModel):
     recipients: list[ResolvedOut]
 
 
-def _out(view: ContactView) -> ContactOut:
-    return ContactOut.model_validate(view, from_attributes=True)
-
-
 @router.get("", summary="Search contacts by the start of a name or address, most used first")
 def search(
     actor: Reader,
@@ -106,17 +86,16 @@ def search(
     q: Annotated[str, Query(max_length=200)] = "",
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     scope: Scope = "all",
-) -> list[ContactOut]:
-    views = deps.coffre(request).contacts.search(actor, q, limit, scope)
-    return [_out(v) for v in views]
+) -> list[ContactView]:
+    return deps.coffre(request).contacts.search(actor, q, limit, scope)
 
 
 @router.post("", status_code=201, summary="Add a contact (shared: to the directory)")
-def create(body: ContactIn, actor: Writer, request: Request, ctx: Ctx) -> ContactOut:
+def create(body: ContactIn, actor: Writer, request: Request, ctx: Ctx) -> ContactView:
     card = Card(name=body.name, phone=body.phone, profession=body.profession, rpps=body.rpps,
                 organisation=body.organisation)
-    return _out(deps.coffre(request).contacts.create(actor, body.email, card, ctx,
-                                                     shared=body.shared))
+    return deps.coffre(request).contacts.create(actor, body.email, card, ctx,
+                                                shared=body.shared)
 
 
 @router.post("/import", summary="Import a vCard or CSV file (the request body)")
@@ -160,15 +139,15 @@ def resolve(body: ResolveIn, actor: Reader, request: Request) -> ResolveOut:
 
 
 @router.get("/{contact_id}", summary="One contact")
-def get(contact_id: str, actor: Reader, request: Request) -> ContactOut:
-    return _out(deps.coffre(request).contacts.get(actor, contact_id))
+def get(contact_id: str, actor: Reader, request: Request) -> ContactView:
+    return deps.coffre(request).contacts.get(actor, contact_id)
 
 
 @router.patch("/{contact_id}", summary="Change a contact")
 def update(contact_id: str, body: ContactUpdate, actor: Writer, request: Request,
-           ctx: Ctx) -> ContactOut:
+           ctx: Ctx) -> ContactView:
     changes = body.model_dump(exclude_unset=True)
-    return _out(deps.coffre(request).contacts.update(actor, contact_id, ctx, **changes))
+    return deps.coffre(request).contacts.update(actor, contact_id, ctx, **changes)
 
 
 @router.delete("/{contact_id}", status_code=204, summary="Delete a contact")
