@@ -63,31 +63,6 @@ class RequestCreate(_Strict):
     max_files: int = Field(default=20, ge=1, le=1000)
 
 
-class DepositorOut(BaseModel):
-    id: str
-    email: str
-    joined: bool
-    verified_at: datetime | None
-    files: int
-    bytes: int
-
-
-class RequestOut(BaseModel):
-    id: str
-    message: str
-    status: str
-    created_at: datetime
-    expires_at: datetime
-    closed_at: datetime | None
-    max_total_size: int
-    max_files: int
-    open_link: bool
-    depositors: list[DepositorOut]
-    received: list[str]
-    links: dict[str, str] | None = None
-    open_url: str | None = None
-
-
 class RequestEventOut(BaseModel):
     id: int
     kind: str
@@ -149,10 +124,6 @@ class DepositedOut(BaseModel):
     transfer_id: str
 
 
-def _out(view: RequestView) -> RequestOut:
-    return RequestOut.model_validate(view, from_attributes=True)
-
-
 def _event(step: RequestStep) -> RequestEventOut:
     return RequestEventOut.model_validate(step, from_attributes=True)
 
@@ -161,7 +132,7 @@ def _event(step: RequestStep) -> RequestEventOut:
 
 
 @router.post("", status_code=201, summary="Ask named people (or an open link) to deposit files")
-def create(body: RequestCreate, actor: Creator, request: Request, ctx: Ctx) -> RequestOut:
+def create(body: RequestCreate, actor: Creator, request: Request, ctx: Ctx) -> RequestView:
     expires_in = parse_expiry(body.expires_in)
     if expires_in is None:
         raise InvalidInput("an upload request must expire", field="expires_in")
@@ -172,22 +143,22 @@ def create(body: RequestCreate, actor: Creator, request: Request, ctx: Ctx) -> R
     new = NewRequest(depositors=depositors, open_link=body.open_link, message=body.message,
                      expires_in=expires_in, max_total_size=parse_size(body.max_size),
                      max_files=body.max_files)
-    return _out(deps.coffre(request).requests.create(actor, new, ctx))
+    return deps.coffre(request).requests.create(actor, new, ctx)
 
 
 @router.get("", summary="Your upload requests")
-def list_(actor: Lister, request: Request) -> list[RequestOut]:
-    return [_out(v) for v in deps.coffre(request).requests.list_own(actor)]
+def list_(actor: Lister, request: Request) -> list[RequestView]:
+    return deps.coffre(request).requests.list_own(actor)
 
 
 @router.get("/{request_id}")
-def get(request_id: str, actor: Reader, request: Request, ctx: Ctx) -> RequestOut:
-    return _out(deps.coffre(request).requests.get(actor, request_id, ctx))
+def get(request_id: str, actor: Reader, request: Request, ctx: Ctx) -> RequestView:
+    return deps.coffre(request).requests.get(actor, request_id, ctx)
 
 
 @router.post("/{request_id}/close", summary="Accept no more deposits")
-def close(request_id: str, actor: Closer, request: Request, ctx: Ctx) -> RequestOut:
-    return _out(deps.coffre(request).requests.close(actor, request_id, ctx))
+def close(request_id: str, actor: Closer, request: Request, ctx: Ctx) -> RequestView:
+    return deps.coffre(request).requests.close(actor, request_id, ctx)
 
 
 @router.get("/{request_id}/events", summary="Deposits received for this request")
