@@ -233,9 +233,9 @@ class DepositService:
             challenge = self._challenge(session, depositor)
             phone = self._phone(session, depositor)
             if phone is None:
-                self.mail.enqueue(session, request.organisation_id, messages.depositor_code(
-                    to=depositor.email, code=code, requester=challenge["requester"],
-                    minutes=minutes))
+                self.mail.enqueue(session, request.organisation_id, messages.one_time_code(
+                    to=depositor.email, code=code, minutes=minutes,
+                    purpose=f"déposer des fichiers à {challenge['requester']}"))
             trail.record(
                 session, "depositor.code_sent", actor=None,
                 organisation_id=request.organisation_id, object_type="depositor",

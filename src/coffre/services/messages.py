@@ -112,11 +112,12 @@ def invitation(
     return Mail(to=to, subject=f"[Coffre] Invitation à rejoindre {one_line}", text=text)
 
 
-def recipient_code(*, to: str, code: str, sender: str, minutes: int) -> Mail:
-    """A recipient's one-time code (the code appears only here, never in logs)."""
+def one_time_code(*, to: str, code: str, purpose: str, minutes: int) -> Mail:
+    """A one-time code for a recipient or a depositor, ``purpose`` saying
+    what it opens (the code appears only here, never in logs)."""
     text = "\n".join(
         [
-            f"Votre code pour ouvrir l'envoi de {sender} : {code}",
+            f"Votre code pour {purpose} : {code}",
             "",
             f"Il est valable {minutes} minutes et ne sert qu'une fois.",
             "Si vous n'avez rien demandé, ignorez ce message.",
@@ -157,22 +158,6 @@ def deposit_request(
     ]
     return Mail(to=to, subject="[Coffre] Invitation à déposer des fichiers",
                 text="\n".join(lines))
-
-
-def depositor_code(*, to: str, code: str, requester: str, minutes: int) -> Mail:
-    """A depositor's one-time code (the code appears only here, never in logs)."""
-    text = "\n".join(
-        [
-            f"Votre code pour déposer des fichiers à {requester} : {code}",
-            "",
-            f"Il est valable {minutes} minutes et ne sert qu'une fois.",
-            "Si vous n'avez rien demandé, ignorez ce message.",
-            "",
-            "--",
-            f"Your one-time code: {code} (valid {minutes} minutes).",
-        ]
-    )
-    return Mail(to=to, subject="[Coffre] Votre code de vérification", text=text)
 
 
 def deposit_received(*, to: str, depositor: str, files: int, size: int, link: str) -> Mail:

@@ -213,8 +213,8 @@ class RecipientVerification:
             if phone is None:
                 self.mail.enqueue(
                     session, transfer.organisation_id,
-                    messages.recipient_code(to=recipient.email, code=code,
-                                            sender=challenge.sender, minutes=minutes),
+                    messages.one_time_code(to=recipient.email, code=code, minutes=minutes,
+                                           purpose=f"ouvrir l'envoi de {challenge.sender}"),
                 )
                 self._code_sent(session, recipient, "email", ctx, now)
         if phone is not None:
