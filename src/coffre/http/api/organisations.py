@@ -18,18 +18,20 @@ from coffre.http import deps
 from coffre.http.api.schemas import (
     InvitationAccept,
     InvitationCreate,
-    InvitationOut,
     Me,
-    MemberOut,
     MemberUpdate,
     MemberUsageOut,
-    OrganisationOut,
     OrganisationUpdate,
     SessionsEnded,
     UsageOut,
     UsageReportOut,
 )
-from coffre.services.organisations import LIMIT_FIELDS
+from coffre.services.organisations import (
+    LIMIT_FIELDS,
+    InvitationInfo,
+    MemberInfo,
+    OrganisationInfo,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["organisation"])
 Ctx = Annotated[Context, Depends(deps.context)]
@@ -42,17 +44,14 @@ UsageReader = Annotated[Actor, Depends(deps.acting(Action.USAGE_READ))]
 
 
 @router.post("/invitations", status_code=201, summary="Invite someone by mail (administrators)")
-def invite(body: InvitationCreate, actor: Inviter, request: Request, ctx: Ctx) -> InvitationOut:
+def invite(body: InvitationCreate, actor: Inviter, request: Request, ctx: Ctx) -> InvitationInfo:
     info = deps.coffre(request).organisations.invite(actor, body.email, body.role, ctx)
-    return InvitationOut(**info.__dict__)
+    return info
 
 
 @router.get("/invitations", summary="Pending invitations (administrators)")
-def invitations(actor: Lister, request: Request) -> list[InvitationOut]:
-    return [
-        InvitationOut(**i.__dict__)
-        for i in deps.coffre(request).organisations.pending_invitations(actor)
-    ]
+def invitations(actor: Lister, request: Request) -> list[InvitationInfo]:
+    return deps.coffre(request).organisations.pending_invitations(actor)
 
 
 @router.post(
@@ -76,18 +75,18 @@ def revoke(invitation_id: str, actor: Inviter, request: Request, ctx: Ctx) -> Re
 
 
 @router.get("/members", summary="Members of the organisation (administrators)")
-def members(actor: Lister, request: Request) -> list[MemberOut]:
-    return [MemberOut(**m.__dict__) for m in deps.coffre(request).organisations.members(actor)]
+def members(actor: Lister, request: Request) -> list[MemberInfo]:
+    return deps.coffre(request).organisations.members(actor)
 
 
 @router.patch("/members/{member_id}", summary="Change a member's role, disable or enable them")
 def update_member(
     member_id: str, body: MemberUpdate, actor: Manager, request: Request, ctx: Ctx
-) -> MemberOut:
+) -> MemberInfo:
     info = deps.coffre(request).organisations.update_member(
         actor, member_id, ctx, role=body.role, disabled=body.disabled
     )
-    return MemberOut(**info.__dict__)
+    return info
 
 
 @router.delete("/members/{member_id}/sessions", summary="End every session of a member")
@@ -97,14 +96,14 @@ def end_sessions(member_id: str, actor: Manager, request: Request, ctx: Ctx) -> 
 
 
 @router.get("/organisation", summary="The organisation and its policy")
-def organisation(actor: Reader, request: Request) -> OrganisationOut:
-    return OrganisationOut(**deps.coffre(request).organisations.organisation(actor).__dict__)
+def organisation(actor: Reader, request: Request) -> OrganisationInfo:
+    return deps.coffre(request).organisations.organisation(actor)
 
 
 @router.patch("/organisation", summary="Change the organisation's name or policy (administrators)")
 def update_organisation(
     body: OrganisationUpdate, actor: OrganisationManager, request: Request, ctx: Ctx
-) -> OrganisationOut:
+) -> OrganisationInfo:
     info = deps.coffre(request).organisations.update_organisation(
         actor,
         ctx,
@@ -113,7 +112,7 @@ def update_organisation(
         allow_unverified_recipients=body.allow_unverified_recipients,
         limits={k: getattr(body, k) for k in body.model_fields_set if k in LIMIT_FIELDS},
     )
-    return OrganisationOut(**info.__dict__)
+    return info
 
 
 @router.get("/usage", summary="Storage used and quotas (the organisation's for administrators)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -213,30 +213,10 @@ class InvitationCreate(Strict):
     role: str = Field(default="member", max_length=20)
 
 
-class InvitationOut(BaseModel):
-    id: str
-    email: str
-    role: str
-    invited_by: str
-    created_at: datetime
-    expires_at: datetime
-
-
 class InvitationAccept(Strict):
     token: str = Field(max_length=200)
     password: str = Field(max_length=256)
     display_name: str = Field(default="", max_length=200)
-
-
-class MemberOut(BaseModel):
-    id: str
-    email: str
-    display_name: str
-    role: str
-    disabled: bool
-    created_at: datetime
-    second_factor: bool
-    last_active_at: datetime | None
 
 
 class MemberUpdate(Strict):
@@ -246,16 +226,6 @@ class MemberUpdate(Strict):
 
 class SessionsEnded(BaseModel):
     sessions_ended: int
-
-
-class OrganisationOut(BaseModel):
-    id: str
-    name: str
-    require_mfa: bool
-    allow_unverified_recipients: bool
-    #: Retention and limits as set (null: the instance's), and in force.
-    policy: dict[str, Any] = {}
-    effective: dict[str, Any] = {}
 
 
 class OrganisationUpdate(Strict):
