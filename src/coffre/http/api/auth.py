@@ -14,13 +14,14 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action
 from coffre.errors import AuthenticationRequired
 from coffre.http import deps
+from coffre.http.api.schemas import Strict
 from coffre.services.factors import RECOVERY, TOTP, WEBAUTHN, FactorInfo, TotpEnrolment
 from coffre.services.sessions import PENDING_LIFETIME, Proof, SessionInfo, SignIn, csrf_for
 
@@ -33,35 +34,31 @@ FactorReader = Annotated[Actor, Depends(deps.acting(Action.FACTOR_READ))]
 FactorManager = Annotated[Actor, Depends(deps.acting(Action.FACTOR_MANAGE))]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Credentials(_Strict):
+class Credentials(Strict):
     email: str = Field(max_length=254)
     password: str = Field(max_length=256)
 
 
-class Code(_Strict):
+class Code(Strict):
     code: str = Field(min_length=1, max_length=64)
 
 
-class Assertion(_Strict):
+class Assertion(Strict):
     credential: dict[str, Any]
 
 
-class Reauth(_Strict):
+class Reauth(Strict):
     password: str = Field(max_length=256)
     method: str | None = Field(default=None, max_length=16)
     code: str | None = Field(default=None, max_length=64)
     credential: dict[str, Any] | None = None
 
 
-class NewFactor(_Strict):
+class NewFactor(Strict):
     name: str = Field(default="", max_length=100)
 
 
-class NewPasskey(_Strict):
+class NewPasskey(Strict):
     name: str = Field(default="", max_length=100)
     credential: dict[str, Any]
 

@@ -19,13 +19,13 @@ from coffre.http import deps
 from coffre.http.api.schemas import (
     Access,
     CodeCheck,
-    CodeSentOut,
     LinkFileOut,
     LinkOut,
     Unlock,
 )
 from coffre.http.downloads import archive_response, file_response, requested_range
 from coffre.services.links import ACCESS_LIFETIME
+from coffre.services.verification import CodeSent
 
 # Recipients have no account: the token in the path is the capability.
 router = APIRouter(
@@ -65,9 +65,8 @@ def view(token: str, request: Request, ctx: Ctx) -> LinkOut:
 
 
 @router.post("/{token}/code", status_code=202, summary="Send the recipient a one-time code")
-def send_code(token: str, request: Request, ctx: Ctx) -> CodeSentOut:
-    sent = deps.coffre(request).codes.send_code(token, ctx)
-    return CodeSentOut(**sent.__dict__)
+def send_code(token: str, request: Request, ctx: Ctx) -> CodeSent:
+    return deps.coffre(request).codes.send_code(token, ctx)
 
 
 @router.post("/{token}/verify", summary="Exchange the one-time code for an access grant")

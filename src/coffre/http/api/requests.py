@@ -14,7 +14,7 @@ from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 from starlette.responses import StreamingResponse
 
@@ -26,12 +26,13 @@ from coffre.domain.transfers import parse_expiry
 from coffre.errors import InvalidInput
 from coffre.http import deps
 from coffre.http.api.events import live_stream
-from coffre.http.api.schemas import Access, CodeCheck, CodeSentOut, RecipientIn, TransferOut
+from coffre.http.api.schemas import Access, CodeCheck, RecipientIn, Strict, TransferOut
 from coffre.http.downloads import base_headers, delivered, requested_range
 from coffre.http.tus import DEPOSIT_HEADER
+from coffre.services.deposits import DepositUpload
 from coffre.services.requests import NewRequest, RequestStep, RequestView
 from coffre.services.transfers import NewTransfer
-from coffre.services.verification import ACCESS_LIFETIME
+from coffre.services.verification import ACCESS_LIFETIME, CodeSent
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
 received_router = APIRouter(prefix="/api/v1", tags=["requests"])
@@ -48,11 +49,7 @@ Downloader = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_DOWNLOAD))]
 Forwarder = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_FORWARD))]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RequestCreate(_Strict):
+class RequestCreate(Strict):
     depositors: list[str | RecipientIn] = Field(
         default_factory=list, max_length=50,
         description='addresses, or {"email", "phone"} for a code by SMS')
@@ -76,35 +73,26 @@ class ReceivedOut(TransferOut):
     received_from: str
 
 
-class Forward(_Strict):
+class Forward(Strict):
     recipients: list[str | RecipientIn] = Field(min_length=1, max_length=100)
     subject: str = Field(default="", max_length=200)
     message: str = Field(default="", max_length=10_000)
     expires_in: str = Field(default="7d", max_length=20)
 
 
-class Join(_Strict):
+class Join(Strict):
     email: str = Field(max_length=254)
 
 
 class JoinedOut(BaseModel):
     token: str
     url: str
-    code: CodeSentOut
+    code: CodeSent
 
 
-class DepositBody(_Strict):
+class DepositBody(Strict):
     uploads: list[str] | None = Field(default=None, max_length=1000,
                                       description="completed upload ids (default: all)")
-
-
-class DepositUploadOut(BaseModel):
-    id: str
-    name: str
-    length: int | None
-    offset: int
-    completed: bool
-    deposited: bool
 
 
 class DepositOut(BaseModel):
@@ -116,7 +104,7 @@ class DepositOut(BaseModel):
     max_files: int
     remaining_size: int
     remaining_files: int
-    uploads: list[DepositUploadOut]
+    uploads: list[DepositUpload]
     upload_url: str
 
 
@@ -252,8 +240,8 @@ def view(token: str, request: Request) -> DepositOut:
 
 
 @deposit_router.post("/{token}/code", status_code=202, summary="Send the depositor a code")
-def send_code(token: str, request: Request, ctx: Ctx) -> CodeSentOut:
-    return CodeSentOut(**deps.coffre(request).deposits.send_code(token, ctx).__dict__)
+def send_code(token: str, request: Request, ctx: Ctx) -> CodeSent:
+    return deps.coffre(request).deposits.send_code(token, ctx)
 
 
 @deposit_router.post("/{token}/verify", summary="Exchange the code for a deposit grant")
@@ -277,4 +265,4 @@ def join(open_token: str, body: Join, request: Request, ctx: Ctx) -> JoinedOut:
     app = deps.coffre(request)
     joined = app.deposits.join(open_token, body.email, ctx)
     return JoinedOut(token=joined.token, url=app.deposits.deposit_url(joined.token),
-                     code=CodeSentOut(**joined.code.__dict__))
+                     code=joined.code)

@@ -167,13 +167,6 @@ class CodeCheck(Strict):
     code: str = Field(max_length=32)
 
 
-class CodeSentOut(BaseModel):
-    channel: str
-    recipient: str
-    expires_in: int
-    resend_in: int
-
-
 class TransferEventOut(BaseModel):
     id: int
     kind: str
