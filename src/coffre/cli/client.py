@@ -11,10 +11,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlparse
 
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 out = Console()
@@ -83,12 +85,70 @@ def check(response: httpx.Response) -> Any:
     fail(message, 2 if response.status_code in (401, 403) else 1)
 
 
-def _reason(response: httpx.Response) -> str | None:
+def error_details(response: httpx.Response) -> dict[str, Any]:
+    """The ``details`` of an error answer ({} if there are none)."""
     try:
-        reason = response.json()["error"]["details"].get("reason")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+        details = response.json()["error"]["details"]
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return details if isinstance(details, dict) else {}
+
+
+def _reason(response: httpx.Response) -> str | None:
+    reason = error_details(response).get("reason")
     return reason if isinstance(reason, str) else None
+
+
+#: Refusals of personal and deposit links, explained to their holder.
+_REFUSED = {
+    "wrong_code": "code incorrect",
+    "code_expired": "ce code a expiré : relancez la commande pour en recevoir un nouveau",
+    "no_code": "aucun code en cours : relancez la commande sans --code pour en recevoir un",
+    "wrong_password": "mot de passe incorrect",
+    "locked": "trop d'essais erronés : ce lien est verrouillé pour un moment",
+    "resend_too_soon": "un code vient d'être envoyé : patientez avant d'en demander un autre",
+    "too_many_codes": "trop de codes demandés pour ce lien : réessayez plus tard",
+    "request_size": "ces fichiers dépassent la taille totale acceptée par cette demande",
+    "too_many_files": "cette demande n'accepte pas autant de fichiers",
+    "closed": "cette demande de dépôt est close",
+    "expired": "cette demande de dépôt a expiré",
+}
+
+
+def explained(response: httpx.Response) -> Any:
+    """The JSON body, or a link's refusal explained in French (with the
+    attempts left and the wait), else the server's error."""
+    if response.status_code < 400:
+        return response.json()
+    details = error_details(response)
+    message = _REFUSED.get(str(details.get("reason")))
+    if message is None:
+        check(response)
+    if details.get("attempts_left") is not None:
+        message = f"{message} (encore {details['attempts_left']} essai(s))"
+    if details.get("retry_after") is not None:
+        message = f"{message} ; réessayez dans {details['retry_after']} s"
+    fail(str(message), 2 if response.status_code in (401, 429) else 1)
+
+
+def split_link(link: str, segment: str, refusal: str) -> tuple[str, str]:
+    """(server base URL, token) of ``https://server/<segment>/<token>``."""
+    parsed = urlparse(link)
+    parts = parsed.path.rstrip("/").split("/")
+    if parsed.scheme not in {"http", "https"} or len(parts) < 3 or parts[-2] != segment:
+        fail(refusal)
+    return f"{parsed.scheme}://{parsed.netloc}{'/'.join(parts[:-2])}", parts[-1]
+
+
+def prompt_code(challenge: dict[str, Any], lead: str = "") -> str:
+    """Say where the one-time code went and ask for it (on stderr, like
+    every message: stdout stays for --json)."""
+    by_sms = challenge.get("channel") == "sms"
+    where = escape(str(challenge.get("recipient", "")))
+    console.print(f"{lead}Un code à 8 chiffres a été envoyé "
+                  f"{'par SMS au' if by_sms else 'à'} {where}.")
+    return str(typer.prompt("Code reçu par SMS " if by_sms else "Code reçu par e-mail ",
+                            err=True))
 
 
 def stepped_up(client: httpx.Client, send: Callable[[], httpx.Response]) -> httpx.Response:

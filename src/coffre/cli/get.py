@@ -7,28 +7,29 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Annotated
-from urllib.parse import urlparse
+from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.markup import escape
 
 from coffre.cli.auth import read_secret
-from coffre.cli.client import TIMEOUT, check, console, fail, out, print_json, same_origin
+from coffre.cli.client import (
+    TIMEOUT,
+    check,
+    error_details,
+    explained,
+    fail,
+    out,
+    print_json,
+    prompt_code,
+    same_origin,
+    split_link,
+)
 from coffre.cli.send import hash_prefix, progress_bar
 from coffre.domain.transfers import sanitise_filename, unique_name
 
 READ_SIZE = 4 << 20
-
-
-def _split_link(link: str) -> tuple[str, str]:
-    parsed = urlparse(link)
-    parts = parsed.path.rstrip("/").split("/")
-    if parsed.scheme not in {"http", "https"} or len(parts) < 3 or parts[-2] != "t":
-        fail("this is not a Coffre link (expected https://server/t/...)")
-    base = f"{parsed.scheme}://{parsed.netloc}{'/'.join(parts[:-2])}"
-    return base, parts[-1]
 
 
 def get(
@@ -46,7 +47,7 @@ def get(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Download every file of a transfer and verify its SHA-256."""
-    base, token = _split_link(link)
+    base, token = split_link(link, "t", "this is not a Coffre link (expected https://server/t/...)")
     output.mkdir(parents=True, exist_ok=True)
     headers = {"User-Agent": "coffre-cli"}
     with httpx.Client(base_url=base, timeout=TIMEOUT, headers=headers) as client:
@@ -57,7 +58,7 @@ def get(
         if _reason(response) == "password_required":
             password = read_secret(password_file, "Mot de passe du lien")
             _grant(client, client.post(f"/api/v1/links/{token}/unlock",
-                                       json={"password": password}), "mot de passe")
+                                       json={"password": password}))
             response = client.get(f"/api/v1/links/{token}")
         info = check(response)
         results = []
@@ -84,63 +85,23 @@ def get(
 def _reason(response: httpx.Response) -> str | None:
     if response.status_code != 401:
         return None
-    try:
-        reason = response.json()["error"]["details"].get("reason")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+    reason = error_details(response).get("reason")
     return reason if isinstance(reason, str) else None
 
 
-_REFUSED = {
-    "wrong_code": "code incorrect",
-    "code_expired": "ce code a expiré : relancez la commande pour en recevoir un nouveau",
-    "no_code": "aucun code en cours : relancez la commande sans --code pour en recevoir un",
-    "wrong_password": "mot de passe incorrect",
-    "locked": "trop d'essais erronés : ce lien est verrouillé pour un moment",
-    "resend_too_soon": "un code vient d'être envoyé : patientez avant d'en demander un autre",
-    "too_many_codes": "trop de codes demandés pour ce lien : réessayez plus tard",
-}
-
-
-def _grant(client: httpx.Client, response: httpx.Response, what: str) -> None:
-    """Keep the access grant the server gave, or explain the refusal in French."""
-    if response.status_code < 400:
-        client.headers["X-Coffre-Access"] = response.json()["access"]
-        return
-    try:
-        details = response.json()["error"]["details"]
-    except (ValueError, KeyError, TypeError):
-        details = {}
-    reason = details.get("reason") if isinstance(details, dict) else None
-    message = _REFUSED.get(str(reason))
-    if message is None:
-        check(response)
-        message = f"{what} refusé"
-    left = details.get("attempts_left") if isinstance(details, dict) else None
-    if left is not None:
-        message += f" (encore {left} essai(s))"
-    wait = details.get("retry_after") if isinstance(details, dict) else None
-    if wait is not None:
-        message += f" ; réessayez dans {wait} s"
-    fail(message, 2)
+def _grant(client: httpx.Client, response: httpx.Response) -> None:
+    """Keep the access grant the server gave, or explain the refusal."""
+    client.headers["X-Coffre-Access"] = explained(response)["access"]
 
 
 def _prove_code(
-    client: httpx.Client, token: str, challenge: dict[str, object], code: str | None
+    client: httpx.Client, token: str, challenge: dict[str, Any], code: str | None
 ) -> None:
     """Ask the server to send a code (unless one was given), then check it."""
-    by_sms = challenge.get("channel") == "sms"
     if code is None:
-        sent = client.post(f"/api/v1/links/{token}/code")
-        if sent.status_code >= 400:
-            _grant(client, sent, "envoi du code")
-        where = escape(str(challenge.get("recipient", "")))
-        console.print(f"Un code à 8 chiffres a été envoyé {'par SMS au' if by_sms else 'à'} "
-                      f"{where}.")
-        # On stderr, like every message: stdout stays for --json.
-        code = str(typer.prompt("Code reçu par SMS " if by_sms else "Code reçu par e-mail ",
-                                err=True))
-    _grant(client, client.post(f"/api/v1/links/{token}/verify", json={"code": code}), "code")
+        explained(client.post(f"/api/v1/links/{token}/code"))
+        code = prompt_code(challenge)
+    _grant(client, client.post(f"/api/v1/links/{token}/verify", json={"code": code}))
 
 
 def _download(
