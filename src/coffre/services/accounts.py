@@ -42,6 +42,12 @@ class TokenInfo:
     last_used_at: datetime | None
 
 
+def mfa_required(user: User, organisation: Organisation | None) -> bool:
+    """Administrators must use a second factor; members where the
+    organisation requires it."""
+    return user.role == Role.ADMIN.value or bool(organisation and organisation.require_mfa)
+
+
 class AccountService:
     def __init__(self, db: Database, keys: KeyRing, clock: Clock, throttles: Throttles) -> None:
         self.db = db
@@ -281,7 +287,10 @@ class AccountService:
             )
         return token
 
-    def actor_for_token(self, token: str) -> Actor:
+    def actor_for_token(self, token: str, step_up: timedelta = timedelta(0)) -> Actor:
+        """The actor behind an API token, in one transaction (every API
+        request pays for it). ``step_up``: how recent the holder's last
+        authentication must be for sensitive actions."""
         now = self.clock.now()
         with self.db.session() as session:
             row = session.execute(
@@ -296,6 +305,7 @@ class AccountService:
                 raise AuthenticationRequired("invalid or expired token")
             if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
                 row.last_used_at = now
+            organisation = session.get(Organisation, row.user.organisation_id)
             return Actor(
                 user_id=row.user_id,
                 organisation_id=row.user.organisation_id,
@@ -303,7 +313,9 @@ class AccountService:
                 scopes=frozenset(Scope(s) for s in row.scopes.split()) & ALL_SCOPES,
                 expires_at=row.expires_at,
                 mfa=row.mfa,
+                mfa_required=mfa_required(row.user, organisation),
                 auth_time=row.auth_time,
+                stepped_up=row.auth_time is not None and now - row.auth_time <= step_up,
             )
 
     def list_tokens(self, actor: Actor) -> list[TokenInfo]:

@@ -26,7 +26,7 @@ from coffre.domain.accounts import ALL_SCOPES, Actor, Role, Scope
 from coffre.domain.policy import Action, authorize
 from coffre.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
 from coffre.ports import Clock
-from coffre.services.accounts import AccountService
+from coffre.services.accounts import AccountService, mfa_required
 from coffre.services.factors import RECOVERY, TOTP, WEBAUTHN, FactorService
 from coffre.services.throttle import Throttles
 
@@ -75,10 +75,6 @@ def csrf_for(token: str) -> str:
     """The session's CSRF token, derived from its (HttpOnly) cookie value,
     so pages can be given it again without storing it."""
     return credentials.hash_token(f"csrf:{token}")
-
-
-def mfa_required(user: User, organisation: Organisation | None) -> bool:
-    return user.role == Role.ADMIN.value or bool(organisation and organisation.require_mfa)
 
 
 class SessionService:
@@ -252,18 +248,7 @@ class SessionService:
                                      reason="session_expired")
 
     def token_actor(self, token: str) -> Actor:
-        actor = self.accounts.actor_for_token(token)
-        now = self.clock.now()
-        with self.db.session() as session:
-            user = session.get(User, actor.user_id)
-            organisation = session.get(Organisation, actor.organisation_id)
-            required = user is not None and mfa_required(user, organisation)
-        fresh = actor.auth_time is not None and now - actor.auth_time <= self.step_up
-        return Actor(
-            user_id=actor.user_id, organisation_id=actor.organisation_id, role=actor.role,
-            scopes=actor.scopes, expires_at=actor.expires_at, mfa=actor.mfa,
-            mfa_required=required, auth_time=actor.auth_time, stepped_up=fresh,
-        )
+        return self.accounts.actor_for_token(token, step_up=self.step_up)
 
     def _mfa_required(self, session: Session, user: User) -> bool:
         return mfa_required(user, session.get(Organisation, user.organisation_id))
