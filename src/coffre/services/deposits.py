@@ -80,6 +80,8 @@ class DepositView:
     remaining_size: int
     remaining_files: int
     uploads: list[DepositUpload] = field(default_factory=list)
+    #: Where a tus client creates uploads with the deposit grant.
+    upload_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,7 @@ class DepositService:
                 max_total_size=request.max_total_size, max_files=request.max_files,
                 remaining_size=max(request.max_total_size - used, 0),
                 remaining_files=max(request.max_files - files, 0), uploads=uploads,
+                upload_url=f"{self.public_url}/api/v1/uploads/",
             )
 
     def create_upload(self, depositor: Depositor, length: int | None,

@@ -29,7 +29,7 @@ from coffre.http.api.events import live_stream
 from coffre.http.api.schemas import Access, CodeCheck, RecipientIn, Strict, TransferOut
 from coffre.http.downloads import base_headers, delivered, requested_range
 from coffre.http.tus import DEPOSIT_HEADER
-from coffre.services.deposits import DepositUpload
+from coffre.services.deposits import DepositView
 from coffre.services.requests import NewRequest, RequestStep, RequestView
 from coffre.services.transfers import NewTransfer
 from coffre.services.verification import ACCESS_LIFETIME, CodeSent
@@ -93,19 +93,6 @@ class JoinedOut(BaseModel):
 class DepositBody(Strict):
     uploads: list[str] | None = Field(default=None, max_length=1000,
                                       description="completed upload ids (default: all)")
-
-
-class DepositOut(BaseModel):
-    request_id: str
-    requester: str
-    message: str
-    expires_at: datetime
-    max_total_size: int
-    max_files: int
-    remaining_size: int
-    remaining_files: int
-    uploads: list[DepositUpload]
-    upload_url: str
 
 
 class DepositedOut(BaseModel):
@@ -231,12 +218,8 @@ def _grant(request: Request) -> str | None:
 
 
 @deposit_router.get("/{token}", summary="The request, and your own uploads (needs the grant)")
-def view(token: str, request: Request) -> DepositOut:
-    app = deps.coffre(request)
-    found = app.deposits.view(token, _grant(request))
-    return DepositOut.model_validate({**found.__dict__,
-                                      "uploads": [u.__dict__ for u in found.uploads],
-                                      "upload_url": f"{app.settings.base_url}/api/v1/uploads/"})
+def view(token: str, request: Request) -> DepositView:
+    return deps.coffre(request).deposits.view(token, _grant(request))
 
 
 @deposit_router.post("/{token}/code", status_code=202, summary="Send the depositor a code")
