@@ -301,6 +301,13 @@ class RequestService:
             return [Received(self.transfers._view(session, t), d.request_id, d.email)
                     for t, d in rows]
 
+    def _own_transfer(self, session: Session, actor: Actor, transfer_id: str,
+                      action: Action) -> Transfer:
+        transfer = self.transfers._managed(session, actor, transfer_id, action)
+        if transfer.purged_at is not None:
+            raise NotFound("transfer not found")
+        return transfer
+
     def open_file(self, actor: Actor, transfer_id: str, file_id: str,
                   choose_range: Callable[[int, str], ByteRange | None], ctx: trail.Context,
                   *, body: bool = True) -> tuple[FileView, str, int, int, Iterator[bytes],
@@ -308,12 +315,7 @@ class RequestService:
         """The owner downloads a file of their own transfer (a received one,
         typically). A complete download is audited once."""
         with self.db.session() as session:
-            transfer = session.get(Transfer, transfer_id)
-            if transfer is None or transfer.purged_at is not None:
-                raise NotFound("transfer not found")
-            authorize(actor, Action.TRANSFER_DOWNLOAD,
-                      Target(transfer.organisation_id, transfer.sender_id),
-                      missing="transfer not found")
+            transfer = self._own_transfer(session, actor, transfer_id, Action.TRANSFER_DOWNLOAD)
             file = session.get(TransferFile, file_id)
             if file is None or file.transfer_id != transfer.id:
                 raise NotFound("file not found")
@@ -351,12 +353,7 @@ class RequestService:
         copied under a fresh data key (deleting either transfer later
         shreds only its own copy), then sent as a new transfer."""
         with self.db.session() as session:
-            transfer = session.get(Transfer, transfer_id)
-            if transfer is None or transfer.purged_at is not None:
-                raise NotFound("transfer not found")
-            authorize(actor, Action.TRANSFER_FORWARD,
-                      Target(transfer.organisation_id, transfer.sender_id),
-                      missing="transfer not found")
+            transfer = self._own_transfer(session, actor, transfer_id, Action.TRANSFER_FORWARD)
             sources = [(f.id, self.transfers.file_view(session, f).name,
                         self.keys.blob_key(session, f.blob), f.blob.storage_key,
                         f.blob.ciphertext_size, f.size, f.sha256) for f in transfer.files]
