@@ -20,7 +20,7 @@ from coffre.audit.trail import Context
 from coffre.errors import AuthenticationRequired, CoffreError, Gone, TooManyAttempts
 from coffre.http import deps
 from coffre.http.tus import DEPOSIT_COOKIE
-from coffre.http.web.pages import TEMPLATES, _small_form
+from coffre.http.web.pages import TEMPLATES, _small_form, code_refusal
 from coffre.services.verification import ACCESS_LIFETIME
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms)])
@@ -49,20 +49,6 @@ def _code_page(request: Request, token: str, challenge: dict[str, str], *,
     return _page(request, "deposit_code.html", status, token=token, challenge=challenge,
                  error=error, notice=notice, minutes=settings.recipient_code_minutes,
                  attempts=settings.recipient_code_attempts)
-
-
-def _refusal(exc: CoffreError) -> str:
-    reason = exc.details.get("reason")
-    if reason == "wrong_code":
-        return f"Code incorrect. Il vous reste {exc.details.get('attempts_left')} essai(s)."
-    if reason == "locked":
-        return "Trop de codes erronés : ce lien est verrouillé pour un moment."
-    if reason == "resend_too_soon":
-        return (f"Un code vient d'être envoyé. Patientez {exc.details.get('retry_after')} "
-                "secondes avant d'en demander un autre.")
-    if reason == "too_many_codes":
-        return "Trop de codes ont été demandés pour ce lien. Réessayez plus tard."
-    return "Ce code a expiré ou n'est plus valable : demandez un nouveau code."
 
 
 @router.get("/d/{token}")
@@ -96,7 +82,7 @@ async def deposit_code(token: str, request: Request, ctx: Ctx) -> Response:
         return _closed(request, exc)
     except TooManyAttempts as exc:
         return _code_page(request, token, await _challenge(request, token),
-                          error=_refusal(exc), status=429)
+                          error=code_refusal(exc), status=429)
     by = "par SMS au" if sent.channel == "sms" else "par e-mail à"
     return _code_page(request, token, await _challenge(request, token), status=200,
                       notice=f"Un code vient de vous être envoyé {by} {sent.recipient}.")
@@ -114,7 +100,7 @@ async def deposit_verify(token: str, request: Request, ctx: Ctx) -> Response:
     except (AuthenticationRequired, TooManyAttempts) as exc:
         status = 429 if isinstance(exc, TooManyAttempts) else 401
         return _code_page(request, token, await _challenge(request, token),
-                          error=_refusal(exc), status=status)
+                          error=code_refusal(exc), status=status)
     response = RedirectResponse(f"/d/{token}", status_code=303)
     response.set_cookie(DEPOSIT_COOKIE, access, max_age=int(ACCESS_LIFETIME.total_seconds()),
                         path="/", secure=True, httponly=True, samesite="strict")

@@ -159,16 +159,23 @@ def _locked_message(until: datetime | None) -> str:
             "Vous pourrez ensuite demander un nouveau code.")
 
 
-def _throttle_message(exc: TooManyAttempts, challenge: Challenge) -> str:
+def code_refusal(exc: CoffreError, locked_until: datetime | None = None) -> str:
+    """A refused one-time code (send or check), in French, for recipients'
+    and depositors' pages alike."""
     reason = exc.details.get("reason")
     wait = exc.details.get("retry_after")
+    if reason == "wrong_code":
+        return f"Code incorrect. Il vous reste {exc.details.get('attempts_left')} essai(s)."
     if reason == "locked":
-        return _locked_message(challenge.locked_until)
+        return _locked_message(locked_until)
     if reason == "resend_too_soon":
         return (f"Un code vient d'être envoyé. Patientez {wait} secondes "
                 "avant d'en demander un autre.")
-    minutes = max(int(wait or 60) // 60, 1)
-    return f"Trop de codes ont été demandés pour ce lien. Réessayez dans {minutes} minute(s)."
+    if reason == "too_many_codes":
+        minutes = max(int(wait or 60) // 60, 1)
+        return (f"Trop de codes ont été demandés pour ce lien. "
+                f"Réessayez dans {minutes} minute(s).")
+    return "Ce code a expiré ou n'est plus valable : demandez un nouveau code."
 
 
 @router.post("/t/{token}/code")
@@ -180,8 +187,8 @@ async def code_send_page(token: str, request: Request, ctx: Ctx) -> Response:
         return RedirectResponse(f"/t/{token}", status_code=303)
     except TooManyAttempts as exc:
         challenge = await to_thread.run_sync(app.codes.challenge_for, token)
-        return _code_page(request, token, challenge, error=_throttle_message(exc, challenge),
-                          status=429)
+        return _code_page(request, token, challenge,
+                          error=code_refusal(exc, challenge.locked_until), status=429)
     challenge = await to_thread.run_sync(app.codes.challenge_for, token)
     by = "par SMS au" if sent.channel == "sms" else "par e-mail à"
     return _code_page(request, token, challenge,
@@ -201,15 +208,9 @@ async def code_verify_page(token: str, request: Request, ctx: Ctx) -> Response:
         return RedirectResponse(f"/t/{token}", status_code=303)
     except (AuthenticationRequired, TooManyAttempts) as exc:
         challenge = await to_thread.run_sync(app.codes.challenge_for, token)
-        if isinstance(exc, TooManyAttempts):
-            return _code_page(request, token, challenge,
-                              error=_throttle_message(exc, challenge), status=429)
-        if exc.details.get("reason") == "wrong_code":
-            left = exc.details.get("attempts_left")
-            error = f"Code incorrect. Il vous reste {left} essai(s)."
-        else:
-            error = "Ce code a expiré ou n'est plus valable : demandez un nouveau code."
-        return _code_page(request, token, challenge, error=error, status=401)
+        return _code_page(request, token, challenge,
+                          error=code_refusal(exc, challenge.locked_until),
+                          status=429 if isinstance(exc, TooManyAttempts) else 401)
     response = RedirectResponse(f"/t/{token}", status_code=303)
     set_access_cookie(response, access)
     return response
