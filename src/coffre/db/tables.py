@@ -327,7 +327,19 @@ class TransferFile(Base):
     blob: Mapped[Blob] = relationship(lazy="joined")
 
 
-class Recipient(Base):
+class OneTimeCode:
+    """The pending one-time code (keyed hash), until when, wrong tries,
+    sends and lock of a personal link (``coffre.domain.codes``)."""
+
+    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    code_failures: Mapped[int] = mapped_column(Integer, default=0)
+    code_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    code_sends: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Recipient(OneTimeCode, Base):
     __tablename__ = "recipients"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     transfer_id: Mapped[str] = mapped_column(ForeignKey("transfers.id"), index=True)
@@ -337,13 +349,6 @@ class Recipient(Base):
     password_failures: Mapped[int] = mapped_column(Integer, default=0)
     #: Optional mobile number for codes by SMS (E.164), sealed: personal data.
     phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    #: The pending one-time code (hashed), until when, wrong tries, sends.
-    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    code_failures: Mapped[int] = mapped_column(Integer, default=0)
-    code_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    code_sends: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     first_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     transfer: Mapped[Transfer] = relationship(back_populates="recipients")
@@ -403,7 +408,7 @@ class UploadRequest(Base):
     )
 
 
-class RequestDepositor(Base):
+class RequestDepositor(OneTimeCode, Base):
     """One depositor of a request: a personal link (hashed token) and the
     one-time code state that proves their mailbox."""
 
@@ -415,12 +420,6 @@ class RequestDepositor(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     #: Came through the open link (gave their own address).
     joined: Mapped[bool] = mapped_column(Boolean, default=False)
-    code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    code_failures: Mapped[int] = mapped_column(Integer, default=0)
-    code_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    code_sends: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     request: Mapped[UploadRequest] = relationship(back_populates="depositors")
