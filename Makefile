@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= ./data
 
-.PHONY: run test lint typecheck unit install lock bench clean
+.PHONY: run test test-browser screenshots lint typecheck unit install lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test: $(STAMP) lint typecheck
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
+
+## Browser tests only (Debian's chromium); the screenshots in docs/screenshots.
+test-browser: $(STAMP)
+	$(BIN)/pytest -q -m browser
+
+screenshots: $(STAMP)
+	COFFRE_SCREENSHOTS=1 $(BIN)/pytest -q -m browser
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.transfer

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from anyio import to_thread
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
@@ -28,7 +28,7 @@ from coffre.http.api import (
     transfers,
 )
 from coffre.http.middleware import BodyLimit, SecurityHeaders
-from coffre.http.web import deposit_pages, pages
+from coffre.http.web import deposit_pages, guard, language, pages
 from coffre.jobs import scheduler
 
 
@@ -55,6 +55,7 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
     )
     app.state.coffre = coffre
     errors.install(app, pages.render_error)
+    guard.install(app)
     for router in (accounts.router, auth.router, transfers.router, links.router, tus.router,
                    pages.router, organisations.router):
         app.include_router(router)
@@ -64,6 +65,7 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
         app.include_router(router)
     app.include_router(audit.router)
     app.include_router(contacts.router)
+    app.include_router(language.router)
     app.mount(
         "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"
     )
@@ -97,7 +99,9 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
         )
 
     @app.get("/", include_in_schema=False)
-    async def root() -> JSONResponse:
+    async def root(request: Request) -> Response:
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/transfers", status_code=303)  # a browser: the dashboard
         return JSONResponse(
             {
                 "name": "Coffre",

@@ -54,6 +54,14 @@ def _origin(url: str) -> str:
 def check_origin(request: Request) -> None:
     """A cookie-carrying state change must come from our own pages (SEC-22)."""
     origin = request.headers.get("origin")
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in {"same-origin", "none"}:
+        raise PermissionDenied("cross-origin request refused", reason="cross_origin")
+    if origin == "null" and site == "same-origin":
+        # Our pages send Referrer-Policy: no-referrer, so browsers post
+        # their forms with "Origin: null"; Fetch Metadata still tells us
+        # the request came from one of our own pages.
+        return
     if origin is not None and _origin(origin) != _origin(coffre(request).settings.base_url):
         raise PermissionDenied("cross-origin request refused", reason="cross_origin")
 

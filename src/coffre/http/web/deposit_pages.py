@@ -20,7 +20,9 @@ from coffre.audit.trail import Context
 from coffre.errors import AuthenticationRequired, CoffreError, Gone, TooManyAttempts
 from coffre.http import deps
 from coffre.http.tus import DEPOSIT_COOKIE
-from coffre.http.web.pages import TEMPLATES, _small_form, code_refusal
+from coffre.http.web.forms import small_form
+from coffre.http.web.pages import code_refusal
+from coffre.http.web.templating import TEMPLATES
 from coffre.services.verification import ACCESS_LIFETIME
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms)])
@@ -91,7 +93,7 @@ async def deposit_code(token: str, request: Request, ctx: Ctx) -> Response:
 @router.post("/d/{token}/verify")
 async def deposit_verify(token: str, request: Request, ctx: Ctx) -> Response:
     deposits = deps.coffre(request).deposits
-    form = await _small_form(request)
+    form = await small_form(request)
     code = str(form.get("code", ""))[:32]
     try:
         access = await to_thread.run_sync(deposits.verify, token, code, ctx)
@@ -129,7 +131,7 @@ def open_page(token: str, request: Request) -> Response:
 @router.post("/d/open/{token}")
 async def open_submit(token: str, request: Request, ctx: Ctx) -> Response:
     deposits = deps.coffre(request).deposits
-    form = await _small_form(request)
+    form = await small_form(request)
     email = str(form.get("email", ""))[:254]
     try:
         joined = await to_thread.run_sync(deposits.join, token, email, ctx)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
-from markupsafe import Markup, escape
-from starlette.datastructures import FormData
 
 from coffre.audit.trail import Context
 from coffre.errors import (
@@ -22,41 +17,21 @@ from coffre.errors import (
     InvalidInput,
     NotFound,
     TooManyAttempts,
-    UnsupportedMediaType,
 )
 from coffre.http import deps
 from coffre.http.api.links import access_of, set_access_cookie
+from coffre.http.web.forms import small_form
+from coffre.http.web.templating import TEMPLATES
 from coffre.services.organisations import InvitationPreview
 from coffre.services.verification import Challenge
 
-TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms)])
 Ctx = Annotated[Context, Depends(deps.context)]
-_URL = re.compile(r"https?://[^\s<>\"]+")
-HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/")
+#: Paths answered with HTML pages (errors included); everything else is JSON.
+HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/", "/d/", "/login", "/logout", "/reauth",
+              "/account", "/send", "/transfers", "/received", "/requests", "/contacts",
+              "/admin", "/lang")
 
-
-def _filesize(value: int) -> str:
-    size = float(value)
-    for unit in ("octets", "Ko", "Mo", "Go", "To"):
-        if size < 1024 or unit == "To":
-            return f"{size:.0f} {unit}" if unit == "octets" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(value)
-
-
-def _linkify(text: str) -> Markup:
-    escaped = str(escape(text))
-    # Safe: the text is escaped first; URLs matched cannot contain quotes or <>.
-    linked = _URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', escaped)
-    return Markup(linked)  # noqa: S704
-
-
-TEMPLATES.env.filters["filesize"] = _filesize
-TEMPLATES.env.filters["linkify"] = _linkify
-TEMPLATES.env.filters["datetime"] = lambda ts: datetime.fromtimestamp(ts, UTC).strftime(
-    "%d/%m/%Y %H:%M:%S UTC"
-)
 
 _ERRORS = {
     "expired": (
@@ -120,14 +95,6 @@ def render_error(
         status_code=status,
         headers={"Cache-Control": "no-store"},
     )
-
-
-async def _small_form(request: Request) -> FormData:
-    """URL-encoded forms only: a multipart body would spool files to disk."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        raise UnsupportedMediaType("forms must be application/x-www-form-urlencoded")
-    return await request.form(max_files=0, max_fields=10)
 
 
 def _code_page(
@@ -198,7 +165,7 @@ async def code_send_page(token: str, request: Request, ctx: Ctx) -> Response:
 @router.post("/t/{token}/verify")
 async def code_verify_page(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
-    form = await _small_form(request)
+    form = await small_form(request)
     code = str(form.get("code", ""))[:32]
     try:
         access = await to_thread.run_sync(
@@ -242,7 +209,7 @@ def link_page(token: str, request: Request, ctx: Ctx) -> Response:
 @router.post("/t/{token}/unlock")
 async def unlock_page(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
-    form = await _small_form(request)
+    form = await small_form(request)
     password = str(form.get("password", ""))[:256]
     try:
         access = await to_thread.run_sync(
@@ -285,7 +252,7 @@ def setup_page(token: str, request: Request) -> Response:
 @router.post("/setup/{token}")
 async def setup_submit(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
-    form = await _small_form(request)
+    form = await small_form(request)
     fields = {
         k: str(form.get(k, ""))[:256] for k in ("email", "password", "organisation", "display_name")
     }
@@ -337,7 +304,7 @@ def invitation_page(token: str, request: Request, ctx: Ctx) -> Response:
 @router.post("/invitation/{token}")
 async def invitation_submit(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
-    form = await _small_form(request)
+    form = await small_form(request)
     password = str(form.get("password", ""))[:256]
     display_name = str(form.get("display_name", ""))[:200]
     try:

@@ -1,0 +1,90 @@
+"""Rendering pages: the Jinja2 environment (with Babel's gettext), filters,
+and ``render``, which every page uses so that each answer carries the
+language, the signed-in user's navigation and CSRF token, and
+``Cache-Control: no-store`` (pages show patient data, SEC-27)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
+
+from coffre.domain.accounts import Actor
+from coffre.http import deps
+from coffre.http.web import i18n
+from coffre.services.sessions import csrf_for
+
+
+def _frame(request: Request) -> dict[str, Any]:
+    """What every page's frame needs; sets the language the page is
+    rendered in (the ``coffre-lang`` cookie, else French)."""
+    i18n.use_language(request.cookies.get(i18n.COOKIE))
+    return {"lang": i18n.current(), "languages": i18n.LANGUAGES, "here": request.url.path}
+
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates",
+                            context_processors=[_frame])
+TEMPLATES.env.add_extension("jinja2.ext.i18n")
+TEMPLATES.env.install_gettext_callables(  # type: ignore[attr-defined]
+    i18n.gettext, i18n.ngettext, newstyle=True
+)
+NO_STORE = {"Cache-Control": "no-store"}
+_URL = re.compile(r"https?://[^\s<>\"]+")
+
+
+def filesize(value: int) -> str:
+    """A size for people: 1.5 Mo / 1.5 MB."""
+    units = ("octets", "Ko", "Mo", "Go", "To") if i18n.current() == "fr" else (
+        "bytes", "KB", "MB", "GB", "TB")
+    size = float(value)
+    for unit in units:
+        if size < 1024 or unit == units[-1]:
+            text = f"{size:.0f} {unit}" if unit == units[0] else f"{size:.1f} {unit}"
+            return text.replace(".", ",") if i18n.current() == "fr" else text
+        size /= 1024
+    return str(value)
+
+
+def _linkify(text: str) -> Markup:
+    escaped = str(escape(text))
+    # Safe: the text is escaped first; URLs matched cannot contain quotes or <>.
+    linked = _URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', escaped)
+    return Markup(linked)  # noqa: S704
+
+
+def when(value: datetime | float | None) -> str:
+    """A date and time, UTC, in the reader's language."""
+    if value is None:
+        return ""
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if i18n.current() == "fr":
+        return moment.astimezone(UTC).strftime("%d/%m/%Y %H:%M UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+TEMPLATES.env.filters["filesize"] = filesize
+TEMPLATES.env.filters["linkify"] = _linkify
+TEMPLATES.env.filters["datetime"] = when
+
+
+def render(request: Request, name: str, context: dict[str, Any] | None = None, *,
+           status: int = 200, actor: Actor | None = None,
+           headers: dict[str, str] | None = None) -> Response:
+    """Render template ``name`` in the reader's language. ``actor`` (the
+    signed-in user, if the page has one) gives the navigation and the CSRF
+    token that forms and htmx requests send back."""
+    cookie = request.cookies.get(deps.SESSION_COOKIE)
+    values: dict[str, Any] = {
+        "actor": actor,
+        "csrf_token": csrf_for(cookie) if actor is not None and cookie else "",
+        **(context or {}),
+    }
+    return TEMPLATES.TemplateResponse(request, name, values, status_code=status,
+                                      headers={**NO_STORE, **(headers or {})})

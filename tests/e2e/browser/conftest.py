@@ -1,0 +1,191 @@
+"""Browser tests: Debian's Chromium driven by Playwright against a real
+server started by the tests, with its mail caught by a real SMTP server.
+
+Fixtures:
+- ``web`` (module): a started server with an administrator, and its mail.
+- ``page``: a fresh browser context and page on ``web``, French, at a
+  desktop size; ``phone_page`` is the same at 390x844 (touch, mobile).
+- ``signed_in(page, web, email=...)``: sign ``page``'s context in through
+  the JSON API (password + a recovery code), for tests of other pages.
+- ``check_accessibility(page)``: axe-core in the page; no serious or
+  critical violation allowed (WCAG 2.1 AA rules).
+- ``screenshot(page, name)``: saved to ``docs/screenshots/`` when
+  ``COFFRE_SCREENSHOTS=1`` (``make screenshots``), else to a temporary
+  directory.
+
+Every page must run under the strict Content-Security-Policy: a CSP
+violation or a JavaScript error in the console fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    MailCatcher,
+    Server,
+    login,
+    running_server,
+    second_factor,
+    started_mail,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+pytestmark = pytest.mark.browser
+
+
+@dataclass
+class Web:
+    server: Server
+    mail: MailCatcher
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def chromium_path() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.fail("Debian's chromium is needed for the browser tests (apt-get install chromium)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium_path(),
+                                              args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+    with started_mail() as mail, running_server(
+        tmp_path_factory.mktemp("web"), mail, COFFRE_PUBLIC_URL="",
+    ) as server:
+        login(server.url)  # enrols the administrator's TOTP (tests.conftest)
+        yield Web(server, mail)
+
+
+def _context(browser: Any, web: Web, viewport: dict[str, int], **options: Any) -> Any:
+    context = browser.new_context(base_url=web.url, viewport=viewport, locale="fr-FR",
+                                  accept_downloads=True, **options)
+    context.set_default_timeout(20_000)
+    return context
+
+
+class ConsoleWatch:
+    """Console errors and CSP violations seen by a page."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def check(self) -> None:
+        serious = [e for e in self.errors if "Content Security Policy" in e
+                   or "Uncaught" in e or ("Error" in e and "status of" not in e)]
+        assert not serious, f"console errors: {serious}"
+
+
+def _page(browser: Any, web: Web, viewport: dict[str, int], **options: Any) -> Iterator[Any]:
+    context = _context(browser, web, viewport, **options)
+    page = context.new_page()
+    watch = ConsoleWatch(page)
+    try:
+        yield page
+        watch.check()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser: Any, web: Web) -> Iterator[Any]:
+    yield from _page(browser, web, DESKTOP)
+
+
+@pytest.fixture
+def phone_page(browser: Any, web: Web) -> Iterator[Any]:
+    yield from _page(browser, web, PHONE, is_mobile=True, has_touch=True)
+
+
+@pytest.fixture
+def new_page(browser: Any, web: Web) -> Iterator[Any]:
+    """A factory of further pages, each in its own context (another person)."""
+    contexts: list[Any] = []
+    watches: list[ConsoleWatch] = []
+
+    def make(viewport: dict[str, int] = DESKTOP) -> Any:
+        context = _context(browser, web, viewport)
+        contexts.append(context)
+        made = context.new_page()
+        watches.append(ConsoleWatch(made))
+        return made
+
+    try:
+        yield make
+        for watch in watches:
+            watch.check()
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def signed_in(page: Any, web: Web, email: str = ADMIN_EMAIL,
+              password: str = ADMIN_PASSWORD) -> Any:
+    """Sign the page's browser context in (password, then a recovery code)
+    through the JSON API, as the sign-in page's script would."""
+    login(web.url, email, password)  # enrols a second factor on first use
+    request = page.context.request
+    first = request.post(f"{web.url}/api/v1/auth/login",
+                         data={"email": email, "password": password},
+                         headers={"Origin": web.url})
+    assert first.ok, first.text()
+    second = request.post(f"{web.url}/api/v1/auth/login/recovery",
+                          data={"code": second_factor(web.url, email)},
+                          headers={"Origin": web.url})
+    assert second.ok, second.text()
+    return page
+
+
+def check_accessibility(page: Any) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": [
+        "wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}})
+    serious = [v for v in results.response["violations"]
+               if v.get("impact") in {"serious", "critical"}]
+    assert not serious, "\n".join(
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        f"{[n['target'] for n in v['nodes']][:5]}" for v in serious)
+
+
+def screenshot(page: Any, name: str, tmp: Path | None = None) -> Path:
+    directory = SCREENSHOTS if os.environ.get("COFFRE_SCREENSHOTS") == "1" else (
+        tmp or Path("/tmp/coffre-screenshots"))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
