@@ -71,7 +71,7 @@ class _Visible(HTMLParser):
             self._check(data)
 
     def _check(self, text: str) -> None:
-        words = [w for w in re.findall(r"[^\W\d_][\w'’-]*", text) if w not in UNTRANSLATED]
+        words = [w for w in re.findall(r"[^\W\d_][\w'\u2019-]*", text) if w not in UNTRANSLATED]
         if words:
             self.found.append(text.strip())
 
