@@ -197,6 +197,18 @@ def test_sec22_state_changes_need_the_csrf_token_and_our_origin(server: Server) 
                     headers={"Origin": "https://attaquant.example"})
     assert forged.status_code == 403
     assert forged.json()["error"]["details"]["reason"] == "cross_origin"
+    # Under Referrer-Policy: no-referrer, browsers send "Origin: null": it
+    # passes only when Fetch Metadata says the request came from our pages.
+    for headers in ({"Origin": "null"}, {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+                    {"Sec-Fetch-Site": "same-site"}):
+        refused = b.call("POST", "/api/v1/account/factors/totp", json={}, headers=headers)
+        assert refused.status_code == 403, headers
+        assert refused.json()["error"]["details"]["reason"] == "cross_origin"
+    ours = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert b.call("POST", "/api/v1/account/factors/totp", json={},
+                  headers={**ours, "X-CSRF-Token": ""}).status_code == 403  # still the token
+    assert b.call("POST", "/api/v1/account/factors/totp", json={},
+                  headers=ours).status_code == 201
     assert b.call("POST", "/api/v1/account/factors/totp", json={}).status_code == 201
     # The CSRF token can be fetched again by the page (it is not stored).
     assert b.call("GET", "/api/v1/auth/session").json()["csrf_token"] == b.csrf
