@@ -15,23 +15,17 @@ of the same kind) is not refused.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from coffre.bootstrap import build
 from coffre.crypto import credentials
 from coffre.db.tables import Organisation, User
 from coffre.domain.accounts import ALL_SCOPES, Actor, Role, Scope
 from coffre.domain.policy import Action, Target, allowed
 from coffre.http import deps
-from coffre.http.app import create_app
-from coffre.notify.memory import MemoryMailer
-from coffre.settings import Settings
 from tests.conftest import Server, enrol_totp, login
 from tests.integration.flows import TUS, upload_bytes
 from tests.integration.support import (
@@ -41,6 +35,7 @@ from tests.integration.support import (
     new_address,
     other_organisation_admin,
 )
+from tests.routes import declared_routes
 
 mail, server, token, client, admin = module_server("matrix")
 PASSWORD = "une phrase de passe assez longue"
@@ -49,41 +44,7 @@ SAFE = {"GET", "HEAD"}
 
 def api_routes() -> list[tuple[str, str, str | None]]:
     """(method, path, declared policy) of every route under /api/v1."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        coffre = build(Settings(data_dir=Path(tmp)), mailer=MemoryMailer())
-        try:
-            app = create_app(coffre, run_jobs=False)
-            found = []
-            for route in _flatten(app.routes):
-                path = getattr(route, "path", "")
-                if not path.startswith("/api/v1"):
-                    continue
-                declared = _declared(route.dependant)
-                for method in sorted(route.methods):
-                    found.append((method, path, declared[0] if len(declared) == 1 else None))
-            return found
-        finally:
-            coffre.close()
-
-
-def _flatten(routes: list[Any]) -> Iterator[Any]:
-    for route in routes:
-        if hasattr(route, "effective_route_contexts"):  # routers included lazily
-            yield from route.effective_route_contexts()
-        else:
-            yield route
-
-
-def _declared(dependant: Any) -> list[str]:
-    found = []
-    for dependency in dependant.dependencies:
-        policy = deps.declared_policy(dependency.call)
-        if policy:
-            found.append(policy)
-        found += _declared(dependency)
-    return found
+    return [route for route in declared_routes() if route[1].startswith("/api/v1")]
 
 
 ROUTES = api_routes()

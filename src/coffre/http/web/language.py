@@ -14,7 +14,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_orig
 YEAR = 365 * 24 * 3600
 
 
-@router.post("/lang")
+@router.post("/lang", dependencies=[Depends(deps.public("a display preference, no data"))])
 async def choose_language(request: Request) -> Response:
     """The page to return to comes in the body, never the URL: it may be a
     personal link whose path is a capability (SEC-27)."""
