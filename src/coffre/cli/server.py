@@ -68,6 +68,8 @@ def serve(
             "Première configuration — ouvrez ce lien à usage unique pour créer "
             f"l'administrateur :\n  [bold]{link}[/]"
         )
+    else:
+        out.print(f"Connexion : [bold]{settings.base_url}/login[/]")
     if app.dev_mailbox is not None:
         out.print(f"Boîte de développement : {settings.base_url}/dev/mailbox")
     config = uvicorn.Config(
