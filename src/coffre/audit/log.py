@@ -283,6 +283,62 @@ class AuditLog:
                     for seq, act, payload in session.execute(query)]
 
 
+    def search(self, actor: Actor, *, before: int | None = None, limit: int = 50,
+               action: str | None = None, by: str | None = None, object_id: str | None = None,
+               since: datetime | None = None, until: datetime | None = None,
+               ) -> list[dict[str, Any]]:
+        """The actor's organisation's events, newest first (the web viewer):
+        before seq ``before``, by one actor, about one object, within
+        [``since``, ``until``). Actor and object are matched in the
+        canonical payload (RFC 8785: no spaces, keys sorted)."""
+        authorize(actor, Action.AUDIT_READ, Target(actor.organisation_id))
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
+        query = (select(AuditEvent.seq, AuditEvent.action, AuditEvent.payload)
+                 .where(AuditEvent.organisation_id == actor.organisation_id)
+                 .order_by(AuditEvent.seq.desc()).limit(limit))
+        if before is not None:
+            query = query.where(AuditEvent.seq < before)
+        if action:
+            query = query.where(AuditEvent.action == action)
+        if since is not None:
+            query = query.where(AuditEvent.time >= since)
+        if until is not None:
+            query = query.where(AuditEvent.time < until)
+        if by:
+            query = query.where(AuditEvent.payload.contains(
+                f'"actor":{json.dumps(by, ensure_ascii=False)}', autoescape=True))
+        if object_id:
+            query = query.where(AuditEvent.payload.contains(
+                f'"object":{{"id":{json.dumps(object_id, ensure_ascii=False)}', autoescape=True))
+        with self.db.session() as session:
+            return [trail.decode(seq, act, payload)
+                    for seq, act, payload in session.execute(query)]
+
+    def actions(self, actor: Actor) -> list[str]:
+        """The actions the organisation's trail holds (the viewer's filter)."""
+        authorize(actor, Action.AUDIT_READ, Target(actor.organisation_id))
+        with self.db.session() as session:
+            return list(session.execute(
+                select(AuditEvent.action).where(
+                    AuditEvent.organisation_id == actor.organisation_id)
+                .distinct().order_by(AuditEvent.action)).scalars())
+
+    def check(self, actor: Actor, context: trail.Context | None = None) -> Report:
+        """``coffre audit verify`` for an administrator: the whole instance's
+        trail against every signed checkpoint and the witness file. Records
+        ``audit.verified`` (who checked, and the outcome)."""
+        authorize(actor, Action.AUDIT_READ, Target(actor.organisation_id))
+        report = self.verify()
+        with self.db.session() as session:
+            trail.record(session, "audit.verified", actor=actor.user_id,
+                         organisation_id=actor.organisation_id, context=context,
+                         outcome="success" if report.intact else "failure",
+                         events=report.events, checkpoints=report.checkpoints,
+                         first_bad_seq=report.problem.seq if report.problem else None)
+        return report
+
+
 def _payload_time(payload: str) -> datetime | None:
     """The UTC time a payload states, or None if it states none."""
     try:

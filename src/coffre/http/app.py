@@ -29,6 +29,9 @@ from coffre.http.api import (
 )
 from coffre.http.middleware import BodyLimit, SecurityHeaders
 from coffre.http.web import deposit_pages, guard, language, pages
+from coffre.http.web.admin_pages import router as admin_pages_router
+from coffre.http.web.audit_pages import router as audit_pages_router
+from coffre.http.web.contact_pages import router as contacts_pages_router
 from coffre.jobs import scheduler
 
 
@@ -66,6 +69,8 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(contacts.router)
     app.include_router(language.router)
+    for router in (contacts_pages_router, admin_pages_router, audit_pages_router):
+        app.include_router(router)
     app.mount(
         "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"
     )

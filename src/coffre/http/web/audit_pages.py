@@ -1,0 +1,105 @@
+"""The audit viewer for administrators: the organisation's events, newest
+first, filtered by action, actor, object and dates, a page at a time; and
+"verify integrity", the same check as ``coffre audit verify`` (every
+event, the chain, the signed checkpoints and the witness file), which
+leaves an ``audit.verified`` event naming who checked and the outcome.
+
+Event content is shown escaped (Jinja autoescape), never interpreted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from coffre.audit.trail import Context
+from coffre.audit.verify import Report
+from coffre.domain.accounts import Actor
+from coffre.domain.policy import Action
+from coffre.http import deps
+from coffre.http.web import guard
+from coffre.http.web.admin_pages import speak, tabs
+from coffre.http.web.templating import render
+
+router = APIRouter(include_in_schema=False,
+                   dependencies=[Depends(deps.same_origin_forms), Depends(speak)])
+Ctx = Annotated[Context, Depends(deps.context)]
+PAGE = 50
+_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+Auditor = Annotated[Actor, Depends(guard.page(Action.AUDIT_READ))]
+
+
+def _day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _start(day: date | None) -> datetime | None:
+    return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _page(request: Request, actor: Actor, filters: dict[str, str], before: int | None,
+          report: Report | None = None) -> Response:
+    log = deps.coffre(request).audit
+    members = deps.coffre(request).organisations.members(actor)
+    names = {m.id: m.email for m in members}
+    since, until = _day(filters["since"]), _day(filters["until"])
+    thing = filters["object"] if _ID.match(filters["object"]) else None
+    events = log.search(
+        actor, before=before, limit=PAGE + 1, action=filters["action"] or None,
+        by=filters["actor"] if filters["actor"] in names else None, object_id=thing,
+        since=_start(since), until=_start(until + timedelta(days=1)) if until else None)
+    more = len(events) > PAGE
+    events = [_timed(e) for e in events[:PAGE]]
+    return render(request, "admin/audit.html", {
+        "tabs": tabs("/admin/audit"), "events": events, "names": names, "members": members,
+        "actions": log.actions(actor), "filters": filters, "before": before,
+        "older": events[-1]["seq"] if more and events else None,
+        "filtered": any(filters.values()), "report": report,
+    }, actor=actor)
+
+
+def _timed(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with its payload's time as a datetime (``when``), for display."""
+    stamp = event.get("time")
+    try:
+        when = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+    except ValueError:
+        when = None
+    return {**event, "when": when}
+
+
+def _filters(action: str, by: str, thing: str, since: str, until: str) -> dict[str, str]:
+    return {"action": action.strip(), "actor": by.strip(), "object": thing.strip(),
+            "since": since.strip(), "until": until.strip()}
+
+
+@router.get("/admin/audit")
+def audit(request: Request, actor: Auditor,
+          action: Annotated[str, Query(max_length=64)] = "",
+          by: Annotated[str, Query(max_length=64)] = "",
+          object: Annotated[str, Query(max_length=64)] = "",
+          since: Annotated[str, Query(max_length=10)] = "",
+          until: Annotated[str, Query(max_length=10)] = "",
+          before: Annotated[int | None, Query(ge=1)] = None) -> Response:
+    return _page(request, actor, _filters(action, by, object, since, until), before)
+
+
+@router.post("/admin/audit/verify")
+async def verify(request: Request, actor: Auditor, ctx: Ctx) -> Response:
+    log = deps.coffre(request).audit
+    report = await to_thread.run_sync(log.check, actor, ctx)
+    return await to_thread.run_sync(_page, request, actor, _filters("", "", "", "", ""), None,
+                                    report)
+
+
+@router.get("/admin/audit/verify")
+def verify_again(request: Request, actor: Auditor) -> Response:
+    """Where the language switch sends a reader of a verification's result."""
+    return guard.redirect(request, "/admin/audit")
