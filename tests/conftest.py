@@ -100,6 +100,10 @@ class Server:
             "COFFRE_STEP_UP_MINUTES": "120",
             **self.env,
         })
+        from tests import backends
+
+        if backends.profile() == "distributed":
+            env.setdefault("COFFRE_DATABASE_URL", backends.database_for(self.data_dir))
         return env
 
     def coffre(self, *args: str, input: str | None = None,

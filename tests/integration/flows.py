@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests import backends
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -46,26 +47,17 @@ def link_token(link: str) -> str:
 
 
 def audit_events(data_dir: Path, action: str | None = None) -> list[dict[str, Any]]:
-    """Decoded audit events straight from the server's SQLite database."""
-    con = sqlite3.connect(data_dir / "coffre.db")
-    try:
-        rows = con.execute("SELECT seq, payload FROM audit_events ORDER BY seq").fetchall()
-    finally:
-        con.close()
+    """Decoded audit events straight from the server's database."""
+    rows = sql(data_dir, "SELECT seq, payload FROM audit_events ORDER BY seq")
     # Pruned events (payload erased by retention) have nothing to decode.
     events = [{"seq": seq, **json.loads(payload)} for seq, payload in rows if payload is not None]
     return [e for e in events if action is None or e["action"] == action]
 
 
 def sql(data_dir: Path, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run SQL on the server's database (tests that tamper or time-travel)."""
-    con = sqlite3.connect(data_dir / "coffre.db")
-    try:
-        rows = con.execute(statement, params).fetchall()
-        con.commit()
-        return rows
-    finally:
-        con.close()
+    """Run SQL (``?`` placeholders) on the server's database, SQLite or
+    PostgreSQL (tests that tamper or time-travel)."""
+    return backends.run_sql(data_dir, statement, *params)
 
 
 def wait_for_events(data_dir: Path, action: str, count: int = 1,

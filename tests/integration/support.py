@@ -129,7 +129,9 @@ class _NoMail:
 
 def in_process(server: Server) -> Any:
     """A ``Coffre`` on the running server's data directory (same DB, same keys)."""
-    return build(Settings(data_dir=server.data_dir), mailer=_NoMail(), migrate=False)
+    database = server.environ().get("COFFRE_DATABASE_URL")
+    return build(Settings(data_dir=server.data_dir, database_url=database), mailer=_NoMail(),
+                 migrate=False)
 
 
 def other_organisation_admin(server: Server, email: str = "admin@autre-cabinet.fr",
