@@ -5,13 +5,18 @@ audit trail; a member is refused."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from playwright.sync_api import expect
 
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server
 from tests.e2e.browser.conftest import (
+    DESKTOP,
     PHONE,
+    ConsoleWatch,
     Web,
     check_accessibility,
     screenshot,
@@ -145,3 +150,44 @@ def test_administrator_manages_members_policy_and_reads_the_audit_trail(
     screenshot(phone, "admin-audit-phone")
     phone.goto("/admin")
     assert _fits(phone)
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server in dev mode without SMTP: its mail goes to the dev mailbox."""
+    base = tmp_path_factory.mktemp("dev")
+    server = Server(base / "data", env={"COFFRE_MODE": "dev"})
+    password = base / "admin-password"
+    password.write_text(ADMIN_PASSWORD)
+    done = server.coffre("setup", "--email", ADMIN_EMAIL, "--password-file", str(password),
+                         "--organisation", "Cabinet Exemple")
+    assert done.returncode == 0, done.stderr + done.stdout
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_dev_mailbox_shows_the_mail_of_a_server_without_smtp(
+        browser: Any, dev_server: Server) -> None:
+    context = browser.new_context(base_url=dev_server.url, viewport=DESKTOP, locale="fr-FR")
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    watch = ConsoleWatch(page)
+    try:
+        signed_in(page, Web(dev_server, None))  # type: ignore[arg-type]
+        page.goto("/admin")
+        page.get_by_label("Adresse e-mail").fill("remplacant@cabinet-exemple.fr")
+        page.get_by_role("button", name="Envoyer l'invitation").click()
+        expect(page.locator("p.notice")).to_have_text("Invitation envoyée.")
+        page.goto("/dev/mailbox")
+        mail = page.locator("article.mail", has_text="remplacant@cabinet-exemple.fr")
+        expect(mail).to_have_count(1, timeout=20_000)
+        expect(mail.locator("pre a").first).to_have_attribute("href", re.compile(r"/invitation/"))
+        page.set_viewport_size(PHONE)
+        assert _fits(page)
+        check_accessibility(page)
+        watch.check()
+    finally:
+        context.close()
