@@ -182,6 +182,15 @@ async def create(request: Request, actor: Actor_, ctx: Ctx) -> Response:
     return Response(status_code=201, headers=headers)
 
 
+@router.get("/", summary="Your uploads not yet in a transfer (to resume one)")
+async def unfinished(request: Request, actor: Actor_) -> list[UploadInfo]:
+    """Not a tus request: a page reloaded mid-upload (or a client that lost
+    its state) finds the upload to resume by its metadata (name, size,
+    modification time), instead of keeping upload URLs in browser storage
+    (SEC-27)."""
+    return await to_thread.run_sync(deps.coffre(request).uploads.unfinished, actor)
+
+
 @router.head("/{upload_id}", name="tus_upload")
 async def head(request: Request, upload_id: str, actor: Actor_) -> Response:
     _require_version(request)

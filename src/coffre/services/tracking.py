@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from coffre.audit import trail
@@ -100,6 +100,15 @@ class Step:
     actor_id: str | None
 
 
+@dataclass(frozen=True)
+class Change:
+    """A step of one of the sender's transfers (their dashboard follows them)."""
+
+    id: int
+    transfer_id: str
+    kind: str
+
+
 class TrackingService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -149,3 +158,30 @@ class TrackingService:
                 Step(e.id, e.kind, e.time, e.recipient_id, email, e.file_id, e.actor_id)
                 for e, email in rows
             ]
+
+    def sent_since(self, actor: Actor, after: int, limit: int = PAGE) -> list[Change]:
+        """Steps of the transfers ``actor`` sent, with an id above ``after``,
+        oldest first."""
+        authorize(actor, Action.TRANSFER_LIST)
+        if after < 0:
+            raise InvalidInput("the last event id must be a positive number", field="after")
+        with self.db.session() as session:
+            rows = session.execute(
+                select(TransferEvent.id, TransferEvent.transfer_id, TransferEvent.kind)
+                .join(Transfer, Transfer.id == TransferEvent.transfer_id)
+                .where(Transfer.sender_id == actor.user_id, TransferEvent.id > after)
+                .order_by(TransferEvent.id)
+                .limit(limit)
+            ).all()
+            return [Change(i, t, k) for i, t, k in rows]
+
+    def last_sent_step(self, actor: Actor) -> int:
+        """The id of the latest step of ``actor``'s transfers (0: none)."""
+        authorize(actor, Action.TRANSFER_LIST)
+        with self.db.session() as session:
+            found = session.execute(
+                select(func.max(TransferEvent.id))
+                .join(Transfer, Transfer.id == TransferEvent.transfer_id)
+                .where(Transfer.sender_id == actor.user_id)
+            ).scalar_one()
+            return int(found or 0)

@@ -59,6 +59,8 @@ CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 MAX_METADATA_BYTES = 4096
 #: Quota bytes a deferred-length upload reserves ahead while streaming.
 QUOTA_WINDOW = 64 << 20
+#: Unfinished uploads listed for resuming, at most.
+MAX_UNFINISHED = 100
 #: This process, as a lease owner.
 PROCESS_ID = new_id()
 
@@ -264,6 +266,23 @@ class UploadService:
         with self.db.session() as session:
             upload = self._load(session, actor, upload_id)
             return self._info(session, upload)
+
+    def unfinished(self, actor: Uploader) -> list[UploadInfo]:
+        """The uploader's own uploads not yet in a transfer and not expired,
+        newest first (at most MAX_UNFINISHED): a page reloaded mid-upload
+        finds there, by its metadata, the upload to resume."""
+        _require_write(actor)
+        query = select(Upload).where(
+            Upload.owner_id == _owner_id(actor), Upload.attached_at.is_(None),
+            Upload.expires_at > self.clock.now(),
+            Upload.depositor_id == actor.depositor_id if isinstance(actor, Depositor)
+            else Upload.depositor_id.is_(None),
+        )
+        with self.db.session() as session:
+            rows = session.execute(
+                query.order_by(Upload.created_at.desc()).limit(MAX_UNFINISHED)
+            ).scalars().all()
+            return [self._info(session, upload) for upload in rows]
 
     def _info(self, session: Session, upload: Upload) -> UploadInfo:
         metadata: dict[str, str] = {}

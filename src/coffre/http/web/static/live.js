@@ -1,0 +1,93 @@
+// Live status by Server-Sent Events, without reloading the page.
+// - The dashboard ([data-live-dashboard]) follows the sender's transfers
+//   and fetches again, with htmx, the card of a transfer that changed.
+// - A transfer's page ([data-live-transfer]) follows its recipients'
+//   timelines and adds each new step, updating the recipient's status.
+// Labels come translated from the page (data- attributes).
+"use strict";
+(function () {
+  function follow(url, onStep) {
+    const source = new EventSource(url);
+    source.addEventListener("message", function (event) {
+      let step = null;
+      try { step = JSON.parse(event.data); } catch (e) { return; }
+      onStep(step, event.lastEventId);
+    });
+    source.addEventListener("end", function () { source.close(); });
+    window.addEventListener("pagehide", function () { source.close(); });
+    return source;
+  }
+
+  function dashboard(section) {
+    const pending = {};
+    follow(section.getAttribute("data-stream"), function (change) {
+      const id = change.transfer_id;
+      const card = document.getElementById("transfer-" + id);
+      if (!card || pending[id] || !window.htmx) { return; }
+      // Several steps in a row: one fetch of the card.
+      pending[id] = setTimeout(function () {
+        delete pending[id];
+        window.htmx.ajax("GET", "/transfers/" + encodeURIComponent(id) + "/card",
+          { target: "#transfer-" + id, swap: "outerHTML" });
+      }, 300);
+    });
+  }
+
+  function pad(n) { return String(n).padStart(2, "0"); }
+
+  function when(iso, lang) {
+    const d = new Date(iso);
+    if (isNaN(d.getTime())) { return ""; }
+    const date = lang === "fr"
+      ? pad(d.getUTCDate()) + "/" + pad(d.getUTCMonth() + 1) + "/" + d.getUTCFullYear()
+      : d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate());
+    return date + " " + pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + " UTC";
+  }
+
+  function data(element, name) {
+    try { return JSON.parse(element.getAttribute("data-" + name) || "null") || {}; }
+    catch (e) { return {}; }
+  }
+
+  function transfer(list) {
+    const labels = data(list, "labels");
+    const statuses = data(list, "statuses");
+    const rank = data(list, "rank");
+    const files = data(list, "files");
+    const lang = list.getAttribute("data-lang");
+    let last = parseInt(list.getAttribute("data-last") || "0", 10);
+    const reached = {};
+
+    follow(list.getAttribute("data-stream"), function (step) {
+      if (typeof step.id !== "number" || step.id <= last) { return; }
+      last = step.id;
+      const timeline = step.recipient_id && document.getElementById("timeline-" + step.recipient_id);
+      if (!timeline) { return; }
+      const li = document.createElement("li");
+      const time = document.createElement("time");
+      time.dateTime = step.time;
+      time.textContent = when(step.time, lang);
+      li.append(time, " " + (labels[step.kind] || step.kind));
+      if (step.file_id && files[step.file_id]) {
+        const file = document.createElement("span");
+        file.className = "step-file";
+        file.textContent = files[step.file_id];
+        li.append(" ", file);
+      }
+      timeline.appendChild(li);
+      const kind = step.kind === "zip_downloaded" ? "file_downloaded" : step.kind;
+      const index = rank.indexOf(kind);
+      const state = document.getElementById("state-" + step.recipient_id);
+      if (index < 0 || !state) { return; }
+      const current = reached[step.recipient_id] === undefined
+        ? rank.indexOf(state.getAttribute("data-kind")) : reached[step.recipient_id];
+      if (index > current) {
+        reached[step.recipient_id] = index;
+        state.textContent = statuses[kind] || kind;
+      }
+    });
+  }
+
+  document.querySelectorAll("[data-live-dashboard]").forEach(dashboard);
+  document.querySelectorAll("[data-live-transfer]").forEach(transfer);
+})();

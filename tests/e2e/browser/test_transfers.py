@@ -1,0 +1,252 @@
+"""The sender's pages in a real browser: new transfer (tus uploads,
+resumed after a reload), the transfer's page and the dashboard kept live
+by Server-Sent Events, and the recipients downloading from their mail."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.conftest import login
+from tests.e2e.browser.conftest import Web, check_accessibility, screenshot, signed_in
+from tests.integration.flows import wait_code
+
+MB = 1 << 20
+
+
+def _address(who: str) -> str:
+    return f"{who}-{uuid.uuid4().hex[:8]}@exemple.fr"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _no_horizontal_scroll(page: Any) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"{width}px wide"
+
+
+def _user_quota(web: Web, size: int | None) -> None:
+    """The organisation's per-user quota (administrator's API)."""
+    token = login(web.url, scopes=["transfers:read", "transfers:write", "admin"])
+    done = httpx.patch(f"{web.url}/api/v1/organisation", json={"user_quota": size},
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert done.status_code == 200, done.text
+
+
+def _add_recipient(page: Any, address: str) -> None:
+    field = page.locator("#recipient-input")
+    field.fill(address)
+    field.press("Enter")
+    expect(page.locator("#recipient-list")).to_contain_text(address)
+
+
+def _open_and_download(recipient: Any, web: Web, address: str,
+                       sources: dict[str, Path]) -> None:
+    """The recipient opens the mailed link, gets the code by mail, enters it,
+    downloads each file and the ZIP; every byte checked against the source."""
+    recipient.goto(web.mail.link_for(address))
+    recipient.locator("form[action$='/code'] button[type=submit]").click()
+    recipient.locator("input[name=code]").fill(wait_code(web.mail, address, 1))
+    recipient.locator("form[action$='/verify'] button[type=submit]").click()
+    links = recipient.locator("a[href*='/files/']")
+    expect(links).to_have_count(len(sources))
+    for index in range(len(sources)):
+        with recipient.expect_download() as download:
+            links.nth(index).click()
+        got = Path(download.value.path())
+        name = download.value.suggested_filename
+        assert _sha256(got) == _sha256(sources[name]), name
+    with recipient.expect_download() as download:
+        recipient.locator("a[href$='archive.zip']").click()
+    with zipfile.ZipFile(download.value.path()) as archive:
+        assert sorted(archive.namelist()) == sorted(sources)
+        for name, source in sources.items():
+            with archive.open(name) as member:
+                assert hashlib.sha256(member.read()).hexdigest() == _sha256(source)
+
+
+def test_two_files_to_two_recipients_followed_live(page: Any, web: Web, new_page: Any,
+                                                    tmp_path: Path) -> None:
+    big = tmp_path / "irm-genou.bin"
+    big.write_bytes(os.urandom(50 * MB))
+    small = tmp_path / "compte-rendu.txt"
+    small.write_bytes(b"Compte rendu : genou droit, RAS.\n")
+    sources = {big.name: big, small.name: small}
+    alice, bob = _address("alice"), _address("bob")
+    signed_in(page, web)
+    _user_quota(web, 4 << 30)
+
+    page.goto("/send")
+    check_accessibility(page)
+    expect(page.locator("#files-hint")).to_contain_text("Espace disponible")
+    page.locator("#file-input").set_input_files([big, small])
+    _add_recipient(page, alice)
+    _add_recipient(page, bob)
+    page.get_by_label("Objet").fill("IRM du genou")
+    page.get_by_label("Message aux destinataires").fill("Bonjour,\nvoici les images.")
+    page.wait_for_function("document.getElementById('overall-progress').value > 0")
+    screenshot(page, "transfers-new")
+    expect(page.locator(".upload[data-state=done]")).to_have_count(2, timeout=60_000)
+    expect(page.locator("#overall-text")).to_have_text("100 %")
+    page.get_by_role("button", name="Envoyer", exact=True).click()
+
+    page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"))
+    expect(page.locator(".notice")).to_contain_text("Transfert envoyé")
+    for source in sources.values():
+        expect(page.get_by_text(_sha256(source))).to_be_visible()
+    check_accessibility(page)
+    screenshot(page, "transfers-detail")
+
+    # Alice downloads: her status on the open page changes without a reload.
+    page.evaluate("window.stillTheSamePage = true")
+    alice_row = page.locator("li.recipient", has_text=alice)
+    expect(alice_row.locator(".recipient-state")).to_have_text("Envoyé")
+    _open_and_download(new_page(), web, alice, sources)
+    expect(alice_row.locator(".recipient-state")).to_have_text("Téléchargé")
+    expect(alice_row.locator(".timeline")).to_contain_text("Code vérifié")
+    expect(alice_row.locator(".timeline")).to_contain_text("Téléchargé (ZIP)")
+    assert page.evaluate("window.stillTheSamePage") is True
+
+    # Bob downloads while the dashboard is open: his card follows.
+    page.goto("/transfers")
+    check_accessibility(page)
+    card = page.locator(".transfer-card", has_text="IRM du genou").first
+    expect(card.locator("li", has_text=bob).locator(".recipient-state")).to_have_text("Envoyé")
+    page.evaluate("window.stillTheSamePage = true")
+    _open_and_download(new_page(), web, bob, sources)
+    expect(card.locator("li", has_text=bob).locator(".recipient-state")).to_have_text(
+        "Téléchargé")
+    assert page.evaluate("window.stillTheSamePage") is True
+    expect(page.locator("#usage-text")).to_contain_text("utilisés sur 4,0 Go")
+    expect(page.locator("progress.usage-bar")).to_be_visible()
+    screenshot(page, "transfers-dashboard")
+
+    page.get_by_role("button", name="English").click()
+    expect(page.get_by_role("heading", name="Sent transfers")).to_be_visible()
+    card.get_by_role("link", name="IRM du genou").click()
+    expect(page.locator("li.recipient", has_text=bob).locator(".recipient-state")).to_have_text(
+        "Downloaded")
+
+
+def test_an_upload_cut_by_a_reload_resumes_from_the_server_offset(
+        page: Any, web: Web, tmp_path: Path) -> None:
+    source = tmp_path / "scanner-thorax.bin"
+    source.write_bytes(os.urandom(20 * MB))
+    signed_in(page, web)
+    page.goto("/send")
+
+    # The first 8 MiB chunk goes through; the second never leaves the
+    # browser, and the page is reloaded meanwhile.
+    held: list[Any] = []
+
+    def cut(route: Any) -> None:
+        if route.request.method == "PATCH" and held.count("sent") >= 1:
+            held.append(route)  # left pending: the reload cancels it
+            return
+        if route.request.method == "PATCH":
+            held.append("sent")
+        route.continue_()
+
+    page.route(lambda url: "/api/v1/uploads/" in url, cut)
+    page.locator("#file-input").set_input_files(source)
+
+    def server_offset() -> tuple[int, int]:
+        listed = page.request.get(f"{web.url}/api/v1/uploads/").json()
+        mine = [u for u in listed if u["metadata"].get("filename") == source.name]
+        return (mine[0]["offset"], mine[0]["length"]) if mine else (0, 0)
+
+    deadline = time.monotonic() + 30
+    while server_offset()[0] == 0:  # waits for the first chunk to be stored
+        assert time.monotonic() < deadline, "the first chunk never arrived"
+        page.wait_for_timeout(100)
+
+    page.reload()  # cancels the held chunk: it never reaches the server
+    page.unroute_all(behavior="ignoreErrors")
+    offset, length = server_offset()
+    assert 0 < offset < length == 20 * MB, (offset, length)
+    page.locator("#file-input").set_input_files(source)
+    item = page.locator(".upload")
+    expect(item).to_have_attribute("data-resumed-from", str(offset))
+    expect(item.locator(".upload-note")).to_have_text(f"Repris à {100 * offset // length} %")
+    expect(item).to_have_attribute("data-state", "done", timeout=30_000)
+    _add_recipient(page, _address("carole"))
+    page.get_by_role("button", name="Envoyer", exact=True).click()
+    page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"))
+    expect(page.get_by_text(_sha256(source))).to_be_visible()
+
+
+def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
+        phone_page: Any, web: Web, tmp_path: Path) -> None:
+    page = phone_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    note = tmp_path / "ordonnance.pdf"
+    note.write_bytes(b"%PDF-1.4 ordonnance " + os.urandom(2000))
+    signed_in(page, web)
+    page.goto("/send")
+    page.get_by_role("button", name="English").click()
+    expect(page.get_by_role("heading", name="New transfer")).to_be_visible()
+    _no_horizontal_scroll(page)
+    check_accessibility(page)
+
+    # Sending before the upload is done is refused, in the reader's language.
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#send-error")).to_have_text("Add at least one file.")
+    page.locator("#file-input").set_input_files(note)
+    _add_recipient(page, _address("dora"))
+    expect(page.locator(".upload[data-state=done]")).to_have_count(1)
+    expect(page.locator(".upload-status")).to_have_text("Uploaded")
+    _no_horizontal_scroll(page)
+    screenshot(page, "transfers-new-phone")
+    page.get_by_label("Subject").fill("Ordonnance")
+    page.get_by_role("button", name="Send", exact=True).click()
+
+    page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"))
+    expect(page.locator(".notice")).to_have_text(
+        "Transfer sent: each recipient gets their own link by e-mail.")
+    expect(page.get_by_text(_sha256(note))).to_be_visible()
+    _no_horizontal_scroll(page)
+    check_accessibility(page)
+    screenshot(page, "transfers-detail-phone")
+
+    page.get_by_label("New expiry, in days from now").fill("20")
+    page.get_by_role("button", name="Change the expiry").click()
+    expect(page.locator(".notice")).to_have_text("Expiry changed.")
+
+    page.get_by_label("Forward the files to a new recipient").fill(_address("emile"))
+    page.get_by_role("button", name="Forward", exact=True).click()
+    expect(page.locator(".notice")).to_have_text("Files forwarded: this is the new transfer.")
+    expect(page.get_by_text(_sha256(note))).to_be_visible()
+
+    page.get_by_label("Reason for the legal hold").fill("Litige en cours")
+    page.get_by_role("button", name="Place a legal hold").click()
+    expect(page.locator(".notice")).to_have_text("Legal hold placed.")
+    expect(page.get_by_role("button", name="Delete the transfer")).to_have_count(0)
+    page.get_by_label("Reason for the legal hold").fill("Litige clos")
+    page.get_by_role("button", name="Lift the legal hold").click()
+    expect(page.locator(".notice")).to_have_text("Legal hold lifted.")
+
+    page.get_by_role("button", name="Revoke", exact=True).click()
+    expect(page.locator(".notice")).to_have_text("Transfer revoked: its links no longer open.")
+    expect(page.locator(".transfer-detail .state")).to_have_text("Revoked")
+
+    page.get_by_role("button", name="Delete the transfer").click()
+    page.wait_for_url(re.compile(r"/transfers\?done=deleted"))
+    expect(page.locator(".notice")).to_have_text("Transfer deleted: its files are destroyed.")
+    _no_horizontal_scroll(page)
+    check_accessibility(page)
+    screenshot(page, "transfers-dashboard-phone")
