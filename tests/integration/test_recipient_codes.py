@@ -322,7 +322,7 @@ def test_web_page_asks_for_the_code_first(server: Server, client: httpx.Client,
     assert forged.status_code == 403  # SEC-22: not from another site
     wrong = httpx.post(f"{page}/verify", data={"code": _wrong(code)})
     assert wrong.status_code == 401
-    assert "Code incorrect. Il vous reste 4 essai(s)." in wrong.text
+    assert "Code incorrect. Il vous reste 4 essais." in wrong.text
     right = httpx.post(f"{page}/verify", data={"code": code})
     assert right.status_code == 303
     assert right.headers["location"] == f"/t/{token}"

@@ -1,16 +1,17 @@
-"""Depositors' pages (French): the personal link ``/d/{token}`` (one-time
-code, then the request, your own files, the upload form and the hand-over)
-and the open link ``/d/open/{token}`` (give your address first).
+"""Depositors' pages: the personal link ``/d/{token}`` (one-time code,
+then the request, your own files, the upload form and the hand-over) and
+the open link ``/d/open/{token}`` (give your address first).
 
 The deposit grant lives in the ``__Host-coffre-deposit`` cookie (Secure,
 HttpOnly, SameSite=Strict); the page's script uploads over tus with it
 (``X-Coffre-Deposit-Cookie: 1``, see ``coffre.http.tus``). Forms posted
-from another site are refused (SEC-22).
+from another site are refused (SEC-22). The page never puts the grant, a
+file's content or name in the URL or in browser storage (SEC-27).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
@@ -21,34 +22,34 @@ from coffre.errors import AuthenticationRequired, CoffreError, Gone, TooManyAtte
 from coffre.http import deps
 from coffre.http.tus import DEPOSIT_COOKIE
 from coffre.http.web.forms import small_form
-from coffre.http.web.pages import code_refusal
-from coffre.http.web.templating import TEMPLATES
+from coffre.http.web.i18n import _
+from coffre.http.web.pages import code_refusal, code_sent_notice, reader_language
+from coffre.http.web.templating import render
 from coffre.services.verification import ACCESS_LIFETIME
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms)])
+router = APIRouter(include_in_schema=False,
+                   dependencies=[Depends(deps.same_origin_forms), Depends(reader_language)])
 Ctx = Annotated[Context, Depends(deps.context)]
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _grant(request: Request) -> str | None:
     return request.cookies.get(DEPOSIT_COOKIE)
 
 
-def _page(request: Request, name: str, status: int = 200, **context: object) -> Response:
-    return TEMPLATES.TemplateResponse(request, name, context, status_code=status,
-                                      headers=_NO_STORE)
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    return render(request, name, context, status=status)
 
 
 def _closed(request: Request, exc: Gone) -> Response:
-    why = "close" if exc.details.get("reason") == "closed" else "expirée"
-    return _page(request, "deposit_closed.html", 410, why=why)
+    why = "closed" if exc.details.get("reason") == "closed" else "expired"
+    return _page(request, "deposit/closed.html", 410, why=why)
 
 
 def _code_page(request: Request, token: str, challenge: dict[str, str], *,
                error: str | None = None, notice: str | None = None,
                status: int = 401) -> Response:
     settings = deps.coffre(request).settings
-    return _page(request, "deposit_code.html", status, token=token, challenge=challenge,
+    return _page(request, "deposit/code.html", status, token=token, challenge=challenge,
                  error=error, notice=notice, minutes=settings.recipient_code_minutes,
                  attempts=settings.recipient_code_attempts)
 
@@ -63,8 +64,10 @@ def deposit_page(token: str, request: Request) -> Response:
     except AuthenticationRequired as exc:
         return _code_page(request, token, {k: str(v) for k, v in exc.details.items()})
     pending = [u for u in view.uploads if not u.deposited]
-    return _page(request, "deposit.html", token=token, view=view, pending=pending,
-                 done=[u for u in view.uploads if u.deposited])
+    return _page(request, "deposit/upload.html", token=token, view=view, pending=pending,
+                 complete=any(u.completed for u in pending),
+                 done=[u for u in view.uploads if u.deposited],
+                 nothing=bool(request.query_params.get("nothing")))
 
 
 async def _challenge(request: Request, token: str) -> dict[str, str]:
@@ -85,9 +88,8 @@ async def deposit_code(token: str, request: Request, ctx: Ctx) -> Response:
     except TooManyAttempts as exc:
         return _code_page(request, token, await _challenge(request, token),
                           error=code_refusal(exc), status=429)
-    by = "par SMS au" if sent.channel == "sms" else "par e-mail à"
     return _code_page(request, token, await _challenge(request, token), status=200,
-                      notice=f"Un code vient de vous être envoyé {by} {sent.recipient}.")
+                      notice=code_sent_notice(sent.channel, sent.recipient))
 
 
 @router.post("/d/{token}/verify")
@@ -119,13 +121,13 @@ async def deposit_submit(token: str, request: Request, ctx: Ctx) -> Response:
     except AuthenticationRequired:
         return RedirectResponse(f"/d/{token}", status_code=303)
     except CoffreError:
-        return RedirectResponse(f"/d/{token}?rien=1", status_code=303)
-    return _page(request, "deposit_closed.html", 200, why=None)
+        return RedirectResponse(f"/d/{token}?nothing=1", status_code=303)
+    return _page(request, "deposit/closed.html", 200, why=None)
 
 
 @router.get("/d/open/{token}")
 def open_page(token: str, request: Request) -> Response:
-    return _page(request, "deposit_open.html", token=token, error=None)
+    return _page(request, "deposit/open.html", token=token, error=None)
 
 
 @router.post("/d/open/{token}")
@@ -138,7 +140,7 @@ async def open_submit(token: str, request: Request, ctx: Ctx) -> Response:
     except Gone as exc:
         return _closed(request, exc)
     except CoffreError as exc:
-        error = ("Ce lien n'accepte plus de nouveaux déposants." if isinstance(
-            exc, TooManyAttempts) else "Adresse invalide ou lien inconnu.")
-        return _page(request, "deposit_open.html", 400, token=token, error=error)
+        error = (_("This link accepts no new depositors.") if isinstance(exc, TooManyAttempts)
+                 else _("Invalid address or unknown link."))
+        return _page(request, "deposit/open.html", 400, token=token, error=error)
     return RedirectResponse(f"/d/{joined.token}", status_code=303)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 
 from coffre.audit.trail import Context
 from coffre.errors import (
@@ -20,12 +20,23 @@ from coffre.errors import (
 )
 from coffre.http import deps
 from coffre.http.api.links import access_of, set_access_cookie
+from coffre.http.web import i18n
 from coffre.http.web.forms import small_form
-from coffre.http.web.templating import TEMPLATES
+from coffre.http.web.i18n import N_, _, ngettext
+from coffre.http.web.templating import TEMPLATES, render
 from coffre.services.organisations import InvitationPreview
 from coffre.services.verification import Challenge
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms)])
+
+async def reader_language(request: Request) -> None:
+    """Messages built in Python (refusals, notices) in the reader's
+    language: set before the handler runs (async, so that the handler's
+    context sees it)."""
+    i18n.use_language(request.cookies.get(i18n.COOKIE))
+
+
+router = APIRouter(include_in_schema=False,
+                   dependencies=[Depends(deps.same_origin_forms), Depends(reader_language)])
 Ctx = Annotated[Context, Depends(deps.context)]
 #: Paths answered with HTML pages (errors included); everything else is JSON.
 HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/", "/d/", "/login", "/logout", "/reauth",
@@ -35,33 +46,43 @@ HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/", "/d/", "/login", "/logo
 
 _ERRORS = {
     "expired": (
-        "Lien expiré",
-        "Ce transfert a expiré : ses fichiers ne sont plus disponibles.",
-        "Demandez à l'expéditeur de vous les envoyer à nouveau.",
+        N_("Link expired"),
+        N_("This transfer has expired: its files are no longer available."),
+        N_("Ask the sender to send them to you again."),
     ),
-    "revoked": ("Lien révoqué", "L'expéditeur a révoqué ce transfert.", None),
-    "deleted": ("Transfert supprimé", "Ce transfert a été supprimé.", None),
+    "revoked": (N_("Link revoked"), N_("The sender has revoked this transfer."), None),
+    "deleted": (N_("Transfer deleted"), N_("This transfer has been deleted."), None),
     "exhausted": (
-        "Limite atteinte",
-        "Le nombre de téléchargements autorisé est atteint.",
-        "Demandez à l'expéditeur un nouvel envoi si nécessaire.",
+        N_("Limit reached"),
+        N_("The number of downloads allowed has been reached."),
+        N_("Ask the sender for a new transfer if needed."),
     ),
     "invitation_used": (
-        "Invitation déjà utilisée",
-        "Cette invitation a déjà servi à créer un compte.",
-        "Connectez-vous avec l'adresse e-mail invitée.",
+        N_("Invitation already used"),
+        N_("This invitation has already been used to create an account."),
+        N_("Sign in with the invited e-mail address."),
     ),
     "invitation_expired": (
-        "Invitation expirée",
-        "Cette invitation n'est plus valable.",
-        "Demandez à l'administrateur de votre organisation une nouvelle invitation.",
+        N_("Invitation expired"),
+        N_("This invitation is no longer valid."),
+        N_("Ask your organisation's administrator for a new invitation."),
     ),
     "invitation_revoked": (
-        "Invitation annulée",
-        "L'administrateur a annulé cette invitation.",
-        "Demandez-lui une nouvelle invitation si nécessaire.",
+        N_("Invitation cancelled"),
+        N_("The administrator has cancelled this invitation."),
+        N_("Ask them for a new invitation if needed."),
     ),
 }
+_UNKNOWN = (
+    N_("Unknown link"),
+    N_("This link does not exist, or no longer does."),
+    N_("Check that it was copied in full."),
+)
+_LOCKED = (
+    N_("Too many attempts"),
+    N_("Too many wrong passwords were entered: this link is locked."),
+    N_("Ask the sender for a new transfer."),
+)
 
 
 def render_error(
@@ -71,30 +92,20 @@ def render_error(
     path = request.url.path
     if not path.startswith(HTML_PATHS):
         return None
+    i18n.use_language(request.cookies.get(i18n.COOKIE))
     reason = details.get("reason")
+    hint: str | None
     if isinstance(reason, str) and reason in _ERRORS:
         title, explanation, hint = _ERRORS[reason]
     elif status == 404:
-        title, explanation, hint = (
-            "Lien inconnu",
-            "Ce lien n'existe pas ou plus.",
-            "Vérifiez qu'il a été copié en entier.",
-        )
+        title, explanation, hint = _UNKNOWN
     elif status == 429:
-        title, explanation, hint = (
-            "Trop de tentatives",
-            "Trop de mots de passe erronés ont été saisis : ce lien est verrouillé.",
-            "Demandez à l'expéditeur un nouvel envoi.",
-        )
-    else:
-        title, explanation, hint = ("Erreur", message, None)
-    return TEMPLATES.TemplateResponse(
-        request,
-        "error.html",
-        {"title": title, "explanation": explanation, "hint": hint},
-        status_code=status,
-        headers={"Cache-Control": "no-store"},
-    )
+        title, explanation, hint = _LOCKED
+    else:  # the service's message is English: shown as it is
+        title, explanation, hint = N_("Error"), message, None
+    return render(request, "error.html", {
+        "title": _(title), "explanation": _(explanation), "hint": _(hint) if hint else None,
+    }, status=status)
 
 
 def _code_page(
@@ -106,43 +117,52 @@ def _code_page(
     locked = challenge.locked_until is not None
     if locked and error is None:
         error = _locked_message(challenge.locked_until)
-    return TEMPLATES.TemplateResponse(
-        request,
-        "code.html",
-        {
-            "token": token, "challenge": challenge, "error": error, "notice": notice,
-            "locked": locked, "minutes": settings.recipient_code_minutes,
-            "attempts": settings.recipient_code_attempts,
-            "lock_minutes": settings.recipient_lock_minutes,
-        },
-        status_code=status,
-        headers={"Cache-Control": "no-store"},
-    )
+    return render(request, "recipient/code.html", {
+        "token": token, "challenge": challenge, "error": error, "notice": notice,
+        "locked": locked, "minutes": settings.recipient_code_minutes,
+        "attempts": settings.recipient_code_attempts,
+        "lock_minutes": settings.recipient_lock_minutes,
+    }, status=status)
 
 
 def _locked_message(until: datetime | None) -> str:
-    when = f" jusqu'à {until.strftime('%H:%M UTC')}" if until else ""
-    return (f"Trop de codes erronés ont été saisis : ce lien est verrouillé{when}. "
-            "Vous pourrez ensuite demander un nouveau code.")
+    if until is None:
+        return _("Too many wrong codes were entered: this link is locked. "
+                 "You can ask for a new code afterwards.")
+    return _("Too many wrong codes were entered: this link is locked until %(time)s. "
+             "You can ask for a new code afterwards.", time=until.strftime("%H:%M UTC"))
 
 
 def code_refusal(exc: CoffreError, locked_until: datetime | None = None) -> str:
-    """A refused one-time code (send or check), in French, for recipients'
-    and depositors' pages alike."""
+    """A refused one-time code (send or check), in the reader's language,
+    for recipients' and depositors' pages alike."""
     reason = exc.details.get("reason")
     wait = exc.details.get("retry_after")
     if reason == "wrong_code":
-        return f"Code incorrect. Il vous reste {exc.details.get('attempts_left')} essai(s)."
+        left = int(exc.details.get("attempts_left") or 0)
+        return ngettext("Wrong code. You have %(num)d attempt left.",
+                        "Wrong code. You have %(num)d attempts left.", left)
     if reason == "locked":
         return _locked_message(locked_until)
     if reason == "resend_too_soon":
-        return (f"Un code vient d'être envoyé. Patientez {wait} secondes "
-                "avant d'en demander un autre.")
+        return ngettext("A code has just been sent. Wait %(num)d second "
+                        "before asking for another one.",
+                        "A code has just been sent. Wait %(num)d seconds "
+                        "before asking for another one.", int(wait or 1))
     if reason == "too_many_codes":
         minutes = max(int(wait or 60) // 60, 1)
-        return (f"Trop de codes ont été demandés pour ce lien. "
-                f"Réessayez dans {minutes} minute(s).")
-    return "Ce code a expiré ou n'est plus valable : demandez un nouveau code."
+        return ngettext("Too many codes were asked for this link. "
+                        "Try again in %(num)d minute.",
+                        "Too many codes were asked for this link. "
+                        "Try again in %(num)d minutes.", minutes)
+    return _("This code has expired or is no longer valid: ask for a new code.")
+
+
+def code_sent_notice(channel: str, recipient: str) -> str:
+    """Where the code just sent went (masked address or number)."""
+    if channel == "sms":
+        return _("A code has just been sent to you by SMS to %(to)s.", to=recipient)
+    return _("A code has just been sent to you by e-mail to %(to)s.", to=recipient)
 
 
 @router.post("/t/{token}/code")
@@ -157,9 +177,8 @@ async def code_send_page(token: str, request: Request, ctx: Ctx) -> Response:
         return _code_page(request, token, challenge,
                           error=code_refusal(exc, challenge.locked_until), status=429)
     challenge = await to_thread.run_sync(app.codes.challenge_for, token)
-    by = "par SMS au" if sent.channel == "sms" else "par e-mail à"
     return _code_page(request, token, challenge,
-                      notice=f"Un code vient de vous être envoyé {by} {sent.recipient}.")
+                      notice=code_sent_notice(sent.channel, sent.recipient))
 
 
 @router.post("/t/{token}/verify")
@@ -192,18 +211,9 @@ def link_page(token: str, request: Request, ctx: Ctx) -> Response:
         if exc.details.get("reason") == "code_required":
             return _code_page(request, token, app.codes.challenge_for(token), status=401)
         sender = app.links.sender_email(token)
-        return TEMPLATES.TemplateResponse(
-            request,
-            "unlock.html",
-            {"token": token, "sender": sender, "error": None},
-            headers={"Cache-Control": "no-store"},
-        )
-    return TEMPLATES.TemplateResponse(
-        request,
-        "link.html",
-        {"token": token, "link": link},
-        headers={"Cache-Control": "no-store"},
-    )
+        return render(request, "recipient/unlock.html",
+                      {"token": token, "sender": sender, "error": None})
+    return render(request, "recipient/link.html", {"token": token, "link": link})
 
 
 @router.post("/t/{token}/unlock")
@@ -219,13 +229,9 @@ async def unlock_page(token: str, request: Request, ctx: Ctx) -> Response:
         if exc.details.get("reason") == "code_required":
             return RedirectResponse(f"/t/{token}", status_code=303)
         sender = await to_thread.run_sync(app.links.sender_email, token)
-        return TEMPLATES.TemplateResponse(
-            request,
-            "unlock.html",
-            {"token": token, "sender": sender, "error": "Mot de passe incorrect."},
-            status_code=401,
-            headers={"Cache-Control": "no-store"},
-        )
+        return render(request, "recipient/unlock.html",
+                      {"token": token, "sender": sender, "error": _("Wrong password.")},
+                      status=401)
     response = RedirectResponse(f"/t/{token}", status_code=303)
     set_access_cookie(response, access)
     return response
@@ -352,7 +358,7 @@ def _invitation_form(
 
 
 @router.get("/dev/mailbox")
-def mailbox(request: Request) -> HTMLResponse:
+def mailbox(request: Request) -> Response:
     """Development only: shown in dev mode, without SMTP, to loopback clients."""
     app = deps.coffre(request)
     client = request.client.host if request.client else ""
@@ -363,9 +369,4 @@ def mailbox(request: Request) -> HTMLResponse:
         or client not in {"127.0.0.1", "::1"}
     ):
         raise NotFound("not found")
-    return TEMPLATES.TemplateResponse(
-        request,
-        "mailbox.html",
-        {"messages": app.dev_mailbox.messages()},
-        headers={"Cache-Control": "no-store"},
-    )
+    return render(request, "mailbox.html", {"messages": app.dev_mailbox.messages()})

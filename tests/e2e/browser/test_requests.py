@@ -1,0 +1,177 @@
+"""Upload requests in a real browser: the sender asks a depositor for
+files; the depositor opens the mailed link on a phone, proves the address
+with the mailed code, uploads two files over tus (one resuming an upload
+interrupted earlier) and hands them over; the sender sees the deposit
+arrive without reloading and downloads it, checksums compared."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.conftest import MailCatcher
+from tests.e2e.browser.conftest import (
+    DESKTOP,
+    PHONE,
+    Web,
+    check_accessibility,
+    screenshot,
+    signed_in,
+)
+from tests.integration.flows import wait_code
+from tests.integration.support import new_address
+
+SCAN = (b"%PDF-1.4 scanner " + bytes(range(256)) * 700)[: 150 * 1024]
+PHOTO = (b"\xff\xd8\xff photo " + bytes(reversed(range(256))) * 400)[: 90 * 1024]
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def deposit_link(mail: MailCatcher, address: str) -> str:
+    for message in mail.to(address):
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None
+        found = re.search(r"https?://\S+/d/[A-Za-z0-9_-]+", body.get_content())
+        if found:
+            return found.group(0)
+    raise AssertionError(f"no deposit link mailed to {address}")
+
+
+def interrupted_upload(web: Web, grant: str, name: str, data: bytes) -> None:
+    """Half of ``data`` sent over tus with the depositor's grant, as a
+    dropped connection would leave it."""
+    grant_header = {**TUS, "X-Coffre-Deposit": grant}
+    created = httpx.post(f"{web.url}/api/v1/uploads/", headers={
+        **grant_header, "Upload-Length": str(len(data)),
+        "Upload-Metadata": "filename " + base64.b64encode(name.encode()).decode()})
+    assert created.status_code == 201, created.text
+    half = httpx.patch(created.headers["location"], content=data[: len(data) // 2], headers={
+        **grant_header, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert half.status_code == 204, half.text
+
+
+def test_an_upload_request_is_created_completed_and_downloaded(
+        page: Any, new_page: Any, web: Web, tmp_path: Path) -> None:
+    sender = signed_in(page, web)
+    depositor_address = new_address("patient")
+    sender.goto("/requests")
+    expect(sender.get_by_role("heading", name="Demandes de dépôt")).to_be_visible()
+    sender.get_by_label("Adresses e-mail des déposants").fill(depositor_address)
+    sender.get_by_label("Message aux déposants").fill("Merci de déposer votre scanner.")
+    sender.get_by_label("Ouverte pendant").select_option("3d")
+    sender.get_by_role("button", name="Envoyer la demande").click()
+    expect(sender.get_by_role("status")).to_contain_text("La demande a été créée")
+    sender.goto(sender.get_by_role("link", name="Toutes les demandes de dépôt")
+                .get_attribute("href"))
+    item = sender.get_by_role("listitem").filter(has_text="Merci de déposer votre scanner.")
+    expect(item).to_contain_text("Demande ouverte")
+    expect(item).to_contain_text("0 dépôt")
+    check_accessibility(sender)
+    item.get_by_role("link").click()
+    expect(sender.get_by_text(depositor_address)).to_be_visible()
+    request_url = sender.url
+    expect(sender.get_by_text("Aucun dépôt pour l'instant.")).to_be_visible()
+
+    # The depositor, on a phone: the mailed link, the mailed code.
+    depositor = new_page(PHONE)
+    link = deposit_link(web.mail, depositor_address)
+    assert depositor.goto(link).status == 401
+    depositor.get_by_role("button", name="Recevoir un code").click()
+    expect(depositor.get_by_role("status")).to_contain_text("Un code vient de vous être envoyé")
+    depositor.get_by_label("Code reçu").fill(wait_code(web.mail, depositor_address, 1))
+    depositor.get_by_role("button", name="Valider").click()
+    expect(depositor.get_by_role("heading", name=re.compile("Déposer des fichiers pour")))\
+        .to_be_visible()
+
+    # A connection dropped earlier left half of the scan on the server.
+    grant = next(c["value"] for c in depositor.context.cookies()
+                 if c["name"] == "__Host-coffre-deposit")
+    interrupted_upload(web, grant, "scanner.pdf", SCAN)
+    depositor.reload()
+    expect(depositor.get_by_text(re.compile(r"scanner\.pdf — 75,0 Ko sur 150,0 Ko")))\
+        .to_be_visible()
+    check_accessibility(depositor)
+
+    files = {"scanner.pdf": SCAN, "photo.jpg": PHOTO}
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    depositor.get_by_label("Fichiers", exact=True).set_input_files(paths)
+    depositor.get_by_role("button", name="Envoyer", exact=True).click()
+    # A progress bar per file and one for the whole, all full at the end.
+    expect(depositor.get_by_role("status")).to_have_text(
+        "Fichiers envoyés et chiffrés. Vérifiez la liste puis remettez-les.")
+    bars = depositor.locator("#progress-list progress")
+    expect(bars).to_have_count(2)
+    for index in range(2):
+        expect(bars.nth(index)).to_have_js_property("value", 1)
+    expect(depositor.get_by_role("progressbar", name="Total")).to_have_js_property("value", 1)
+    expect(depositor.locator("#progress-list li").filter(has_text="scanner.pdf"))\
+        .to_contain_text("reprend après les 75,0 Ko déjà envoyés")
+    # Both on the server: the scan resumed (two uploads, not three).
+    sent = depositor.locator("#pending li")
+    expect(sent).to_have_count(2)
+    expect(sent.filter(has_text="scanner.pdf")).to_contain_text("150,0 Ko, complet")
+    expect(sent.filter(has_text="photo.jpg")).to_contain_text("90,0 Ko, complet")
+    assert depositor.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(depositor, "deposit-upload-phone")
+    depositor.set_viewport_size(DESKTOP)
+    screenshot(depositor, "deposit-upload")
+    depositor.get_by_role("button", name="English").click()
+    expect(depositor.get_by_role("button", name="Finish and hand over my files")).to_be_visible()
+    depositor.get_by_role("button", name="Finish and hand over my files").click()
+    expect(depositor.get_by_role("heading", name="Thank you, your files have been handed over"))\
+        .to_be_visible()
+
+    # The sender's page shows the deposit without a reload.
+    assert sender.url == request_url
+    deposit = sender.locator(".deposit-received")
+    expect(deposit).to_contain_text(depositor_address)
+    for name, data in files.items():
+        expect(deposit.get_by_role("listitem").filter(has_text=name).locator("code.hash"))\
+            .to_have_text(sha256(data))
+    with sender.expect_download() as download:
+        deposit.get_by_role("link", name="Télécharger scanner.pdf").click()
+    assert sha256(Path(download.value.path()).read_bytes()) == sha256(SCAN)
+    check_accessibility(sender)
+    screenshot(sender, "requests-detail")
+
+    sender.on("dialog", lambda dialog: dialog.accept())
+    sender.get_by_role("button", name="Clore la demande").click()
+    expect(sender.get_by_role("heading", name=re.compile("Demande close"))).to_be_visible()
+    sender.get_by_role("button", name="English").click()
+    expect(sender.get_by_text("Deposits received")).to_be_visible()
+    sender.goto("/requests")
+    expect(sender.get_by_role("listitem").filter(has_text="Merci de déposer votre scanner."))\
+        .to_contain_text("1 deposit")
+    screenshot(sender, "requests-list")
+
+
+def test_requests_pages_on_a_phone_and_a_refused_form(phone_page: Any, web: Web) -> None:
+    page = signed_in(phone_page, web)
+    page.goto("/requests")
+    page.get_by_label("Adresses e-mail des déposants").fill("pas-une-adresse")
+    page.get_by_role("button", name="Envoyer la demande").click()
+    expect(page.get_by_role("alert")).to_contain_text("Indiquez au moins une adresse e-mail valide")
+    expect(page.get_by_label("Adresses e-mail des déposants")).to_have_value("pas-une-adresse")
+    page.get_by_label("Adresses e-mail des déposants").fill("")
+    page.get_by_label("Créer aussi un lien ouvert").check()
+    page.get_by_role("button", name="Envoyer la demande").click()
+    open_link = page.locator(".open-link code")
+    expect(open_link).to_contain_text("/d/open/")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    check_accessibility(page)
+    screenshot(page, "requests-detail-phone")
+    page.get_by_role("button", name="English").click()
+    expect(page.get_by_role("heading", name=re.compile("Upload request"))).to_be_visible()
+    assert "/d/open/" not in page.content()  # shown once, after creation only
