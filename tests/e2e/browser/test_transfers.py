@@ -203,9 +203,18 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     _no_horizontal_scroll(page)
     check_accessibility(page)
 
-    # Sending before the upload is done is refused, in the reader's language.
+    # Sending with no file, or a file over the quota, is refused clearly.
     page.get_by_role("button", name="Send", exact=True).click()
     expect(page.locator("#send-error")).to_have_text("Add at least one file.")
+    _user_quota(web, 1)
+    try:
+        page.locator("#file-input").set_input_files(note)
+        expect(page.locator(".upload[data-state=failed] .upload-status")).to_contain_text(
+            "Your storage quota is full")
+        page.get_by_role("button", name=f"Remove {note.name}").click()
+        expect(page.locator(".upload")).to_have_count(0)
+    finally:
+        _user_quota(web, None)
     page.locator("#file-input").set_input_files(note)
     _add_recipient(page, _address("dora"))
     expect(page.locator(".upload[data-state=done]")).to_have_count(1)

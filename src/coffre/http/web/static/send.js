@@ -113,6 +113,8 @@
       urlStorage: serverStorage,
       storeFingerprintForResuming: false,
       removeFingerprintOnSuccess: false,
+      // Claimed at once: the same file chosen twice must not share an upload.
+      onUploadUrlAvailable: function () { claimed.add(uploadId(item.upload.url)); },
       onProgress: function (sent) { setProgress(item, sent); },
       onSuccess: function () {
         item.id = uploadId(item.upload.url);
