@@ -29,9 +29,11 @@ from coffre.http.api import (
 )
 from coffre.http.middleware import BodyLimit, SecurityHeaders
 from coffre.http.web import deposit_pages, guard, language, pages, request_pages
+from coffre.http.web.account_pages import router as account_pages_router
 from coffre.http.web.admin_pages import router as admin_pages_router
 from coffre.http.web.audit_pages import router as audit_pages_router
 from coffre.http.web.contact_pages import router as contacts_pages_router
+from coffre.http.web.signin_pages import router as signin_pages_router
 from coffre.http.web.transfer_pages import router as transfer_pages_router
 from coffre.jobs import scheduler
 
@@ -73,6 +75,8 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
     for router in (contacts_pages_router, admin_pages_router, audit_pages_router):
         app.include_router(router)
     app.include_router(request_pages.router)
+    app.include_router(signin_pages_router)
+    app.include_router(account_pages_router)
     app.include_router(transfer_pages_router)
     app.mount(
         "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"

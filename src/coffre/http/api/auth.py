@@ -103,6 +103,12 @@ def _set_session(response: Response, sign_in: SignIn) -> SignInOut:
                      expires_at=sign_in.expires_at)
 
 
+def clear_session(response: Response) -> None:
+    """Remove the session cookie (its session ended on the server)."""
+    response.delete_cookie(deps.SESSION_COOKIE, path="/", secure=True, httponly=True,
+                           samesite="strict")
+
+
 def _session_cookie(request: Request) -> str:
     cookie = request.cookies.get(deps.SESSION_COOKIE)
     if cookie is None:
@@ -166,8 +172,7 @@ async def logout(request: Request, ctx: Ctx) -> Response:
         app = deps.coffre(request)
         await to_thread.run_sync(lambda: app.sessions.logout(cookie, ctx))
     response = Response(status_code=204)
-    response.delete_cookie(deps.SESSION_COOKIE, path="/", secure=True, httponly=True,
-                           samesite="strict")
+    clear_session(response)
     return response
 
 

@@ -14,7 +14,6 @@ from coffre.errors import (
     AuthenticationRequired,
     CoffreError,
     Conflict,
-    InvalidInput,
     NotFound,
     TooManyAttempts,
 )
@@ -23,8 +22,7 @@ from coffre.http.api.links import access_of, set_access_cookie
 from coffre.http.web import i18n
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _, ngettext
-from coffre.http.web.templating import TEMPLATES, render
-from coffre.services.organisations import InvitationPreview
+from coffre.http.web.templating import render
 from coffre.services.verification import Challenge
 
 
@@ -235,126 +233,6 @@ async def unlock_page(token: str, request: Request, ctx: Ctx) -> Response:
     response = RedirectResponse(f"/t/{token}", status_code=303)
     set_access_cookie(response, access)
     return response
-
-
-@router.get("/setup/{token}")
-def setup_page(token: str, request: Request) -> Response:
-    deps.coffre(request).accounts.check_setup_token(token)
-    return TEMPLATES.TemplateResponse(
-        request,
-        "setup.html",
-        {
-            "token": token,
-            "done": False,
-            "error": None,
-            "email": "",
-            "organisation": "",
-            "display_name": "",
-        },
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-@router.post("/setup/{token}")
-async def setup_submit(token: str, request: Request, ctx: Ctx) -> Response:
-    app = deps.coffre(request)
-    form = await small_form(request)
-    fields = {
-        k: str(form.get(k, ""))[:256] for k in ("email", "password", "organisation", "display_name")
-    }
-    try:
-        await to_thread.run_sync(
-            lambda: app.accounts.complete_setup(
-                token,
-                fields["email"],
-                fields["password"],
-                fields["organisation"],
-                fields["display_name"],
-                ctx,
-            )
-        )
-    except InvalidInput as exc:
-        return TEMPLATES.TemplateResponse(
-            request,
-            "setup.html",
-            {"token": token, "done": False, "error": _setup_error(exc), **fields, "password": ""},
-            status_code=400,
-            headers={"Cache-Control": "no-store"},
-        )
-    return TEMPLATES.TemplateResponse(
-        request,
-        "setup.html",
-        {"done": True, "email": fields["email"], "public_url": app.settings.base_url},
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-def _setup_error(exc: CoffreError) -> str:
-    field = exc.details.get("field")
-    return {
-        "email": "L'adresse e-mail n'est pas valide.",
-        "password": "Le mot de passe doit comporter entre 12 et 256 caractères variés.",
-        "organisation": "Indiquez le nom de l'organisation.",
-    }.get(str(field), "Les informations saisies ne sont pas valides.")
-
-
-@router.get("/invitation/{token}")
-def invitation_page(token: str, request: Request, ctx: Ctx) -> Response:
-    """Join an organisation. Like the setup link, the token is a capability
-    in the path of a mailed link: redacted from the access log, never sent
-    as a referrer, never cached (SEC-27)."""
-    invitation = deps.coffre(request).organisations.preview_invitation(token, ctx)
-    return _invitation_form(request, token, invitation, None, "")
-
-
-@router.post("/invitation/{token}")
-async def invitation_submit(token: str, request: Request, ctx: Ctx) -> Response:
-    app = deps.coffre(request)
-    form = await small_form(request)
-    password = str(form.get("password", ""))[:256]
-    display_name = str(form.get("display_name", ""))[:200]
-    try:
-        user = await to_thread.run_sync(
-            lambda: app.organisations.accept(token, password, display_name, ctx)
-        )
-    except (InvalidInput, Conflict) as exc:
-        invitation = await to_thread.run_sync(app.organisations.preview_invitation, token, ctx)
-        error = (
-            "Un compte existe déjà pour cette adresse e-mail."
-            if isinstance(exc, Conflict)
-            else _setup_error(exc)
-        )
-        return _invitation_form(request, token, invitation, error, display_name, 400)
-    return TEMPLATES.TemplateResponse(
-        request,
-        "invitation.html",
-        {"done": True, "email": user.email, "public_url": app.settings.base_url},
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-def _invitation_form(
-    request: Request,
-    token: str,
-    invitation: InvitationPreview,
-    error: str | None,
-    display_name: str,
-    status: int = 200,
-) -> Response:
-    return TEMPLATES.TemplateResponse(
-        request,
-        "invitation.html",
-        {
-            "done": False,
-            "token": token,
-            "invitation": invitation,
-            "admin": invitation.role == "admin",
-            "error": error,
-            "display_name": display_name,
-        },
-        status_code=status,
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 @router.get("/dev/mailbox")

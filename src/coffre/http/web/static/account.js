@@ -1,0 +1,171 @@
+// Passkeys (WebAuthn) for the sign-in, step-up and account pages, through
+// the JSON API (/api/v1/auth/login/webauthn..., /api/v1/auth/reauth...,
+// /api/v1/account/factors/webauthn...). Options and credentials cross as
+// JSON with base64url fields. Recovery codes returned by a first passkey
+// are written into the page only: nothing goes to browser storage (SEC-27).
+"use strict";
+(function () {
+  function fromB64url(text) {
+    const padded = text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4);
+    const binary = atob(padded);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return bytes.buffer;
+  }
+
+  function toB64url(buffer) {
+    if (!buffer) return null;
+    const bytes = new Uint8Array(buffer);
+    let binary = "";
+    for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
+    return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function withIds(list) {
+    return (list || []).map(function (c) { return Object.assign({}, c, { id: fromB64url(c.id) }); });
+  }
+
+  function creationOptions(o) {
+    return Object.assign({}, o, {
+      challenge: fromB64url(o.challenge),
+      user: Object.assign({}, o.user, { id: fromB64url(o.user.id) }),
+      excludeCredentials: withIds(o.excludeCredentials),
+    });
+  }
+
+  function requestOptions(o) {
+    return Object.assign({}, o, {
+      challenge: fromB64url(o.challenge),
+      allowCredentials: withIds(o.allowCredentials),
+    });
+  }
+
+  function credentialJSON(cred) {
+    const r = cred.response;
+    const response = { clientDataJSON: toB64url(r.clientDataJSON) };
+    if (r.attestationObject) {
+      response.attestationObject = toB64url(r.attestationObject);
+      response.transports = r.getTransports ? r.getTransports() : [];
+    } else {
+      response.authenticatorData = toB64url(r.authenticatorData);
+      response.signature = toB64url(r.signature);
+      if (r.userHandle) response.userHandle = toB64url(r.userHandle);
+    }
+    const json = {
+      id: cred.id, rawId: toB64url(cred.rawId), type: cred.type, response: response,
+      clientExtensionResults: cred.getClientExtensionResults ? cred.getClientExtensionResults() : {},
+    };
+    if (cred.authenticatorAttachment) json.authenticatorAttachment = cred.authenticatorAttachment;
+    return json;
+  }
+
+  function reason(result) {
+    const error = result.data && result.data.error;
+    return (error && error.details && error.details.reason) || "";
+  }
+
+  // Where to go after a success: a local path only (the server checked it too).
+  function local(path) {
+    return /^\/(?![\/\\])/.test(path || "") ? path : "/transfers";
+  }
+
+  function setUp(box) {
+    const button = box.querySelector(".passkey-start");
+    const error = box.querySelector(".passkey-error");
+    const kind = box.getAttribute("data-passkey");
+
+    function fail(name) {
+      error.textContent = box.querySelector(".passkey-messages").getAttribute("data-error-" + name) || "";
+      error.hidden = false;
+      button.disabled = false;
+    }
+
+    if (!window.PublicKeyCredential || !navigator.credentials) {
+      button.disabled = true;
+      box.querySelector(".passkey-unsupported").hidden = false;
+      return;
+    }
+
+    async function ceremony(optionsUrl, makeOptions, create) {
+      const options = await window.Coffre.api("POST", optionsUrl);
+      if (!options.ok) return { options: options };
+      let cred;
+      try {
+        cred = create
+          ? await navigator.credentials.create({ publicKey: makeOptions(options.data) })
+          : await navigator.credentials.get({ publicKey: makeOptions(options.data) });
+      } catch (e) {
+        return { cancelled: true };
+      }
+      return { credential: credentialJSON(cred) };
+    }
+
+    async function login() {
+      const got = await ceremony("/api/v1/auth/login/webauthn/options", requestOptions, false);
+      if (got.cancelled) return fail("cancelled");
+      if (got.options) {
+        if (got.options.status === 404) return fail("none");
+        if (got.options.status === 401) return fail("expired");
+        return fail(got.options.status === 429 ? "wait" : "generic");
+      }
+      const done = await window.Coffre.api("POST", "/api/v1/auth/login/webauthn",
+                                           { credential: got.credential });
+      if (done.ok) return window.location.assign(local(box.getAttribute("data-next")));
+      fail(done.status === 429 ? "wait" : reason(done) === "session_expired" ? "expired" : "generic");
+    }
+
+    async function reauth() {
+      const password = document.getElementById("password");
+      if (!password.value) {
+        password.focus();
+        return fail("password");
+      }
+      const got = await ceremony("/api/v1/auth/reauth/webauthn/options", requestOptions, false);
+      if (got.cancelled) return fail("cancelled");
+      if (got.options) return fail(got.options.status === 404 ? "none" : "generic");
+      const done = await window.Coffre.api("POST", "/api/v1/auth/reauth", {
+        password: password.value, method: "webauthn", credential: got.credential,
+      });
+      if (done.ok) return window.location.assign(local(box.getAttribute("data-next")));
+      fail(done.status === 429 ? "wait" : "generic");
+    }
+
+    async function register() {
+      const got = await ceremony("/api/v1/account/factors/webauthn/options", creationOptions, true);
+      if (got.cancelled) return fail("cancelled");
+      if (got.options) {
+        if (reason(got.options) === "reauthentication_required") {
+          return window.location.assign("/reauth?next=" + encodeURIComponent(window.location.pathname));
+        }
+        return fail("generic");
+      }
+      const name = box.querySelector(".passkey-name");
+      const done = await window.Coffre.api("POST", "/api/v1/account/factors/webauthn",
+                                           { name: name ? name.value : "", credential: got.credential });
+      if (!done.ok) return fail("generic");
+      const codes = done.data.recovery_codes || [];
+      if (!codes.length) return window.location.assign("/account");
+      const section = box.querySelector(".passkey-codes");
+      const list = section.querySelector(".codes");
+      codes.forEach(function (code) {
+        const item = document.createElement("li");
+        const text = document.createElement("code");
+        text.textContent = code;
+        item.appendChild(text);
+        list.appendChild(item);
+      });
+      button.hidden = true;
+      section.hidden = false;
+      section.querySelector("h2").focus();
+    }
+
+    const run = { login: login, reauth: reauth, register: register }[kind];
+    button.addEventListener("click", function () {
+      error.hidden = true;
+      button.disabled = true;
+      run().catch(function () { fail("generic"); });
+    });
+  }
+
+  document.querySelectorAll("[data-passkey]").forEach(setUp);
+})();
