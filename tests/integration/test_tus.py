@@ -580,6 +580,29 @@ def test_another_users_upload_is_not_found(tus: Tus, tus_server: Server,
     assert tus.head(url).offset == 10
 
 
+def test_unfinished_uploads_are_listed_to_their_owner_only(
+        tus: Tus, tus_server: Server, other_token: str, api: httpx.Client) -> None:
+    """``GET /api/v1/uploads/`` (not tus): where a page reloaded mid-upload
+    finds the upload to resume; never another user's, nor one already sent."""
+    url = tus.new(100, meta(filename="scanner.bin", fingerprint="coffre/scanner.bin/100/1"))
+    assert tus.patch(url, 0, b"a" * 40).status == 204
+    sent = tus.new(3, meta(filename="fait.txt"))
+    assert tus.patch(sent, 0, b"abc").offset == 3
+    transfer_sha256(api, [upload_id(sent)])
+    listed = {u["id"]: u for u in api.get("/api/v1/uploads/").json()}
+    mine = listed[upload_id(url)]
+    assert (mine["offset"], mine["length"], mine["completed"]) == (40, 100, False)
+    assert mine["metadata"] == {"filename": "scanner.bin",
+                                "fingerprint": "coffre/scanner.bin/100/1"}
+    assert upload_id(sent) not in listed
+    with httpx.Client(base_url=tus_server.url, timeout=30,
+                      headers={"Authorization": f"Bearer {other_token}"}) as c:
+        theirs = c.get("/api/v1/uploads/")
+        assert theirs.status_code == 200, theirs.text
+        assert upload_id(url) not in {u["id"] for u in theirs.json()}
+    assert httpx.get(f"{tus_server.url}/api/v1/uploads/").status_code == 401
+
+
 def test_expired_upload_is_gone(tus: Tus, tus_server: Server) -> None:
     url = tus.new(100)
     assert tus.patch(url, 0, b"a" * 10).status == 204
