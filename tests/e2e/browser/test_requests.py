@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import expect
 
-from tests.conftest import MailCatcher
+from tests.conftest import MailCatcher, login
 from tests.e2e.browser.conftest import (
     DESKTOP,
     PHONE,
@@ -25,7 +25,7 @@ from tests.e2e.browser.conftest import (
     signed_in,
 )
 from tests.integration.flows import wait_code
-from tests.integration.support import new_address
+from tests.integration.support import api_client, new_address
 
 SCAN = (b"%PDF-1.4 scanner " + bytes(range(256)) * 700)[: 150 * 1024]
 PHOTO = (b"\xff\xd8\xff photo " + bytes(reversed(range(256))) * 400)[: 90 * 1024]
@@ -137,6 +137,7 @@ def test_an_upload_request_is_created_completed_and_downloaded(
     assert sender.url == request_url
     deposit = sender.locator(".deposit-received")
     expect(deposit).to_contain_text(depositor_address)
+    expect(sender.locator(".depositors")).to_contain_text("2 fichiers envoyés, 240,0 Ko")
     for name, data in files.items():
         expect(deposit.get_by_role("listitem").filter(has_text=name).locator("code.hash"))\
             .to_have_text(sha256(data))
@@ -154,6 +155,8 @@ def test_an_upload_request_is_created_completed_and_downloaded(
     sender.goto("/requests")
     expect(sender.get_by_role("listitem").filter(has_text="Merci de déposer votre scanner."))\
         .to_contain_text("1 deposit")
+    sender.get_by_role("button", name="Français").click()
+    expect(sender.get_by_role("heading", name="Nouvelle demande de dépôt")).to_be_visible()
     screenshot(sender, "requests-list")
 
 
@@ -175,3 +178,39 @@ def test_requests_pages_on_a_phone_and_a_refused_form(phone_page: Any, web: Web)
     page.get_by_role("button", name="English").click()
     expect(page.get_by_role("heading", name=re.compile("Upload request"))).to_be_visible()
     assert "/d/open/" not in page.content()  # shown once, after creation only
+
+
+def test_a_depositor_pauses_and_resumes_an_upload(page: Any, web: Web, tmp_path: Path) -> None:
+    """On a slow connection (Chromium's network throttling), Pause stops the
+    upload and Resume carries on from the server's offset: one upload, the
+    whole file, the right checksum."""
+    address = new_address("patient")
+    with api_client(web.server, login(web.url)) as client:
+        made = client.post("/api/v1/requests", json={"depositors": [address]})
+        assert made.status_code == 201, made.text
+        page.goto(deposit_link(web.mail, address))
+        page.get_by_role("button", name="Recevoir un code").click()
+        page.get_by_label("Code reçu").fill(wait_code(web.mail, address, 1))
+        page.get_by_role("button", name="Valider").click()
+        data = bytes(range(256)) * (12 * 4096)  # 12 Mo: two tus chunks
+        (tmp_path / "irm.dcm").write_bytes(data)
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1,
+            "uploadThroughput": 3 * 1024 * 1024})
+        page.get_by_label("Fichiers", exact=True).set_input_files(str(tmp_path / "irm.dcm"))
+        page.get_by_role("button", name="Envoyer", exact=True).click()
+        page.get_by_role("button", name="Pause").click()
+        expect(page.get_by_role("status")).to_have_text(
+            "En pause. Appuyez sur Reprendre pour continuer.")
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        page.get_by_role("button", name="Reprendre").click()
+        expect(page.locator("#pending li")).to_have_text("irm.dcm — 12,0 Mo, complet")
+        page.get_by_role("button", name="Terminer et remettre mes fichiers").click()
+        expect(page.get_by_role("heading", name="Merci, vos fichiers ont été remis"))\
+            .to_be_visible()
+        received = client.get("/api/v1/received").json()
+        mine = next(r for r in received if r["request_id"] == made.json()["id"])
+        assert [(f["name"], f["sha256"]) for f in mine["files"]] == [("irm.dcm", sha256(data))]
