@@ -222,6 +222,11 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     _no_horizontal_scroll(page)
     screenshot(page, "transfers-new-phone")
     page.get_by_label("Subject").fill("Ordonnance")
+    _add_recipient(page, "pas-une-adresse")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#send-error")).to_have_text(
+        "One of the recipients' addresses is not valid.")
+    page.get_by_role("button", name="Remove pas-une-adresse").click()
     page.get_by_role("button", name="Send", exact=True).click()
 
     page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"))
