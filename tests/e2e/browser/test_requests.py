@@ -160,10 +160,19 @@ def test_an_upload_request_is_created_completed_and_downloaded(
     screenshot(sender, "requests-list")
 
 
-def test_requests_pages_on_a_phone_and_a_refused_form(phone_page: Any, web: Web) -> None:
+def test_requests_pages_on_a_phone_and_a_refused_form(phone_page: Any, new_page: Any,
+                                                      web: Web) -> None:
     page = signed_in(phone_page, web)
+    with api_client(web.server, login(web.url)) as client:
+        added = client.post("/api/v1/contacts", json={
+            "email": "dr.zoe.martin@exemple.fr", "name": "Zoé Martin"})
+        assert added.status_code == 201, added.text
     page.goto("/requests")
-    page.get_by_label("Adresses e-mail des déposants").fill("pas-une-adresse")
+    field = page.get_by_label("Adresses e-mail des déposants")
+    field.press_sequentially("Zo")  # contact suggestions
+    page.get_by_role("button", name="Zoé Martin <dr.zoe.martin@exemple.fr>").click()
+    expect(field).to_have_value("dr.zoe.martin@exemple.fr, ")
+    field.fill("pas-une-adresse")
     page.get_by_role("button", name="Envoyer la demande").click()
     expect(page.get_by_role("alert")).to_contain_text("Indiquez au moins une adresse e-mail valide")
     expect(page.get_by_label("Adresses e-mail des déposants")).to_have_value("pas-une-adresse")
@@ -172,12 +181,27 @@ def test_requests_pages_on_a_phone_and_a_refused_form(phone_page: Any, web: Web)
     page.get_by_role("button", name="Envoyer la demande").click()
     open_link = page.locator(".open-link code")
     expect(open_link).to_contain_text("/d/open/")
+    open_url = open_link.text_content().strip()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     check_accessibility(page)
     screenshot(page, "requests-detail-phone")
     page.get_by_role("button", name="English").click()
     expect(page.get_by_role("heading", name=re.compile("Upload request"))).to_be_visible()
     assert "/d/open/" not in page.content()  # shown once, after creation only
+
+    # Anyone with the open link gives an address and gets a code there.
+    stranger = new_page(PHONE)
+    stranger.goto(open_url)
+    expect(stranger.get_by_role("heading", name="Déposer des fichiers")).to_be_visible()
+    check_accessibility(stranger)
+    address = new_address("voisin")
+    stranger.get_by_label("Adresse e-mail").fill(address)
+    stranger.get_by_role("button", name="Recevoir un code").click()
+    expect(stranger.get_by_label("Code reçu")).to_be_visible()
+    stranger.get_by_label("Code reçu").fill(wait_code(web.mail, address, 1))
+    stranger.get_by_role("button", name="Valider").click()
+    expect(stranger.get_by_role("heading", name=re.compile("Déposer des fichiers pour")))\
+        .to_be_visible()
 
 
 def test_a_depositor_pauses_and_resumes_an_upload(page: Any, web: Web, tmp_path: Path) -> None:
