@@ -244,6 +244,7 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     page.get_by_label("Forward the files to a new recipient").fill(_address("emile"))
     page.get_by_role("button", name="Forward", exact=True).click()
     expect(page.locator(".notice")).to_have_text("Files forwarded: this is the new transfer.")
+    expect(page.get_by_role("heading", name="Ordonnance")).to_be_visible()
     expect(page.get_by_text(_sha256(note))).to_be_visible()
 
     page.get_by_label("Reason for the legal hold").fill("Litige en cours")

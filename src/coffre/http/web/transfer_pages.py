@@ -52,6 +52,8 @@ Deleter = Annotated[Actor, Depends(guard.page(Action.TRANSFER_DELETE))]
 Holder = Annotated[Actor, Depends(guard.page(Action.TRANSFER_HOLD))]
 Ctx = Annotated[Context, Depends(deps.context)]
 
+#: Forwarded copies are available this long (as the API's default).
+FORWARD_LIFETIME = timedelta(days=7)
 #: A timeline step, as people read it.
 STEPS = {
     "mail_sent": N_("Link sent by e-mail"),
@@ -279,11 +281,9 @@ async def revoke(transfer_id: str, request: Request, actor: Manager, ctx: Ctx) -
 async def extend(transfer_id: str, request: Request, actor: Manager, ctx: Ctx) -> Response:
     form = await small_form(request)
     transfers = deps.coffre(request).transfers
-    permanent = form.get("permanent") == "1"
 
     def work() -> None:
-        lifetime = None if permanent else timedelta(days=_days(form.get("days")))
-        transfers.extend(actor, transfer_id, lifetime, ctx)
+        transfers.extend(actor, transfer_id, timedelta(days=_days(form.get("days"))), ctx)
 
     return await _act(request, transfer_id, work, "extended")
 
@@ -300,7 +300,7 @@ async def forward(transfer_id: str, request: Request, actor: Forwarder, ctx: Ctx
             raise InvalidInput("a recipient is needed", field="recipients")
         new = NewTransfer(upload_ids=[], recipients=recipients,
                           subject=str(form.get("subject", ""))[:200],
-                          expires_in=timedelta(days=_days(form.get("days") or "7")))
+                          expires_in=FORWARD_LIFETIME)
         made.append(service.forward(actor, transfer_id, new, ctx))
 
     error = await _attempt(work)
