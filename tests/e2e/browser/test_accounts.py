@@ -102,11 +102,13 @@ def fits_the_screen(page: Any) -> None:
     assert width <= page.viewport_size["width"], f"horizontal scrolling: {width}px"
 
 
-def sign_in_with_password(page: Any, email: str = EMAIL, password: str = PASSWORD) -> None:
+def sign_in_with_password(page: Any, email: str = EMAIL, password: str = PASSWORD,
+                          expect_second: bool = True) -> None:
     page.get_by_label("Adresse e-mail").fill(email)
     page.get_by_label("Mot de passe").fill(password)
     page.get_by_role("button", name="Continuer").click()
-    expect(page).to_have_url(at(r"/login/second-factor\?next=.*"))
+    if expect_second:
+        expect(page).to_have_url(at(r"/login/second-factor\?next=.*"))
 
 
 def test_first_run_setup_with_totp_then_sign_in_and_api_token(person: Any,
@@ -124,6 +126,8 @@ def test_first_run_setup_with_totp_then_sign_in_and_api_token(person: Any,
 
     # Signed in, and straight on to the second factor administrators need.
     expect(page).to_have_url(at(r"/account/totp"))
+    used = httpx.get(fresh.setup_link)  # the link works once
+    assert used.status_code == 410 and "text/html" in used.headers["content-type"]
     expect(page.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
     secret = page.locator("#totp-secret").inner_text().strip()
     assert re.fullmatch(r"[A-Z2-7]{32}", secret)
@@ -222,6 +226,9 @@ def test_sign_in_with_a_recovery_code_in_english_on_a_phone(person: Any, fresh: 
     check_accessibility(page)
     screenshot(page, "account-security-phone")
 
+    page.goto("/login?next=/account")  # signed in already: no second sign-in
+    expect(page).to_have_url(at(r"/account"))
+
     # Signing out ends the session on the server, not only in this browser.
     cookie = next(c for c in page.context.cookies() if c["name"] == "__Host-coffre-session")
     page.get_by_role("button", name="Sign out", exact=True).first.click()
@@ -287,8 +294,60 @@ def test_passkey_registered_then_used_to_sign_in_and_to_step_up(person: Any,
                                                         "factor.removed")] == ["totp"]
 
 
-def test_setup_link_works_once(fresh: Fresh) -> None:
-    again = httpx.get(fresh.setup_link)
-    assert again.status_code == 410
-    assert "text/html" in again.headers["content-type"]
+def test_invited_member_enrols_a_passkey_first_when_the_organisation_requires_one(
+        person: Any, fresh: Fresh) -> None:
+    """The first factor is a passkey: the script shows the recovery codes
+    it gets back, then the member signs in again with the passkey (SEC-9)."""
+    assert fresh.recovery, "needs the administrator made by the first test"
+    admin = httpx.post(f"{fresh.url}/api/v1/auth/token", timeout=30, json={
+        "email": EMAIL, "password": PASSWORD, "code": fresh.recovery.pop(),
+        "scopes": ["transfers:read", "transfers:write", "admin"]})
+    assert admin.status_code == 201, admin.text
+    member = "infirmiere@maison-sante.fr"
+    invited = httpx.post(f"{fresh.url}/api/v1/invitations", timeout=30,
+                         json={"email": member, "role": "member"},
+                         headers={"Authorization": f"Bearer {admin.json()['token']}"})
+    assert invited.status_code == 201, invited.text
+    sql(fresh.server.data_dir, "UPDATE organisations SET require_mfa = 1")
+    body = fresh.mail.to(member)[0].get_body(preferencelist=("plain",))
+    assert body is not None
+    link = re.search(r"http://\S+/invitation/[A-Za-z0-9_-]{43}", body.get_content())
+    assert link, body.get_content()
 
+    page = person()
+    _virtual_authenticator(page)
+    page.goto(link.group(0))
+    expect(page.get_by_role("heading", name="Rejoindre Maison de santé des Tilleuls")
+           ).to_be_visible()
+    page.get_by_label("Votre nom").fill("Inès Durand")
+    page.get_by_label("Choisissez un mot de passe").fill(PASSWORD)
+    page.get_by_role("button", name="Créer mon compte").click()
+    expect(page.get_by_role("heading", name="Bienvenue sur Coffre")).to_be_visible()
+    page.get_by_role("link", name="Se connecter").click()
+    sign_in_with_password(page, member, expect_second=False)  # no factor yet: the guard asks
+    expect(page).to_have_url(at(r"/account"))
+    expect(page.get_by_role("status")).to_contain_text("demande un second facteur")
+    page.get_by_role("button", name="Enregistrer une clé d'accès").click()
+    expect(page.get_by_role("heading", name="Vos codes de secours")).to_be_focused()
+    assert len(page.locator(".passkey-codes .codes code").all_inner_texts()) == 10
+    page.get_by_role("button", name=re.compile("Je les ai conservés")).click()
+    expect(page).to_have_url(at(r"/login\?next=/transfers&enrolled=1"))
+    sign_in_with_password(page, member)
+    page.get_by_role("button", name="Utiliser une clé d'accès").click()
+    page.wait_for_url(at(r"/transfers"))
+    expect(page.get_by_role("navigation", name="Menu principal")).to_be_visible()
+
+
+def test_repeated_wrong_passwords_are_slowed_down_with_a_clear_message(fresh: Fresh) -> None:
+    """SEC-14: growing delays after a few failures; the page says how long."""
+    form = {"email": "inconnu@maison-sante.fr", "password": "wrong password here", "next": "/"}
+    answers: list[httpx.Response] = []
+    while len(answers) < 8 and (not answers or answers[-1].status_code == 401):
+        answers.append(httpx.post(f"{fresh.url}/login", data=form, timeout=30,
+                                  headers={"Origin": fresh.url}))
+    assert [a.status_code for a in answers[:3]] == [401, 401, 401]  # the first ones are free
+    assert "Adresse e-mail ou mot de passe incorrect." in answers[0].text
+    slowed = answers[-1]  # the delay doubles with each failure: one is soon refused
+    assert slowed.status_code == 429
+    assert re.search(r"patientez \d+ secondes? avant de réessayer", slowed.text)
+    assert slowed.headers["cache-control"] == "no-store"

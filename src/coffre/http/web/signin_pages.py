@@ -169,9 +169,17 @@ def _invitation_form(
 
 
 @router.get("/login", dependencies=[Public])
-def login_page(request: Request, next: str = HOME, enrolled: str = "") -> Response:
-    return _page(request, "account/login.html", next=guard.safe_next(next, HOME), email="",
-                 error=None, enrolled=enrolled == "1")
+async def login_page(request: Request, next: str = HOME, enrolled: str = "") -> Response:
+    after = guard.safe_next(next, HOME)
+    if request.cookies.get(deps.SESSION_COOKIE) is not None:
+        try:  # signed in already (with the second factor, if one is needed)
+            actor = await deps.resolve(request)
+            if actor.mfa or not actor.mfa_required:
+                return RedirectResponse(after, status_code=303)
+        except AuthenticationRequired:
+            pass  # no session, or one still waiting for its second factor
+    return _page(request, "account/login.html", next=after, email="", error=None,
+                 enrolled=enrolled == "1")
 
 
 @router.post("/login", dependencies=[Public])
