@@ -16,28 +16,20 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor, Role
 from coffre.domain.policy import Action
 from coffre.errors import CoffreError, Conflict, InvalidInput
 from coffre.http import deps
-from coffre.http.web import guard, i18n
+from coffre.http.web import guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _
-from coffre.http.web.templating import render
+from coffre.http.web.templating import page_router, render
 from coffre.services.organisations import LIMIT_FIELDS
 
-
-async def speak(request: Request) -> None:
-    """The reader's language for messages made before ``render`` (async:
-    set in the request's context, which sync routes' threads copy)."""
-    i18n.use_language(request.cookies.get(i18n.COOKIE))
-
-
-router = APIRouter(include_in_schema=False,
-                   dependencies=[Depends(deps.same_origin_forms), Depends(speak)])
+router = page_router()
 Ctx = Annotated[Context, Depends(deps.context)]
 Lister = Annotated[Actor, Depends(guard.page(Action.MEMBER_LIST))]
 Inviter = Annotated[Actor, Depends(guard.page(Action.MEMBER_INVITE))]

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from coffre.audit.trail import Context
 from coffre.audit.verify import Report
@@ -22,11 +22,10 @@ from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action
 from coffre.http import deps
 from coffre.http.web import guard
-from coffre.http.web.admin_pages import speak, tabs
-from coffre.http.web.templating import render
+from coffre.http.web.admin_pages import tabs
+from coffre.http.web.templating import page_router, render
 
-router = APIRouter(include_in_schema=False,
-                   dependencies=[Depends(deps.same_origin_forms), Depends(speak)])
+router = page_router()
 Ctx = Annotated[Context, Depends(deps.context)]
 PAGE = 50
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")

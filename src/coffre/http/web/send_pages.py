@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from starlette.datastructures import FormData
 
 from coffre.audit.trail import Context
@@ -30,21 +30,13 @@ from coffre.errors import (
     TooLarge,
 )
 from coffre.http import deps
-from coffre.http.web import guard, i18n
+from coffre.http.web import guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _
-from coffre.http.web.templating import filesize, render
+from coffre.http.web.templating import filesize, page_router, render
 from coffre.services.transfers import NewTransfer
 
-
-async def speak(request: Request) -> None:
-    """The reader's language for messages made before ``render`` (async:
-    set in the request's context, which sync routes' threads copy)."""
-    i18n.use_language(request.cookies.get(i18n.COOKIE))
-
-
-router = APIRouter(include_in_schema=False,
-                   dependencies=[Depends(deps.same_origin_forms), Depends(speak)])
+router = page_router()
 Creator = Annotated[Actor, Depends(guard.page(Action.TRANSFER_CREATE))]
 Ctx = Annotated[Context, Depends(deps.context)]
 #: Recipients and files one form may carry (the API's own ceilings are higher).

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
@@ -88,3 +88,16 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, *
     }
     return TEMPLATES.TemplateResponse(request, name, values, status_code=status,
                                       headers={**NO_STORE, **(headers or {})})
+
+
+async def speak(request: Request) -> None:
+    """The reader's language for messages made before ``render`` (async:
+    set in the request's context, which sync routes' threads copy)."""
+    i18n.use_language(request.cookies.get(i18n.COOKIE))
+
+
+def page_router() -> APIRouter:
+    """A router of pages: no OpenAPI entry, forms only from our own pages
+    (SEC-22), messages in the reader's language."""
+    return APIRouter(include_in_schema=False,
+                     dependencies=[Depends(deps.same_origin_forms), Depends(speak)])

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from coffre.audit.trail import Context
@@ -37,12 +37,11 @@ from coffre.http.api.events import live_stream
 from coffre.http.web import guard, send_pages
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _
-from coffre.http.web.templating import render
+from coffre.http.web.templating import page_router, render
 from coffre.services.tracking import Change, Step
 from coffre.services.transfers import NewTransfer, RecipientView, TransferView
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms),
-                                                          Depends(send_pages.speak)])
+router = page_router()
 router.include_router(send_pages.router)
 Lister = Annotated[Actor, Depends(guard.page(Action.TRANSFER_LIST))]
 Reader = Annotated[Actor, Depends(guard.page(Action.TRANSFER_READ))]
