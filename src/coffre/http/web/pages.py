@@ -1,4 +1,5 @@
-"""Web pages: a recipient's link, the first-run setup, the dev mailbox."""
+"""Web pages: a recipient's link (one-time code, password, files), the
+error pages every browser page shares, the development mailbox."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _
 from coffre.http.web.pages import reader_language
 from coffre.http.web.templating import render
-from coffre.services.requests import NewRequest, RequestView
+from coffre.services.requests import NewRequest, Received, RequestView
 
 router = APIRouter(include_in_schema=False,
                    dependencies=[Depends(deps.same_origin_forms), Depends(reader_language)])
@@ -109,11 +109,18 @@ async def create_page(actor: Creator, request: Request, ctx: Ctx) -> Response:
     return await to_thread.run_sync(lambda: _detail(request, actor, view.id, ctx, view))
 
 
-def _detail(request: Request, actor: Actor, request_id: str, ctx: Context,
-            created: RequestView | None = None, status: int = 200) -> Response:
+def _deposits(request: Request, actor: Actor, request_id: str,
+              ctx: Context) -> tuple[RequestView, list[Received]]:
+    """The request, and the transfers deposited for it (as GET
+    /api/v1/requests/{id} and GET /api/v1/received answer them)."""
     service = deps.coffre(request).requests
     view = service.get(actor, request_id, ctx)
-    received = [r for r in service.received(actor) if r.request_id == view.id]
+    return view, [r for r in service.received(actor) if r.request_id == view.id]
+
+
+def _detail(request: Request, actor: Actor, request_id: str, ctx: Context,
+            created: RequestView | None = None, status: int = 200) -> Response:
+    view, received = _deposits(request, actor, request_id, ctx)
     context: dict[str, Any] = {
         "view": view, "received": received, "states": STATES,
         "open_url": created.open_url if created else None, "created": created is not None,
@@ -130,9 +137,7 @@ def detail_page(request_id: str, actor: Reader, request: Request, ctx: Ctx) -> R
 @router.get("/requests/{request_id}/deposits")
 def deposits_fragment(request_id: str, actor: Reader, request: Request, ctx: Ctx) -> Response:
     """The deposits received, for the detail page's live update."""
-    service = deps.coffre(request).requests
-    view = service.get(actor, request_id, ctx)
-    received = [r for r in service.received(actor) if r.request_id == view.id]
+    view, received = _deposits(request, actor, request_id, ctx)
     return render(request, "requests/_deposits.html", {"view": view, "received": received},
                   actor=actor)
 

@@ -106,6 +106,9 @@
         storeFingerprintForResuming: false,
         removeFingerprintOnSuccess: false,
         urlStorage: noStorage,
+        // Pausing before the server has named the upload would lose it
+        // (a second one would be created): Pause waits for its URL.
+        onUploadUrlAvailable: () => { pause.disabled = false; },
         onProgress: (sent, total) => {
           shown.bar.value = total ? sent / total : 1;
           progress(sent);
@@ -114,6 +117,7 @@
         onError: (error) => reject(error),
       });
       current = upload;
+      pause.disabled = true;
       upload.start();
     });
   }
