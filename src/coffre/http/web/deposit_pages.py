@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
 from coffre.audit.trail import Context
@@ -23,12 +23,11 @@ from coffre.http import deps
 from coffre.http.tus import DEPOSIT_COOKIE
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import _
-from coffre.http.web.pages import code_refusal, code_sent_notice, reader_language
-from coffre.http.web.templating import render
+from coffre.http.web.pages import code_refusal, code_sent_notice
+from coffre.http.web.templating import page_router, render
 from coffre.services.verification import ACCESS_LIFETIME
 
-router = APIRouter(include_in_schema=False,
-                   dependencies=[Depends(deps.same_origin_forms), Depends(reader_language)])
+router = page_router()
 Ctx = Annotated[Context, Depends(deps.context)]
 
 

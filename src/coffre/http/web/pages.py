@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
 from coffre.audit.trail import Context
@@ -23,19 +23,10 @@ from coffre.http.api.links import access_of, set_access_cookie
 from coffre.http.web import i18n
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _, ngettext
-from coffre.http.web.templating import render
+from coffre.http.web.templating import page_router, render
 from coffre.services.verification import Challenge
 
-
-async def reader_language(request: Request) -> None:
-    """Messages built in Python (refusals, notices) in the reader's
-    language: set before the handler runs (async, so that the handler's
-    context sees it)."""
-    i18n.use_language(request.cookies.get(i18n.COOKIE))
-
-
-router = APIRouter(include_in_schema=False,
-                   dependencies=[Depends(deps.same_origin_forms), Depends(reader_language)])
+router = page_router()
 Ctx = Annotated[Context, Depends(deps.context)]
 #: Paths answered with HTML pages (errors included); everything else is JSON.
 HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/", "/d/", "/login", "/logout", "/reauth",

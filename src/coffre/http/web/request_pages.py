@@ -16,7 +16,7 @@ import re
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
@@ -28,12 +28,10 @@ from coffre.http import deps
 from coffre.http.web import guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _
-from coffre.http.web.pages import reader_language
-from coffre.http.web.templating import render
+from coffre.http.web.templating import page_router, render
 from coffre.services.requests import NewRequest, Received, RequestView
 
-router = APIRouter(include_in_schema=False,
-                   dependencies=[Depends(deps.same_origin_forms), Depends(reader_language)])
+router = page_router()
 Ctx = Annotated[Context, Depends(deps.context)]
 Lister = Annotated[Actor, Depends(guard.page(Action.TRANSFER_LIST))]
 Creator = Annotated[Actor, Depends(guard.page(Action.REQUEST_CREATE))]
