@@ -69,8 +69,10 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module: Playwright's sync API keeps an event loop running in this
+    thread while it is started, which would break later tests' asyncio.run."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
