@@ -17,7 +17,7 @@ import re
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
 from coffre.audit.trail import Context
@@ -29,12 +29,10 @@ from coffre.http.api.auth import clear_session
 from coffre.http.web import guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _
-from coffre.http.web.signin_pages import reader_language
-from coffre.http.web.templating import render
+from coffre.http.web.templating import page_router, render
 from coffre.services.factors import FactorInfo
 
-router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms),
-                                                          Depends(reader_language)])
+router = page_router()
 Ctx = Annotated[Context, Depends(deps.context)]
 FactorReader = Annotated[Actor, Depends(guard.page(Action.FACTOR_READ))]
 FactorManager = Annotated[Actor, Depends(guard.page(Action.FACTOR_MANAGE))]

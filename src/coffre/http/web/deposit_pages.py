@@ -27,7 +27,8 @@ from coffre.http.web.pages import code_refusal, code_sent_notice
 from coffre.http.web.templating import page_router, render
 from coffre.services.verification import ACCESS_LIFETIME
 
-router = page_router()
+router = page_router(public="deposit links: the token in the path is the capability, checked "
+                     "by the service")
 Ctx = Annotated[Context, Depends(deps.context)]
 
 

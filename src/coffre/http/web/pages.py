@@ -26,7 +26,8 @@ from coffre.http.web.i18n import N_, _, ngettext
 from coffre.http.web.templating import page_router, render
 from coffre.services.verification import Challenge
 
-router = page_router()
+router = page_router(public="personal links: the token in the path is the capability, checked "
+                     "by the service (and the dev mailbox: dev mode, loopback only)")
 Ctx = Annotated[Context, Depends(deps.context)]
 #: Paths answered with HTML pages (errors included); everything else is JSON.
 HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/", "/d/", "/login", "/logout", "/reauth",

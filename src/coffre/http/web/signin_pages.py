@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import RedirectResponse
 from starlette.datastructures import FormData
 
@@ -32,24 +32,15 @@ from coffre.errors import (
 from coffre.http import deps
 from coffre.http.api.auth import _set_session as set_session
 from coffre.http.api.auth import clear_session
-from coffre.http.web import guard, i18n
+from coffre.http.web import guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import _, ngettext
-from coffre.http.web.templating import render
+from coffre.http.web.templating import page_router, render
 from coffre.services.factors import RECOVERY, TOTP
 from coffre.services.organisations import InvitationPreview
 from coffre.services.sessions import PENDING, Proof
 
-
-async def reader_language(request: Request) -> None:
-    """Messages made in a handler (errors) are in the reader's language.
-    Async, so that it sets the request's own context, which the handler
-    (and a sync one's worker thread) inherits."""
-    i18n.use_language(request.cookies.get(i18n.COOKIE))
-
-
-router = APIRouter(include_in_schema=False, dependencies=[Depends(deps.same_origin_forms),
-                                                          Depends(reader_language)])
+router = page_router()
 Ctx = Annotated[Context, Depends(deps.context)]
 Public = Depends(deps.public("signing in: the page asks for a password or a one-time link"))
 Reader = Annotated[Actor, Depends(guard.page(Action.ACCOUNT_READ))]

@@ -96,8 +96,12 @@ async def speak(request: Request) -> None:
     i18n.use_language(request.cookies.get(i18n.COOKIE))
 
 
-def page_router() -> APIRouter:
+def page_router(public: str | None = None) -> APIRouter:
     """A router of pages: no OpenAPI entry, forms only from our own pages
-    (SEC-22), messages in the reader's language."""
-    return APIRouter(include_in_schema=False,
-                     dependencies=[Depends(deps.same_origin_forms), Depends(speak)])
+    (SEC-22), messages in the reader's language. ``public`` says why its
+    pages are open to people without an account (each page of a router
+    without it declares ``guard.page(Action.X)`` itself)."""
+    dependencies = [Depends(deps.same_origin_forms), Depends(speak)]
+    if public is not None:
+        dependencies.append(Depends(deps.public(public)))
+    return APIRouter(include_in_schema=False, dependencies=dependencies)
