@@ -20,6 +20,7 @@ from coffre.bootstrap import Coffre
 from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action, check_route
 from coffre.errors import AuthenticationRequired, PermissionDenied
+from coffre.http.middleware import MAX_BODY
 
 SESSION_COOKIE = "__Host-coffre-session"
 CSRF_HEADER = "x-csrf-token"
@@ -73,12 +74,21 @@ def same_origin_forms(request: Request) -> None:
         check_origin(request)
 
 
+def _small_form(request: Request) -> bool:
+    """A page's form (URL-encoded, of a declared size within the body
+    limit): the only body read for a CSRF token. It is read before the
+    session is checked, so a multipart body (spooled to disk) or one of
+    unbounded size (uploads are exempt from the body limit) never is."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    length = request.headers.get("content-length", "")
+    return (kind == "application/x-www-form-urlencoded" and length.isascii()
+            and length.isdigit() and int(length) <= MAX_BODY)
+
+
 async def _csrf_token(request: Request) -> str | None:
     token = request.headers.get(CSRF_HEADER)
-    if token is None and request.headers.get("content-type", "").startswith(
-        ("application/x-www-form-urlencoded", "multipart/form-data")
-    ):
-        value = (await request.form()).get("csrf_token")
+    if token is None and _small_form(request):
+        value = (await request.form(max_files=0)).get("csrf_token")
         token = value if isinstance(value, str) else None
     return token
 
