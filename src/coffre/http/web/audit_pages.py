@@ -28,6 +28,8 @@ from coffre.http.web.templating import page_router, render
 router = page_router()
 Ctx = Annotated[Context, Depends(deps.context)]
 PAGE = 50
+#: The largest sequence number the database holds (a signed 64-bit integer).
+MAX_SEQ = 2**63 - 1
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 Auditor = Annotated[Actor, Depends(guard.page(Action.AUDIT_READ))]
 
@@ -43,6 +45,11 @@ def _start(day: date | None) -> datetime | None:
     return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+def _end(day: date | None) -> datetime | None:
+    """The end of ``day`` (the filter's last day is included); none for the last one."""
+    return None if day is None or day == date.max else _start(day + timedelta(days=1))
+
+
 def _page(request: Request, actor: Actor, filters: dict[str, str], before: int | None,
           report: Report | None = None) -> Response:
     log = deps.coffre(request).audit
@@ -53,7 +60,7 @@ def _page(request: Request, actor: Actor, filters: dict[str, str], before: int |
     events = log.search(
         actor, before=before, limit=PAGE + 1, action=filters["action"] or None,
         by=filters["actor"] if filters["actor"] in names else None, object_id=thing,
-        since=_start(since), until=_start(until + timedelta(days=1)) if until else None)
+        since=_start(since), until=_end(until))
     more = len(events) > PAGE
     events = [_timed(e) for e in events[:PAGE]]
     return render(request, "admin/audit.html", {
@@ -86,7 +93,7 @@ def audit(request: Request, actor: Auditor,
           object: Annotated[str, Query(max_length=64)] = "",
           since: Annotated[str, Query(max_length=10)] = "",
           until: Annotated[str, Query(max_length=10)] = "",
-          before: Annotated[int | None, Query(ge=1)] = None) -> Response:
+          before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None) -> Response:
     return _page(request, actor, _filters(action, by, object, since, until), before)
 
 
