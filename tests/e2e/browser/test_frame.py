@@ -43,3 +43,23 @@ def test_signed_in_frame_is_accessible_on_a_phone(phone_page: Any, web: Web) -> 
     phone_page.goto("/t/unknown-link-token")
     check_accessibility(phone_page)
     screenshot(phone_page, "frame-phone")
+
+
+STORED = """async () => ({
+    session: Object.entries(sessionStorage), local: Object.entries(localStorage),
+    databases: (await indexedDB.databases()).map((d) => d.name),
+})"""
+
+
+def test_no_address_or_data_is_kept_in_browser_storage(page: Any, web: Web) -> None:
+    """SEC-27: htmx records each page's address (path and query) in
+    sessionStorage as it loads; a personal link's path is its capability,
+    and a search's query is data."""
+    token = "a-personal-link-capability"
+    page.goto(f"/t/{token}")
+    page.wait_for_load_state("load")
+    assert page.evaluate(STORED) == {"session": [], "local": [], "databases": []}
+    signed_in(page, web)
+    page.goto("/contacts?q=dupont")
+    page.wait_for_load_state("load")
+    assert page.evaluate(STORED) == {"session": [], "local": [], "databases": []}

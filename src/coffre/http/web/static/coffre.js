@@ -3,6 +3,15 @@
 // data- attributes. Nothing is kept in browser storage (SEC-27).
 "use strict";
 (function () {
+  // htmx (loaded just before this script) writes the page's address, path
+  // and query, to sessionStorage as it starts, for a history our pages do
+  // not keep; that address may be a capability (/t/..., /d/..., /setup/...)
+  // or a search: forget it at once.
+  try {
+    sessionStorage.removeItem("htmx-current-path-for-history");
+    sessionStorage.removeItem("htmx-history-cache");
+  } catch (e) { /* no storage: nothing was kept */ }
+
   // <form data-confirm="Question?">: ask before submitting.
   document.addEventListener("submit", function (event) {
     const form = event.target;
