@@ -25,7 +25,7 @@ from coffre.errors import CoffreError, Conflict, InvalidInput
 from coffre.http import deps
 from coffre.http.web import guard
 from coffre.http.web.forms import small_form
-from coffre.http.web.i18n import N_, _
+from coffre.http.web.i18n import N_, _, pick
 from coffre.http.web.templating import page_router, render
 from coffre.services.organisations import LIMIT_FIELDS
 
@@ -68,10 +68,6 @@ _DONE = {
 ROLES = (("member", N_("Member")), ("admin", N_("Administrator")))
 
 
-def _notice(done: str) -> str | None:
-    return _(_DONE[done]) if done in _DONE else None
-
-
 def tabs(here: str) -> list[tuple[str, str, bool]]:
     pages = (("/admin", N_("Members")), ("/admin/policy", N_("Policy")),
              ("/admin/usage", N_("Storage")), ("/admin/audit", N_("Audit trail")))
@@ -100,7 +96,7 @@ def _members_page(request: Request, actor: Actor, *, notice: str | None = None,
 @router.get("/admin")
 def members(request: Request, actor: Lister,
             done: Annotated[str, Query(max_length=20)] = "") -> Response:
-    return _members_page(request, actor, notice=_notice(done))
+    return _members_page(request, actor, notice=pick(_DONE, done))
 
 
 def _invite_error(exc: CoffreError) -> str:
@@ -201,7 +197,7 @@ def _policy_page(request: Request, actor: Actor, *, notice: str | None = None,
 @router.get("/admin/policy")
 def policy(request: Request, actor: PolicyManager,
            done: Annotated[str, Query(max_length=20)] = "") -> Response:
-    return _policy_page(request, actor, notice=_notice(done))
+    return _policy_page(request, actor, notice=pick(_DONE, done))
 
 
 def _number(name: str, text: str, unit: int) -> int | None:

@@ -22,7 +22,7 @@ from coffre.errors import CoffreError, Conflict, InvalidInput
 from coffre.http import deps
 from coffre.http.web import guard
 from coffre.http.web.forms import small_form
-from coffre.http.web.i18n import N_, _
+from coffre.http.web.i18n import N_, _, pick
 from coffre.http.web.templating import page_router, render
 
 router = page_router()
@@ -72,7 +72,7 @@ async def contacts(request: Request, actor: Reader,
                    q: Annotated[str, Query(max_length=200)] = "",
                    done: Annotated[str, Query(max_length=20)] = "") -> Response:
     found = await to_thread.run_sync(_list, request, actor, q)
-    context = {"contacts": found, "q": q, "notice": _(_DONE[done]) if done in _DONE else None,
+    context = {"contacts": found, "q": q, "notice": pick(_DONE, done),
                "admin": actor.role is Role.ADMIN}
     if request.headers.get("hx-target") == "contact-results":  # the search, as one types
         return render(request, "contacts/results.html", context, actor=actor)

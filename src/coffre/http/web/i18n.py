@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
@@ -88,6 +88,13 @@ _ = gettext
 def N_(message: str) -> str:
     """Marks a message for extraction; translate it where it is shown."""
     return message
+
+
+def pick(messages: Mapping[str, str], key: str) -> str | None:
+    """The message (marked with ``N_``) that ``key`` names, translated; None
+    for a key ``messages`` does not hold: a notice or error code from a
+    query string is never shown as it came."""
+    return gettext(messages[key]) if key in messages else None
 
 
 def extracted() -> Iterator[tuple[str, str, int]]:

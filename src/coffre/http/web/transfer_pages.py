@@ -36,7 +36,7 @@ from coffre.http import deps
 from coffre.http.api.events import live_stream
 from coffre.http.web import guard, send_pages
 from coffre.http.web.forms import small_form
-from coffre.http.web.i18n import N_, _
+from coffre.http.web.i18n import N_, _, pick
 from coffre.http.web.templating import page_router, render
 from coffre.services.tracking import Change, Step
 from coffre.services.transfers import NewTransfer, RecipientView, TransferView
@@ -129,14 +129,6 @@ def _statuses() -> dict[str, str]:
     return {kind: _(label) for kind, label in STATUS.items()}
 
 
-def _notice(done: str) -> str | None:
-    return _(_DONE[done]) if done in _DONE else None
-
-
-def _error(code: str) -> str | None:
-    return _(_ERRORS[code]) if code in _ERRORS else None
-
-
 # -- the dashboard --------------------------------------------------------------------
 
 
@@ -155,7 +147,7 @@ async def dashboard(request: Request, actor: Lister,
                     done: Annotated[str, Query(max_length=20)] = "") -> Response:
     found = await to_thread.run_sync(_dashboard, request, actor)
     return render(request, "transfers/dashboard.html", {
-        **found, "notice": _notice(done), "status_of": recipient_status,
+        **found, "notice": pick(_DONE, done), "status_of": recipient_status,
         "statuses": _statuses(), "transfer_status": TRANSFER_STATUS,
     }, actor=actor)
 
@@ -216,7 +208,7 @@ async def detail(transfer_id: str, request: Request, actor: Reader, ctx: Ctx,
         "statuses": _statuses(),
         "status_rank": list(STATUS_RANK),
         "admin": actor.role is Role.ADMIN,
-        "notice": _notice(done), "error": _error(error),
+        "notice": pick(_DONE, done), "error": pick(_ERRORS, error),
     }, actor=actor)
 
 
