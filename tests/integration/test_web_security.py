@@ -1,6 +1,7 @@
 """The web pages' own defences, against a real server: what a browser
-session's CSRF check reads of a request (SEC-22), and the administrators'
-pages answering a page, never a server error, whatever their query."""
+session's CSRF check reads of a request (SEC-22), the sign-in pages
+(SEC-14, SEC-16), and the administrators' pages answering a page, never a
+server error, whatever their query."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, second_factor
 from tests.integration.support import module_server
-from tests.integration.test_auth import COOKIE
+from tests.integration.test_auth import COOKIE, PASSWORD, new_user
 
 mail, server, token, client, admin = module_server("web-security")
 
@@ -73,3 +74,31 @@ def test_audit_viewer_answers_any_filter_without_a_server_error(server: Server) 
             assert response.headers["cache-control"] == "no-store"
     finally:
         browser.close()
+
+
+def test_sec14_sign_in_page_same_answer_for_unknown_account_and_wrong_password(
+    server: Server,
+) -> None:
+    known, unknown = new_user(server), "personne-inconnue@exemple.fr"
+    answers = [httpx.post(f"{server.url}/login", timeout=30,
+                          headers={"Origin": server.url},
+                          data={"email": email, "password": "pas le bon mot de passe"})
+               for email in (known, unknown)]
+    assert [a.status_code for a in answers] == [401, 401]
+    assert answers[0].text.replace(known, "@") == answers[1].text.replace(unknown, "@")
+    assert not any(a.headers.get_list("set-cookie") for a in answers)
+
+
+def test_sec16_sign_out_page_ends_the_session_on_the_server(server: Server) -> None:
+    email = new_user(server)
+    signed = httpx.post(f"{server.url}/login", headers={"Origin": server.url}, timeout=30,
+                        data={"email": email, "password": PASSWORD})
+    assert signed.status_code == 303, signed.text
+    cookie = {"Cookie": f"{COOKIE}={signed.cookies[COOKIE]}", "Origin": server.url}
+    assert httpx.get(f"{server.url}/transfers", headers=cookie, timeout=30).status_code == 200
+    out = httpx.post(f"{server.url}/logout", headers=cookie, timeout=30)
+    assert out.status_code == 303
+    assert "Max-Age=0" in out.headers["set-cookie"]  # the browser forgets it
+    again = httpx.get(f"{server.url}/transfers", headers=cookie, timeout=30)  # the old cookie
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/login")
