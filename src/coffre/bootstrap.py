@@ -6,7 +6,7 @@ CLI commands receive a ``Coffre`` from here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -17,10 +17,11 @@ from coffre.crypto.signing import SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.migrate import upgrade
 from coffre.domain.limits import InstanceLimits
+from coffre.notify.live import InProcessEvents, events_for
 from coffre.notify.mailbox import DevMailbox
 from coffre.notify.sms import HttpSmsSender
 from coffre.notify.smtp import SmtpMailer
-from coffre.ports import BlobStore, Clock, KeyProvider, Mailer, SmsSender
+from coffre.ports import BlobStore, Clock, EventBus, KeyProvider, Mailer, SmsSender
 from coffre.services.accounts import AccountService
 from coffre.services.contacts import ContactService
 from coffre.services.denials import DenialLog
@@ -70,8 +71,11 @@ class Coffre:
     organisations: OrganisationService
     audit: AuditLog
     contacts: ContactService
+    #: Wakes live streams (in-process, or LISTEN/NOTIFY across instances).
+    events: EventBus = field(default_factory=InProcessEvents)
 
     def close(self) -> None:
+        self.events.close()
         self.db.dispose()
 
 
@@ -203,4 +207,5 @@ def build(
             retention=timedelta(days=settings.audit_retention_days),
         ),
         contacts=ContactService(db, keys, clock, sms_enabled=sms is not None),
+        events=events_for(db),
     )

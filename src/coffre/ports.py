@@ -125,3 +125,39 @@ class SmsSender(Protocol):
 class Clock(Protocol):
     def now(self) -> datetime:
         """Current time, timezone-aware UTC."""
+
+
+class LiveSubscription(Protocol):
+    """One live stream's doorbell (see ``EventBus.subscribe``)."""
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until an event for this subscription arrives (True) or
+        ``timeout`` seconds pass (False). Events arriving between two waits
+        are kept (one wake-up for many), so read, then wait, never miss one."""
+
+    def close(self) -> None:
+        """Stop receiving. Idempotent."""
+
+
+class EventBus(Protocol):
+    """Wakes live streams (Server-Sent Events) on every app instance when
+    something they follow changed.
+
+    An event is a topic naming ids only (``transfer:<id>``): never patient
+    data, a file name, an address or a secret. It is a hint, not the
+    record: delivery is at most once and may be lost (a database
+    restarting), so a subscriber reads the database when woken and also
+    after a timeout. Events are announced inside a unit of work
+    (``notify.live.announce``) and sent only once it commits. In-process on
+    the embedded profile; PostgreSQL ``LISTEN``/``NOTIFY`` on the
+    distributed one.
+    """
+
+    def publish(self, topics: Iterable[str]) -> None:
+        """Announce ``topics`` now, outside a unit of work."""
+
+    def subscribe(self, topic: str | None = None) -> LiveSubscription:
+        """Follow ``topic`` (None: every topic), from a running event loop."""
+
+    def close(self) -> None:
+        """Stop listening; later subscriptions are never woken."""

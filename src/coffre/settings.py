@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     port: int = 8000
     #: Set when a TLS-terminating proxy sits in front of a non-loopback listener.
     behind_tls_proxy: bool = False
+    #: Server processes (uvicorn workers); more than one needs PostgreSQL.
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Bearer secret for GET /metrics (Prometheus); unset: no /metrics.
+    metrics_token: SecretStr | None = None
     database_url: str | None = None
     storage_url: str | None = None
     root_key_file: Path | None = None

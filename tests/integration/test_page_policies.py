@@ -14,8 +14,9 @@ import httpx
 from tests.conftest import Server
 from tests.routes import declared_routes
 
-#: Not pages: the API index, health and readiness, the OpenAPI documents.
-NOT_PAGES = {"/", "/healthz", "/readyz", "/api/openapi.json", "/api/docs",
+#: Not pages: the API index, health, readiness and metrics (its own bearer
+#: secret, tested in test_metrics), the OpenAPI documents.
+NOT_PAGES = {"/", "/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api/docs",
              "/api/docs/oauth2-redirect"}
 PAGES = [(m, p, a) for m, p, a in declared_routes()
          if not p.startswith("/api/") and p not in NOT_PAGES]

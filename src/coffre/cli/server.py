@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -39,6 +40,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port")] = None,
     data_dir: Annotated[Path | None, typer.Option(envvar="COFFRE_DATA_DIR")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Server processes (more than one needs PostgreSQL)")] = None,
 ) -> None:
     """Run the server (embedded profile unless the URLs say otherwise)."""
     import uvicorn
@@ -46,13 +49,16 @@ def serve(
     from coffre.http.app import asgi_app
 
     settings = load_settings(data_dir)
-    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    updates = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
+               if v is not None}
     settings = settings.model_copy(update=updates)
     if not settings.is_loopback and not settings.behind_tls_proxy:
         fail(
             "refusing plain HTTP on a non-loopback address: put Coffre behind a TLS proxy "
             "and set COFFRE_BEHIND_TLS_PROXY=true"
         )
+    if settings.workers > 1 and settings.resolved_database_url.startswith("sqlite"):
+        fail("several workers need the distributed profile (COFFRE_DATABASE_URL=postgresql://...)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         app = build(settings)
@@ -72,22 +78,43 @@ def serve(
         out.print(f"Connexion : [bold]{settings.base_url}/login[/]")
     if app.dev_mailbox is not None:
         out.print(f"Boîte de développement : {settings.base_url}/dev/mailbox")
-    config = uvicorn.Config(
-        asgi_app(app),
-        host=settings.host,
-        port=settings.port,
-        http="httptools",
-        loop="uvloop",
-        access_log=False,
-        log_level="info",
-        timeout_keep_alive=30,
-        proxy_headers=settings.behind_tls_proxy,
-        server_header=False,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "http": "httptools",
+        "loop": "uvloop",
+        "access_log": False,
+        "log_level": "info",
+        "timeout_keep_alive": 30,
+        "proxy_headers": settings.behind_tls_proxy,
+        "server_header": False,
+    }
+    if settings.workers > 1:
+        app.close()
+        _serve_workers(settings, options)
+        return
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(uvicorn.Config(asgi_app(app), **options)).run()
     finally:
         app.close()
+
+
+def _serve_workers(settings: Settings, options: dict[str, Any]) -> None:
+    """uvicorn's process manager: each worker builds its own Coffre (and
+    live-event listener) from the same settings, passed on in the
+    environment; counters are shared through prometheus-client's
+    multiprocess directory, emptied at start and removed at exit."""
+    import uvicorn
+
+    os.environ.update({
+        "COFFRE_HOST": settings.host, "COFFRE_PORT": str(settings.port),
+        "COFFRE_DATA_DIR": str(settings.data_dir.resolve()),
+    })
+    with tempfile.TemporaryDirectory(prefix="coffre-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        out.print(f"{settings.workers} processus de service")
+        uvicorn.run("coffre.http.app:worker_app", factory=True, workers=settings.workers,
+                    **options)
 
 
 def setup(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -60,6 +60,11 @@ class Database:
         """A transaction: committed on normal exit, rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def listen(self, name: str, fn: Callable[..., Any]) -> None:
+        """Register a session event (``before_commit``, ``after_commit``...)
+        on every session of this database."""
+        event.listen(self._sessions, name, fn)
 
     def flush_deleted(self) -> None:
         """After crypto-shredding: fold the WAL into the database so old

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from coffre import __version__
 from coffre.bootstrap import Coffre
-from coffre.http import errors, tus
+from coffre.http import errors, metrics, tus
 from coffre.http.api import (
     accounts,
     audit,
@@ -60,6 +60,7 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.coffre = coffre
+    app.state.metrics = metrics.Metrics()
     errors.install(app, pages.render_error)
     guard.install(app)
     for router in (accounts.router, auth.router, transfers.router, links.router, tus.router,
@@ -78,6 +79,7 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(signin_pages_router)
     app.include_router(account_pages_router)
     app.include_router(transfer_pages_router)
+    app.include_router(metrics.router)
     app.mount(
         "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"
     )
@@ -124,13 +126,24 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
         )
 
     hsts = coffre.settings.base_url.startswith("https://")
-    wrapped = SecurityHeaders(BodyLimit(tus.MethodOverride(app)), hsts=hsts)
+    wrapped = metrics.Measured(SecurityHeaders(BodyLimit(tus.MethodOverride(app)), hsts=hsts),
+                               app.state.metrics)
     app.state.asgi = wrapped
     return app
 
 
-def asgi_app(coffre: Coffre, *, run_jobs: bool = True) -> SecurityHeaders:
+def asgi_app(coffre: Coffre, *, run_jobs: bool = True) -> metrics.Measured:
     """The application with its outer middleware, as served."""
     app = create_app(coffre, run_jobs=run_jobs)
-    asgi: SecurityHeaders = app.state.asgi
+    asgi: metrics.Measured = app.state.asgi
     return asgi
+
+
+def worker_app() -> metrics.Measured:
+    """One worker of ``coffre serve --workers N`` (a uvicorn factory): its
+    own settings, adapters, scheduler and live-event listener; the serve
+    command has already migrated the database."""
+    from coffre.bootstrap import build
+    from coffre.settings import Settings
+
+    return asgi_app(build(Settings(), migrate=False))

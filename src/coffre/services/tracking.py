@@ -22,6 +22,7 @@ from coffre.db.tables import Recipient, Transfer, TransferEvent
 from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action, Target, authorize
 from coffre.errors import InvalidInput, NotFound
+from coffre.notify.live import announce
 from coffre.ports import Clock
 
 KINDS = frozenset(
@@ -55,6 +56,7 @@ def track(
     """Add one step to a transfer's timeline, in the caller's transaction."""
     if kind not in KINDS:
         raise ValueError(f"unknown tracking kind {kind!r}")
+    announce(session, f"transfer:{transfer_id}")  # wakes live streams once committed
     session.add(
         TransferEvent(
             transfer_id=transfer_id,

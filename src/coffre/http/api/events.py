@@ -1,21 +1,24 @@
 """The sender's live tracking of a transfer: each recipient's timeline as
 a list, or as Server-Sent Events (SEC-4).
 
-The stream polls the database for steps above the last id sent, so it
-works across several app instances; it honours ``Last-Event-ID``, sends
-heartbeat comments, and ends when the client goes away, or when the
-credential that opened it no longer allows it (checked again every few
-seconds: logout, expiry, revocation, disabling, demotion).
+The stream reads the database for steps above the last id sent whenever
+a live event wakes it (``notify.live``: in-process, or PostgreSQL
+LISTEN/NOTIFY across app instances) and every few seconds regardless;
+it honours ``Last-Event-ID``, sends heartbeat comments, and ends when
+the client goes away, or when the credential that opened it no longer
+allows it (checked again every few seconds: logout, expiry, revocation,
+disabling, demotion).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
-from anyio import sleep, to_thread
+from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -30,7 +33,6 @@ from coffre.services.tracking import Step
 router = APIRouter(prefix="/api/v1/transfers", tags=["tracking"])
 Reader = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_READ))]
 Ctx = Annotated[Context, Depends(deps.context)]
-POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15
 RECHECK_SECONDS = 5
 
@@ -63,14 +65,17 @@ async def stream(
         recheck=lambda current: tracking.check(current, transfer_id),
         fetch=lambda last: tracking.since(transfer_id, last),
         render=lambda step: _out(step).model_dump(mode="json"),
+        topic=f"transfer:{transfer_id}",
     )
 
 
 def live_stream(request: Request, action: Action, comment: str, *,
                 recheck: Callable[[Actor], None], fetch: Callable[[int], Sequence[Any]],
-                render: Callable[[Any], dict[str, Any]]) -> EventSourceResponse:
+                render: Callable[[Any], dict[str, Any]],
+                topic: str | None = None) -> EventSourceResponse:
     """Server-Sent Events of the rows ``fetch(last_id)`` returns (each with
-    an ``id``), polled every POLL_SECONDS; honours ``Last-Event-ID``; every
+    an ``id``), read again whenever a live event on ``topic`` (None: any)
+    arrives, and at least every RECHECK_SECONDS; honours ``Last-Event-ID``; every
     RECHECK_SECONDS the credential is resolved again and ``recheck``ed,
     and the stream ends (event "end") once it no longer allows ``action``."""
     last_id = request.headers.get("last-event-id", "0").strip()
@@ -89,16 +94,19 @@ def live_stream(request: Request, action: Action, comment: str, *,
         nonlocal last
         yield ServerSentEvent(comment=comment, retry=1000)
         checked = time.monotonic()
-        while True:
-            if time.monotonic() - checked >= RECHECK_SECONDS:
-                if not await still_allowed():
-                    yield ServerSentEvent(event="end", data=json.dumps({"reason": "ended"}))
-                    return
-                checked = time.monotonic()
-            for step in await to_thread.run_sync(fetch, last):
-                last = step.id
-                yield ServerSentEvent(data=json.dumps(render(step)), id=str(step.id))
-            await sleep(POLL_SECONDS)
+        # Subscribed before the first read, so no step committed after it is missed.
+        with contextlib.closing(deps.coffre(request).events.subscribe(topic)) as bell:
+            while True:
+                if time.monotonic() - checked >= RECHECK_SECONDS:
+                    if not await still_allowed():
+                        yield ServerSentEvent(event="end", data=json.dumps({"reason": "ended"}))
+                        return
+                    checked = time.monotonic()
+                for step in await to_thread.run_sync(fetch, last):
+                    last = step.id
+                    yield ServerSentEvent(data=json.dumps(render(step)), id=str(step.id))
+                # Woken by a live event; the timeout is the fallback read.
+                await bell.wait(max(0.0, RECHECK_SECONDS - (time.monotonic() - checked)))
 
     return EventSourceResponse(
         steps(),
