@@ -185,77 +185,188 @@ def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
         process.wait(timeout=30)
 
 
-@contextmanager
-def seaweedfs(stop_timeout: float = 5.0) -> Iterator[S3Service]:
-    """``weed server -s3`` on loopback with free ports and one signed identity;
-    yields an ``S3Service`` once a bucket could be created. Killed and
-    removed afterwards."""
-    import json
-    import secrets
+class WeedServer:
+    """``weed server -s3`` on loopback with free ports and one signed identity,
+    which can be stopped and started again on the same data and ports (to
+    test what clients see while the object store is down)."""
 
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
+    def __init__(self, bucket: str = "coffre-test") -> None:
+        import json
+        import secrets
 
-    base = Path(tempfile.mkdtemp(prefix="coffre-weed-"))
-    data = base / "data"
-    data.mkdir()  # weed wants its -dir to exist beforehand
-    ports = {name: free_port() for name in (
-        "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3",
-        "s3.grpc")}
-    service = S3Service(
-        endpoint=f"http://127.0.0.1:{ports['s3']}", access_key="coffre" + secrets.token_hex(6),
-        secret_key=secrets.token_urlsafe(24), bucket="coffre-test",
-    )
-    config = base / "s3.json"
-    config.write_text(json.dumps({"identities": [{
-        "name": "coffre",
-        "credentials": [{"accessKey": service.access_key, "secretKey": service.secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))
-    command = [
-        str(weed_binary()), "-logtostderr", "server", "-s3",  # logs: not into /tmp
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-dir={data}", f"-s3.config={config}",
-        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master.grpc']}",
-        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume.grpc']}",
-        f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer.grpc']}",
-        f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3.grpc']}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-filer.localSocket={base / 'filer.sock'}", f"-s3.localSocket={base / 's3.sock'}",
-        "-master.volumeSizeLimitMB=1024", "-volume.max=0", "-volume.preStopSeconds=0",
-        "-volume.minFreeSpace=1",
-    ]
-    log = (base / "weed.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=base)
-    try:
-        client = boto3.client(
+        self.base = Path(tempfile.mkdtemp(prefix="coffre-weed-"))
+        (self.base / "data").mkdir()  # weed wants its -dir to exist beforehand
+        self.ports = {name: free_port() for name in (
+            "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3",
+            "s3.grpc")}
+        self.service = S3Service(
+            endpoint=f"http://127.0.0.1:{self.ports['s3']}",
+            access_key="coffre" + secrets.token_hex(6), secret_key=secrets.token_urlsafe(24),
+            bucket=bucket,
+        )
+        (self.base / "s3.json").write_text(json.dumps({"identities": [{
+            "name": "coffre",
+            "credentials": [{"accessKey": self.service.access_key,
+                             "secretKey": self.service.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        service = self.service
+        return boto3.client(
             "s3", endpoint_url=service.endpoint, region_name=service.region,
             aws_access_key_id=service.access_key, aws_secret_access_key=service.secret_key,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                           connect_timeout=2, read_timeout=10),
         )
-        deadline = time.monotonic() + 90
+
+    def start(self) -> None:
+        """Start (or restart) and wait until ``bucket`` takes a write."""
+        base, ports = self.base, self.ports
+        command = [
+            str(weed_binary()), "-logtostderr", "server", "-s3",  # logs: not into /tmp
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-dir={base / 'data'}", f"-s3.config={base / 's3.json'}",
+            f"-master.port={ports['master']}", f"-master.port.grpc={ports['master.grpc']}",
+            f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume.grpc']}",
+            f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer.grpc']}",
+            f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3.grpc']}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-filer.localSocket={base / 'filer.sock'}", f"-s3.localSocket={base / 's3.sock'}",
+            "-master.volumeSizeLimitMB=1024", "-volume.max=0", "-volume.preStopSeconds=0",
+            "-volume.minFreeSpace=1",
+        ]
+        self._remove_sockets()  # a killed weed leaves them behind
+        with (base / "weed.log").open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=base)
+        self.create_bucket(self.service.bucket, deadline=time.monotonic() + 90)
+
+    def create_bucket(self, bucket: str, deadline: float | None = None) -> None:
+        """Create ``bucket`` (if missing) and prove it takes a write."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self.client()
+        deadline = deadline or time.monotonic() + 30
         while True:
-            if process.poll() is not None:
-                raise RuntimeError("SeaweedFS exited: " + (base / "weed.log").read_text()[-2000:])
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError("SeaweedFS exited: " + self.log()[-2000:])
             try:
-                with suppress(client.exceptions.BucketAlreadyOwnedByYou):
-                    client.create_bucket(Bucket=service.bucket)
-                client.put_object(Bucket=service.bucket, Key="ready", Body=b"x")
-                client.delete_object(Bucket=service.bucket, Key="ready")
-                break
+                with suppress(client.exceptions.BucketAlreadyOwnedByYou,
+                              client.exceptions.BucketAlreadyExists):
+                    client.create_bucket(Bucket=bucket)
+                client.put_object(Bucket=bucket, Key="ready", Body=b"x")
+                client.delete_object(Bucket=bucket, Key="ready")
+                return
             except (BotoCoreError, ClientError):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
-        yield service
-    finally:
-        _stop(process, stop_timeout)
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
-        # weed puts its gRPC unix sockets in /tmp, named by our ports, and a
-        # killed weed leaves them behind.
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; the data stays."""
+        if self.process is not None:
+            _stop(self.process, timeout)
+            self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+        self._remove_sockets()
+
+    def log(self) -> str:
+        path = self.base / "weed.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _remove_sockets(self) -> None:
+        # weed puts its gRPC unix sockets in /tmp, named by our ports.
         for name in ("master", "volume", "filer", "s3"):
             with suppress(OSError):
-                Path(f"/tmp/seaweedfs-{name}-grpc-{ports[name + '.grpc']}.sock").unlink()
+                Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[name + '.grpc']}.sock").unlink()
+
+
+@contextmanager
+def seaweedfs(stop_timeout: float = 5.0) -> Iterator[S3Service]:
+    """``weed server -s3`` on loopback with free ports and one signed identity;
+    yields an ``S3Service`` once a bucket could be created. Killed and
+    removed afterwards."""
+    server = WeedServer()
+    try:
+        server.start()
+        yield server.service
+    finally:
+        server.stop(stop_timeout)
+        server.close()
+
+
+_WEED: list[WeedServer] = []  # the test run's shared SeaweedFS, once started
+_BUCKETS: dict[str, S3Service] = {}
+
+
+def bucket_for(data_dir: Path) -> S3Service:
+    """A bucket of its own for the server using ``data_dir`` (the same one
+    again when that server restarts), in a SeaweedFS shared by the test run
+    and stopped when it ends. Its credentials also go into this process's
+    ``AWS_*`` variables, so that ``support.in_process`` opens the same store."""
+    import atexit
+    import hashlib
+
+    key = str(data_dir.resolve())
+    if key in _BUCKETS:
+        return _BUCKETS[key]
+    if not _WEED:
+        server = WeedServer()
+        server.start()
+        _WEED.append(server)
+        atexit.register(server.close)
+    server = _WEED[0]
+    name = "coffre-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    server.create_bucket(name)
+    os.environ["AWS_ACCESS_KEY_ID"] = server.service.access_key
+    os.environ["AWS_SECRET_ACCESS_KEY"] = server.service.secret_key
+    _BUCKETS[key] = S3Service(server.service.endpoint, server.service.access_key,
+                              server.service.secret_key, name)
+    return _BUCKETS[key]
+
+
+def storage_environ(service: S3Service) -> dict[str, str]:
+    """What a Coffre process needs to use ``service``'s bucket as its store."""
+    return {
+        "COFFRE_STORAGE_URL": f"s3://{service.bucket}?endpoint={service.endpoint}"
+                              f"&region={service.region}",
+        "AWS_ACCESS_KEY_ID": service.access_key,
+        "AWS_SECRET_ACCESS_KEY": service.secret_key,
+    }
+
+
+def _client(service: S3Service) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=service.endpoint, region_name=service.region,
+        aws_access_key_id=service.access_key, aws_secret_access_key=service.secret_key,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+def bucket_names(service: S3Service) -> list[str]:
+    """The names of every object in ``service``'s bucket (behind the store)."""
+    pages = _client(service).get_paginator("list_objects_v2").paginate(Bucket=service.bucket)
+    return [item["Key"] for page in pages for item in page.get("Contents", ())]
+
+
+def bucket_objects(service: S3Service) -> dict[str, bytes]:
+    """Every object in ``service``'s bucket with its content, by name."""
+    client = _client(service)
+    return {name: client.get_object(Bucket=service.bucket, Key=name)["Body"].read()
+            for name in bucket_names(service)}
+
+
+def stored_bucket(data_dir: Path) -> S3Service | None:
+    """The bucket of the server using ``data_dir``, on the distributed profile."""
+    return _BUCKETS.get(str(data_dir.resolve()))

@@ -104,6 +104,8 @@ class Server:
 
         if backends.profile() == "distributed":
             env.setdefault("COFFRE_DATABASE_URL", backends.database_for(self.data_dir))
+            if "COFFRE_STORAGE_URL" not in env:
+                env.update(backends.storage_environ(backends.bucket_for(self.data_dir)))
         return env
 
     def coffre(self, *args: str, input: str | None = None,

@@ -21,7 +21,7 @@ from coffre.notify.live import InProcessEvents, events_for
 from coffre.notify.mailbox import DevMailbox
 from coffre.notify.sms import HttpSmsSender
 from coffre.notify.smtp import SmtpMailer
-from coffre.ports import BlobStore, Clock, EventBus, KeyProvider, Mailer, SmsSender
+from coffre.ports import BlobStore, Clock, EventBus, KeyProvider, Located, Mailer, SmsSender
 from coffre.services.accounts import AccountService
 from coffre.services.contacts import ContactService
 from coffre.services.denials import DenialLog
@@ -136,7 +136,7 @@ def build(
         max_recipients=settings.max_recipients,
         user_quota=settings.user_quota,
         organisation_quota=settings.organisation_quota,
-    ))
+    ), storage_location=store.location if isinstance(store, Located) else None)
     transfers = TransferService(
         db,
         store,

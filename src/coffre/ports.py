@@ -78,6 +78,34 @@ class BlobStore(Protocol):
         """Keys starting with ``prefix``, in no particular order."""
 
 
+@runtime_checkable
+class Consolidating(Protocol):
+    """Optional capability of a ``BlobStore`` whose appended blobs are kept
+    in a form slower to read than a whole one (``S3BlobStore``: pieces).
+
+    Callers check for it (``isinstance(store, Consolidating)``) rather than
+    for a class; a store without it needs nothing done.
+    """
+
+    def consolidate(self, key: str) -> bool:
+        """Rewrite ``key``'s appended form as one whole blob; return whether it did.
+
+        Call only once no writer can append to ``key`` any more (an upload
+        completed and its lease released): the store cannot tell, and a
+        writer reopening the blob meanwhile could lose data. Idempotent;
+        never consolidating is correct, only slower to read. Raises
+        ``StorageError`` (retryable).
+        """
+
+
+@runtime_checkable
+class Located(Protocol):
+    """Optional capability of a ``BlobStore`` that knows where its data
+    lives, e.g. an S3 region (SEC-1: shown to administrators)."""
+
+    location: str
+
+
 class KeyProvider(Protocol):
     """Holds the root key that wraps organisation key-encryption keys.
 

@@ -20,6 +20,7 @@ from coffre.db.tables import Organisation, User
 from coffre.domain.accounts import Role
 from coffre.ports import Mail
 from coffre.settings import Settings
+from tests import backends
 from tests.conftest import (
     MailCatcher,
     Server,
@@ -129,9 +130,11 @@ class _NoMail:
 
 def in_process(server: Server) -> Any:
     """A ``Coffre`` on the running server's data directory (same DB, same keys)."""
-    database = server.environ().get("COFFRE_DATABASE_URL")
-    return build(Settings(data_dir=server.data_dir, database_url=database), mailer=_NoMail(),
-                 migrate=False)
+    environ = server.environ()
+    database = environ.get("COFFRE_DATABASE_URL")
+    return build(Settings(data_dir=server.data_dir, database_url=database,
+                          storage_url=environ.get("COFFRE_STORAGE_URL")),
+                 mailer=_NoMail(), migrate=False)
 
 
 def other_organisation_admin(server: Server, email: str = "admin@autre-cabinet.fr",
@@ -165,8 +168,19 @@ def expire(server: Server, transfer_id: str) -> None:
 
 
 def blob_files(server: Server) -> set[str]:
-    root = server.data_dir / "blobs"
-    return {p.name for p in root.rglob("*") if p.is_file()}
+    """The blob ids with something stored: files on disk, or objects (whole
+    or appended pieces) in the server's bucket on the distributed profile."""
+    bucket = backends.stored_bucket(server.data_dir)
+    if bucket is None:
+        root = server.data_dir / "blobs"
+        return {p.name for p in root.rglob("*") if p.is_file()}
+    found = set()
+    for name in backends.bucket_names(bucket):
+        if name.startswith("blobs/"):
+            found.add(name.rsplit("/", 1)[1])
+        elif name.startswith(".tmp-append/blobs/"):
+            found.add(name.split("/")[3])
+    return found
 
 
 def assert_error(response: httpx.Response, status: int, code: str,

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import backends
 from tests.conftest import ADMIN_PASSWORD, MailCatcher, Server, login
 from tests.integration.flows import audit_events, link_token, sql, verify_link
 
@@ -818,6 +819,9 @@ def test_sigkill_mid_patch_then_resume(server: Server, client: httpx.Client, tok
         assert sql(server.data_dir, "SELECT wrapped_key IS NULL, shredded_at IS NOT NULL "
                    "FROM blobs WHERE id = ?", blob_before) == [(1, 1)]
         assert not list(server.data_dir.rglob(blob_before))
+        bucket = backends.stored_bucket(server.data_dir)  # the distributed profile's blobs
+        assert bucket is None or not [n for n in backends.bucket_names(bucket)
+                                      if blob_before in n]
 
         made = c.post("/api/v1/transfers", json={"files": [uid],
                                                  "recipients": ["patient@exemple.fr"]})
@@ -857,6 +861,17 @@ def find_in_files(roots: list[Path], needles: list[bytes]) -> list[tuple[str, by
     raise AssertionError("files kept changing while being scanned")
 
 
+def bucket_hits(server: Server, needles: list[bytes]) -> dict[str, list[bytes]]:
+    """Every object of the server's bucket (distributed profile), with the
+    needles found in it; {} on the embedded profile."""
+    bucket = backends.stored_bucket(server.data_dir)
+    if bucket is None:
+        return {}
+    return {name: [n for n in needles if n in data]
+            for name, data in backends.bucket_objects(bucket).items()
+            if not needles or any(n in data for n in needles)}
+
+
 def test_canaries_never_reach_the_disk(tmp_path: Path) -> None:
     canary = f"CANARY-{os.urandom(8).hex()}".encode()
     name_canary = f"PATIENT-DUPONT-{os.urandom(6).hex()}"
@@ -888,7 +903,11 @@ def test_canaries_never_reach_the_disk(tmp_path: Path) -> None:
         assert list(srv.data_dir.parent.glob("server-*.log"))
         scanned = [p for p in srv.data_dir.rglob("*") if p.is_file()]
         assert any(p.name == "coffre.db" for p in scanned)
-        assert any("blobs" in p.parts for p in scanned)
+        if backends.stored_bucket(srv.data_dir) is None:
+            assert any("blobs" in p.parts for p in scanned)
+        else:  # the blobs are objects in the server's bucket: scan them too
+            assert any(n.startswith(".tmp-append/blobs/") for n in bucket_hits(srv, []))
+            assert bucket_hits(srv, needles) == {}
         assert find_in_files(roots, needles) == []
 
         assert tus.patch(url, partial, data[partial:]).offset == total
@@ -905,3 +924,4 @@ def test_canaries_never_reach_the_disk(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert find_in_files(roots, needles) == []  # nothing flushed at shutdown either
+    assert bucket_hits(srv, needles) == {}

@@ -1,8 +1,14 @@
-"""HTTP responses for downloads: Range, ETag, Content-Disposition, nosniff."""
+"""HTTP responses for downloads: Range, ETag, Content-Disposition, nosniff.
+
+The first piece of a body is read before the response starts (in the
+caller's worker thread), so that storage that cannot be reached answers a
+503 instead of a 200 cut short.
+"""
 
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import quote
 
@@ -62,6 +68,18 @@ async def delivered(
             await to_thread.run_sync(on_end, sent, complete)
 
 
+def started(body: Iterator[bytes], on_end: Callable[[int, bool], None]) -> Iterator[bytes]:
+    """``body`` with its first piece already read (blocking: call from a
+    worker thread). If that read fails, ``on_end`` is told nothing went out
+    and the error propagates (a ``StorageError`` answers 503)."""
+    try:
+        first = _take(body)
+    except BaseException:
+        on_end(0, False)
+        raise
+    return itertools.chain(first, body)
+
+
 def _take(body: Iterator[bytes], limit: int = 4 << 20) -> list[bytes]:
     pieces: list[bytes] = []
     size = 0
@@ -87,17 +105,18 @@ def file_response(request: Request, dl: FileDownload, head: bool) -> Response:
     status = 206 if partial else 200
     if head:
         return Response(status_code=status, headers=headers, media_type=OCTET)
-    return StreamingResponse(delivered(dl.body, dl.on_end), status_code=status, headers=headers,
-                             media_type=OCTET)
+    return StreamingResponse(delivered(started(dl.body, dl.on_end), dl.on_end),
+                             status_code=status, headers=headers, media_type=OCTET)
 
 
 def archive_response(
     name: str, size: int, body: Iterator[bytes], on_end: Callable[[int, bool], None], head: bool
 ) -> Response:
+    """Blocking (reads the body's first piece): call from a worker thread."""
     headers = base_headers(name)
     headers["Content-Length"] = str(size)
     headers.pop("Accept-Ranges")
     if head:
         return Response(status_code=200, headers=headers, media_type="application/zip")
-    return StreamingResponse(delivered(body, on_end), headers=headers,
+    return StreamingResponse(delivered(started(body, on_end), on_end), headers=headers,
                              media_type="application/zip")

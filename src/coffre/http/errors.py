@@ -21,6 +21,9 @@ from coffre.http import deps
 
 log = logging.getLogger(__name__)
 
+#: ``Retry-After`` of a 503: a backend restarting is usually back by then.
+RETRY_UNAVAILABLE_SECONDS = 5
+
 _HTTP_CODES = {
     400: "invalid_input",
     401: "authentication_required",
@@ -102,6 +105,9 @@ def install(app: FastAPI, render_page: Any) -> None:
             headers["WWW-Authenticate"] = 'Bearer realm="coffre"'
         if status == 429 and isinstance(exc.details.get("retry_after"), int):
             headers["Retry-After"] = str(exc.details["retry_after"])
+        if status == 503:
+            # A backend down (storage, database): worth retrying, after a pause.
+            headers["Retry-After"] = str(RETRY_UNAVAILABLE_SECONDS)
         if status == 412 and request.url.path.startswith("/api/v1/uploads"):
             headers["Tus-Version"] = "1.0.0"
         details = {k: v for k, v in exc.details.items() if k != "unsatisfiable"}

@@ -39,6 +39,9 @@ class UsageReport:
     #: Only for administrators.
     organisation: rules.Usage | None
     members: list[MemberUsage] | None
+    #: Only for administrators: where the blob store keeps the data, e.g.
+    #: an S3 region (SEC-1); None for a directory on this server.
+    storage_location: str | None = None
 
 
 def policy_of(org: Organisation) -> rules.OrganisationPolicy:
@@ -65,9 +68,11 @@ def _counted() -> ColumnElement[int]:
 
 
 class Quotas:
-    def __init__(self, db: Database, instance: rules.InstanceLimits) -> None:
+    def __init__(self, db: Database, instance: rules.InstanceLimits, *,
+                 storage_location: str | None = None) -> None:
         self.db = db
         self.instance = instance
+        self.storage_location = storage_location
 
     def limits(self, session: Session, organisation_id: str) -> rules.Limits:
         org = session.get(Organisation, organisation_id)
@@ -137,4 +142,4 @@ class Quotas:
             ).all()
             members = [MemberUsage(uid, email, self.used(session, actor.organisation_id, uid))
                        for uid, email in rows]
-            return UsageReport(user, organisation, members)
+            return UsageReport(user, organisation, members, self.storage_location)

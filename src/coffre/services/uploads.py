@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -44,11 +45,14 @@ from coffre.errors import (
     InvalidInput,
     NotFound,
     QuotaExceeded,
+    StorageError,
     TooLarge,
 )
-from coffre.ports import BlobAppender, BlobStore, Clock
+from coffre.ports import BlobAppender, BlobStore, Clock, Consolidating
 from coffre.services.keys import KeyRing
 from coffre.services.quotas import Quotas
+
+log = logging.getLogger(__name__)
 
 #: Segments a writer may encrypt between two database round trips.
 RESERVE_WINDOW = 64
@@ -474,6 +478,18 @@ class UploadService:
             assert session is not None
             self._admit(session, upload, length)
         upload.length = length
+
+    def _consolidate(self, upload_id: str, storage_key: str) -> None:
+        """A completed upload's blob as one whole object, if the store keeps
+        appended blobs in a slower form. Only now: the upload is complete
+        and its lease released, so no writer can append to it any more.
+        A failure costs read speed, not data: the upload stays complete."""
+        if not isinstance(self.store, Consolidating):
+            return
+        try:
+            self.store.consolidate(storage_key)
+        except StorageError as exc:
+            log.warning("upload %s complete but not consolidated: %s", upload_id, exc.message)
 
     # -- limits and quotas --------------------------------------------------------
 
@@ -934,4 +950,6 @@ class UploadWriter:
         else:
             service.hashes.put(self.snap.upload_id, self._index, self._hasher)
         self._release()
+        if completing:
+            service._consolidate(self.snap.upload_id, self.snap.storage_key)
         return info

@@ -110,7 +110,9 @@ async def download_archive(token: str, request: Request, ctx: Ctx) -> Response:
     app = deps.coffre(request)
     head = request.method == "HEAD"
     access = access_of(request)
-    name, size, body, on_end = await to_thread.run_sync(
-        lambda: app.links.open_archive(token, access, ctx, body=not head)
-    )
-    return archive_response(name, size, body, on_end, head)
+
+    def prepare() -> Response:
+        name, size, body, on_end = app.links.open_archive(token, access, ctx, body=not head)
+        return archive_response(name, size, body, on_end, head)
+
+    return await to_thread.run_sync(prepare)

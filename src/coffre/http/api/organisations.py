@@ -127,4 +127,5 @@ def usage(actor: UsageReader, request: Request) -> UsageReportOut:
         organisation=one(report.organisation) if report.organisation else None,
         members=[MemberUsageOut(**m.__dict__) for m in report.members]
         if report.members is not None else None,
+        storage_location=report.storage_location,
     )

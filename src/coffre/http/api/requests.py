@@ -27,7 +27,7 @@ from coffre.errors import InvalidInput
 from coffre.http import deps
 from coffre.http.api.events import live_stream
 from coffre.http.api.schemas import Access, CodeCheck, RecipientIn, Strict, TransferOut
-from coffre.http.downloads import base_headers, delivered, requested_range
+from coffre.http.downloads import base_headers, delivered, requested_range, started
 from coffre.http.tus import DEPOSIT_HEADER
 from coffre.services.deposits import DepositView
 from coffre.services.requests import NewRequest, RequestStep, RequestView
@@ -193,8 +193,8 @@ def owner_file(transfer_id: str, file_id: str, actor: Downloader, request: Reque
     if head:
         return Response(status_code=status, headers=headers,
                         media_type="application/octet-stream")
-    return StreamingResponse(delivered(body, on_end), status_code=status, headers=headers,
-                             media_type="application/octet-stream")
+    return StreamingResponse(delivered(started(body, on_end), on_end), status_code=status,
+                             headers=headers, media_type="application/octet-stream")
 
 
 @received_router.post("/transfers/{transfer_id}/forward", status_code=201,

@@ -152,6 +152,8 @@ class UsageReportOut(BaseModel):
     user: UsageOut
     organisation: UsageOut | None = None
     members: list[MemberUsageOut] | None = None
+    #: Administrators: where the data is stored (an S3 region; null: this server's disk).
+    storage_location: str | None = None
 
 
 class Unlock(Strict):
