@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, login
 
     data = os.urandom(args.size_mib * MIB)
+    load_before = os.getloadavg()[0]
     times: dict[str, list[float]] = {k: [] for k in ("coffre_up", "coffre_down",
                                                     "direct_put", "direct_get")}
     weed = WeedServer(bucket="coffre-bench")
@@ -143,7 +144,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             server.stop()
             weed.close()
-    return {"size": len(data), "rounds": args.rounds, "times": times}
+    return {"size": len(data), "rounds": args.rounds, "times": times,
+            "load": (load_before, os.getloadavg()[0])}
 
 
 def render(r: dict[str, Any]) -> str:
@@ -172,7 +174,9 @@ def render(r: dict[str, Any]) -> str:
         f"{r['rounds']}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC (commit {commit or '?'}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}). One `coffre serve` "
         "on a throwaway PostgreSQL 15 cluster and a SeaweedFS `weed server -s3`, all on "
-        "loopback; one file of random data, median of the rounds (MB = 10^6 bytes).",
+        "loopback; one file of random data, median of the rounds (MB = 10^6 bytes). "
+        f"Load average (1 min) {r['load'][0]:.1f} before the run and {r['load'][1]:.1f} "
+        "after it: other sessions' work on the same CPUs slows every path.",
         "",
         "- **Coffre upload**: tus POST then one PATCH with the whole file: encrypted "
         "(AES-256-GCM segments), hashed, stored as S3 pieces and consolidated server-side "
