@@ -13,6 +13,7 @@ import httpx
 
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MailCatcher, Server, login, running_server
 from tests.integration.flows import make_transfer, sql, wait_for_events
+from tests.integration.support import blob_files
 
 CANARY = "CANARY-MESSAGE-7f3a"
 
@@ -74,7 +75,7 @@ def test_scheduled_purge_shreds_expired_transfers(tmp_path: Path, mail: MailCatc
         token = login(srv.url)
         with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}) as c:
             transfer = make_transfer(c, {"a.bin": os.urandom(3000)}, ["p@exemple.fr"])
-        assert list((srv.data_dir / "blobs").rglob("*"))
+        assert blob_files(srv)  # files, or objects in the bucket (distributed profile)
         sql(srv.data_dir, "UPDATE transfers SET expires_at = '2000-01-01 00:00:00' WHERE id = ?",
             transfer["id"])
         (event,) = wait_for_events(srv.data_dir, "transfer.purged", timeout=30)
@@ -84,7 +85,7 @@ def test_scheduled_purge_shreds_expired_transfers(tmp_path: Path, mail: MailCatc
             (0,)]
         # The keys go first (committed with the event), then the ciphertext.
         deadline = time.monotonic() + 15
-        while [p for p in (srv.data_dir / "blobs").rglob("*") if p.is_file()]:
+        while blob_files(srv):
             assert time.monotonic() < deadline, "ciphertext left after the purge"
             time.sleep(0.1)
 
