@@ -45,6 +45,7 @@ screenshots: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.transfer
 	$(BIN)/python -m bench.audit
+	$(BIN)/python -m bench.s3_transfer
 
 ## Regenerate the lock file from pyproject.toml's ranges.
 lock:
