@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,9 @@ def database_url(data_dir: Path) -> str:
 
 def run_sql(data_dir: Path, statement: str, *params: Any) -> list[tuple[Any, ...]]:
     """Run one statement (``?`` placeholders) on that server's database and
-    commit; returns the rows, if any."""
+    commit; returns the rows, if any. A ``datetime`` parameter is stored as
+    the application stores times (naive UTC): write portable time travel as
+    ``run_sql(d, "UPDATE t SET expires_at = ? WHERE id = ?", ago(minutes=1), id)``."""
     import re
 
     from sqlalchemy import create_engine, text
@@ -139,13 +142,65 @@ def run_sql(data_dir: Path, statement: str, *params: Any) -> list[tuple[Any, ...
     url = database_url(data_dir)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    values = {f"p{i}": _stored(v, url) for i, v in enumerate(params)}
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as connection:
-            result = connection.execute(text(bound), {f"p{i}": v for i, v in enumerate(params)})
+            result = connection.execute(text(bound), values)
             return [tuple(row) for row in result] if result.returns_rows else []
     finally:
         engine.dispose()
+
+
+def ago(**delta: float) -> datetime:
+    """Now minus ``delta`` (``timedelta`` arguments), in UTC, for ``run_sql``."""
+    return datetime.now(UTC) - timedelta(**delta)
+
+
+def _stored(value: Any, url: str) -> Any:
+    if not isinstance(value, datetime):
+        return value
+    naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    # SQLite: the text SQLAlchemy writes (sqlite3's own datetime adapter is deprecated).
+    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if url.startswith("sqlite") else naive
+
+
+def database_setting(data_dir: Path) -> str | None:
+    """The database URL a ``Coffre`` built in the test process on
+    ``data_dir`` must use (None: SQLite in the data directory)."""
+    return database_for(data_dir) if profile() == "distributed" else None
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """Give the server on ``target`` (a copy of the data directory
+    ``source``) a copy of ``source``'s database too (PostgreSQL: the
+    database is not in the directory). Nobody may be connected to it."""
+    if profile() != "distributed":
+        return
+    import hashlib
+
+    import psycopg
+
+    database_for(source)
+    key = str(target.resolve())
+    name = "coffre_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    base = _CLUSTER[0].rsplit("/", 1)[0]
+    with psycopg.connect(base + "/postgres", autocommit=True) as connection:
+        template = _DATABASES[str(source.resolve())].rsplit("/", 1)[1]
+        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    _DATABASES[key] = base + "/" + name
+
+
+def database_bytes(data_dir: Path) -> bytes:
+    """Everything the server's database holds, as stored: SQLite's files
+    (the WAL included), or a ``pg_dump`` of its PostgreSQL database (to
+    check a secret is nowhere in it)."""
+    url = database_url(data_dir)
+    if url.startswith("sqlite"):
+        return b"".join(p.read_bytes() for p in sorted(data_dir.glob("coffre.db*")))
+    done = subprocess.run([str(postgres_bin() / "pg_dump"), "--no-owner", url],
+                          check=True, capture_output=True, timeout=120)
+    return done.stdout
 
 
 # -- SeaweedFS (the S3 API of the distributed profile) ---------------------------

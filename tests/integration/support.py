@@ -163,8 +163,8 @@ def me(client: httpx.Client) -> dict[str, Any]:
 
 def expire(server: Server, transfer_id: str) -> None:
     """Time travel: the transfer expired a minute ago (naive UTC, as stored)."""
-    sql(server.data_dir, "UPDATE transfers SET expires_at = datetime('now', '-1 minute') "
-        "|| '.000000' WHERE id = ?", transfer_id)
+    sql(server.data_dir, "UPDATE transfers SET expires_at = ? WHERE id = ?",
+        backends.ago(minutes=1), transfer_id)
 
 
 def blob_files(server: Server) -> set[str]:

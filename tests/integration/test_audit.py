@@ -1,5 +1,5 @@
 """`coffre audit` on a real data directory: the database is tampered with
-every way (sqlite3, as an attacker with write access would) and the
+every way (raw SQL, as an attacker with write access would) and the
 verifier must name the right event (SEC-31); pruning keeps proofs valid
 (SEC-32); exports verify offline; printed content is inert (SEC-30); the
 admin API shows an organisation its own events only (SEC-4)."""
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from coffre.audit import trail
 from coffre.bootstrap import build
 from coffre.notify.memory import MemoryMailer
 from coffre.settings import Settings
+from tests import backends
 from tests.conftest import Server, login
 from tests.integration.flows import sql
 from tests.integration.support import api_client, module_server, other_organisation_admin
@@ -42,7 +42,8 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     a witness file kept elsewhere), and an export."""
     base = tmp_path_factory.mktemp("audit-pristine")
     data = base / "data"
-    app = build(Settings(data_dir=data), mailer=MemoryMailer())
+    app = build(Settings(data_dir=data, database_url=backends.database_setting(data)),
+                mailer=MemoryMailer())
     old, recent = datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) - timedelta(days=1)
     try:
         for i in range(EVENTS):
@@ -72,6 +73,7 @@ def data(pristine: Path, tmp_path: Path) -> Iterator[Path]:
     """A copy of the pristine data directory, to tamper with."""
     copy = tmp_path / "data"
     shutil.copytree(pristine / "data", copy)
+    backends.copy_database(pristine / "data", copy)
     yield copy
 
 
@@ -86,21 +88,16 @@ def rows(data: Path) -> dict[int, tuple[Any, ...]]:
 
 def rewrite_history(data: Path, victim: int) -> None:
     """Edit one event and recompute every later leaf and chain hash."""
-    con = sqlite3.connect(data / "coffre.db")
-    try:
-        events = con.execute("SELECT seq, payload FROM audit_events ORDER BY seq").fetchall()
-        con.execute("UPDATE audit_events SET prev_hash = 'p' || seq, hash = 'h' || seq")
-        prev = trail.GENESIS
-        for seq, stored in events:
-            payload = stored.replace('"success"', '"failure"') if seq == victim else stored
-            leaf = trail.leaf_hash(payload)
-            chained = trail.chain_hash(prev, leaf)
-            con.execute("UPDATE audit_events SET payload = ?, leaf_hash = ?, prev_hash = ?, "
-                        "hash = ? WHERE seq = ?", (payload, leaf, prev, chained, seq))
-            prev = chained
-        con.commit()
-    finally:
-        con.close()
+    events = sql(data, "SELECT seq, payload FROM audit_events ORDER BY seq")
+    sql(data, "UPDATE audit_events SET prev_hash = 'p' || seq, hash = 'h' || seq")
+    prev = trail.GENESIS
+    for seq, stored in events:
+        payload = stored.replace('"success"', '"failure"') if seq == victim else stored
+        leaf = trail.leaf_hash(payload)
+        chained = trail.chain_hash(prev, leaf)
+        sql(data, "UPDATE audit_events SET payload = ?, leaf_hash = ?, prev_hash = ?, "
+                  "hash = ? WHERE seq = ?", payload, leaf, prev, chained, seq)
+        prev = chained
 
 
 def test_intact_trail_verifies(data: Path, pristine: Path) -> None:
@@ -208,7 +205,9 @@ def test_witness_file_holds_every_signed_checkpoint(data: Path) -> None:
 
 
 def test_fresh_trail_without_checkpoint_verifies_with_a_warning(tmp_path: Path) -> None:
-    app = build(Settings(data_dir=tmp_path / "data"), mailer=MemoryMailer())
+    app = build(Settings(data_dir=tmp_path / "data",
+                         database_url=backends.database_setting(tmp_path / "data")),
+                mailer=MemoryMailer())
     try:
         with app.db.session() as session:
             trail.record(session, "test.event", actor="u", organisation_id="org")
@@ -300,7 +299,8 @@ def test_checkpoint_command_appends_to_a_witness_file(data: Path, tmp_path: Path
 def test_printed_events_are_inert(data: Path) -> None:
     """SEC-30: CR/LF/ANSI and rich markup in a logged value reach the
     terminal as visible text."""
-    app = build(Settings(data_dir=data), mailer=MemoryMailer(), migrate=False)
+    app = build(Settings(data_dir=data, database_url=backends.database_setting(data)),
+                mailer=MemoryMailer(), migrate=False)
     try:
         with app.db.session() as session:
             trail.record(session, "login.failed", actor=None, organisation_id="org",
@@ -393,15 +393,8 @@ def test_scheduler_raises_the_alert_when_checkpoints_are_deleted(server: Server,
     assert server.log_path is not None
     test_scheduler_signs_checkpoints(server, token)
     offset = len(server.log_path.read_text(errors="replace"))
-    con = sqlite3.connect(server.data_dir / "coffre.db", isolation_level=None)
-    try:
-        con.execute("BEGIN IMMEDIATE")
-        saved = con.execute("SELECT tree_size, root_hash, time, note FROM audit_checkpoints"
-                            ).fetchall()
-        con.execute("DELETE FROM audit_checkpoints")
-        con.execute("COMMIT")
-    finally:
-        con.close()
+    saved = sql(server.data_dir, "DELETE FROM audit_checkpoints "
+                                 "RETURNING tree_size, root_hash, time, note")
     try:
         deadline = time.monotonic() + 20
         while "AUDIT TRAIL ALTERED" not in server.log_path.read_text(errors="replace")[offset:]:
@@ -411,6 +404,6 @@ def test_scheduler_raises_the_alert_when_checkpoints_are_deleted(server: Server,
         assert server.coffre("audit", "verify").returncode == 3
     finally:
         for row in saved:
-            sql(server.data_dir, "INSERT OR IGNORE INTO audit_checkpoints (tree_size, root_hash, "
-                                 "time, note) VALUES (?, ?, ?, ?)", *row)
+            sql(server.data_dir, "INSERT INTO audit_checkpoints (tree_size, root_hash, "
+                                 "time, note) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", *row)
     assert server.coffre("audit", "verify").returncode == 0

@@ -24,6 +24,7 @@ from coffre.domain.accounts import Role
 from coffre.http.app import asgi_app
 from coffre.notify.memory import MemoryMailer
 from coffre.settings import Settings
+from tests import backends
 from tests.conftest import MailCatcher, Server
 from tests.integration.flows import audit_events, sql
 from tests.integration.support import in_process, new_address
@@ -245,7 +246,7 @@ def test_sec10_totp_enrolment_login_and_replay(server: Server, mail: MailCatcher
     assert replayed.json()["error"]["details"]["reason"] == "second_factor_invalid"
     rejected = audit_events(server.data_dir, "factor.replay_rejected")
     assert len(rejected) == 1 and rejected[0]["outcome"] == "failure"
-    assert code not in (server.data_dir / "coffre.db").read_bytes().decode("latin-1")
+    assert code.encode() not in backends.database_bytes(server.data_dir)
     assert any("déjà utilisé" in text for text in security_mails(mail, email, 2))
 
 
@@ -292,7 +293,7 @@ def test_sec9_organisation_policy_can_require_a_second_factor(server: Server) ->
     b = browser(server)
     b.login(email)
     assert b.call("GET", "/api/v1/transfers").status_code == 200
-    sql(server.data_dir, "UPDATE organisations SET require_mfa = 1")
+    sql(server.data_dir, "UPDATE organisations SET require_mfa = ?", True)
     denied = b.call("GET", "/api/v1/transfers")
     assert denied.status_code == 403
     assert denied.json()["error"]["details"]["reason"] == "second_factor_required"
@@ -358,7 +359,8 @@ def test_sec11_passkey_login_checks_origin_counter_and_verification(server: Serv
 @pytest.fixture
 def frozen(tmp_path: Path) -> Iterator[tuple[Coffre, FrozenClock, AsgiClient]]:
     clock = FrozenClock()
-    app = build(Settings(data_dir=tmp_path / "data", login_attempts=5), clock=clock,
+    app = build(Settings(data_dir=tmp_path / "data", login_attempts=5,
+                         database_url=backends.database_setting(tmp_path / "data")), clock=clock,
                 mailer=MemoryMailer())
     app.accounts.complete_setup(None, "admin@exemple.fr", PASSWORD, "Cabinet")
     with app.db.session() as session:

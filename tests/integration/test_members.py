@@ -21,6 +21,7 @@ import pytest
 
 from coffre.crypto import credentials
 from coffre.db.tables import ApiToken, UserSession
+from tests.backends import ago
 from tests.conftest import ADMIN_EMAIL, MailCatcher, Server, login, running_server, started_mail
 from tests.integration.flows import audit_events, sql
 from tests.integration.support import (
@@ -201,8 +202,8 @@ def test_expired_revoked_and_unknown_invitations(server: Server, client: httpx.C
     late = new_address("tardif")
     expired = invite(client, late)
     _, expired_token = invitation_link(mail, late)
-    sql(server.data_dir, "UPDATE invitations SET expires_at = datetime('now', '-1 minute') "
-        "|| '.000000' WHERE id = ?", expired["id"])
+    sql(server.data_dir, "UPDATE invitations SET expires_at = ? WHERE id = ?",
+        ago(minutes=1), expired["id"])
     assert expired["id"] not in [i["id"] for i in client.get("/api/v1/invitations").json()]
     assert_error(accept(server, expired_token), 410, "gone", {"reason": "invitation_expired"})
     one_event(server.data_dir, "invitation.refused", object_type="invitation",

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.backends import ago
 from tests.conftest import MailCatcher, Server, free_port
 from tests.integration.flows import code_mails, request_code, sql, upload_bytes, wait_code
 from tests.integration.support import (
@@ -215,16 +216,16 @@ def test_resend_is_throttled(server: Server, client: httpx.Client, mail: MailCat
     assert len(code_mails(mail, address)) == 1
 
     # A minute later (time travel), a new code replaces the first.
-    sql(server.data_dir, "UPDATE recipients SET code_sent_at = datetime(code_sent_at, "
-        "'-61 seconds') WHERE id = ?", recipient)
+    sql(server.data_dir, "UPDATE recipients SET code_sent_at = ? WHERE id = ?",
+        ago(seconds=61), recipient)
     second = request_code(server.url, mail, token, address)
     if second != first:
         assert _verify(server, token, first).status_code == 401
     assert _verify(server, token, second).status_code == 200
 
     # At most five an hour.
-    sql(server.data_dir, "UPDATE recipients SET code_sends = 5, code_sent_at = "
-        "datetime('now', '-2 minutes') || '.000000' WHERE id = ?", recipient)
+    sql(server.data_dir, "UPDATE recipients SET code_sends = 5, code_sent_at = ? WHERE id = ?",
+        ago(minutes=2), recipient)
     capped = _code_sent(server, token)
     assert assert_error(capped, 429, "too_many_attempts")["details"]["reason"] == "too_many_codes"
     assert int(capped.headers["retry-after"]) > 3000
@@ -281,8 +282,8 @@ def test_five_wrong_codes_lock_the_link(server: Server, client: httpx.Client,
     assert _code_sent(server, neighbour).status_code == 202
 
     # The lock time passes (time travel): a new code works.
-    sql(server.data_dir, "UPDATE recipients SET locked_until = datetime('now', '-1 second') "
-        "|| '.000000', code_sent_at = NULL WHERE id = ?", recipient)
+    sql(server.data_dir, "UPDATE recipients SET locked_until = ?, code_sent_at = NULL "
+        "WHERE id = ?", ago(seconds=1), recipient)
     fresh = request_code(server.url, mail, token, address)
     assert _verify(server, token, fresh).status_code == 200
 
@@ -292,8 +293,8 @@ def test_expired_code_is_refused_without_counting(server: Server, client: httpx.
     transfer, (token,) = send(client, {"a.txt": b"a"})
     recipient = transfer["recipients"][0]["id"]
     code = request_code(server.url, mail, token, _address(transfer))
-    sql(server.data_dir, "UPDATE recipients SET code_expires_at = datetime('now', '-1 second') "
-        "|| '.000000' WHERE id = ?", recipient)
+    sql(server.data_dir, "UPDATE recipients SET code_expires_at = ? WHERE id = ?",
+        ago(seconds=1), recipient)
     assert_error(_verify(server, token, code), 401, "authentication_required",
                  {"reason": "code_expired"})
     assert sql(server.data_dir, "SELECT code_failures, code_hash FROM recipients WHERE id = ?",
@@ -418,13 +419,13 @@ def test_turning_verification_off_needs_the_organisation(server: Server, client:
     assert error["details"]["reason"] == "verification_required"
     assert "one-time code" in error["message"]
 
-    sql(server.data_dir, "UPDATE organisations SET allow_unverified_recipients = 1 WHERE id = ?",
-        admin["organisation_id"])
+    sql(server.data_dir, "UPDATE organisations SET allow_unverified_recipients = ? WHERE id = ?",
+        True, admin["organisation_id"])
     try:
         transfer, (token,) = send(client, {"libre.txt": b"libre"}, verify_recipients=False)
     finally:
-        sql(server.data_dir, "UPDATE organisations SET allow_unverified_recipients = 0 "
-            "WHERE id = ?", admin["organisation_id"])
+        sql(server.data_dir, "UPDATE organisations SET allow_unverified_recipients = ? "
+            "WHERE id = ?", False, admin["organisation_id"])
     assert transfer["verify_recipients"] is False
     shown = httpx.get(_link(server, token))
     assert shown.status_code == 200

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import backends
 from tests.conftest import MailCatcher, Server, login
 from tests.integration.flows import TUS, audit_events, link_token, sql, upload_bytes
 from tests.integration.support import (
@@ -158,12 +159,15 @@ def test_each_recipient_gets_a_personal_link_by_mail(server: Server, client: htt
                                "SELECT token_hash FROM recipients WHERE transfer_id = ?",
                                transfer["id"])}
     assert stored == {hashlib.sha256(t.encode()).hexdigest() for t in tokens.values()}
-    con = sqlite3.connect(server.data_dir / "coffre.db")
-    try:
-        dump = "\n".join(con.iterdump())
-    finally:
-        con.close()
-    raw = b"".join(p.read_bytes() for p in server.data_dir.glob("coffre.db*"))
+    # SQLite: a dump and the raw files (WAL included); PostgreSQL: pg_dump's.
+    raw = backends.database_bytes(server.data_dir)
+    dump = raw.decode("latin-1")
+    if backends.profile() == "embedded":
+        con = sqlite3.connect(server.data_dir / "coffre.db")
+        try:
+            dump = "\n".join(con.iterdump())
+        finally:
+            con.close()
     for secret in [*tokens.values(), message, "Canari-7f3a2b", name]:
         assert secret not in dump
         assert secret.encode() not in raw

@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
-from sqlalchemy import select
+from sqlalchemy import event as sa_event
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from coffre.db.tables import AuditEvent
@@ -92,7 +93,8 @@ def record(
     time: datetime | None = None,
     **details: Any,
 ) -> AuditEvent:
-    """Append one event in the caller's transaction (it commits with it)."""
+    """Append one event in the caller's transaction: chained when it
+    commits, gone if it rolls back."""
     context = context or Context()
     time = time or datetime.now(UTC)
     body = {
@@ -107,23 +109,64 @@ def record(
         "details": details or None,
     }
     payload = canonical_json(body)
-    last = session.execute(
-        select(AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-    ).scalar_one_or_none()
-    prev = last or GENESIS
-    leaf = leaf_hash(payload)
     event = AuditEvent(
         time=time,
         organisation_id=organisation_id,
         action=action,
         payload=payload,
-        leaf_hash=leaf,
-        prev_hash=prev,
-        hash=chain_hash(prev, leaf),
+        leaf_hash=leaf_hash(payload),
     )
-    session.add(event)
-    session.flush()
+    session.info.setdefault(_PENDING, []).append(event)
     return event
+
+
+_PENDING = "coffre.audit.pending"
+
+
+def _append_pending(session: Session) -> None:
+    """Chain the transaction's events at its commit, under the chain's lock.
+
+    Appending last matters on PostgreSQL: the lock is held to the commit,
+    and a transaction holding it must not then wait for a row another
+    holds (which may itself be waiting for the lock: a deadlock)."""
+    pending: list[AuditEvent] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    _lock_chain(session)
+    last = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    # Numbered here, not by a PostgreSQL sequence: a rolled-back append
+    # would burn a number, a hole the verifier reports as a deleted event.
+    seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
+    for event in pending:
+        seq += 1
+        event.seq, event.prev_hash = seq, prev
+        event.hash = prev = chain_hash(prev, event.leaf_hash)
+        session.add(event)
+    session.flush()
+
+
+def _forget_pending(session: Session, _transaction: Any = None) -> None:
+    session.info.pop(_PENDING, None)
+
+
+sa_event.listen(Session, "before_commit", _append_pending)
+sa_event.listen(Session, "after_soft_rollback", _forget_pending)
+
+
+#: The PostgreSQL advisory lock key serialising appends to the chain.
+CHAIN_LOCK = 0x636F66667265  # "coffre"
+
+
+def _lock_chain(session: Session) -> None:
+    """Serialise appends across instances until the caller's transaction
+    ends, so two never chain onto the same head (a fork). SQLite needs
+    nothing: every write transaction begins IMMEDIATE, holding the
+    database's one write lock. Taken before the head is read: on
+    PostgreSQL (READ COMMITTED) that read then sees the last append."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
 
 
 @dataclass(frozen=True)

@@ -375,6 +375,19 @@ class FileRead(Base):
     delivered: Mapped[str] = mapped_column(Text, default="[]")
 
 
+class DownloadClaim(Base):
+    """A whole download of a limited file under way, on any instance (a
+    download counts when it ends, so parallel GETs of a one-time link are
+    refused while one is out). Renewed while the body streams; an expired
+    claim (its instance died) is ignored and removed."""
+
+    __tablename__ = "download_claims"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    recipient_id: Mapped[str] = mapped_column(String(32), index=True)
+    file_id: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class LinkAccess(Base):
     """A short-lived grant bound to one recipient link: what was proved
     (the one-time code, the transfer's password) and until when."""

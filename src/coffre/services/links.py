@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -23,7 +25,16 @@ from zipstream import ZIP_STORED, ZipStream
 from coffre.audit import trail
 from coffre.crypto import credentials, stream
 from coffre.db.engine import Database
-from coffre.db.tables import Download, FileRead, Recipient, Transfer, TransferFile, User
+from coffre.db.tables import (
+    Download,
+    DownloadClaim,
+    FileRead,
+    Recipient,
+    Transfer,
+    TransferFile,
+    User,
+    new_id,
+)
 from coffre.domain.transfers import (
     ByteRange,
     add_interval,
@@ -108,7 +119,7 @@ class LinkService:
         self.verification = verification
         self.password_attempts = password_attempts
         self.throttles = throttles
-        self._in_flight = _InFlight()
+        self._claims = DownloadClaims(db, clock)
 
     # -- access -----------------------------------------------------------------
 
@@ -299,7 +310,7 @@ class LinkService:
             return FileDownload(file=view, etag=etag, start=lo, end=hi, body=iter(()))
         claim = None
         if whole and limit is not None:
-            claim = self._in_flight.claim([(recipient_id, file_id, completed)], limit)
+            claim = self._claims.claim(recipient_id, [file_id], limit)
         iterator = _ClaimedBody(self._plaintext(key, storage_key, stream_size, lo, hi), claim)
 
         def on_end(sent: int, complete: bool) -> None:
@@ -363,9 +374,7 @@ class LinkService:
         name = f"coffre-{transfer_id[:8]}.zip"
         claim = None
         if limit is not None and body:
-            claim = self._in_flight.claim(
-                [(recipient_id, e[0].id, counts.get(e[0].id, 0)) for e in entries], limit
-            )
+            claim = self._claims.claim(recipient_id, [e[0].id for e in entries], limit)
         stream_body = _ClaimedBody(iter(archive), claim)
         file_ids = [e[0].id for e in entries]
 
@@ -470,24 +479,28 @@ class LinkService:
 
 
 class _ClaimedBody(Iterator[bytes]):
-    """A body holding an in-flight claim on a download limit, released by
-    ``release()`` (the HTTP layer, when the response ends) or, if the body
-    is dropped unread, when it is garbage-collected."""
+    """A body holding an in-flight claim on a download limit, renewed while
+    it is read and released by ``release()`` (the HTTP layer, when the
+    response ends) or, if the body is dropped unread, when it is
+    garbage-collected."""
 
-    def __init__(self, chunks: Iterator[bytes], claim: Callable[[], None] | None) -> None:
+    def __init__(self, chunks: Iterator[bytes], claim: Claim | None) -> None:
         self._chunks = chunks
         self._claim = claim
 
     def __next__(self) -> bytes:
+        if self._claim is not None:
+            self._claim.keep()
         return next(self._chunks)
 
     def release(self) -> None:
         claim, self._claim = self._claim, None
         if claim is not None:
-            claim()
+            claim.release()
 
     def __del__(self) -> None:
-        self.release()
+        with suppress(Exception):  # never raise from a finaliser; the claim then expires
+            self.release()
 
 
 def _tally(chunks: Iterator[bytes], pulled: list[int], position: int) -> Iterator[bytes]:
@@ -496,41 +509,74 @@ def _tally(chunks: Iterator[bytes], pulled: list[int], position: int) -> Iterato
         yield chunk
 
 
-class _InFlight:
-    """Whole downloads under way in this process, per (recipient, file).
+#: A claim left by a dead instance stops counting after this long...
+CLAIM_LIFETIME = timedelta(minutes=10)
+#: ...and a live download renews its claims this often.
+CLAIM_RENEWAL = 60.0
 
-    A download counts when it ends, so without this two parallel GETs of a
-    one-time link would both succeed. (Per process: the distributed
-    profile needs the same in the database.)
+
+class DownloadClaims:
+    """Whole downloads under way on any instance, per (recipient, file), in
+    the database.
+
+    A download counts when it ends, so without claims two parallel GETs of
+    a one-time link would both succeed. Claims of one recipient are taken
+    under a lock on its row (SQLite: the write lock every transaction takes
+    up front), counting completed downloads in the same transaction.
     """
 
-    def __init__(self) -> None:
-        self._counts: Counter[tuple[str, str]] = Counter()
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    def claim(self, recipient_id: str, file_ids: list[str], limit: int) -> Claim:
+        """Reserve one download of each file; raises ``Gone`` if a limit
+        would be passed."""
+        now = self.clock.now()
+        with self.db.session() as session:
+            # NO KEY UPDATE: serialises claims without blocking rows that
+            # merely refer to the recipient (downloads, events).
+            session.execute(select(Recipient.id).where(Recipient.id == recipient_id)
+                            .with_for_update(key_share=True))
+            session.execute(delete(DownloadClaim).where(
+                DownloadClaim.recipient_id == recipient_id, DownloadClaim.expires_at <= now))
+            taken = Counter(session.execute(
+                select(Download.file_id).where(Download.recipient_id == recipient_id)
+            ).scalars())
+            taken.update(session.execute(
+                select(DownloadClaim.file_id).where(DownloadClaim.recipient_id == recipient_id)
+            ).scalars())
+            if any(taken[file_id] >= limit for file_id in file_ids):
+                raise Gone("the download limit of this link is reached "
+                           "(a download is in progress)", reason="exhausted")
+            claims = [DownloadClaim(id=new_id(), recipient_id=recipient_id, file_id=file_id,
+                                    expires_at=now + CLAIM_LIFETIME) for file_id in file_ids]
+            session.add_all(claims)
+        return Claim(self, [c.id for c in claims])
+
+
+class Claim:
+    """Claims taken together: kept alive while a body streams, then released."""
+
+    def __init__(self, claims: DownloadClaims, ids: list[str]) -> None:
+        self._claims = claims
+        self._ids = ids
+        self._renewed = time.monotonic()
+        self._released = False
         self._lock = threading.Lock()
 
-    def claim(self, items: list[tuple[str, str, int]], limit: int) -> Callable[[], None]:
-        """Reserve one download of each (recipient, file, completed); returns
-        the release function. Raises ``Gone`` if a limit would be passed."""
-        keys = [(r, f) for r, f, _ in items]
+    def keep(self) -> None:
+        if time.monotonic() - self._renewed < CLAIM_RENEWAL:
+            return
+        self._renewed = time.monotonic()
+        with self._claims.db.session() as session:
+            session.execute(update(DownloadClaim).where(DownloadClaim.id.in_(self._ids))
+                            .values(expires_at=self._claims.clock.now() + CLAIM_LIFETIME))
+
+    def release(self) -> None:
         with self._lock:
-            for (recipient, file, completed) in items:
-                if completed + self._counts[(recipient, file)] >= limit:
-                    raise Gone("the download limit of this link is reached "
-                               "(a download is in progress)", reason="exhausted")
-            for key in keys:
-                self._counts[key] += 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            with self._lock:
-                if not released:
-                    released = True
-                    for key in keys:
-                        self._counts[key] -= 1
-                        if self._counts[key] <= 0:
-                            del self._counts[key]
-
-        return release
-
-
+            if self._released:
+                return
+            self._released = True
+        with self._claims.db.session() as session:
+            session.execute(delete(DownloadClaim).where(DownloadClaim.id.in_(self._ids)))

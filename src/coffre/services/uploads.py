@@ -65,8 +65,6 @@ MAX_METADATA_BYTES = 4096
 QUOTA_WINDOW = 64 << 20
 #: Unfinished uploads listed for resuming, at most.
 MAX_UNFINISHED = 100
-#: This process, as a lease owner.
-PROCESS_ID = new_id()
 
 
 @dataclass(frozen=True)
@@ -206,6 +204,9 @@ class UploadService:
         self.expiry = expiry
         self.single_instance = single_instance
         self.hashes = _HashCache()
+        #: This service, as a lease owner: its own writers are excluded by
+        #: ``_local_writers``, other instances' by the lease in the database.
+        self.lease_owner = new_id()
         self._local_writers: set[str] = set()
         self._local_lock = threading.Lock()
 
@@ -304,8 +305,9 @@ class UploadService:
             sha256=upload.sha256,
         )
 
-    def _load(self, session: Session, actor: Uploader, upload_id: str) -> Upload:
-        upload = session.get(Upload, upload_id)
+    def _load(self, session: Session, actor: Uploader, upload_id: str, *,
+              lock: bool = False) -> Upload:
+        upload = session.get(Upload, upload_id, with_for_update={"of": Upload} if lock else None)
         if upload is None:
             raise NotFound("upload not found")
         if not _owns(actor, upload):
@@ -410,7 +412,8 @@ class UploadService:
         deadline = time.monotonic() + 10
         while True:
             with self.db.session() as session:
-                upload = self._load(session, actor, upload_id)
+                # Locked: two instances claiming at once must not both win.
+                upload = self._load(session, actor, upload_id, lock=True)
                 now = self.clock.now()
                 if upload.offset != offset:
                     raise Conflict(
@@ -418,7 +421,7 @@ class UploadService:
                         expected=upload.offset,
                     )
                 held = (
-                    upload.lease_owner not in (None, PROCESS_ID)
+                    upload.lease_owner not in (None, self.lease_owner)
                     and upload.lease_until is not None
                     and upload.lease_until > now
                     and not self.single_instance
@@ -429,7 +432,7 @@ class UploadService:
                 if not held:
                     self._apply_length(upload, length)
                     needs_rekey = upload.segments_reserved > upload.segments_committed
-                    upload.lease_owner = PROCESS_ID
+                    upload.lease_owner = self.lease_owner
                     upload.lease_until = now + LEASE
                     break
             if time.monotonic() > deadline:
@@ -801,13 +804,12 @@ class UploadWriter:
         self._last_checkpoint = time.monotonic()
         if self._index <= self.snap.segments or self._appender is None:
             return
+        self._check_lease()
         self._appender.commit()
         boundary = stream.segment_plaintext_offset(self._index)
         now = self.service.clock.now()
         with self.service.db.session() as session:
-            upload = session.get(Upload, self.snap.upload_id)
-            if upload is None:
-                raise self._deleted()
+            upload = self._leased(session)
             if boundary <= upload.offset:
                 return
             upload.offset = boundary
@@ -829,9 +831,7 @@ class UploadWriter:
 
     def _reserve(self, upto: int) -> None:
         with self.service.db.session() as session:
-            upload = session.get(Upload, self.snap.upload_id)
-            if upload is None:
-                raise self._deleted()
+            upload = self._leased(session)
             upload.segments_reserved = max(upload.segments_reserved, upto)
             upload.lease_until = self.service.clock.now() + LEASE
 
@@ -861,6 +861,23 @@ class UploadWriter:
         self._release()
         if self._over_quota:
             self.service._discard_over_quota(self.snap.upload_id, self.snap.actor_id)
+
+    def _leased(self, session: Session) -> Upload:
+        """The upload, locked, while this writer still holds its lease
+        (fencing): a writer stalled past its lease, whose upload another
+        instance took over meanwhile, must not commit over the new one."""
+        upload = session.get(Upload, self.snap.upload_id, with_for_update={"of": Upload})
+        if upload is None:
+            raise self._deleted()
+        if upload.lease_owner != self.service.lease_owner:
+            raise Conflict("this upload was taken over by another request while this one "
+                           "stalled; resume from its current offset")
+        return upload
+
+    def _check_lease(self) -> None:
+        """Before committing to storage: give up if the lease was lost."""
+        with self.service.db.session() as session:
+            self._leased(session)
 
     def _deleted(self) -> Gone:
         # Terminated while this PATCH ran: drop what it wrote (already noise,
@@ -897,14 +914,13 @@ class UploadWriter:
             self._write(self._encrypt_next(last=True))
         ciphertext_size = None
         if self._appender is not None:
+            self._check_lease()
             ciphertext_size = self._appender.commit()
         elif self._index == 0 and completing:
             ciphertext_size = 0
         service = self.service
         with service.db.session() as session:
-            upload = session.get(Upload, self.snap.upload_id)
-            if upload is None:
-                raise self._deleted()
+            upload = self._leased(session)
             upload.offset = self.offset
             upload.segments_committed = self._index
             now = service.clock.now()
