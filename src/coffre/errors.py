@@ -21,6 +21,7 @@ the HTTP layer maps each class to one status code and one JSON shape
     ├── StorageFull             507  quota or disk exhausted
     ├── IntegrityError          500  ciphertext or chain failed authentication
     ├── StorageError            503  the blob store failed (retryable)
+    ├── DatabaseUnavailable     503  the database cannot be reached (retryable)
     └── ConfigurationError      start-up refused (never reaches a client)
 """
 
@@ -117,6 +118,14 @@ class IntegrityError(CoffreError):
 class StorageError(CoffreError):
     status = 503
     code = "storage_unavailable"
+
+
+class DatabaseUnavailable(CoffreError):
+    """The database is down or unreachable (PostgreSQL restarting, network
+    cut, SQLite locked past its timeout): retry later."""
+
+    status = 503
+    code = "database_unavailable"
 
 
 class ConfigurationError(CoffreError):

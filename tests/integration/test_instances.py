@@ -266,8 +266,6 @@ def test_postgresql_stopping_fails_readiness_and_the_instance_recovers(
         assert server.process is not None and server.process.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="database failures are not translated to 503 yet "
-                   "(sqlalchemy OperationalError answers 500): the PostgreSQL part of issue 6")
 def test_requests_answer_503_while_postgresql_is_stopped(tmp_path: Path,
                                                          mail: MailCatcher) -> None:
     with _alone_on_a_database(tmp_path, mail) as (server, postgres, auth):

@@ -8,7 +8,10 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from coffre.errors import DatabaseUnavailable
 
 
 def normalise_url(url: str) -> str:
@@ -47,6 +50,19 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _unreachable(exc: DBAPIError) -> bool:
+    """Whether the database itself failed (as opposed to a bad statement):
+    a lost connection, a refused one, or SQLite still locked after its
+    busy timeout."""
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if type(exc.orig).__module__.startswith("psycopg"):
+        return True  # psycopg's OperationalError: connection and server failures
+    return "database is locked" in str(exc.orig)
+
+
 class Database:
     """Owns the engine; hands out sessions as units of work."""
 
@@ -57,9 +73,16 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A transaction: committed on normal exit, rolled back on error."""
-        with self._sessions() as session, session.begin():
-            yield session
+        """A transaction: committed on normal exit, rolled back on error.
+        A database that cannot be reached raises ``DatabaseUnavailable``
+        (503), not the driver's error."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except DBAPIError as exc:
+            if _unreachable(exc):
+                raise DatabaseUnavailable("the database is unavailable; try again shortly") from exc
+            raise
 
     def listen(self, name: str, fn: Callable[..., Any]) -> None:
         """Register a session event (``before_commit``, ``after_commit``...)
