@@ -23,6 +23,7 @@ import vobject
 from coffre.crypto import credentials
 from coffre.db.tables import Organisation, User
 from coffre.services.contacts import ContactService
+from tests import backends
 from tests.conftest import ADMIN_EMAIL, Server, login, second_factor
 from tests.e2e.test_cli import Cli
 from tests.integration.flows import audit_events, sql, upload_bytes
@@ -374,13 +375,16 @@ def test_canary_names_and_phones_are_sealed_at_rest(server: Server,
     needles = [CANARY_NAME, "Canaripassereau", CANARY_PHONE, "19876543210", "Ornithologue",
                "Canarivcard", "+33688776655"]
     addresses_seen = False
-    for path in server.data_dir.rglob("*"):
-        if path.is_file():
-            raw = path.read_bytes()
-            addresses_seen |= b"canari@exemple.fr" in raw  # the scan does read the database
-            for needle in needles:
-                for encoded in (needle.encode(), needle.encode("utf-16-le")):
-                    assert encoded not in raw, f"{needle!r} in clear in {path}"
+    # The data directory (SQLite's files among them) and the database as a
+    # dump (PostgreSQL's is elsewhere).
+    stored = [(str(path), path.read_bytes())
+              for path in server.data_dir.rglob("*") if path.is_file()]
+    stored.append(("the database", backends.database_bytes(server.data_dir)))
+    for where, raw in stored:
+        addresses_seen |= b"canari@exemple.fr" in raw  # the scan does read the database
+        for needle in needles:
+            for encoded in (needle.encode(), needle.encode("utf-16-le")):
+                assert encoded not in raw, f"{needle!r} in clear in {where}"
     assert addresses_seen
 
 

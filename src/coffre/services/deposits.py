@@ -363,7 +363,7 @@ class DepositService:
             request = depositor.request
             query = select(Upload).where(Upload.depositor_id == depositor.id,
                                          Upload.attached_at.is_(None))
-            rows = {u.id: u for u in session.execute(query.with_for_update()).scalars()}
+            rows = {u.id: u for u in session.execute(query.with_for_update(of=Upload)).scalars()}
             if upload_ids is not None:
                 missing = [i for i in upload_ids if i not in rows]
                 if missing:

@@ -409,7 +409,9 @@ class UploadService:
         length: int | None,
         checksum: Checksum | None,
     ) -> UploadWriter:
-        deadline = time.monotonic() + 10
+        # Long enough for the lease of an instance that died mid-PATCH to
+        # lapse (a live writer renews it, so its competitor still fails).
+        deadline = time.monotonic() + LEASE.total_seconds() + 5
         while True:
             with self.db.session() as session:
                 # Locked: two instances claiming at once must not both win.
