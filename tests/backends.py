@@ -292,7 +292,9 @@ class WeedServer:
             f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3.grpc']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-filer.localSocket={base / 'filer.sock'}", f"-s3.localSocket={base / 's3.sock'}",
-            "-master.volumeSizeLimitMB=1024", "-volume.max=0", "-volume.preStopSeconds=0",
+            # Many small volumes: every bucket (a test server's) takes a few volumes of
+            # its own, and SeaweedFS refuses writes once none is free.
+            "-master.volumeSizeLimitMB=64", "-volume.max=5000", "-volume.preStopSeconds=0",
             "-volume.minFreeSpace=1",
         ]
         self._remove_sockets()  # a killed weed leaves them behind
