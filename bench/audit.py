@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import write_block
 from coffre.audit import trail
 from coffre.audit.log import verify_export
 from coffre.bootstrap import Coffre, build
@@ -140,14 +141,7 @@ def render(r: dict[str, float | int | str]) -> str:
 
 
 def write(doc: Path, block: str) -> None:
-    text = doc.read_text() if doc.exists() else ""
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    doc.write_text(text)
+    write_block(doc, block, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import write_block
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -202,14 +204,7 @@ def render(r: dict[str, Any]) -> str:
 
 
 def write(doc: Path, block: str) -> None:
-    text = doc.read_text() if doc.exists() else ""
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    doc.write_text(text)
+    write_block(doc, block, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> None:
