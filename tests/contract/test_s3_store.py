@@ -15,7 +15,7 @@ from botocore.config import Config
 from coffre.errors import ConfigurationError, InvalidInput, StorageError
 from coffre.ports import BlobStore
 from coffre.storage import open_blob_store
-from coffre.storage.s3 import MIN_PIECE, S3BlobStore
+from coffre.storage.s3 import MIN_PIECE, PART_SIZE, S3BlobStore
 from tests.backends import S3Service, seaweedfs
 
 from .blobstore_suite import BlobStoreSuite, StreamFailed, failing_chunks
@@ -169,6 +169,37 @@ def test_failed_put_stream_leaves_no_multipart_upload(s3: S3Service, root: str, 
     uploads = raw.list_multipart_uploads(Bucket=s3.bucket, Prefix=root).get("Uploads", [])
     assert uploads == []
     assert not store.exists("p/big")
+
+
+def test_parts_in_flight_land_in_order(s3: S3Service, root: str) -> None:
+    store = make_store(s3, root)
+    data = os.urandom(6 * PART_SIZE + 12345)  # more parts than PARTS_IN_FLIGHT
+    appender = store.open_append("many/parts", 0)
+    for start in range(0, len(data), 3 * MIB + 7):
+        appender.write(data[start : start + 3 * MIB + 7])
+    assert appender.commit() == len(data)
+    assert store.read("many/parts") == data
+    assert store.consolidate("many/parts") is True
+    assert store.read("many/parts", len(data) - 5) == data[-5:]
+    assert store.read("many/parts", len(data)) == b""  # at the end: no HEAD first, still empty
+    assert store.read("many/parts", len(data) + 10, 3) == b""
+
+
+def test_failed_part_surfaces_at_commit_and_leaves_no_upload(
+    s3: S3Service, root: str, raw
+) -> None:
+    store = make_store(s3, root)
+    appender = store.open_append("lost/parts", 0)
+    appender.write(os.urandom(2 * PART_SIZE + 1))  # two parts sent, one byte pending
+    for upload in raw.list_multipart_uploads(Bucket=s3.bucket, Prefix=root).get("Uploads", []):
+        raw.abort_multipart_upload(Bucket=s3.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    with pytest.raises(StorageError):
+        appender.commit()
+    with pytest.raises(StorageError):  # refuses further use: reopen instead
+        appender.write(b"x")
+    appender.close()
+    assert raw.list_multipart_uploads(Bucket=s3.bucket, Prefix=root).get("Uploads", []) == []
+    assert store.size("lost/parts") == 0
 
 
 def test_closed_appender_refuses_use(s3: S3Service, root: str) -> None:

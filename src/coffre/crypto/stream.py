@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -213,11 +214,14 @@ def decrypt_range(
     end: int | None = None,
     associated_data: bytes = b"",
     batch_segments: int = 4,
+    read_ahead: bool = False,
 ) -> Iterator[bytes]:
     """Yield the plaintext bytes ``[start, end)`` of a stored stream.
 
     Reads ``batch_segments`` segments per call to ``read`` and verifies
     each one (including the last-segment flag, so truncation is caught).
+    With ``read_ahead``, the next batch is read in a background thread
+    while this one is decrypted and consumed (``read`` must be thread-safe).
     """
     if batch_segments < 1:
         raise InvalidInput("batch_segments must be at least 1")
@@ -231,29 +235,56 @@ def decrypt_range(
     final = segment_index(end - 1) if end > start else first
     if end == start and total > 0:
         return
+    batches: list[tuple[int, int]] = []  # (first segment, last segment)
     index = first
     while index <= final:
-        upto = min(final, index + batch_segments - 1)
-        c_start = segment_ciphertext_offset(index)
-        c_end = min(segment_ciphertext_offset(upto + 1), stream_size)
-        data = read(c_start, c_end - c_start)
-        if len(data) != c_end - c_start:
-            raise IntegrityError("stream truncated")
-        pos = 0
-        for i in range(index, upto + 1):
-            seg_len = segment_plaintext_size(i) + TAG_SIZE
-            if i == last_index:
-                seg_len = len(data) - pos
-            plain = cipher.decrypt_segment(i, data[pos : pos + seg_len], i == last_index)
-            pos += seg_len
-            seg_start = segment_plaintext_offset(i)
-            lo = max(start - seg_start, 0)
-            hi = min(end - seg_start, len(plain))
-            if lo or hi != len(plain):
-                plain = plain[lo:hi]
-            if plain:
-                yield plain
-        index = upto + 1
+        batches.append((index, min(final, index + batch_segments - 1)))
+        index = batches[-1][1] + 1
+    spans = [
+        (segment_ciphertext_offset(index), min(segment_ciphertext_offset(upto + 1), stream_size))
+        for index, upto in batches
+    ]
+    fetched = _read_spans(read, spans, read_ahead)
+    try:
+        for (index, upto), (c_start, c_end), data in zip(batches, spans, fetched, strict=True):
+            if len(data) != c_end - c_start:
+                raise IntegrityError("stream truncated")
+            pos = 0
+            for i in range(index, upto + 1):
+                seg_len = segment_plaintext_size(i) + TAG_SIZE
+                if i == last_index:
+                    seg_len = len(data) - pos
+                plain = cipher.decrypt_segment(i, data[pos : pos + seg_len], i == last_index)
+                pos += seg_len
+                seg_start = segment_plaintext_offset(i)
+                lo = max(start - seg_start, 0)
+                hi = min(end - seg_start, len(plain))
+                if lo or hi != len(plain):
+                    plain = plain[lo:hi]
+                if plain:
+                    yield plain
+    finally:
+        fetched.close()  # stops the read-ahead of an abandoned download
+
+
+def _read_spans(
+    read: Reader, spans: list[tuple[int, int]], ahead: bool
+) -> Generator[bytes, None, None]:
+    """``read`` each (start, end) span in order; with ``ahead``, one span in advance."""
+    if not ahead or len(spans) < 2:
+        for c_start, c_end in spans:
+            yield read(c_start, c_end - c_start)
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coffre-read-ahead")
+    try:
+        pending = pool.submit(read, spans[0][0], spans[0][1] - spans[0][0])
+        for c_start, c_end in spans[1:]:
+            data = pending.result()
+            pending = pool.submit(read, c_start, c_end - c_start)
+            yield data
+        yield pending.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def decrypt(key: bytes, stream: bytes, associated_data: bytes = b"") -> bytes:

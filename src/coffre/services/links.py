@@ -332,7 +332,8 @@ class LinkService:
             return self.store.read(storage_key, offset, length)
 
         return stream.decrypt_range(
-            key, read, stream_size, start, end, batch_segments=READ_BATCH_SEGMENTS
+            key, read, stream_size, start, end, batch_segments=READ_BATCH_SEGMENTS,
+            read_ahead=True,
         )
 
     def open_archive(

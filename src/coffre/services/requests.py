@@ -344,7 +344,7 @@ class RequestService:
             return self.store.read(storage_key, offset, length)
 
         chunks = stream.decrypt_range(key, read, stream_size, lo, hi,
-                                      batch_segments=READ_BATCH_SEGMENTS)
+                                      batch_segments=READ_BATCH_SEGMENTS, read_ahead=True)
         return view, etag, lo, hi, chunks, on_end
 
     def forward(self, actor: Actor, transfer_id: str, new: NewTransfer,

@@ -33,7 +33,8 @@ an upload begun on one instance continues on another:
 
 * each ``commit`` stores the bytes written since the previous one as a
   piece (one PUT, or a multipart upload whose 8 MiB parts leave as they
-  fill, completed at the commit);
+  fill, up to ``PARTS_IN_FLIGHT`` at once from a shared pool while the
+  caller keeps writing, completed at the commit once every part is in);
 * every piece except the last holds at least 5 MiB (the S3 part minimum),
   so pieces can be stitched server-side by ``UploadPartCopy``: when the
   last piece is smaller, the next commit rewrites it under the same name
@@ -43,7 +44,9 @@ an upload begun on one instance continues on another:
   remains is always a contiguous prefix) and cuts the piece that straddles
   it; reopening a consolidated blob turns its first ``offset`` bytes into
   piece 0 by a server-side copy, then deletes ``key``;
-* reads list the pieces (one LIST per 1000) and compose ranged GETs;
+* reads first GET the range of the object ``key`` (no HEAD: a missing
+  object answers NoSuchKey), else list the pieces (one LIST per 1000) and
+  compose ranged GETs;
 * ``consolidate(key)`` stitches the pieces into the object ``key`` with
   ``UploadPartCopy`` (server-side, nothing downloaded; one piece is one
   ``CopyObject``), then deletes them. It is the caller's call, once no
@@ -60,7 +63,9 @@ message carries the endpoint, a credential or a response body.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -83,11 +88,15 @@ from coffre.storage.keys import TEMP_PREFIX, key_segments, prefix_directory, val
 MIB = 1 << 20
 #: The S3 minimum size of every multipart part but the last.
 MIN_PIECE = 5 * MIB
-#: Parts of a streamed PUT or piece (the first 1000): a writer holds about two.
+#: Parts of a streamed PUT or piece (the first 1000): a writer holds at most
+#: ``PARTS_IN_FLIGHT`` + 1.
 PART_SIZE = 8 * MIB
 #: The S3 maximum of one part, copied or uploaded.
 MAX_PART = 5 * 1024 * MIB
 MAX_PARTS = 10_000
+#: Parts of one writer being uploaded at once (boto3 clients are thread-safe);
+#: a writer buffers at most this many parts plus the one filling.
+PARTS_IN_FLIGHT = 4
 
 PIECES = TEMP_PREFIX + "append/"
 PIECE_PREFIX = TEMP_PREFIX + "piece-"
@@ -169,6 +178,8 @@ class S3BlobStore:
             raise ConfigurationError(
                 f"S3 client refused its settings: {type(exc).__name__}"
             ) from None
+        # Shared by all writers; each keeps at most PARTS_IN_FLIGHT parts in it.
+        self._parts_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="coffre-s3-part")
 
     def __repr__(self) -> str:
         return f"S3BlobStore({self.bucket!r}, root={self.root!r}, location={self.location!r})"
@@ -321,15 +332,13 @@ class S3BlobStore:
         _check_offset(offset)
         if length is not None and length < 0:
             raise InvalidInput("read length must not be negative")
+        if length == 0:
+            return b""
         for _attempt in range(3):
             # A consolidation may move the blob between our requests: look again.
-            whole = self._head(key)
-            if whole is not None:
-                end = whole if length is None else min(whole, offset + length)
-                try:
-                    return self._get(key, self._object(key), offset, end - offset)
-                except NotFound:
-                    continue
+            data = self._get_whole(key, offset, length)
+            if data is not None:
+                return data
             run = _contiguous(self._list_pieces(key))
             if not run:
                 if self._head(key) is None:
@@ -419,6 +428,25 @@ class S3BlobStore:
             return None
         return int(answer["ContentLength"])
 
+    def _get_whole(self, key: str, offset: int, length: int | None) -> bytes | None:
+        """Bytes of the object ``key`` (one GET, no HEAD), or None if there is none."""
+        last = "" if length is None else str(offset + length - 1)
+        try:
+            with self._errors(key):
+                try:
+                    answer = self._client.get_object(
+                        Bucket=self.bucket, Key=self._object(key), Range=f"bytes={offset}-{last}"
+                    )
+                    data: bytes = answer["Body"].read()
+                except ClientError as exc:
+                    if not _unsatisfiable(exc):
+                        raise
+                    # At or past the end (or an empty object), or gone meanwhile.
+                    return None if self._head(key) is None else b""
+        except NotFound:
+            return None
+        return data
+
     def _get(self, key: str, name: str, start: int, length: int) -> bytes:
         if length <= 0:
             return b""
@@ -464,7 +492,13 @@ class S3BlobStore:
 
 class _ObjectWriter:
     """Writes one object: a single PUT if small, else a multipart upload whose
-    parts leave as they fill and which exists only once ``finish`` completes it."""
+    parts leave as they fill (up to ``PARTS_IN_FLIGHT`` at once, in the
+    store's pool) and which exists only once ``finish`` completes it.
+
+    A part's failure surfaces at the next ``write`` that must wait for it, or
+    at ``finish``; ``abort`` waits for the parts still in flight, then drops
+    the upload.
+    """
 
     def __init__(self, store: S3BlobStore, key: str, name: str, initial: bytes = b"") -> None:
         self._store = store
@@ -472,7 +506,9 @@ class _ObjectWriter:
         self._name = name
         self._pending = bytearray(initial)
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[dict[str, Any]] = []  # uploaded, in order
+        self._in_flight: deque[Future[dict[str, Any]]] = deque()
+        self._numbered = 0  # parts handed to the pool
         self._sent = 0
 
     @property
@@ -482,9 +518,11 @@ class _ObjectWriter:
     def write(self, data: bytes) -> None:
         self._pending += data
         # Parts grow by 8 MiB every 1000 so that 10,000 of them hold 440 GB.
-        while len(self._pending) > (part := PART_SIZE * (1 + len(self._parts) // 1000)):
-            self._send(bytes(self._pending[:part]))
+        while len(self._pending) > (part := PART_SIZE * (1 + self._numbered // 1000)):
+            with memoryview(self._pending) as view:
+                chunk = bytes(view[:part])  # one copy, not two (slice, then bytes)
             del self._pending[:part]
+            self._send(chunk)
 
     def finish(self) -> int:
         """Make the object exist with everything written; returns its size."""
@@ -496,6 +534,8 @@ class _ObjectWriter:
             else:
                 if self._pending:
                     self._send(bytes(self._pending))
+                while self._in_flight:  # durable only once every part is in
+                    self._parts.append(self._in_flight.popleft().result())
                 client.complete_multipart_upload(
                     Bucket=store.bucket, Key=self._name, UploadId=self._upload_id,
                     MultipartUpload={"Parts": self._parts},
@@ -512,24 +552,37 @@ class _ObjectWriter:
 
     def abort(self) -> None:
         """Drop a multipart upload that was not completed (nothing becomes visible)."""
+        in_flight, self._in_flight = self._in_flight, deque()
+        for future in in_flight:
+            future.cancel()
+        wait(in_flight)  # no part may land after the abort
         if self._upload_id is not None:
             self._store._abort(self._upload_id, self._name)
             self._upload_id = None
 
     def _send(self, part: bytes) -> None:
-        store, client = self._store, self._store._client
-        with store._errors(self._key):
-            if self._upload_id is None:
-                self._upload_id = client.create_multipart_upload(
+        store = self._store
+        if self._upload_id is None:
+            with store._errors(self._key):
+                self._upload_id = store._client.create_multipart_upload(
                     Bucket=store.bucket, Key=self._name
                 )["UploadId"]
-            number = len(self._parts) + 1
-            answer = client.upload_part(
-                Bucket=store.bucket, Key=self._name, UploadId=self._upload_id,
+        while len(self._in_flight) >= PARTS_IN_FLIGHT:  # memory stays bounded
+            self._parts.append(self._in_flight.popleft().result())
+        self._numbered += 1
+        self._in_flight.append(
+            store._parts_pool.submit(self._upload_part, self._upload_id, self._numbered, part)
+        )
+        self._sent += len(part)
+
+    def _upload_part(self, upload_id: str, number: int, part: bytes) -> dict[str, Any]:
+        store = self._store
+        with store._errors(self._key):
+            answer = store._client.upload_part(
+                Bucket=store.bucket, Key=self._name, UploadId=upload_id,
                 PartNumber=number, Body=part,
             )
-        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-        self._sent += len(part)
+        return {"PartNumber": number, "ETag": answer["ETag"]}
 
 
 class S3Appender:
@@ -626,6 +679,13 @@ def _split(size: int) -> list[tuple[int, int]]:
     count = max(1, -(-size // MAX_PART))
     step = -(-size // count) if size else 0
     return [(start, min(step, size - start)) for start in range(0, size, step)] if size else []
+
+
+def _unsatisfiable(exc: ClientError) -> bool:
+    """Whether S3 refused a range that starts at or past the object's end."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code == "InvalidRange" or status == 416
 
 
 def _past_size(key: str, offset: int, size: int) -> Conflict:

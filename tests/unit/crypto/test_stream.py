@@ -331,6 +331,47 @@ def test_decrypt_range_reads_only_needed_segments(multi_segment: tuple[bytes, by
     ]
 
 
+@pytest.mark.parametrize("batch", [1, 2, 100])
+def test_decrypt_range_read_ahead_matches_slicing(
+    multi_segment: tuple[bytes, bytes], batch: int
+) -> None:
+    pt, ct = multi_segment
+    for start, end in _ranges(len(pt)):
+        got = b"".join(decrypt_range(KEY, reader(ct), len(ct), start, end, AD, batch,
+                                     read_ahead=True))
+        assert got == pt[start:end], (start, end)
+
+
+def test_decrypt_range_read_ahead_reads_each_batch_once_in_order(
+    multi_segment: tuple[bytes, bytes]
+) -> None:
+    pt, ct = multi_segment
+    reads: list[tuple[int, int]] = []
+
+    def read(offset: int, length: int) -> bytes:
+        reads.append((offset, length))
+        return ct[offset : offset + length]
+
+    got = b"".join(decrypt_range(KEY, read, len(ct), 0, None, AD, 1, read_ahead=True))
+    assert got == pt
+    assert [offset for offset, _ in reads] == sorted({offset for offset, _ in reads})
+    assert len(reads) == 1 + segment_count(len(pt))
+
+
+def test_decrypt_range_read_ahead_passes_read_errors_on(
+    multi_segment: tuple[bytes, bytes]
+) -> None:
+    _, ct = multi_segment
+
+    def read(offset: int, length: int) -> bytes:
+        if offset > HEADER_SIZE:
+            raise OSError("storage gone")
+        return ct[offset : offset + length]
+
+    with pytest.raises(OSError, match="storage gone"):
+        b"".join(decrypt_range(KEY, read, len(ct), 0, None, AD, 1, read_ahead=True))
+
+
 @pytest.mark.parametrize(("start", "end"), [(-1, 5), (10, 5), (1, 0)])
 def test_decrypt_range_invalid_range(
     multi_segment: tuple[bytes, bytes], start: int, end: int
