@@ -427,3 +427,13 @@ def bucket_objects(service: S3Service) -> dict[str, bytes]:
 def stored_bucket(data_dir: Path) -> S3Service | None:
     """The bucket of the server using ``data_dir``, on the distributed profile."""
     return _BUCKETS.get(str(data_dir.resolve()))
+
+
+def stored_size(data_dir: Path) -> int:
+    """Bytes the server using ``data_dir`` has stored: blob files on disk,
+    or objects in its bucket on the distributed profile."""
+    bucket = stored_bucket(data_dir)
+    if bucket is None:
+        return sum(p.stat().st_size for p in (data_dir / "blobs").rglob("*") if p.is_file())
+    pages = _client(bucket).get_paginator("list_objects_v2").paginate(Bucket=bucket.bucket)
+    return sum(int(item["Size"]) for page in pages for item in page.get("Contents", ()))

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import backends
 from tests.conftest import ADMIN_EMAIL, MailCatcher, Server, second_factor
 from tests.integration.flows import (
     code_mails,
@@ -184,10 +185,9 @@ def test_send_get_and_curl(server: Server, cli: Cli, mail: MailCatcher, tmp_path
 def test_send_resumes_after_server_crash(server: Server, cli: Cli, mail: MailCatcher,
                                          tmp_path: Path) -> None:
     big = random_file(tmp_path / "irm.bin", 400 * 1024 * 1024)
-    blobs = server.data_dir / "blobs"
 
     def stored_bytes() -> int:
-        return sum(p.stat().st_size for p in blobs.rglob("*") if p.is_file())
+        return backends.stored_size(server.data_dir)
 
     proc = cli.popen("send", str(big), "--to", "patient@exemple.fr", "--json")
     deadline = time.monotonic() + 120

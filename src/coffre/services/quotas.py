@@ -82,9 +82,13 @@ class Quotas:
 
     @staticmethod
     def lock(session: Session, organisation_id: str) -> None:
-        """Serialise quota decisions of one organisation (PostgreSQL row lock)."""
+        """Serialise quota decisions of one organisation (PostgreSQL row lock).
+        ``FOR NO KEY UPDATE``: it does not wait for the key-share locks that
+        inserting rows referencing the organisation take, so two writers
+        that each inserted an upload first cannot deadlock here."""
         session.execute(
-            select(Organisation.id).where(Organisation.id == organisation_id).with_for_update()
+            select(Organisation.id).where(Organisation.id == organisation_id)
+            .with_for_update(key_share=True)
         )
 
     @staticmethod
