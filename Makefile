@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= ./data
 
-.PHONY: run test test-browser screenshots lint typecheck unit install lock bench clean
+.PHONY: run test test-distributed test-browser screenshots lint typecheck unit install lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ typecheck: $(STAMP)
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m coffre.db.check
 	$(BIN)/pytest -q -m "not slow"
+	$(MAKE) test-distributed
+
+## The suite again on the distributed profile: a throwaway PostgreSQL cluster
+## and a SeaweedFS (S3) started by the tests (unit tests do not depend on it).
+test-distributed: $(STAMP)
+	COFFRE_TEST_PROFILE=distributed $(BIN)/pytest -q -m "not slow and not browser" tests/integration tests/e2e tests/contract
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
