@@ -31,7 +31,6 @@ typecheck: $(STAMP)
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m coffre.db.check
 	$(BIN)/pytest -q -m "not slow"
-	$(MAKE) test-distributed
 
 ## The suite again on the distributed profile: a throwaway PostgreSQL cluster
 ## and a SeaweedFS (S3) started by the tests (unit tests do not depend on it).
