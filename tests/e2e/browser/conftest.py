@@ -98,8 +98,8 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         yield Web(server, mail)
 
 
-def _context(browser: Any, web: Web, viewport: dict[str, int], **options: Any) -> Any:
-    context = browser.new_context(base_url=web.url, viewport=viewport, locale="fr-FR",
+def _context(browser: Any, url: str, viewport: dict[str, int], **options: Any) -> Any:
+    context = browser.new_context(base_url=url, viewport=viewport, locale="fr-FR",
                                   accept_downloads=True, **options)
     context.set_default_timeout(20_000)
     return context
@@ -120,7 +120,7 @@ class ConsoleWatch:
 
 
 def _page(browser: Any, web: Web, viewport: dict[str, int], **options: Any) -> Iterator[Any]:
-    context = _context(browser, web, viewport, **options)
+    context = _context(browser, web.url, viewport, **options)
     page = context.new_page()
     watch = ConsoleWatch(page)
     try:
@@ -140,14 +140,14 @@ def phone_page(browser: Any, web: Web) -> Iterator[Any]:
     yield from _page(browser, web, PHONE, is_mobile=True, has_touch=True)
 
 
-@pytest.fixture
-def new_page(browser: Any, web: Web) -> Iterator[Any]:
-    """A factory of further pages, each in its own context (another person)."""
+def pages_on(browser: Any, url: str) -> Iterator[Any]:
+    """Yields a factory of pages on ``url``, each in its own browser context
+    (another person); their consoles are checked, their contexts closed."""
     contexts: list[Any] = []
     watches: list[ConsoleWatch] = []
 
-    def make(viewport: dict[str, int] = DESKTOP) -> Any:
-        context = _context(browser, web, viewport)
+    def make(viewport: dict[str, int] = DESKTOP, **options: Any) -> Any:
+        context = _context(browser, url, viewport, **options)
         contexts.append(context)
         made = context.new_page()
         watches.append(ConsoleWatch(made))
@@ -160,6 +160,12 @@ def new_page(browser: Any, web: Web) -> Iterator[Any]:
     finally:
         for context in contexts:
             context.close()
+
+
+@pytest.fixture
+def new_page(browser: Any, web: Web) -> Iterator[Any]:
+    """A factory of further pages, each in its own context (another person)."""
+    yield from pages_on(browser, web.url)
 
 
 def signed_in(page: Any, web: Web, email: str = ADMIN_EMAIL,

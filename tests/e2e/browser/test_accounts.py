@@ -22,10 +22,9 @@ from playwright.sync_api import expect
 
 from tests.conftest import MailCatcher, Server, started_mail, totp_code
 from tests.e2e.browser.conftest import (
-    DESKTOP,
     PHONE,
-    ConsoleWatch,
     check_accessibility,
+    pages_on,
     screenshot,
 )
 from tests.integration.flows import audit_events, sql, wait_for_events
@@ -70,25 +69,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fresh]:
 @pytest.fixture
 def person(browser: Any, fresh: Fresh) -> Iterator[Any]:
     """A factory of pages on the fresh server, each its own browser context."""
-    contexts: list[Any] = []
-    watches: list[ConsoleWatch] = []
-
-    def make(viewport: dict[str, int] = DESKTOP, **options: Any) -> Any:
-        context = browser.new_context(base_url=fresh.url, viewport=viewport, locale="fr-FR",
-                                      **options)
-        context.set_default_timeout(20_000)
-        contexts.append(context)
-        made = context.new_page()
-        watches.append(ConsoleWatch(made))
-        return made
-
-    try:
-        yield make
-        for watch in watches:
-            watch.check()
-    finally:
-        for context in contexts:
-            context.close()
+    yield from pages_on(browser, fresh.url)
 
 
 def at(path: str) -> re.Pattern[str]:
