@@ -23,6 +23,7 @@ from coffre.notify.sms import HttpSmsSender
 from coffre.notify.smtp import SmtpMailer
 from coffre.ports import BlobStore, Clock, EventBus, KeyProvider, Located, Mailer, SmsSender
 from coffre.services.accounts import AccountService
+from coffre.services.backups import BackupService
 from coffre.services.contacts import ContactService
 from coffre.services.denials import DenialLog
 from coffre.services.deposits import DepositService
@@ -71,6 +72,7 @@ class Coffre:
     organisations: OrganisationService
     audit: AuditLog
     contacts: ContactService
+    backups: BackupService
     #: Wakes live streams (in-process, or LISTEN/NOTIFY across instances).
     events: EventBus = field(default_factory=InProcessEvents)
 
@@ -207,5 +209,12 @@ def build(
             retention=timedelta(days=settings.audit_retention_days),
         ),
         contacts=ContactService(db, keys, clock, sms_enabled=sms is not None),
+        backups=BackupService(
+            db, store, keys, mail, clock, throttles,
+            public_url=settings.base_url,
+            organisation_quota=settings.backup_quota,
+            alert_days=settings.backup_alert_days,
+            session_idle=timedelta(seconds=settings.backup_session_idle_seconds),
+        ),
         events=events_for(db),
     )

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     organisation_quota: int | None = Field(default=None, gt=0)
     #: Recipients of one transfer at most (SEC-33); organisations may lower it.
     max_recipients: int = Field(default=100, gt=0, le=1000)
+    #: Backups (restic): bytes per organisation (None: unlimited; each
+    #: organisation may set its own), days without a snapshot before the
+    #: owner is alerted, and the pause that ends a backup session (one
+    #: aggregated audit event per session).
+    backup_quota: int | None = Field(default=None, gt=0)
+    backup_alert_days: int = Field(default=7, gt=0, le=365)
+    backup_session_idle_seconds: int = Field(default=300, gt=0)
     #: Failed link-password attempts before a recipient link locks.
     link_password_attempts: int = Field(default=10, gt=0)
 

@@ -140,6 +140,8 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
             "depositors": [new_address("depose")]}).json()["id"]
         factor_id = c.get("/api/v1/account/factors").json()["factors"][0]["id"]
         contact_id = c.post("/api/v1/contacts", json={"email": new_address("contact")}).json()["id"]
+        device_id = c.post("/api/v1/backup/devices",
+                           json={"name": "Poste accueil"}).json()["device"]["id"]
     with api_client(server, admin_token) as c:
         invitation = c.post("/api/v1/invitations", json={"email": new_address("invite")})
         assert invitation.status_code == 201, invitation.text
@@ -191,6 +193,9 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
             if param == "contact_id":
                 made = c.post("/api/v1/contacts", json={"email": new_address("contact")})
                 return str(made.json()["id"])
+            if param == "device_id":
+                made = c.post("/api/v1/backup/devices", json={"name": "Poste jetable"})
+                return str(made.json()["device"]["id"])
         if param == "member_id":
             return _member(server, org_id=org)[1]
         if param == "invitation_id":
@@ -205,11 +210,12 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
         objects={"transfer_id": transfer, "upload_id": pending_id, "token_id": token_id,
                  "factor_id": factor_id, "session_id": session_id,
                  "member_id": colleague_id, "invitation_id": invitation.json()["id"],
-                 "contact_id": contact_id, "request_id": upload_request, "file_id": file_id},
+                 "contact_id": contact_id, "request_id": upload_request, "file_id": file_id,
+                 "device_id": device_id},
         targets={"transfer_id": mine, "upload_id": mine, "token_id": mine, "factor_id": mine,
                  "session_id": mine, "member_id": Target(org, colleague_id),
                  "invitation_id": Target(org, None), "contact_id": mine,
-                 "request_id": mine, "file_id": mine},
+                 "request_id": mine, "file_id": mine, "device_id": mine},
     )
 
 
@@ -273,6 +279,7 @@ BODIES: dict[str, Any] = {
     "/api/v1/contacts": {"email": "contact@exemple.fr", "name": "Contact"},
     "/api/v1/contacts/resolve": {"recipients": ["contact@exemple.fr"]},
     "/api/v1/contacts/{contact_id}": {"name": "Contact renommé"},
+    "/api/v1/backup/devices": {"name": "Poste accueil"},
 }
 STEP_UP_ROUTES = {"/api/v1/auth/reauth"}
 TUS_PATCH = {"Tus-Resumable": "1.0.0", "Upload-Offset": "0",

@@ -55,6 +55,11 @@ EXPECTED: dict[Action, tuple[Target | None, set[str]]] = {
     Action.CONTACT_READ: (MINE, {"owner"}),
     Action.CONTACT_WRITE: (MINE, {"owner"}),
     Action.DIRECTORY_MANAGE: (None, {"admin", "outsider"}),
+    Action.BACKUP_LIST: (None, {"admin", "owner", "colleague", "outsider"}),
+    Action.BACKUP_READ: (MINE, {"admin", "owner"}),
+    Action.BACKUP_REGISTER: (None, {"admin", "owner", "colleague", "outsider"}),
+    Action.BACKUP_REVOKE: (MINE, {"admin", "owner"}),
+    Action.BACKUP_MAINTAIN: (MINE, {"admin"}),
 }
 WHO = {"admin": ADMIN, "owner": OWNER, "colleague": COLLEAGUE, "outsider": OUTSIDER}
 
@@ -96,7 +101,8 @@ def test_scopes_bound_tokens() -> None:
 
 
 @pytest.mark.parametrize("action", [Action.TRANSFER_DELETE, Action.AUDIT_EXPORT,
-                                    Action.FACTOR_MANAGE, Action.TOKEN_MANAGE])
+                                    Action.FACTOR_MANAGE, Action.TOKEN_MANAGE,
+                                    Action.BACKUP_MAINTAIN])
 def test_step_up_before_deletions_exports_and_factor_changes(action: Action) -> None:
     """SEC-17."""
     stale = actor("root", role=Role.ADMIN, scopes=ALL_SCOPES, fresh=False)

@@ -184,10 +184,20 @@ class StreamEncryptor:
         return out + self._cipher.encrypt_segment(self._index, bytes(self._buffer), True)
 
 
-def encrypt(key: bytes, plaintext: bytes, associated_data: bytes = b"") -> bytes:
-    """Encrypt a whole stream held in memory."""
-    enc = StreamEncryptor(key, associated_data)
-    return enc.update(plaintext) + enc.finalize()
+def encrypt(key: bytes, plaintext: bytes | bytearray, associated_data: bytes = b"") -> bytes:
+    """Encrypt a whole stream held in memory (segments cut from a
+    ``memoryview``: no copy of the plaintext, one of the ciphertext)."""
+    cipher = SegmentCipher(key, StreamHeader.random(), associated_data)
+    view = memoryview(plaintext)
+    parts = [cipher.header.to_bytes()]
+    index = start = 0
+    while True:
+        end = start + segment_plaintext_size(index)
+        last = end >= len(view)
+        parts.append(cipher.encrypt_segment(index, view[start:end], last))  # type: ignore[arg-type]
+        if last:
+            return b"".join(parts)
+        index, start = index + 1, end
 
 
 def encrypt_chunks(

@@ -85,6 +85,10 @@ class Organisation(Base):
     recipient_domains_denied: Mapped[str] = mapped_column(Text, default="")
     user_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     organisation_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: Backups (restic repositories): total bytes (None: the instance's), and
+    #: days without a snapshot before the owner is alerted.
+    backup_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    backup_alert_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class OrganisationKey(Base):
@@ -531,3 +535,82 @@ class AuditCheckpoint(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime)
     #: The whole signed note, as published.
     note: Mapped[str] = mapped_column(Text)
+
+
+class BackupRepository(Base):
+    """A device's restic repository ("Cabinet poste accueil"), served under
+    ``/backup/{id}/``. Usage is kept here, updated with each object."""
+
+    __tablename__ = "backup_repositories"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    #: Bytes at most (None: only the organisation's backup quota applies).
+    quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    object_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    initialised_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_snapshot_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: When the owner was last told it had no recent snapshot.
+    alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The device was revoked: its credential no longer opens anything.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BackupCredential(Base):
+    """HTTP basic-auth credential of one repository: ``id`` is the user
+    name, the secret is stored only as an Argon2id hash. A device's is
+    append-only; a maintenance one may delete, until ``expires_at``."""
+
+    __tablename__ = "backup_credentials"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    repository_id: Mapped[str] = mapped_column(ForeignKey("backup_repositories.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # device | maintenance
+    secret_hash: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    repository: Mapped[BackupRepository] = relationship(lazy="joined")
+
+
+class BackupObject(Base):
+    """One restic object, stored encrypted as ``blob`` (restic encrypted it
+    already; Coffre encrypts it again at rest)."""
+
+    __tablename__ = "backup_objects"
+    __table_args__ = (UniqueConstraint("repository_id", "kind", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    repository_id: Mapped[str] = mapped_column(ForeignKey("backup_repositories.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    blob: Mapped[Blob] = relationship(lazy="joined")
+
+
+class BackupSession(Base):
+    """A credential's activity until it pauses: one audit event for a whole
+    backup or restore instead of one per object."""
+
+    __tablename__ = "backup_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    repository_id: Mapped[str] = mapped_column(ForeignKey("backup_repositories.id"), index=True)
+    credential_id: Mapped[str] = mapped_column(ForeignKey("backup_credentials.id"), index=True)
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    written: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_written: Mapped[int] = mapped_column(BigInteger, default=0)
+    snapshots: Mapped[int] = mapped_column(Integer, default=0)
+    read: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    listed: Mapped[int] = mapped_column(Integer, default=0)
+    deleted: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)

@@ -47,6 +47,11 @@ class Action(enum.StrEnum):
     CONTACT_READ = "contact.read"
     CONTACT_WRITE = "contact.write"
     DIRECTORY_MANAGE = "directory.manage"
+    BACKUP_LIST = "backup.list"
+    BACKUP_READ = "backup.read"
+    BACKUP_REGISTER = "backup.register"
+    BACKUP_REVOKE = "backup.revoke"
+    BACKUP_MAINTAIN = "backup.maintain"
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,14 @@ _POLICIES: dict[Action, tuple[Rule, Scope | None]] = {
     Action.CONTACT_READ: (_own_or_shared, Scope.TRANSFERS_READ),
     Action.CONTACT_WRITE: (_own_account, Scope.TRANSFERS_WRITE),
     Action.DIRECTORY_MANAGE: (_admin, Scope.ADMIN),
+    # Backup devices: their owner's, and every one of the organisation's
+    # for administrators; only administrators may issue a credential that
+    # can delete backups (pruning), after step-up.
+    Action.BACKUP_LIST: (_member, Scope.TRANSFERS_READ),
+    Action.BACKUP_READ: (_owner_or_admin, Scope.TRANSFERS_READ),
+    Action.BACKUP_REGISTER: (_member, Scope.TRANSFERS_WRITE),
+    Action.BACKUP_REVOKE: (_owner_or_admin, Scope.TRANSFERS_WRITE),
+    Action.BACKUP_MAINTAIN: (_admin, Scope.ADMIN),
 }
 
 #: Actions open to a user who still owes a second factor.
@@ -132,7 +145,7 @@ _BEFORE_SECOND_FACTOR = frozenset(
 #: SEC-17: actions that need a recent sign-in (step-up re-authentication).
 #: Minting a token is one too: a token outlives the session that made it.
 STEP_UP = frozenset({Action.FACTOR_MANAGE, Action.TRANSFER_DELETE, Action.AUDIT_EXPORT,
-                     Action.TOKEN_MANAGE})
+                     Action.TOKEN_MANAGE, Action.BACKUP_MAINTAIN})
 
 
 def allowed(actor: Actor, action: Action, target: Target | None = None) -> bool:

@@ -15,11 +15,12 @@ from sqlalchemy import text
 
 from coffre import __version__
 from coffre.bootstrap import Coffre
-from coffre.http import errors, metrics, tus
+from coffre.http import backup, errors, metrics, tus
 from coffre.http.api import (
     accounts,
     audit,
     auth,
+    backups,
     contacts,
     events,
     links,
@@ -80,6 +81,8 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(account_pages_router)
     app.include_router(transfer_pages_router)
     app.include_router(metrics.router)
+    app.include_router(backup.router)
+    app.include_router(backups.router)
     app.mount(
         "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"
     )

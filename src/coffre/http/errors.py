@@ -103,6 +103,8 @@ def install(app: FastAPI, render_page: Any) -> None:
             exc.details.get("reason") is None
         ):
             headers["WWW-Authenticate"] = 'Bearer realm="coffre"'
+        if status == 401 and request.url.path.startswith("/backup/"):
+            headers["WWW-Authenticate"] = 'Basic realm="coffre-backup", charset="UTF-8"'
         if status == 429 and isinstance(exc.details.get("retry_after"), int):
             headers["Retry-After"] = str(exc.details["retry_after"])
         if status == 503:

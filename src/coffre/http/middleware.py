@@ -40,7 +40,9 @@ class BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/api/v1/uploads"):
+        # tus uploads stream to storage; restic's objects have their own
+        # limit (``domain.backups.MAX_OBJECT_SIZE``).
+        if scope["type"] != "http" or scope["path"].startswith(("/api/v1/uploads", "/backup/")):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

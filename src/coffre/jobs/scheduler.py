@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 MAIL_INTERVAL = 2.0
 #: Retention pruning runs this often (seconds); checkpoints follow the settings.
 AUDIT_PRUNE_INTERVAL = 6 * 3600.0
+#: Backup sessions: counts folded in and paused sessions closed this often;
+#: repositories without a recent snapshot looked for this often.
+BACKUP_SESSION_INTERVAL = 10.0
+BACKUP_ALERT_INTERVAL = 3600.0
 
 
 async def run_purge(app: Coffre) -> tuple[int, int]:
@@ -42,9 +46,19 @@ async def run_audit(app: Coffre, *, prune: bool) -> None:
                   ", ".join(f"{k} {v}" for k, v in error.details.items()))
 
 
+async def run_backups(app: Coffre, *, alerts: bool) -> None:
+    """Close paused backup sessions into their audit events; with
+    ``alerts``, mail the owners of repositories without a recent snapshot."""
+    await to_thread.run_sync(app.backups.close_idle_sessions)
+    if alerts:
+        sent = await to_thread.run_sync(app.backups.alert_stale)
+        if sent:
+            log.info("backups: %d owners alerted of missing backups", sent)
+
+
 async def run_forever(app: Coffre) -> None:
     last_purge = 0.0
-    last_checkpoint = last_prune = float("-inf")
+    last_checkpoint = last_prune = last_sessions = last_alerts = float("-inf")
     while True:
         try:
             await app.mail.deliver_due()
@@ -56,6 +70,11 @@ async def run_forever(app: Coffre) -> None:
                 prune = last_checkpoint - last_prune >= AUDIT_PRUNE_INTERVAL
                 last_prune = last_checkpoint if prune else last_prune
                 await run_audit(app, prune=prune)
+            if time.monotonic() - last_sessions >= BACKUP_SESSION_INTERVAL:
+                last_sessions = time.monotonic()
+                alerts = last_sessions - last_alerts >= BACKUP_ALERT_INTERVAL
+                last_alerts = last_sessions if alerts else last_alerts
+                await run_backups(app, alerts=alerts)
         except asyncio.CancelledError:
             raise
         except Exception:  # a failing job must not stop the others

@@ -19,6 +19,11 @@ _ACTIONS = {
     (404, "setup"): "setup.unknown",
     (410, "setup"): "setup.reused",
     (429, "link"): "access.throttled",
+    # restic's REST backend: a wrong credential, or one locked out. Its
+    # other refusals (a delete in an append-only repository, another
+    # device's repository) are counted in the backup session instead.
+    (401, "backup"): "access.unauthenticated",
+    (429, "backup"): "access.throttled",
 }
 
 
@@ -27,6 +32,8 @@ def path_kind(path: str) -> str:
         return "link"
     if path.startswith(("/setup/", "/api/v1/setup")):
         return "setup"
+    if path.startswith("/backup/"):
+        return "backup"
     return "api"
 
 

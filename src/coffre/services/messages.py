@@ -172,3 +172,20 @@ def deposit_received(*, to: str, depositor: str, files: int, size: int, link: st
         ]
     )
     return Mail(to=to, subject="[Coffre] Des fichiers vous ont été déposés", text=text)
+
+
+def backup_stale(*, to: str, device: str, days: int, last: datetime | None) -> Mail:
+    """A backup repository with no snapshot for ``days`` days."""
+    since = f"depuis le {_date(last)}" if last else "depuis son enregistrement"
+    text = "\n".join([
+        f"Aucune sauvegarde de « {device} » n'a été reçue {since} "
+        f"(plus de {days} jours).",
+        "",
+        "Vérifiez que la tâche de sauvegarde (restic) tourne sur cet appareil, "
+        "et qu'il peut joindre Coffre.",
+        "",
+        "--",
+        f"No backup of \"{device}\" has reached Coffre for more than {days} days.",
+    ])
+    return Mail(to=to, subject=f"[Coffre] Pas de sauvegarde depuis {days} jours : {device}",
+                text=text)

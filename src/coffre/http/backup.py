@@ -1,0 +1,185 @@
+"""restic's REST backend (API v1 and v2), under ``/backup/{repository}/``.
+
+Spec: restic ``doc/REST_backend.rst``; behaviour of the reference
+rest-server in append-only mode (shared/PROTOCOLS.md). Each request
+carries a device's (or a maintenance) credential in HTTP basic auth; the
+use cases, checks and audit live in ``services.backups``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+
+from coffre.domain import backups as rules
+from coffre.domain.transfers import parse_range
+from coffre.errors import AuthenticationRequired, InvalidInput, StorageFull, TooLarge
+from coffre.http import deps
+from coffre.http.downloads import OCTET, delivered, started
+from coffre.services.backups import Access, BackupService
+
+V1 = "application/vnd.x.restic.rest.v1"
+V2 = "application/vnd.x.restic.rest.v2"
+#: Reads up to this size are answered in one piece; larger ones stream.
+WHOLE_READ = 4 << 20
+
+router = APIRouter(
+    prefix="/backup",
+    include_in_schema=False,
+    dependencies=[Depends(deps.public("restic REST backend: HTTP basic auth with a device "
+                                      "or maintenance credential of this repository"))],
+)
+
+
+def _service(request: Request) -> BackupService:
+    return deps.coffre(request).backups
+
+
+async def access(request: Request) -> Access:
+    """The credential in ``Authorization: Basic``; 401 otherwise."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        raise AuthenticationRequired("a backup credential is needed (HTTP basic auth)",
+                                     reason="backup_credential")
+    try:
+        username, sep, secret = base64.b64decode(value.strip(), validate=True).decode().partition(
+            ":")
+    except (binascii.Error, UnicodeDecodeError):
+        username, sep, secret = "", "", ""
+    if not sep or not username or not secret or len(secret) > 200:
+        raise AuthenticationRequired("malformed backup credential", reason="backup_credential")
+    found: Access = await to_thread.run_sync(_service(request).authenticate, username, secret)
+    return found
+
+
+Credential = Annotated[Access, Depends(access)]
+
+
+@router.post("/{repository}/")
+async def create_repository(repository: str, request: Request,
+                            who: Credential) -> Response:
+    if request.query_params.get("create") != "true":
+        raise InvalidInput("POST on a repository needs ?create=true")
+    await to_thread.run_sync(_service(request).initialise, who, repository,
+                             deps.context(request))
+    return Response(status_code=200)
+
+
+@router.api_route("/{repository}/config", methods=["GET", "HEAD"])
+async def get_config(repository: str, request: Request,
+                     who: Credential) -> Response:
+    return await _read(request, who, repository, rules.CONFIG, rules.CONFIG)
+
+
+@router.post("/{repository}/config")
+async def post_config(repository: str, request: Request,
+                      who: Credential) -> Response:
+    return await _write(request, who, repository, rules.CONFIG, rules.CONFIG)
+
+
+@router.delete("/{repository}/config")
+async def delete_config(repository: str, request: Request,
+                        who: Credential) -> Response:
+    return await _delete(request, who, repository, rules.CONFIG, rules.CONFIG)
+
+
+@router.get("/{repository}/{kind}/")
+async def list_objects(repository: str, kind: str, request: Request,
+                       who: Credential) -> Response:
+    found = await to_thread.run_sync(_service(request).listing, who, repository, kind,
+                                     deps.context(request))
+    if V2 in request.headers.get("accept", ""):
+        body = [{"name": name, "size": size} for name, size in found]
+        return Response(json.dumps(body), media_type=V2)
+    return Response(json.dumps([name for name, _ in found]), media_type=V1)
+
+
+@router.api_route("/{repository}/{kind}/{name}", methods=["GET", "HEAD"])
+async def get_object(repository: str, kind: str, name: str, request: Request,
+                     who: Credential) -> Response:
+    return await _read(request, who, repository, kind, name)
+
+
+@router.post("/{repository}/{kind}/{name}")
+async def post_object(repository: str, kind: str, name: str, request: Request,
+                      who: Credential) -> Response:
+    return await _write(request, who, repository, kind, name)
+
+
+@router.delete("/{repository}/{kind}/{name}")
+async def delete_object(repository: str, kind: str, name: str, request: Request,
+                        who: Credential) -> Response:
+    return await _delete(request, who, repository, kind, name)
+
+
+async def _read(request: Request, who: Access, repository: str, kind: str,
+                name: str) -> Response:
+    service = _service(request)
+    ctx = deps.context(request)
+    found = await to_thread.run_sync(service.open_object, who, repository, kind, name, ctx)
+    size = found.size
+    headers = {"Accept-Ranges": "bytes", "Content-Type": OCTET}
+    rng = parse_range(request.headers.get("range"), size) if size else None
+    start, end = (rng.start, rng.end) if rng else (0, size)
+    status = 206 if rng and (start, end) != (0, size) else 200
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(end - start)
+        return Response(status_code=status, headers=headers)
+    body: Iterator[bytes] = service.read(who, found, start, end, ctx)
+    if end - start <= WHOLE_READ:
+        content = await to_thread.run_sync(b"".join, body)
+        return Response(content, status_code=status, headers=headers)
+    headers["Content-Length"] = str(end - start)
+
+    def ignore(sent: int, complete: bool) -> None:
+        return None
+
+    return StreamingResponse(delivered(started(body, ignore), ignore), status_code=status,
+                             headers=headers)
+
+
+async def _write(request: Request, who: Access, repository: str, kind: str,
+                 name: str) -> Response:
+    service = _service(request)
+    ctx = deps.context(request)
+    rules.check_object(kind, name)
+    free = await to_thread.run_sync(service.free_space, who, repository, ctx)
+    limit = rules.MAX_OBJECT_SIZE
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise InvalidInput("invalid Content-Length")
+        _admit(int(declared), limit, free)
+    # Held in memory (at most MAX_OBJECT_SIZE; restic's packs are 16 MiB by
+    # default): the SHA-256 must match before anything is stored.
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        _admit(len(body), limit, free)
+    if declared is not None and len(body) != int(declared):
+        raise InvalidInput("the body is shorter than its Content-Length")
+    await to_thread.run_sync(service.write, who, repository, kind, name, body, ctx)
+    return Response(status_code=200)
+
+
+def _admit(size: int, limit: int, free: int | None) -> None:
+    if size > limit:
+        raise TooLarge("a backup object is at most 160 MiB", limit=limit)
+    if free is not None and size > free:
+        raise StorageFull("the backup quota is reached", free=free)
+
+
+async def _delete(request: Request, who: Access, repository: str, kind: str,
+                  name: str) -> Response:
+    await to_thread.run_sync(_service(request).delete, who, repository, kind, name,
+                             deps.context(request))
+    return Response(status_code=200)
