@@ -18,15 +18,19 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
+from alembic.script import ScriptDirectory
 from prometheus_client.parser import text_string_to_metric_families
 
+from coffre.db.migrate import alembic_config
 from tests import backends
 from tests.conftest import (
     ADMIN_EMAIL,
@@ -37,7 +41,7 @@ from tests.conftest import (
     login,
     started_mail,
 )
-from tests.integration.flows import TUS, link_token, verify_link
+from tests.integration.flows import TUS, link_token, upload_bytes, verify_link
 from tests.integration.support import new_address
 from tests.integration.test_tracking import EventStream
 
@@ -52,6 +56,14 @@ METRICS_SECRET = "secret-de-supervision-du-groupe"
 def _instances(base: Path, mail: MailCatcher, database: str, count: int) -> list[Server]:
     """``count`` servers sharing ``database``, one bucket and one root key,
     set up with an administrator (through the first)."""
+    servers = _unstarted(base, mail, database, count)
+    _set_up(servers[0], base)
+    return servers
+
+
+def _unstarted(base: Path, mail: MailCatcher, database: str, count: int) -> list[Server]:
+    """``count`` servers sharing ``database``, one bucket and one (still
+    empty) key directory, each with a data directory of its own."""
     keys = base / "keys"
     keys.mkdir(mode=0o700)
     shared = {
@@ -64,12 +76,15 @@ def _instances(base: Path, mail: MailCatcher, database: str, count: int) -> list
     servers = [Server(base / f"i{n}" / "data", env=dict(shared)) for n in range(count)]
     for server in servers:
         server.data_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+    return servers
+
+
+def _set_up(server: Server, base: Path) -> None:
     password = base / "admin-password"
     password.write_text(ADMIN_PASSWORD)
-    done = servers[0].coffre("setup", "--email", ADMIN_EMAIL, "--password-file", str(password),
-                             "--organisation", "Groupe hospitalier")
+    done = server.coffre("setup", "--email", ADMIN_EMAIL, "--password-file", str(password),
+                         "--organisation", "Groupe hospitalier")
     assert done.returncode == 0, done.stderr + done.stdout
-    return servers
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +191,68 @@ def test_metrics_of_several_workers_add_up(pair: tuple[Server, Server]) -> None:
             assert fresh.get(f"{first.url}/healthz").status_code == 200
     for _ in range(5):  # each scrape may be answered by another worker
         assert _requests_to_healthz(first) == before + 20
+
+
+def test_instances_started_together_on_an_empty_database_share_one_schema_and_key(
+        tmp_path: Path, mail: MailCatcher) -> None:
+    """Two instances started at the same moment on an empty database and an
+    empty shared key directory: one migrates while the other waits for it,
+    and both end up with the key the first to write it wrote."""
+    database = backends.database_for(tmp_path / "i0" / "data")
+    servers = _unstarted(tmp_path, mail, database, 2)
+    for server in servers:  # both sign checkpoints while the test runs
+        server.env["COFFRE_AUDIT_CHECKPOINT_SECONDS"] = "1"
+    keys = tmp_path / "keys"
+    assert not any(keys.iterdir())
+    try:
+        with ThreadPoolExecutor(2) as pool:  # Server.start blocks until /healthz answers
+            for started in [pool.submit(server.start) for server in servers]:
+                started.result()
+        for server in servers:
+            assert _ready(server), server.log()
+        with psycopg.connect(database) as connection:
+            versions = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+        head = ScriptDirectory.from_config(alembic_config(database)).get_current_head()
+        assert versions == [(head,)]
+        names = {p.name for p in keys.iterdir()}
+        assert {"audit-signing.key", "root.key"} <= names
+        assert not [name for name in names if name.endswith(".tmp")]
+
+        first, second = servers
+        _set_up(first, tmp_path)
+        auth = {"Authorization": f"Bearer {login(first.url)}"}
+        data = os.urandom(MiB + 17)
+        with httpx.Client(base_url=first.url, headers=auth, timeout=60) as client:
+            upload = upload_bytes(client, data)
+            address = new_address()
+            made = client.post("/api/v1/transfers", json={"files": [upload],
+                                                          "recipients": [address]})
+        assert made.status_code == 201, made.text
+        link = link_token(made.json()["links"][address])
+        access = verify_link(second.url, mail, link, address)
+        info = httpx.get(f"{second.url}/api/v1/links/{link}", headers=access)
+        assert info.status_code == 200, info.text
+        got = httpx.get(f"{second.url}{_path(info.json()['files'][0]['url'])}", headers=access,
+                        timeout=60)
+        assert got.status_code == 200, got.text
+        assert got.content == data  # the second unwraps keys the first wrapped
+
+        with psycopg.connect(database) as connection:
+            (events,) = connection.execute("SELECT count(*) FROM audit_events").fetchone() or (0,)
+
+        def signed_by_an_instance() -> bool:
+            with psycopg.connect(database) as connection:
+                row = connection.execute("SELECT max(tree_size) FROM audit_checkpoints").fetchone()
+            return row is not None and (row[0] or 0) >= events
+
+        _until(signed_by_an_instance)
+        verified = first.coffre("audit", "verify")
+        assert verified.returncode == 0, verified.stderr + verified.stdout
+        for server in servers:
+            assert "AUDIT TRAIL ALTERED" not in server.log()
+    finally:
+        for server in servers:
+            server.stop()
 
 
 class Postgres:

@@ -10,10 +10,15 @@ server sign a rewritten history: ``AuditLog.checkpoint`` anchors on the
 latest of the database's and this file's checkpoints, and
 ``coffre audit verify`` reads this file too. Someone who can write both
 can still rewrite: operators should copy the file off the host as well.
+
+Instances that share a key directory share this file (appends are locked);
+instances with key directories of their own each keep a witness of the
+checkpoints they saw, and each such file anchors and verifies on its own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -78,6 +83,9 @@ class WitnessFile:
                 raise ConfigurationError(
                     f"audit witness file {self.path} is writable by others (mode {mode:o})")
             data = (note if note.endswith("\n") else note + "\n").encode() + b"\n"
+            # Instances sharing a key directory append to one file: the lock
+            # keeps their notes whole (O_APPEND alone is not atomic on NFS).
+            fcntl.lockf(fd, fcntl.LOCK_EX)
             while data:
                 data = data[os.write(fd, data):]
             os.fsync(fd)

@@ -7,6 +7,7 @@ or the blobs' backups: a database dump alone decrypts nothing (SEC-25).
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from coffre.crypto.envelope import KEY_SIZE, derive_key, new_key, open_sealed, seal
@@ -49,10 +50,34 @@ def read_secret_file(path: Path, what: str, *, create: bool) -> bytes:
 
 
 def _create_key_file(path: Path) -> None:
+    """Write a new key to ``path`` unless one is already there.
+
+    Instances sharing a key directory may start together: the key is written
+    whole to a temporary file first, then hard-linked to its name, which
+    fails if another instance got there first (its key is then the one read
+    back). A reader never sees a half-written key.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
     try:
-        os.write(fd, new_key())
+        try:
+            os.write(fd, new_key())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return  # another instance created it first
+        _sync_directory(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
