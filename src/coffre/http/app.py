@@ -29,7 +29,7 @@ from coffre.http.api import (
     transfers,
 )
 from coffre.http.middleware import BodyLimit, SecurityHeaders
-from coffre.http.web import deposit_pages, guard, language, pages, request_pages
+from coffre.http.web import backup_pages, deposit_pages, guard, language, pages, request_pages
 from coffre.http.web.account_pages import router as account_pages_router
 from coffre.http.web.admin_pages import router as admin_pages_router
 from coffre.http.web.audit_pages import router as audit_pages_router
@@ -83,6 +83,7 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(backup.router)
     app.include_router(backups.router)
+    app.include_router(backup_pages.router)
     app.mount(
         "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"
     )
