@@ -17,6 +17,7 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from coffre.domain import backups as rules
 from coffre.domain.transfers import parse_range
@@ -162,9 +163,13 @@ async def _write(request: Request, who: Access, repository: str, kind: str,
     # Held in memory (at most MAX_OBJECT_SIZE; restic's packs are 16 MiB by
     # default): the SHA-256 must match before anything is stored.
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        _admit(len(body), limit, free)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            _admit(len(body), limit, free)
+    except ClientDisconnect:
+        # The client went away mid-body: nothing is stored (not a 500).
+        raise InvalidInput("the body is shorter than its Content-Length") from None
     if declared is not None and len(body) != int(declared):
         raise InvalidInput("the body is shorter than its Content-Length")
     await to_thread.run_sync(service.write, who, repository, kind, name, body, ctx)
