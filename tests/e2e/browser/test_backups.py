@@ -2,7 +2,7 @@
 shown once into Debian's real ``restic`` (init and a small backup), see
 the last backup on the list, revoke the device; the "no backup for N
 days" alert on a phone; a maintenance key after step-up, used by
-``restic forget --prune``."""
+``restic forget --prune``; a member sees only their own devices."""
 
 from __future__ import annotations
 
@@ -20,13 +20,17 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, second_factor
+from coffre.crypto import credentials
+from coffre.db.tables import Organisation, User
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login, second_factor
 from tests.e2e.browser.conftest import Web, check_accessibility, screenshot, signed_in
 from tests.integration.flows import audit_events, sql
+from tests.integration.support import in_process
 
 pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic not installed")
 RESTIC_PASSWORD = "mot de passe du dépôt, gardé par le cabinet"
 EXAMPLE = "~/Documents"
+MEMBER_PASSWORD = "une phrase de passe assez longue"
 
 
 def restic(command: str, *, extra: tuple[str, ...] = (), replace: Path | None = None,
@@ -186,3 +190,43 @@ def test_a_maintenance_key_needs_step_up_and_prunes(page: Any, web: Web,
     assert [e["object"]["id"] for e in issued] == [device_id]
     assert issued[0]["details"]["credential"] == page.locator(
         "#credential-username").inner_text()
+
+
+def _member(web: Web) -> str:
+    """A member of the administrator's organisation (no second factor needed)."""
+    email = "secretariat.sauvegardes@cabinet-exemple.fr"
+    app = in_process(web.server)
+    try:
+        with app.db.session() as session:
+            org_id = session.query(Organisation.id).scalar()
+            session.add(User(organisation_id=org_id, email=email, role="member",
+                             password_hash=credentials.hash_password(MEMBER_PASSWORD)))
+    finally:
+        app.close()
+    return email
+
+
+def test_a_member_sees_only_their_devices_and_no_maintenance_key(page: Any, web: Web) -> None:
+    made = httpx.post(f"{web.url}/api/v1/backup/devices", json={"name": "Serveur du cabinet"},
+                      headers={"Authorization": f"Bearer {login(web.url)}"}, timeout=30)
+    assert made.status_code == 201, made.text
+    theirs = made.json()["device"]["id"]
+    email = _member(web)
+    answer = page.context.request.post(f"{web.url}/api/v1/auth/login",
+                                       headers={"Origin": web.url},
+                                       data={"email": email, "password": MEMBER_PASSWORD})
+    assert answer.ok and answer.json()["stage"] == "full", answer.text()
+
+    shown = _register(page, "Portable de la secrétaire")
+    page.get_by_role("link", name="Terminé").click()
+    expect(page.get_by_role("heading", name="Portable de la secrétaire")).to_be_visible()
+    expect(page.get_by_role("button", name="Révoquer l'appareil")).to_be_visible()
+    expect(page.get_by_text("Clé de maintenance")).to_have_count(0)
+    page.goto("/backups")
+    expect(page.locator(".backup-item")).to_have_count(1)
+    expect(page.locator(".backup-item")).to_contain_text("Portable de la secrétaire")
+    expect(page.locator(".backup-item .owner")).to_have_count(0)  # no owner column for members
+    assert page.goto(f"/backups/{theirs}").status == 404  # the administrator's device
+    assert page.goto(f"/backups/{theirs}/maintenance").status == 403
+    mine = shown["repository-url"].rstrip("/").rsplit("/", 1)[-1]
+    assert page.goto(f"/backups/{mine}/maintenance").status == 403
