@@ -184,19 +184,28 @@ class StreamEncryptor:
         return out + self._cipher.encrypt_segment(self._index, bytes(self._buffer), True)
 
 
-def encrypt(key: bytes, plaintext: bytes | bytearray, associated_data: bytes = b"") -> bytes:
+def encrypt(key: bytes, plaintext: bytes | bytearray | memoryview,
+            associated_data: bytes = b"") -> bytes:
     """Encrypt a whole stream held in memory (segments cut from a
     ``memoryview``: no copy of the plaintext, one of the ciphertext)."""
+    return b"".join(encrypt_segments(key, plaintext, associated_data))
+
+
+def encrypt_segments(key: bytes, plaintext: bytes | bytearray | memoryview,
+                     associated_data: bytes = b"") -> Iterator[bytes]:
+    """The stream of a plaintext held in memory, piece by piece: the header,
+    then each encrypted segment (cut from a ``memoryview``, so the plaintext
+    is not copied and the whole ciphertext is never held at once)."""
     cipher = SegmentCipher(key, StreamHeader.random(), associated_data)
     view = memoryview(plaintext)
-    parts = [cipher.header.to_bytes()]
+    yield cipher.header.to_bytes()
     index = start = 0
     while True:
         end = start + segment_plaintext_size(index)
         last = end >= len(view)
-        parts.append(cipher.encrypt_segment(index, view[start:end], last))  # type: ignore[arg-type]
+        yield cipher.encrypt_segment(index, view[start:end], last)  # type: ignore[arg-type]
         if last:
-            return b"".join(parts)
+            return
         index, start = index + 1, end
 
 
