@@ -138,6 +138,8 @@ def build(
         max_recipients=settings.max_recipients,
         user_quota=settings.user_quota,
         organisation_quota=settings.organisation_quota,
+        backup_quota=settings.backup_quota,
+        backup_alert_days=settings.backup_alert_days,
     ), storage_location=store.location if isinstance(store, Located) else None)
     transfers = TransferService(
         db,

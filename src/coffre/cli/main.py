@@ -7,6 +7,7 @@ import typer
 from coffre.cli import (
     audit,
     auth,
+    backup,
     contacts,
     deposit,
     get,
@@ -40,6 +41,7 @@ app.add_typer(contacts.app, name="contacts")
 app.command()(usage)
 app.add_typer(requests.app, name="request")
 app.command()(deposit.deposit)
+app.add_typer(backup.app, name="backup")
 
 
 def main() -> None:

@@ -176,6 +176,10 @@ def _show_organisation(org: dict[str, Any], as_json: bool) -> None:
         table.add_row("quota par utilisateur", human(limits["user_quota"]) + mark("user_quota"))
         table.add_row("quota de l'organisation", human(limits["organisation_quota"])
                       + mark("organisation_quota"))
+        table.add_row("quota des sauvegardes", human(limits.get("backup_quota"))
+                      + mark("backup_quota"))
+        table.add_row("alerte sans sauvegarde après",
+                      f"{limits.get('backup_alert_days')} jours" + mark("backup_alert_days"))
     out.print(table)
 
 
@@ -237,6 +241,14 @@ def set_(
     max_recipients: Limit = None,
     user_quota: Limit = None,
     organisation_quota: Limit = None,
+    backup_quota: Annotated[
+        str | None,
+        typer.Option(help="Bytes of all the organisation's backups (2T, 500G) or 'défaut'"),
+    ] = None,
+    backup_alert_days: Annotated[
+        str | None,
+        typer.Option(help="Days without a backup before an alert (1-365) or 'défaut'"),
+    ] = None,
     allow_domain: Annotated[
         list[str] | None,
         typer.Option(help="Only these recipient domains (repeat; 'aucun' clears the list)"),
@@ -268,6 +280,8 @@ def set_(
         ("max_recipients", max_recipients, False),
         ("user_quota", user_quota, True),
         ("organisation_quota", organisation_quota, True),
+        ("backup_quota", backup_quota, True),
+        ("backup_alert_days", backup_alert_days, False),
     ):
         given, value = _limit(raw, size=size)
         if given:

@@ -19,6 +19,9 @@ TEMPORARY, PERMANENT = "temporary", "permanent"
 MODES = (TEMPORARY, PERMANENT)
 #: The hard ceiling on recipients of one transfer, whatever the settings say.
 RECIPIENTS_CEILING = 1000
+#: Days without a backup before an alert, unless configured, and at most.
+DEFAULT_BACKUP_ALERT_DAYS = 7
+MAX_BACKUP_ALERT_DAYS = 365
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
@@ -32,6 +35,10 @@ class InstanceLimits:
     max_recipients: int
     user_quota: int | None = None
     organisation_quota: int | None = None
+    #: Backups (restic): bytes of all the organisation's repositories, and
+    #: days without a snapshot before a device is flagged and its owner mailed.
+    backup_quota: int | None = None
+    backup_alert_days: int = DEFAULT_BACKUP_ALERT_DAYS
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class OrganisationPolicy:
     recipient_domains_denied: tuple[str, ...] = ()
     user_quota: int | None = None
     organisation_quota: int | None = None
+    backup_quota: int | None = None
+    backup_alert_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ class Limits:
     recipient_domains_denied: tuple[str, ...]
     user_quota: int | None
     organisation_quota: int | None
+    backup_quota: int | None = None
+    backup_alert_days: int = DEFAULT_BACKUP_ALERT_DAYS
 
 
 def _tightest(instance: int, organisation: int | None) -> int:
@@ -86,6 +97,9 @@ def effective(instance: InstanceLimits, policy: OrganisationPolicy) -> Limits:
         user_quota=policy.user_quota if policy.user_quota is not None else instance.user_quota,
         organisation_quota=policy.organisation_quota
         if policy.organisation_quota is not None else instance.organisation_quota,
+        backup_quota=policy.backup_quota
+        if policy.backup_quota is not None else instance.backup_quota,
+        backup_alert_days=policy.backup_alert_days or instance.backup_alert_days,
     )
 
 
@@ -110,6 +124,8 @@ def check_policy(instance: InstanceLimits, policy: OrganisationPolicy) -> None:
              min(instance.max_recipients, RECIPIENTS_CEILING))
     positive("user_quota", policy.user_quota)
     positive("organisation_quota", policy.organisation_quota)
+    positive("backup_quota", policy.backup_quota)
+    positive("backup_alert_days", policy.backup_alert_days, MAX_BACKUP_ALERT_DAYS)
     overlap = set(policy.recipient_domains_allowed) & set(policy.recipient_domains_denied)
     if overlap:
         raise InvalidInput("a domain cannot be both allowed and denied",

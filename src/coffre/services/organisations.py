@@ -86,6 +86,7 @@ LIMIT_FIELDS = (
     "default_expiry_days", "max_expiry_days", "allow_permanent", "max_file_size",
     "max_transfer_size", "max_recipients", "recipient_domains_allowed",
     "recipient_domains_denied", "user_quota", "organisation_quota",
+    "backup_quota", "backup_alert_days",
 )
 
 

@@ -56,6 +56,8 @@ def policy_of(org: Organisation) -> rules.OrganisationPolicy:
         recipient_domains_denied=tuple(org.recipient_domains_denied.split()),
         user_quota=org.user_quota,
         organisation_quota=org.organisation_quota,
+        backup_quota=org.backup_quota,
+        backup_alert_days=org.backup_alert_days,
     )
 
 

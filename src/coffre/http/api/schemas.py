@@ -238,3 +238,7 @@ class OrganisationUpdate(Strict):
     recipient_domains_denied: list[str] | None = Field(default=None, max_length=500)
     user_quota: int | None = Field(default=None, description="bytes")
     organisation_quota: int | None = Field(default=None, description="bytes")
+    backup_quota: int | None = Field(
+        default=None, description="bytes of all the organisation's backup repositories")
+    backup_alert_days: int | None = Field(
+        default=None, description="days without a backup before an alert (1-365)")

@@ -45,6 +45,8 @@ NUMBERS = (
     ("max_recipients", N_("Most recipients per transfer"), 1),
     ("user_quota", N_("Storage quota per member (GB)"), GB),
     ("organisation_quota", N_("Storage quota of the organisation (GB)"), GB),
+    ("backup_quota", N_("Backup quota of the organisation (GB)"), GB),
+    ("backup_alert_days", N_("Alert after this many days without a backup"), 1),
 )
 SWITCHES = (
     ("require_mfa", N_("Every member must use a second factor (TOTP or passkey)")),
