@@ -249,7 +249,10 @@ class BackupService:
 
     def _repository(self, session: Session, actor: Actor, action: Action,
                     repository_id: str) -> BackupRepository:
-        repo = session.get(BackupRepository, repository_id, with_for_update=True)
+        # Locked only to change it: a look at a device must not hold up
+        # the restic writes that update its usage.
+        repo = session.get(BackupRepository, repository_id,
+                           with_for_update=action is not Action.BACKUP_READ)
         if repo is None:
             raise NotFound(MISSING)
         authorize(actor, action, Target(repo.organisation_id, repo.owner_id), missing=MISSING)
