@@ -179,7 +179,8 @@ def test_status_exits_1_once_a_device_is_stale(server: Server, cli: Cli) -> None
         move_back(server, device_id, 4)
         stale = cli.run("backup", "status", check=False)
         assert stale.returncode == 1, stale.stdout + stale.stderr
-        assert "aucune sauvegarde depuis 3 jours" in stale.stdout
+        assert "aucune sauvegarde depuis 4 jours" in stale.stdout
+        assert "(alerte à 3)" in stale.stdout
         assert "sans sauvegarde récente" in stale.stdout
         report = cli.run("backup", "status", "--json", check=False)
         assert report.returncode == 1

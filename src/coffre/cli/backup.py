@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
@@ -64,7 +65,10 @@ def _state(d: dict[str, Any]) -> str:
     if d.get("revoked_at"):
         return f"révoqué le {_date(d['revoked_at'])}"
     if d.get("stale"):
-        return f"[bold red]⚠ aucune sauvegarde depuis {d['alert_days']} jours ou plus[/]"
+        since = datetime.fromisoformat(d["last_snapshot_at"] or d["created_at"])
+        days = (datetime.now(UTC) - since.replace(tzinfo=since.tzinfo or UTC)).days
+        return (f"[bold red]⚠ aucune sauvegarde depuis {days} jours[/] "
+                f"(alerte à {d['alert_days']})")
     return "actif"
 
 
