@@ -6,6 +6,8 @@ backup policy with ``coffre organisation set``."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import shlex
 import shutil
 import subprocess
@@ -206,10 +208,18 @@ def test_revoke_asks_then_restic_is_refused(server: Server, cli: Cli, tmp_path: 
     unattended = cli.run("backup", "device", "revoke", device_id, check=False)
     assert unattended.returncode != 0 and "--yes" in unattended.stderr
     assert devices(cli)[device_id]["revoked_at"] is None
-    refused = subprocess.run(cli.command("backup", "device", "revoke", device_id),
-                             env=cli.env(), input="n\n", text=True, capture_output=True,
-                             timeout=60, check=False)
-    assert refused.returncode != 0
+    # At a terminal, it asks; "n" keeps the device.
+    terminal, tty = pty.openpty()
+    try:
+        asking = subprocess.Popen(cli.command("backup", "device", "revoke", device_id),
+                                  env=cli.env(), stdin=tty, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        os.write(terminal, b"n\n")
+        _out, err = asking.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(tty)
+    assert asking.returncode != 0 and "Révoquer l'appareil" in err, err
     assert devices(cli)[device_id]["revoked_at"] is None
 
     done = cli.run("backup", "device", "revoke", device_id, "--yes")
