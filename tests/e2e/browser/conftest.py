@@ -80,7 +80,11 @@ def chromium_path() -> str:
 def browser() -> Iterator[Any]:
     """Per module: Playwright's sync API keeps an event loop running in this
     thread while it is started, which would break later tests' asyncio.run."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # ``expect`` waits as long as actions do (its own default is 5 s): a live
+    # event crossing PostgreSQL LISTEN/NOTIFY, or a busy machine, can take longer.
+    expect.set_options(timeout=20_000)
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium_path(),

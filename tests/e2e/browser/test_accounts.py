@@ -289,7 +289,7 @@ def test_invited_member_enrols_a_passkey_first_when_the_organisation_requires_on
                          json={"email": member, "role": "member"},
                          headers={"Authorization": f"Bearer {admin.json()['token']}"})
     assert invited.status_code == 201, invited.text
-    sql(fresh.server.data_dir, "UPDATE organisations SET require_mfa = 1")
+    sql(fresh.server.data_dir, "UPDATE organisations SET require_mfa = ?", True)
     body = fresh.mail.to(member)[0].get_body(preferencelist=("plain",))
     assert body is not None
     link = re.search(r"http://\S+/invitation/[A-Za-z0-9_-]{43}", body.get_content())

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from tests import backends
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server
 from tests.e2e.browser.conftest import (
     DESKTOP,
@@ -114,7 +115,9 @@ def test_administrator_manages_members_policy_and_reads_the_audit_trail(
     page.get_by_role("link", name="Stockage").click()
     expect(page.locator(".usage-total")).to_contain_text("L'organisation utilise")
     expect(page.locator("table.usage")).to_contain_text(MEMBER)
-    expect(page.get_by_text("un répertoire de ce serveur", exact=False)).to_be_visible()
+    where = ("un stockage objet S3" if backends.profile() == "distributed"
+             else "un répertoire de ce serveur")
+    expect(page.get_by_text(where, exact=False)).to_be_visible()
 
     page.get_by_role("link", name="Journal d'audit").click()
     events = page.locator("ol.events > li")
