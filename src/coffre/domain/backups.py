@@ -34,8 +34,6 @@ MAX_OBJECT_SIZE = 160 << 20
 #: A maintenance credential lives this long by default, and at most that.
 MAINTENANCE_DEFAULT = timedelta(hours=2)
 MAINTENANCE_MAX = timedelta(hours=24)
-#: Mail the owner when a repository has had no snapshot for this long.
-DEFAULT_ALERT_DAYS = 7
 MAX_NAME_LENGTH = 100
 
 

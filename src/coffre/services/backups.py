@@ -59,6 +59,7 @@ from coffre.db.tables import (
 from coffre.domain import backups as rules
 from coffre.domain.accounts import Actor
 from coffre.domain.backups import Activity, CredentialKind, Operation, Space
+from coffre.domain.limits import DEFAULT_BACKUP_ALERT_DAYS
 from coffre.domain.policy import Action, Target, allowed, authorize
 from coffre.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
 from coffre.ports import BlobStore, Clock
@@ -157,7 +158,7 @@ class BackupService:
         *,
         public_url: str,
         organisation_quota: int | None = None,
-        alert_days: int = rules.DEFAULT_ALERT_DAYS,
+        alert_days: int = DEFAULT_BACKUP_ALERT_DAYS,
         session_idle: timedelta = timedelta(minutes=5),
     ) -> None:
         self.db = db
