@@ -92,9 +92,10 @@ class Consolidating(Protocol):
 
         Call only once no writer can append to ``key`` any more (an upload
         completed and its lease released): the store cannot tell, and a
-        writer reopening the blob meanwhile could lose data. Idempotent;
-        never consolidating is correct, only slower to read. Raises
-        ``StorageError`` (retryable).
+        writer reopening the blob meanwhile could lose data. A ``delete``
+        of ``key`` may run at the same time (from any instance): nothing of
+        the blob may stay behind. Idempotent; never consolidating is
+        correct, only slower to read. Raises ``StorageError`` (retryable).
         """
 
 

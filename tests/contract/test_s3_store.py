@@ -162,6 +162,31 @@ def test_consolidating_a_small_blob_copies_one_piece(s3: S3Service, root: str, r
     assert store.consolidate("missing") is False
 
 
+def test_a_delete_racing_a_consolidation_leaves_nothing(
+    s3: S3Service, root: str, raw, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance deletes the blob while this one consolidates it, after
+    the pieces were copied and before the whole object exists: the
+    consolidation, finding its pieces gone, deletes that object too."""
+    store, elsewhere = make_store(s3, root), make_store(s3, root)
+    data = os.urandom(11 * MIB)
+    appender = store.open_append("race/blob", 0)
+    for start, end in ((0, 6 * MIB), (6 * MIB, 11 * MIB)):
+        appender.write(data[start:end])
+        assert appender.commit() == end
+    appender.close()
+    complete = store._client.complete_multipart_upload
+
+    def deleted_first(**request: object) -> object:
+        elsewhere.delete("race/blob")
+        return complete(**request)
+
+    monkeypatch.setattr(store._client, "complete_multipart_upload", deleted_first)
+    assert store.consolidate("race/blob") is False
+    assert raw_names(raw, s3, root) == []
+    assert not store.exists("race/blob")
+
+
 def test_failed_put_stream_leaves_no_multipart_upload(s3: S3Service, root: str, raw) -> None:
     store = make_store(s3, root)
     with pytest.raises(StreamFailed):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,11 +137,19 @@ def test_an_upload_begun_on_one_instance_completes_on_the_other(
         assert transfer["files"][0]["sha256"] == hashlib.sha256(data).hexdigest()
         assert downloaded_sha256(a, transfer) == hashlib.sha256(data).hexdigest()
 
-    # Completed, then consolidated: one object, no pieces left behind.
+    # Completed, then consolidated (in the background, after the 204): one
+    # object, no pieces left behind.
     key = storage_key(first, upload)
-    names = backends.bucket_names(weed.service)
-    assert key in names
-    assert not [n for n in names if n.startswith(".tmp-append/" + key + "/")]
+
+    def consolidated() -> bool:
+        names = backends.bucket_names(weed.service)
+        return key in names and not [n for n in names
+                                     if n.startswith(".tmp-append/" + key + "/")]
+
+    deadline = time.monotonic() + 60
+    while not consolidated():
+        assert time.monotonic() < deadline, "the upload was never consolidated"
+        time.sleep(0.1)
 
 
 def test_seaweedfs_down_mid_upload_answers_503_then_the_upload_resumes(

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -209,6 +210,9 @@ class UploadService:
         self.lease_owner = new_id()
         self._local_writers: set[str] = set()
         self._local_lock = threading.Lock()
+        #: Completed uploads' blobs being made whole after the answer.
+        self._consolidations = ThreadPoolExecutor(max_workers=2,
+                                                  thread_name_prefix="coffre-consolidate")
 
     # -- creation and status --------------------------------------------------
 
@@ -486,15 +490,28 @@ class UploadService:
 
     def _consolidate(self, upload_id: str, storage_key: str) -> None:
         """A completed upload's blob as one whole object, if the store keeps
-        appended blobs in a slower form. Only now: the upload is complete
-        and its lease released, so no writer can append to it any more.
-        A failure costs read speed, not data: the upload stays complete."""
-        if not isinstance(self.store, Consolidating):
+        appended blobs in a slower form: in the background, once the PATCH
+        has answered (its bytes are durable already; the copy only makes
+        reads faster, and a crash before it leaves a complete blob). Only
+        now: the upload is complete and its lease released, so no writer
+        can append to it any more; a delete meanwhile is the store's to
+        handle. A failure costs read speed, not data."""
+        store = self.store
+        if not isinstance(store, Consolidating):
             return
-        try:
-            self.store.consolidate(storage_key)
-        except StorageError as exc:
-            log.warning("upload %s complete but not consolidated: %s", upload_id, exc.message)
+
+        def consolidate() -> None:
+            try:
+                store.consolidate(storage_key)
+            except NotFound:
+                pass  # deleted meanwhile
+            except StorageError as exc:
+                log.warning("upload %s complete but not consolidated: %s", upload_id,
+                            exc.message)
+            except Exception:  # a background thread: nobody else would see it
+                log.exception("upload %s complete but not consolidated", upload_id)
+
+        self._consolidations.submit(consolidate)
 
     # -- limits and quotas --------------------------------------------------------
 

@@ -49,11 +49,15 @@ an upload begun on one instance continues on another:
   compose ranged GETs;
 * ``consolidate(key)`` stitches the pieces into the object ``key`` with
   ``UploadPartCopy`` (server-side, nothing downloaded; one piece is one
-  ``CopyObject``), then deletes them. It is the caller's call, once no
-  writer can be appending (an upload completed, its lease released): the
-  store cannot tell, and a writer reopening the blob while the pieces are
-  being deleted would lose its first piece. Never consolidating is
-  correct, only slower to read (a LIST more per read).
+  ``CopyObject``), then deletes them, first one first. It is the caller's
+  call, once no writer can be appending (an upload completed, its lease
+  released): the store cannot tell, and a writer reopening the blob while
+  the pieces are being deleted would lose its first piece. Never
+  consolidating is correct, only slower to read (a LIST more per read).
+  A ``delete`` may race with it: in this process, it waits for the
+  consolidation of its key; from another instance, the consolidation
+  finds pieces gone once its object exists and deletes that object too,
+  so no orphan stays behind.
 
 Concurrent writers to one key are not supported (the uploads service
 holds a lease). Errors are translated here into ``coffre.errors``; no
@@ -63,6 +67,7 @@ message carries the endpoint, a credential or a response body.
 from __future__ import annotations
 
 import re
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -156,12 +161,15 @@ class S3BlobStore:
         self.location = region
         config = Config(
             region_name=region,
-            s3={"addressing_style": "path" if path_style else "virtual"},
+            s3={"addressing_style": "path" if path_style else "virtual",
+                "payload_signing_enabled": False},
             retries={"mode": "standard", "max_attempts": max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=32,
-            # The AEAD stream authenticates every byte: CRCs would only cost time.
+            # The AEAD stream authenticates every byte: CRCs, and the SHA-256
+            # of each body that SigV4 would otherwise sign (UNSIGNED-PAYLOAD
+            # instead: the headers stay signed), would only cost time.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
@@ -180,6 +188,9 @@ class S3BlobStore:
             ) from None
         # Shared by all writers; each keeps at most PARTS_IN_FLIGHT parts in it.
         self._parts_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="coffre-s3-part")
+        # Per key: a lock and how many threads want it (see ``_exclusive``).
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._locks_guard = threading.Lock()
 
     def __repr__(self) -> str:
         return f"S3BlobStore({self.bucket!r}, root={self.root!r}, location={self.location!r})"
@@ -275,30 +286,43 @@ class S3BlobStore:
     def consolidate(self, key: str) -> bool:
         """Stitch an appended blob's pieces into the object ``key`` server-side.
 
-        Returns whether it did (False: already one object, missing, or over
-        the part limit). Only when no writer is appending to ``key``.
+        Returns whether it did (False: already one object, missing, deleted
+        meanwhile, or over the part limit). Only when no writer is appending
+        to ``key``; a ``delete`` may come at any time (the uploads service
+        consolidates in the background, after answering).
         """
         validate_key(key)
-        if self._head(key) is not None:
-            return False
-        run = _contiguous(self._list_pieces(key))
-        if not run:
-            return False
-        size = run[-1].end
-        target = self._object(key)
-        if len(run) == 1 and size <= MAX_PART:
-            with self._errors(key):
-                self._client.copy_object(
-                    Bucket=self.bucket, Key=target,
-                    CopySource={"Bucket": self.bucket, "Key": run[0].name},
-                )
-        else:
-            ranges = [(p.name, start, length) for p in run for start, length in _split(p.size)]
-            if len(ranges) > MAX_PARTS:
+        with self._exclusive(key):
+            if self._head(key) is not None:
                 return False
-            self._copy_ranges(key, target, ranges)
-        self._delete_pieces(key, self._list_pieces(key))
-        return True
+            run = _contiguous(self._list_pieces(key))
+            if not run:
+                return False
+            size = run[-1].end
+            target = self._object(key)
+            if len(run) == 1 and size <= MAX_PART:
+                with self._errors(key):
+                    self._client.copy_object(
+                        Bucket=self.bucket, Key=target,
+                        CopySource={"Bucket": self.bucket, "Key": run[0].name},
+                    )
+            else:
+                ranges = [(p.name, start, length) for p in run for start, length in _split(p.size)]
+                if len(ranges) > MAX_PARTS:
+                    return False
+                self._copy_ranges(key, target, ranges)
+            left = {p.name for p in self._list_pieces(key)}
+            if any(p.name not in left for p in run):
+                # Deleted meanwhile (by another instance: ours wait for us),
+                # possibly before the object above existed: delete it too.
+                self._delete_pieces(key, self._list_pieces(key))
+                self._delete_object(key, target)
+                return False
+            # First piece first: a reader listing meanwhile finds no run from
+            # offset 0 and reads the object, never a shortened run.
+            for piece in run:
+                self._delete_object(key, piece.name)
+            return True
 
     def _copy_ranges(self, key: str, target: str, ranges: _Ranges) -> None:
         """Build ``target`` from byte ranges of other objects, server-side."""
@@ -381,9 +405,10 @@ class S3BlobStore:
 
     def delete(self, key: str) -> None:
         validate_key(key)
-        # Pieces first: while ``key`` exists they are hidden, so nothing shows through.
-        self._delete_pieces(key, self._list_pieces(key))
-        self._delete_object(key, self._object(key))
+        with self._exclusive(key):  # after a consolidation of ``key`` in this process
+            # Pieces first: while ``key`` exists they are hidden, so nothing shows through.
+            self._delete_pieces(key, self._list_pieces(key))
+            self._delete_object(key, self._object(key))
 
     def list(self, prefix: str = "") -> Iterator[str]:
         prefix_directory(prefix)  # validated now, not at the first next()
@@ -402,6 +427,23 @@ class S3BlobStore:
             if _PIECE_NAME.fullmatch(last) and key not in seen and _is_key(key):
                 seen.add(key)
                 yield key
+
+    @contextmanager
+    def _exclusive(self, key: str) -> Iterator[None]:
+        """Hold ``key`` against this process's other consolidations and deletes."""
+        with self._locks_guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._locks_guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
 
     # -- requests --------------------------------------------------------------------
 
@@ -504,7 +546,11 @@ class _ObjectWriter:
         self._store = store
         self._key = key
         self._name = name
-        self._pending = bytearray(initial)
+        # Written bytes not sent yet, as they came: a part is joined from
+        # them in one copy (appending to a buffer, then cutting, took two).
+        self._pending: deque[bytes | memoryview] = deque()
+        self._buffered = 0
+        self._add(initial)
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []  # uploaded, in order
         self._in_flight: deque[Future[dict[str, Any]]] = deque()
@@ -513,16 +559,36 @@ class _ObjectWriter:
 
     @property
     def size(self) -> int:
-        return self._sent + len(self._pending)
+        return self._sent + self._buffered
 
     def write(self, data: bytes) -> None:
-        self._pending += data
+        self._add(data)
         # Parts grow by 8 MiB every 1000 so that 10,000 of them hold 440 GB.
-        while len(self._pending) > (part := PART_SIZE * (1 + self._numbered // 1000)):
-            with memoryview(self._pending) as view:
-                chunk = bytes(view[:part])  # one copy, not two (slice, then bytes)
-            del self._pending[:part]
-            self._send(chunk)
+        while self._buffered > (part := PART_SIZE * (1 + self._numbered // 1000)):
+            self._send(self._take(part))
+
+    def _add(self, data: bytes) -> None:
+        if data:
+            # Kept by reference until sent: a caller's mutable buffer is copied.
+            self._pending.append(data if isinstance(data, bytes) else bytes(data))
+            self._buffered += len(data)
+
+    def _take(self, size: int) -> bytes:
+        """The first ``size`` bytes pending, removed (one copy)."""
+        taken: list[bytes | memoryview] = []
+        need = size
+        while need:
+            chunk = self._pending[0]
+            if len(chunk) <= need:
+                taken.append(self._pending.popleft())
+                need -= len(chunk)
+            else:
+                view = memoryview(chunk)
+                taken.append(view[:need])
+                self._pending[0] = view[need:]
+                need = 0
+        self._buffered -= size
+        return b"".join(taken)
 
     def finish(self) -> int:
         """Make the object exist with everything written; returns its size."""
@@ -530,10 +596,11 @@ class _ObjectWriter:
         size = self.size
         with store._errors(self._key):
             if self._upload_id is None:
-                client.put_object(Bucket=store.bucket, Key=self._name, Body=bytes(self._pending))
+                client.put_object(Bucket=store.bucket, Key=self._name,
+                                  Body=b"".join(self._pending))
             else:
-                if self._pending:
-                    self._send(bytes(self._pending))
+                if self._buffered:
+                    self._send(self._take(self._buffered))
                 while self._in_flight:  # durable only once every part is in
                     self._parts.append(self._in_flight.popleft().result())
                 client.complete_multipart_upload(
@@ -541,14 +608,15 @@ class _ObjectWriter:
                     MultipartUpload={"Parts": self._parts},
                 )
                 self._upload_id = None
-        self._pending = bytearray()
+        self._pending.clear()
+        self._buffered = 0
         return size
 
     def buffered(self) -> bytes:
         """Everything written, if no part has left yet."""
         if self._upload_id is not None:
             raise AssertionError("parts already sent")
-        return bytes(self._pending)
+        return b"".join(self._pending)
 
     def abort(self) -> None:
         """Drop a multipart upload that was not completed (nothing becomes visible)."""
