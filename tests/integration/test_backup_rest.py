@@ -339,6 +339,7 @@ def test_a_repository_at_its_quota_answers_507_and_keeps_nothing(
         too_much = os.urandom(20_000)
         full = small.post("data", too_much)
         assert_error(full, 507, "storage_full")
+        assert full.json()["error"]["details"]["free"] == 10_000  # what still fits
         assert small.http.head(f"{small.path}data/{sha(too_much)}").status_code == 404
         # What still fits is taken, up to the last byte.
         rest = os.urandom(10_000)
@@ -485,6 +486,11 @@ def test_a_credential_reaches_only_its_own_repository(
         assert repo.http.head(f"{repo.path}data/{sha(b'intrus')}").status_code == 404
         # The other organisation's API cannot see the device either.
         assert other.http.get(f"{other.path}data/").json() == []
+        # Audited on the intruding credential's repository, at its first
+        # attempt, as an access denied (not as a refused delete).
+        denied = _wait(lambda: events_for(server.data_dir, "backup.access_denied", other.id))
+        assert len(denied) == 1 and denied[0]["outcome"] == "failure"
+        assert not events_for(server.data_dir, "backup.delete_refused", other.id)
     finally:
         other.close()
 

@@ -138,9 +138,12 @@ class Activity:
     listed: int = 0
     deleted: int = 0
     refused: int = 0
+    #: Requests for a repository the credential does not open.
+    denied: int = 0
 
     def empty(self) -> bool:
-        return not any((self.written, self.read, self.listed, self.deleted, self.refused))
+        return not any((self.written, self.read, self.listed, self.deleted, self.refused,
+                        self.denied))
 
     def add(self, other: Activity) -> None:
         self.written += other.written
@@ -151,3 +154,4 @@ class Activity:
         self.listed += other.listed
         self.deleted += other.deleted
         self.refused += other.refused
+        self.denied += other.denied

@@ -94,7 +94,10 @@ def install(app: FastAPI, render_page: Any) -> None:
             status, code = 416, _HTTP_CODES[416]
             if isinstance(exc.details.get("size"), int):
                 headers["Content-Range"] = f"bytes */{exc.details['size']}"
-        if status >= 500:
+        # 507: a quota or the disk is full, the client's to act on (and
+        # restic retries it for a while): not a fault of ours to log.
+        fault = status >= 500 and status != 507
+        if fault:
             log.error("%s: %s", type(exc).__name__, exc.message)
         page = render_page(request, status, code, exc.message, exc.details)
         if page is not None:
@@ -113,8 +116,10 @@ def install(app: FastAPI, render_page: Any) -> None:
         if status == 412 and request.url.path.startswith("/api/v1/uploads"):
             headers["Tus-Version"] = "1.0.0"
         details = {k: v for k, v in exc.details.items() if k != "unsatisfiable"}
-        if status >= 500:
+        if fault:
             details = {}  # storage keys, errno...: for the log, not for clients
+        elif status == 507:
+            details = {k: v for k, v in details.items() if k in {"quota", "free"}}
         return error_response(status, code, exc.message, details, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -25,8 +25,9 @@ Auditing is aggregated (a backup writes thousands of objects): a
 credential's activity accumulates in a ``backup_sessions`` row, closed
 into one ``backup.session`` event after a pause. Rare or alarming things
 are recorded at once: a repository initialised, each snapshot written
-(with the session's counts so far), the first refused delete of a
-session, the first use of a maintenance credential.
+(with the session's counts so far), and, within seconds (the scheduler
+folds the counts in), the first refused delete of a session, the first
+reach for another repository, the first use of a maintenance credential.
 """
 
 from __future__ import annotations
@@ -349,7 +350,7 @@ class BackupService:
         """A credential opens its own repository only: any other answers
         404, as if it did not exist, and counts as a refusal."""
         if repository_id != access.repository_id:
-            self._note(access, ctx, Activity(refused=1))
+            self._note(access, ctx, Activity(denied=1))
             raise NotFound(MISSING)
 
     def initialise(self, access: Access, repository_id: str, ctx: trail.Context) -> None:
@@ -584,7 +585,7 @@ class BackupService:
                 credential_id=access.credential_id, source=ctx.source,
                 user_agent=(ctx.user_agent or "")[:300] or None, started_at=now, last_at=now,
                 written=0, bytes_written=0, snapshots=0, read=0, bytes_read=0, listed=0,
-                deleted=0, refused=0,
+                deleted=0, refused=0, denied=0,
             )
             session.add(row)
             if access.kind is CredentialKind.MAINTENANCE:
@@ -593,6 +594,9 @@ class BackupService:
             # The first refusal of a session at once: ransomware trying to
             # erase the history is worth an alert before the session ends.
             self._event(session, access, "backup.delete_refused", ctx, row, outcome="failure")
+        if activity.denied and not row.denied:
+            # Likewise a credential reaching for another repository.
+            self._event(session, access, "backup.access_denied", ctx, row, outcome="failure")
         row.last_at = now
         row.written += activity.written
         row.bytes_written += activity.bytes_written
@@ -602,6 +606,7 @@ class BackupService:
         row.listed += activity.listed
         row.deleted += activity.deleted
         row.refused += activity.refused
+        row.denied += activity.denied
         return row
 
     @staticmethod
@@ -675,4 +680,4 @@ def _counts(row: BackupSession) -> dict[str, Any]:
     return {"objects_written": row.written, "bytes_written": row.bytes_written,
             "snapshots": row.snapshots, "objects_read": row.read, "bytes_read": row.bytes_read,
             "listings": row.listed, "objects_deleted": row.deleted,
-            "deletes_refused": row.refused}
+            "deletes_refused": row.refused, "access_denied": row.denied}

@@ -93,7 +93,8 @@ def upgrade() -> None:
         sa.Column("last_at", dt(), nullable=False),
         sa.Column("closed_at", dt(), nullable=True),
         *(sa.Column(name, sa.Integer(), nullable=False)
-          for name in ("written", "snapshots", "read", "listed", "deleted", "refused")),
+          for name in ("written", "snapshots", "read", "listed", "deleted", "refused",
+                       "denied")),
         *(sa.Column(name, sa.BigInteger(), nullable=False)
           for name in ("bytes_written", "bytes_read")),
         sa.ForeignKeyConstraint(["repository_id"], ["backup_repositories.id"],
