@@ -11,9 +11,10 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from coffre.audit.log import AuditLog
+from coffre.audit.witness import WitnessFile
 from coffre.clock import SystemClock
-from coffre.crypto.keyfile import KeyFileProvider
-from coffre.crypto.signing import SigningKeyFile
+from coffre.crypto.keyfile import KeyFileProvider, RootKeyProvider, decode_secret
+from coffre.crypto.signing import SigningKey, SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.migrate import upgrade
 from coffre.domain.limits import InstanceLimits
@@ -96,7 +97,7 @@ def build(
         upgrade(db_url)
     db = Database(db_url)
     store = open_blob_store(settings.resolved_storage_url)
-    provider = KeyFileProvider(settings.resolved_root_key_file)
+    provider, signing_key = _keys(settings)
     keys = KeyRing(provider)
     dev_mailbox = None
     if mailer is None:
@@ -205,10 +206,11 @@ def build(
         ),
         audit=AuditLog(
             db,
-            SigningKeyFile(settings.resolved_root_key_file.parent / "audit-signing.key"),
+            signing_key,
             clock,
             origin=f"{urlsplit(settings.base_url).netloc}/coffre/audit",
             retention=timedelta(days=settings.audit_retention_days),
+            witness=WitnessFile(settings.resolved_audit_witness_file),
         ),
         contacts=ContactService(db, keys, clock, sms_enabled=sms is not None),
         backups=BackupService(
@@ -220,3 +222,20 @@ def build(
         ),
         events=events_for(db),
     )
+
+
+def _keys(settings: Settings) -> tuple[KeyProvider, SigningKey]:
+    """The root key and the audit signing key: files in the key directory
+    (created at first start), or secrets in the environment shared by
+    stateless instances (``COFFRE_ROOT_KEY``, ``COFFRE_AUDIT_SIGNING_KEY``)."""
+    signing_seed = (decode_secret(settings.audit_signing_key.get_secret_value(),
+                                  "COFFRE_AUDIT_SIGNING_KEY")
+                    if settings.audit_signing_key is not None else None)
+    if settings.root_key is not None:
+        provider = RootKeyProvider(decode_secret(settings.root_key.get_secret_value(),
+                                                 "COFFRE_ROOT_KEY"))
+        return provider, SigningKey(signing_seed or provider.audit_signing_seed())
+    provider = KeyFileProvider(settings.resolved_root_key_file)
+    if signing_seed is not None:
+        return provider, SigningKey(signing_seed)
+    return provider, SigningKeyFile(settings.resolved_root_key_file.parent / "audit-signing.key")

@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     database_url: str | None = None
     storage_url: str | None = None
     root_key_file: Path | None = None
+    #: The root key itself (base64 of 32 bytes), for stateless instances
+    #: given it as a secret; replaces the file. The audit signing key is
+    #: then ``audit_signing_key`` or, unset, derived from the root key.
+    root_key: SecretStr | None = None
+    audit_signing_key: SecretStr | None = None
+    #: Where signed audit checkpoints are also appended (default: next to
+    #: the key files); must be writable.
+    audit_witness_file: Path | None = None
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -127,6 +135,11 @@ class Settings(BaseSettings):
     @property
     def resolved_root_key_file(self) -> Path:
         return self.root_key_file or self.data_dir / "keys" / "root.key"
+
+    @property
+    def resolved_audit_witness_file(self) -> Path:
+        return self.audit_witness_file or self.resolved_root_key_file.parent / (
+            "audit-checkpoints.txt")
 
     @property
     def is_loopback(self) -> bool:

@@ -23,7 +23,7 @@ from coffre.audit.note import Checkpoint, NoteError, open_checkpoint, sign, vkey
 from coffre.audit.verify import Problem, Progress, Report, verify
 from coffre.audit.witness import FILE_NAME as WITNESS_FILE
 from coffre.audit.witness import WitnessFile
-from coffre.crypto.signing import SigningKeyFile
+from coffre.crypto.signing import SigningKey, SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.tables import AuditCheckpoint, AuditEvent
 from coffre.domain.accounts import Actor
@@ -43,12 +43,17 @@ class Signed:
 
 
 class AuditLog:
-    def __init__(self, db: Database, key: SigningKeyFile, clock: Clock, *, origin: str,
+    def __init__(self, db: Database, key: SigningKey, clock: Clock, *, origin: str,
                  retention: timedelta, witness: WitnessFile | None = None) -> None:
         self.db = db
         self.key = key
-        #: Every signed checkpoint is appended here too, outside the database.
-        self.witness = witness or WitnessFile(key.path.parent / WITNESS_FILE)
+        #: Every signed checkpoint is appended here too, outside the database
+        #: (by default next to the signing key file).
+        if witness is None:
+            if not isinstance(key, SigningKeyFile):
+                raise ValueError("a signing key given without a file needs a witness file")
+            witness = WitnessFile(key.path.parent / WITNESS_FILE)
+        self.witness = witness
         self.clock = clock
         self.origin = origin
         self.retention = retention

@@ -1,11 +1,16 @@
-"""Root key provider backed by a key file (mode 0400), created at first start.
+"""Root key providers: a key file (mode 0400, created at first start) or
+a secret given in the environment (``COFFRE_ROOT_KEY``, base64), which
+stateless instances of the distributed profile share.
 
-The file holds 32 random bytes. It must never be stored with the database
-or the blobs' backups: a database dump alone decrypts nothing (SEC-25).
+Either way the key is 32 random bytes. It must never be stored with the
+database or the blobs' backups: a database dump alone decrypts nothing
+(SEC-25).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 from pathlib import Path
@@ -15,16 +20,18 @@ from coffre.errors import ConfigurationError
 
 LABEL_ROOT_WRAP = b"coffre/v1/root-wrap"
 LABEL_KEY_ID = b"coffre/v1/key-id"
+LABEL_AUDIT_SIGNING = b"coffre/v1/audit-signing"
 
 
-class KeyFileProvider:
-    """``KeyProvider`` over a local 0400 file."""
+class RootKeyProvider:
+    """``KeyProvider`` over the 32 bytes of the root key."""
 
-    def __init__(self, path: Path, create: bool = True) -> None:
-        self.path = path
-        raw = read_secret_file(path, "root key", create=create)
+    def __init__(self, raw: bytes, source: str = "env") -> None:
+        if len(raw) != KEY_SIZE:
+            raise ConfigurationError(f"the root key must be exactly {KEY_SIZE} bytes")
         self._wrap_key = derive_key(raw, LABEL_ROOT_WRAP)
-        self.key_id = "file:" + derive_key(raw, LABEL_KEY_ID)[:8].hex()
+        self._signing_seed = derive_key(raw, LABEL_AUDIT_SIGNING)
+        self.key_id = f"{source}:" + derive_key(raw, LABEL_KEY_ID)[:8].hex()
 
     def wrap(self, key: bytes, context: bytes) -> bytes:
         return seal(self._wrap_key, key, context)
@@ -32,6 +39,30 @@ class KeyFileProvider:
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
         return open_sealed(self._wrap_key, wrapped, context)
 
+    def audit_signing_seed(self) -> bytes:
+        """An Ed25519 seed derived from the root key under its own label,
+        for instances given the root key but no signing key of their own:
+        they all sign audit checkpoints with the same key."""
+        return self._signing_seed
+
+
+class KeyFileProvider(RootKeyProvider):
+    """``KeyProvider`` over a local 0400 file."""
+
+    def __init__(self, path: Path, create: bool = True) -> None:
+        self.path = path
+        super().__init__(read_secret_file(path, "root key", create=create), "file")
+
+
+def decode_secret(value: str, what: str) -> bytes:
+    """32 bytes given in base64 (an environment secret); refused otherwise."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(f"{what} is not valid base64") from None
+    if len(raw) != KEY_SIZE:
+        raise ConfigurationError(f"{what} must decode to exactly {KEY_SIZE} bytes")
+    return raw
 
 def read_secret_file(path: Path, what: str, *, create: bool) -> bytes:
     """The 32 random bytes of a 0400 key file, made on first use; refused if

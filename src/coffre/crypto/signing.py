@@ -16,15 +16,22 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from coffre.crypto.keyfile import read_secret_file
 
 
-class SigningKeyFile:
-    """An Ed25519 private key whose 32-byte seed lives in a 0400 file."""
+class SigningKey:
+    """An Ed25519 private key from its 32-byte seed (given in the
+    environment, or derived from the root key: see ``keyfile``)."""
 
-    def __init__(self, path: Path, create: bool = True) -> None:
-        self.path = path
-        seed = read_secret_file(path, "audit signing key", create=create)
+    def __init__(self, seed: bytes) -> None:
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
         self.public_key = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
+
+
+class SigningKeyFile(SigningKey):
+    """An Ed25519 private key whose 32-byte seed lives in a 0400 file."""
+
+    def __init__(self, path: Path, create: bool = True) -> None:
+        self.path = path
+        super().__init__(read_secret_file(path, "audit signing key", create=create))
 
