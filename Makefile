@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.transfer
 	$(BIN)/python -m bench.audit
 	$(BIN)/python -m bench.s3_transfer
+	$(BIN)/python -m bench.backup
 
 ## Regenerate the lock file from pyproject.toml's ranges.
 lock:
