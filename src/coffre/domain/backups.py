@@ -146,12 +146,16 @@ class Activity:
                         self.denied))
 
     def add(self, other: Activity) -> None:
-        self.written += other.written
-        self.bytes_written += other.bytes_written
-        self.snapshots += other.snapshots
-        self.read += other.read
-        self.bytes_read += other.bytes_read
-        self.listed += other.listed
-        self.deleted += other.deleted
-        self.refused += other.refused
-        self.denied += other.denied
+        add_counts(self, other)
+
+
+#: The counters of ``Activity``, also the columns of a backup session's row.
+COUNTERS = ("written", "bytes_written", "snapshots", "read", "bytes_read", "listed",
+            "deleted", "refused", "denied")
+
+
+def add_counts(total: object, more: Activity) -> None:
+    """Add ``more``'s counters to ``total`` (an ``Activity`` or a row with
+    the same attributes)."""
+    for name in COUNTERS:
+        setattr(total, name, getattr(total, name) + getattr(more, name))

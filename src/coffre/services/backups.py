@@ -376,12 +376,7 @@ class BackupService:
         self._check_repository(access, repository_id, ctx)
         rules.check_object(kind, name)
         with self.db.session() as session:
-            obj = session.execute(select(BackupObject).where(
-                BackupObject.repository_id == repository_id, BackupObject.kind == kind,
-                BackupObject.name == name,
-            )).scalar_one_or_none()
-            if obj is None:
-                raise NotFound("no such object")
+            obj = self._object(session, repository_id, kind, name)
             return ObjectRead(
                 size=obj.size, key=self.keys.blob_key(session, obj.blob),
                 storage_key=obj.blob.storage_key, stream_size=obj.blob.ciphertext_size,
@@ -500,6 +495,16 @@ class BackupService:
         return repo
 
     @staticmethod
+    def _object(session: Session, repository_id: str, kind: str, name: str) -> BackupObject:
+        obj = session.execute(select(BackupObject).where(
+            BackupObject.repository_id == repository_id, BackupObject.kind == kind,
+            BackupObject.name == name,
+        )).scalar_one_or_none()
+        if obj is None:
+            raise NotFound("no such object")
+        return obj
+
+    @staticmethod
     def _refuse_existing(session: Session, repository_id: str, kind: str, name: str) -> None:
         found = session.execute(select(BackupObject.id).where(
             BackupObject.repository_id == repository_id, BackupObject.kind == kind,
@@ -528,12 +533,7 @@ class BackupService:
             raise
         with self.db.session() as session:
             repo = self._open_repository(session, repository_id, lock=True)
-            obj = session.execute(select(BackupObject).where(
-                BackupObject.repository_id == repository_id, BackupObject.kind == kind,
-                BackupObject.name == name,
-            )).scalar_one_or_none()
-            if obj is None:
-                raise NotFound("no such object")
+            obj = self._object(session, repository_id, kind, name)
             storage_key = obj.blob.storage_key
             repo.used_bytes -= obj.size
             repo.object_count -= 1
@@ -584,8 +584,7 @@ class BackupService:
                 id=new_id(), repository_id=access.repository_id,
                 credential_id=access.credential_id, source=ctx.source,
                 user_agent=(ctx.user_agent or "")[:300] or None, started_at=now, last_at=now,
-                written=0, bytes_written=0, snapshots=0, read=0, bytes_read=0, listed=0,
-                deleted=0, refused=0, denied=0,
+                **dict.fromkeys(rules.COUNTERS, 0),
             )
             session.add(row)
             if access.kind is CredentialKind.MAINTENANCE:
@@ -598,15 +597,7 @@ class BackupService:
             # Likewise a credential reaching for another repository.
             self._event(session, access, "backup.access_denied", ctx, row, outcome="failure")
         row.last_at = now
-        row.written += activity.written
-        row.bytes_written += activity.bytes_written
-        row.snapshots += activity.snapshots
-        row.read += activity.read
-        row.bytes_read += activity.bytes_read
-        row.listed += activity.listed
-        row.deleted += activity.deleted
-        row.refused += activity.refused
-        row.denied += activity.denied
+        rules.add_counts(row, activity)
         return row
 
     @staticmethod
