@@ -33,9 +33,10 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q -m "not slow"
 
 ## The suite again on the distributed profile: a throwaway PostgreSQL cluster
-## and a SeaweedFS (S3) started by the tests (unit tests do not depend on it).
+## and a SeaweedFS (S3) started by the tests, browser tests included (unit
+## tests do not depend on the profile).
 test-distributed: $(STAMP)
-	COFFRE_TEST_PROFILE=distributed $(BIN)/pytest -q -m "not slow and not browser" tests/integration tests/e2e tests/contract
+	COFFRE_TEST_PROFILE=distributed $(BIN)/pytest -q -m "not slow" tests/integration tests/e2e tests/contract
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
