@@ -35,6 +35,10 @@ Reader = Annotated[Actor, Depends(deps.acting(Action.TRANSFER_READ))]
 Ctx = Annotated[Context, Depends(deps.context)]
 HEARTBEAT_SECONDS = 15
 RECHECK_SECONDS = 5
+#: Ids below the last one sent that are read again: on PostgreSQL a row's
+#: id is taken at its insert, so a transaction that commits later than
+#: another with a higher id shows its step after that one (never skipped).
+REREAD_IDS = 256
 
 
 def _out(step: Step) -> TransferEventOut:
@@ -79,7 +83,8 @@ def live_stream(request: Request, action: Action, comment: str, *,
     RECHECK_SECONDS the credential is resolved again and ``recheck``ed,
     and the stream ends (event "end") once it no longer allows ``action``."""
     last_id = request.headers.get("last-event-id", "0").strip()
-    last = int(last_id) if last_id.isdigit() else 0
+    resumed = last = int(last_id) if last_id.isdigit() else 0
+    sent: set[int] = set()  # ids sent on this connection, within the re-read window
 
     async def still_allowed() -> bool:
         try:
@@ -102,9 +107,14 @@ def live_stream(request: Request, action: Action, comment: str, *,
                         yield ServerSentEvent(event="end", data=json.dumps({"reason": "ended"}))
                         return
                     checked = time.monotonic()
-                for step in await to_thread.run_sync(fetch, last):
-                    last = step.id
+                floor = max(resumed, last - REREAD_IDS)
+                for step in await to_thread.run_sync(fetch, floor):
+                    if step.id in sent:
+                        continue
+                    sent.add(step.id)
+                    last = max(last, step.id)
                     yield ServerSentEvent(data=json.dumps(render(step)), id=str(step.id))
+                sent.difference_update([i for i in sent if i <= last - REREAD_IDS])
                 # Woken by a live event; the timeout is the fallback read.
                 await bell.wait(max(0.0, RECHECK_SECONDS - (time.monotonic() - checked)))
 
