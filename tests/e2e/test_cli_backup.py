@@ -22,6 +22,7 @@ import pytest
 from coffre.crypto import credentials
 from coffre.db.tables import BackupRepository, Organisation, User
 from coffre.domain.accounts import Role
+from tests import backends
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, second_factor
 from tests.e2e.test_cli import Cli
 from tests.e2e.test_restic import make_tree, restic
@@ -35,7 +36,13 @@ from tests.integration.support import (
     one_event,
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic not installed")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("restic") is None, reason="restic not installed"),
+    # The CLI speaks HTTP only: what it asks the server to do is tested on
+    # both profiles by test_backup_rest and test_restic.
+    pytest.mark.skipif(backends.profile() != "embedded",
+                       reason="the CLI is the same client on either profile"),
+]
 mail, server, token, client, admin = module_server(
     "cli-backup", COFFRE_BACKUP_SESSION_IDLE_SECONDS="1")
 MEMBER_PASSWORD = "une phrase de passe de membre"
