@@ -27,10 +27,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Lint, type-check, check migrations, then the test suite.
+## Lint, type-check, check migrations, then the test suite on both profiles,
+## side by side (both mostly wait on servers, mail and browsers): embedded,
+## and distributed (test-distributed), whose output follows the embedded one's.
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m coffre.db.check
-	$(BIN)/pytest -q -m "not slow"
+	@log=$$(mktemp /tmp/coffre-distributed.XXXXXX); start=$$(date +%s); \
+	( $(MAKE) --no-print-directory test-distributed >$$log 2>&1; echo $$? >$$log.rc; \
+	  echo "distributed pass: $$(( $$(date +%s) - start )) s" >>$$log ) & \
+	$(BIN)/pytest -q -m "not slow"; embedded=$$?; \
+	echo "embedded pass: $$(( $$(date +%s) - start )) s"; \
+	wait; echo "-- distributed pass (PostgreSQL + SeaweedFS):"; cat $$log; \
+	distributed=$$(cat $$log.rc); rm -f $$log $$log.rc; \
+	[ $$embedded = 0 ] && [ $$distributed = 0 ]
 
 ## The suite again on the distributed profile: a throwaway PostgreSQL cluster
 ## and a SeaweedFS (S3) started by the tests, browser tests included (unit
