@@ -18,7 +18,7 @@ import pytest
 
 from tests import backends
 from tests.conftest import login
-from tests.integration.flows import audit_events
+from tests.integration.flows import audit_events, sql
 from tests.integration.support import assert_error, events_for, module_server
 
 mail, server, token, client, admin = module_server(
@@ -406,6 +406,59 @@ def test_a_maintenance_credential_deletes_and_its_use_is_audited(
     sessions = _wait(lambda: [e for e in events_for(server.data_dir, "backup.session", repo.id)
                               if "maintenance" in str(e)], timeout=30)
     assert sum(e["details"]["objects_deleted"] for e in sessions) == 2, sessions
+    # Erasing access or history leaves one event per object (the config
+    # here); the data packs a prune removes are only counted.
+    deleted = events_for(server.data_dir, "backup.object_deleted", repo.id)
+    assert [(e["details"]["type"], e["details"]["name"]) for e in deleted] == [
+        ("config", "config")]
+
+
+def _maintenance_key(server: Any, repo: Repo) -> httpx.Client:
+    admin_token = login(server.url, scopes=["transfers:read", "transfers:write", "admin"])
+    issued = httpx.post(f"{server.url}/api/v1/backup/devices/{repo.id}/maintenance-keys",
+                        json={"hours": 1}, headers={"Authorization": f"Bearer {admin_token}"},
+                        timeout=60)
+    assert issued.status_code == 201, issued.text
+    key = issued.json()
+    return httpx.Client(base_url=server.url, auth=(key["username"], key["secret"]), timeout=60)
+
+
+def test_revoking_a_device_revokes_its_maintenance_keys_too(
+        server: Any, client: httpx.Client) -> None:
+    """A maintenance key typed on a compromised machine dies with the
+    device; a new one can be issued afterwards to restore."""
+    repo = Repo(server, register(client))
+    try:
+        assert repo.http.post(f"{repo.path}?create=true").status_code == 200
+        before = _maintenance_key(server, repo)
+        assert before.get(f"{repo.path}data/").status_code == 200
+        assert client.delete(f"/api/v1/backup/devices/{repo.id}").status_code == 200
+        assert_error(before.get(f"{repo.path}data/"), 401, "authentication_required")
+        after = _maintenance_key(server, repo)
+        assert after.get(f"{repo.path}data/").status_code == 200
+        before.close()
+        after.close()
+    finally:
+        repo.close()
+
+
+def test_a_maintenance_key_ends_when_its_issuer_is_no_longer_an_administrator(
+        server: Any, client: httpx.Client) -> None:
+    repo = Repo(server, register(client))
+    try:
+        maint = _maintenance_key(server, repo)
+        assert maint.get(f"{repo.path}data/").status_code == 200
+        issuer = sql(server.data_dir, "SELECT created_by FROM backup_credentials "
+                     "WHERE kind = 'maintenance' AND repository_id = ?", repo.id)[0][0]
+        sql(server.data_dir, "UPDATE users SET role = 'member' WHERE id = ?", issuer)
+        try:
+            assert_error(maint.get(f"{repo.path}data/"), 401, "authentication_required")
+        finally:
+            sql(server.data_dir, "UPDATE users SET role = 'admin' WHERE id = ?", issuer)
+        assert maint.get(f"{repo.path}data/").status_code == 200
+        maint.close()
+    finally:
+        repo.close()
 
 
 # -- who may reach what -----------------------------------------------------------------

@@ -119,13 +119,15 @@ def test_check_space_fits_exactly_and_refuses_one_byte_more() -> None:
         rules.check_space(11, repo, org)
     assert raised.value.status == 507
     assert raised.value.details["quota"] == {"scope": "repository", "used": 90, "limit": 100,
-                                             "needed": 11}
+                                             "needed": 11, "free": 10}
 
 
 def test_check_space_names_the_organisation_when_it_is_the_limit() -> None:
     with pytest.raises(StorageFull) as raised:
         rules.check_space(50, Space("repository", 0, None), Space("organisation", 990, 1000))
-    assert raised.value.details["quota"]["scope"] == "organisation"
+    # A device learns what is left of the organisation's quota, not what
+    # the other devices hold.
+    assert raised.value.details["quota"] == {"scope": "organisation", "needed": 50, "free": 10}
     rules.check_space(10**15, Space("repository", 0, None), Space("organisation", 0, None))
 
 
@@ -152,3 +154,18 @@ def test_activity_adds_up_and_knows_when_it_is_empty() -> None:
     for one in (Activity(written=1), Activity(read=1), Activity(listed=1), Activity(deleted=1),
                 Activity(refused=1)):
         assert not one.empty()
+
+
+def test_bodies_held_at_once_are_bounded() -> None:
+    """An authenticated client opening many uploads gets a 503 to retry
+    once the process holds its budget of bodies, never the OOM killer."""
+    from coffre.errors import StorageError
+    from coffre.http.backup import _Buffers
+
+    buffers = _Buffers()
+    buffers.reserve(buffers.BUDGET - 10)
+    with pytest.raises(StorageError) as refused:
+        buffers.reserve(11)
+    assert refused.value.status == 503
+    buffers.release(buffers.BUDGET - 10)
+    buffers.reserve(buffers.BUDGET)

@@ -109,14 +109,16 @@ class Space:
 
 
 def check_space(needed: int, *spaces: Space) -> None:
-    """507 unless ``needed`` more bytes fit every scope."""
+    """507 unless ``needed`` more bytes fit every scope. A device learns
+    its own repository's usage, and only what is left of the organisation's
+    (not what the other devices hold)."""
     for space in spaces:
         if space.limit is not None and space.used + needed > space.limit:
-            raise StorageFull(
-                "the backup quota is reached",
-                quota={"scope": space.scope, "used": space.used, "limit": space.limit,
-                       "needed": needed},
-            )
+            quota: dict[str, object] = {"scope": space.scope, "needed": needed,
+                                        "free": space.free}
+            if space.scope == "repository":
+                quota.update(used=space.used, limit=space.limit)
+            raise StorageFull("the backup quota is reached", quota=quota)
 
 
 def stale(last_snapshot: datetime | None, registered: datetime, now: datetime,

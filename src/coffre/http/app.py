@@ -50,6 +50,10 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # Backup reads and refusals counted in memory reach their
+            # sessions (and the audit trail) before the process ends.
+            with contextlib.suppress(Exception):
+                await to_thread.run_sync(coffre.backups.flush_activity)
 
     app = FastAPI(
         title="Coffre",

@@ -21,7 +21,13 @@ from starlette.requests import ClientDisconnect
 
 from coffre.domain import backups as rules
 from coffre.domain.transfers import parse_range
-from coffre.errors import AuthenticationRequired, InvalidInput, StorageFull, TooLarge
+from coffre.errors import (
+    AuthenticationRequired,
+    InvalidInput,
+    StorageError,
+    StorageFull,
+    TooLarge,
+)
 from coffre.http import deps
 from coffre.http.downloads import OCTET, delivered, started
 from coffre.services.backups import Access, BackupService
@@ -144,8 +150,10 @@ async def _read(request: Request, who: Access, repository: str, kind: str,
     def ignore(sent: int, complete: bool) -> None:
         return None
 
-    return StreamingResponse(delivered(started(body, ignore), ignore), status_code=status,
-                             headers=headers)
+    # The first pieces are read (storage, decryption) in a worker thread,
+    # never on the event loop.
+    first = await to_thread.run_sync(started, body, ignore)
+    return StreamingResponse(delivered(first, ignore), status_code=status, headers=headers)
 
 
 async def _write(request: Request, who: Access, repository: str, kind: str,
@@ -163,7 +171,15 @@ async def _write(request: Request, who: Access, repository: str, kind: str,
     # Held in memory (at most MAX_OBJECT_SIZE; restic's packs are 16 MiB by
     # default): the SHA-256 must match before anything is stored.
     size = int(declared) if declared is not None else None
-    buffer = _BUFFERS.take(size) if size is not None else bytearray()
+    # Bodies held at once by this process are bounded (an authenticated
+    # client opening many uploads gets 503s to retry, not the OOM killer).
+    reserved = size if size is not None else limit
+    _BUFFERS.reserve(reserved)
+    try:
+        buffer = _BUFFERS.take(size) if size is not None else bytearray()
+    except BaseException:
+        _BUFFERS.release(reserved)
+        raise
     try:
         try:
             if size is None:
@@ -179,6 +195,7 @@ async def _write(request: Request, who: Access, repository: str, kind: str,
         with body:
             await to_thread.run_sync(service.write, who, repository, kind, name, body, ctx)
     finally:
+        _BUFFERS.release(reserved)
         if size is not None:
             _BUFFERS.give(buffer)
     return Response(status_code=200)
@@ -218,8 +235,22 @@ class _Buffers:
     #: Smaller bodies (indexes, snapshots, keys) get a buffer of their own.
     SMALL = 1 << 20
 
+    #: Bytes of bodies this process holds at once, at most (restic sends
+    #: five 16 MiB packs at a time per client).
+    BUDGET = 640 << 20
+
     def __init__(self) -> None:
         self._idle: list[bytearray] = []
+        self._held = 0
+
+    def reserve(self, size: int) -> None:
+        if self._held + size > self.BUDGET:
+            raise StorageError("the server is receiving too many backup objects at once: "
+                               "retry shortly", reason="busy")
+        self._held += size
+
+    def release(self, size: int) -> None:
+        self._held -= size
 
     def take(self, size: int) -> bytearray:
         if size < self.SMALL:

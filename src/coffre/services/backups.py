@@ -77,6 +77,8 @@ READ_BATCH_SEGMENTS = 8
 #: Verified secrets remembered by this process, at most.
 VERIFIED_CACHE_SIZE = 10_000
 THROTTLE_KIND = "backup"
+#: Argon2id verifications run at once by this process, at most.
+ARGON2_AT_ONCE = 2
 MISSING = "repository not found"
 
 
@@ -175,6 +177,7 @@ class BackupService:
         self._verified: dict[str, tuple[str, str]] = {}
         self._pending: dict[str, tuple[Access, trail.Context, Activity]] = {}
         self._lock = threading.Lock()
+        self._hashing = threading.BoundedSemaphore(ARGON2_AT_ONCE)
 
     # -- devices (people, through the API, the pages and the CLI) -------------
 
@@ -222,9 +225,11 @@ class BackupService:
             now = self.clock.now()
             if repo.revoked_at is None:
                 repo.revoked_at = now
+                # Every credential alive now, maintenance ones included (one
+                # may have been typed on the compromised device); a new
+                # maintenance key can still be issued to restore.
                 for cred in session.execute(select(BackupCredential).where(
                     BackupCredential.repository_id == repo.id,
-                    BackupCredential.kind == CredentialKind.DEVICE,
                     BackupCredential.revoked_at.is_(None),
                 )).scalars():
                     cred.revoked_at = now
@@ -311,10 +316,18 @@ class BackupService:
             cred = self._usable(session, username)
             if cred is not None and self._verified.get(cred.id) == (digest, cred.secret_hash):
                 return self._access(cred)
-        # Not verified by this process yet: throttled and hashed (SEC-14).
+        if cred is None:
+            # An unknown (or revoked, expired) credential id: refused without
+            # hashing anything, so that requests naming random ids cost no
+            # Argon2id (ids are 128-bit random: knowing that one exists
+            # gives nothing without its 256-bit secret).
+            raise AuthenticationRequired("invalid backup credential", reason="backup_credential")
+        # Not verified by this process yet: throttled and hashed (SEC-14),
+        # a few at a time (each Argon2id takes 64 MiB and tens of ms).
         self.throttles.attempt(THROTTLE_KIND, username)
-        stored = cred.secret_hash if cred is not None else None
-        if not credentials.verify_password(stored, secret) or cred is None:
+        with self._hashing:
+            verified = credentials.verify_password(cred.secret_hash, secret)
+        if not verified:
             raise AuthenticationRequired("invalid backup credential", reason="backup_credential")
         with self.db.session() as session:
             self.throttles.succeeded(session, THROTTLE_KIND, username)
@@ -338,6 +351,13 @@ class BackupService:
             return None
         if cred.kind == CredentialKind.DEVICE and cred.repository.revoked_at is not None:
             return None
+        if cred.kind == CredentialKind.MAINTENANCE:
+            # It may delete backups: only while whoever issued it is still
+            # an administrator of the organisation.
+            issuer = session.get(User, cred.created_by)
+            if issuer is None or issuer.disabled or issuer.role != "admin" or (
+                    issuer.organisation_id != cred.repository.organisation_id):
+                return None
         session.expunge(cred)
         return cred
 
@@ -392,13 +412,15 @@ class BackupService:
             return self.store.read(found.storage_key, offset, length)
 
         sent = 0
-        for chunk in stream.decrypt_range(found.key, fetch, found.stream_size, start, end,
-                                          found.associated_data,
-                                          batch_segments=READ_BATCH_SEGMENTS,
-                                          read_ahead=end - start > 2 * stream.SEGMENT_SIZE):
-            sent += len(chunk)
-            yield chunk
-        self._note(access, ctx, Activity(read=1, bytes_read=sent))
+        try:
+            for chunk in stream.decrypt_range(found.key, fetch, found.stream_size, start, end,
+                                              found.associated_data,
+                                              batch_segments=READ_BATCH_SEGMENTS,
+                                              read_ahead=end - start > 2 * stream.SEGMENT_SIZE):
+                sent += len(chunk)
+                yield chunk
+        finally:  # a read abandoned half-way counts too, with what went out
+            self._note(access, ctx, Activity(read=1, bytes_read=sent))
 
     def free_space(self, access: Access, repository_id: str, ctx: trail.Context) -> int | None:
         """Bytes the repository may still take (None: unlimited)."""
@@ -543,7 +565,15 @@ class BackupService:
             # The row held the only wrapped copy of the data key: the
             # ciphertext is noise from the commit on (crypto-shredding).
             session.execute(delete(Blob).where(Blob.id == blob_id))
-            self._session_row(session, access, ctx, Activity(deleted=1))
+            row = self._session_row(session, access, ctx, Activity(deleted=1))
+            if kind in {"snapshots", "keys", rules.CONFIG}:
+                # Erasing history (a snapshot) or access (a key): one event
+                # each; the data packs a prune removes are counted.
+                trail.record(session, "backup.object_deleted", actor=None,
+                             organisation_id=repo.organisation_id,
+                             object_type="backup_repository", object_id=repo.id, context=ctx,
+                             type=kind, name=name, credential=access.credential_id,
+                             kind=str(access.kind), backup_session=row.id)
         self._discard(storage_key)
 
     # -- aggregated activity ----------------------------------------------------
@@ -562,10 +592,16 @@ class BackupService:
         """Fold the counts noted in memory into the sessions' rows."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        for access, ctx, activity in pending.values():
-            with self.db.session() as session:
-                self._session_row(session, access, ctx, activity)
-        return len(pending)
+        entries = list(pending.values())
+        for done, (access, ctx, activity) in enumerate(entries):
+            try:
+                with self.db.session() as session:
+                    self._session_row(session, access, ctx, activity)
+            except Exception:
+                for left in entries[done:]:  # kept for the next flush
+                    self._note(*left)
+                raise
+        return len(entries)
 
     def _session_row(self, session: Session, access: Access, ctx: trail.Context,
                      activity: Activity) -> BackupSession:

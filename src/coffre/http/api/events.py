@@ -83,7 +83,8 @@ def live_stream(request: Request, action: Action, comment: str, *,
     RECHECK_SECONDS the credential is resolved again and ``recheck``ed,
     and the stream ends (event "end") once it no longer allows ``action``."""
     last_id = request.headers.get("last-event-id", "0").strip()
-    resumed = last = int(last_id) if last_id.isdigit() else 0
+    valid = last_id.isascii() and last_id.isdigit() and len(last_id) <= 18
+    resumed = last = int(last_id) if valid else 0
     sent: set[int] = set()  # ids sent on this connection, within the re-read window
 
     async def still_allowed() -> bool:
