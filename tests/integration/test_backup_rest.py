@@ -381,12 +381,7 @@ def test_a_maintenance_credential_deletes_and_its_use_is_audited(
     # The everyday token (no admin scope) cannot issue one.
     assert_error(client.post(f"/api/v1/backup/devices/{repo.id}/maintenance-keys", json={}),
                  403, "permission_denied")
-    admin_token = login(server.url, scopes=["transfers:read", "transfers:write", "admin"])
-    issued = httpx.post(f"{server.url}/api/v1/backup/devices/{repo.id}/maintenance-keys",
-                        json={"hours": 1}, headers={"Authorization": f"Bearer {admin_token}"},
-                        timeout=60)
-    assert issued.status_code == 201, issued.text
-    key = issued.json()
+    key = _issue_maintenance_key(server, repo)
     assert key["kind"] == "maintenance"
     assert key["expires_at"]
     assert key["username"] != repo.credential["username"]
@@ -413,13 +408,19 @@ def test_a_maintenance_credential_deletes_and_its_use_is_audited(
         ("config", "config")]
 
 
-def _maintenance_key(server: Any, repo: Repo) -> httpx.Client:
+def _issue_maintenance_key(server: Any, repo: Repo) -> dict[str, Any]:
+    """A maintenance key for ``repo``, issued by the administrator."""
     admin_token = login(server.url, scopes=["transfers:read", "transfers:write", "admin"])
     issued = httpx.post(f"{server.url}/api/v1/backup/devices/{repo.id}/maintenance-keys",
                         json={"hours": 1}, headers={"Authorization": f"Bearer {admin_token}"},
                         timeout=60)
     assert issued.status_code == 201, issued.text
-    key = issued.json()
+    key: dict[str, Any] = issued.json()
+    return key
+
+
+def _maintenance_key(server: Any, repo: Repo) -> httpx.Client:
+    key = _issue_maintenance_key(server, repo)
     return httpx.Client(base_url=server.url, auth=(key["username"], key["secret"]), timeout=60)
 
 
