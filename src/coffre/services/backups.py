@@ -7,10 +7,12 @@ files): restic encrypted it on the client, Coffre encrypts it again at
 rest, so neither a stolen disk nor a leaked bucket gives anything, and
 destroying the organisation's keys destroys its backups too.
 
-An object is written in two short transactions around the blob write:
-the first checks the name is free and the quotas leave room, the blob is
-written outside any transaction, and the second re-checks both under the
-organisation's and the repository's row locks before the row appears. A
+An object's quotas are checked from its length before its body is read
+(``free_space``), then it is written in two short transactions around the
+blob write: the first checks the name is free, the blob is written
+outside any transaction, and the second re-checks the name and the
+quotas under the organisation's and the repository's row locks before
+the row appears. A
 write refused at the second check deletes its blob: nothing half-written
 is kept, and an object becomes visible only once durable.
 
@@ -426,9 +428,7 @@ class BackupService:
         """Bytes the repository may still take (None: unlimited)."""
         self._check_repository(access, repository_id, ctx)
         with self.db.session() as session:
-            repo = session.get(BackupRepository, repository_id)
-            if repo is None:
-                raise NotFound(MISSING)
+            repo = self._open_repository(session, repository_id)
             frees = [s.free for s in self._spaces(session, repo)]
         known = [f for f in frees if f is not None]
         return min(known) if known else None
@@ -455,10 +455,11 @@ class BackupService:
         if not rules.verifies(kind, name, digest):
             raise InvalidInput("the body's SHA-256 does not match the object's name")
         blob = Blob(id=new_id(), organisation_id=access.organisation_id)
+        # The quotas were checked against the body's length before it was
+        # read (``free_space``) and are checked again under the row locks
+        # before the object appears: not a third time here.
         with self.db.session() as session:
-            repo = self._open_repository(session, repository_id)
             self._refuse_existing(session, repository_id, kind, name)
-            rules.check_space(len(body), *self._spaces(session, repo))
             data_key = self.keys.new_blob_key(session, blob)
         blob.storage_key = f"backups/{repository_id}/{blob.id}"
         # Encrypted segment by segment into the store: the ciphertext is
