@@ -99,6 +99,34 @@ class Consolidating(Protocol):
         """
 
 
+class BlobReader(Protocol):
+    """``read(offset, length)`` on one blob, for a caller reading forward
+    (see ``SequentialReads.reader``)."""
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        """Like ``BlobStore.read`` of the reader's key, with the same errors."""
+
+    def close(self) -> None:
+        """Release the reader; from any thread, at any time (a read in
+        progress completes first). Idempotent."""
+
+
+@runtime_checkable
+class SequentialReads(Protocol):
+    """Optional capability of a ``BlobStore`` for which one long read costs
+    much less than many short ones (``S3BlobStore``: one streaming GET
+    instead of a request per range). Callers check for it, as for
+    ``Consolidating``; without it, ``read`` is the reader.
+    """
+
+    def reader(self, key: str, end: int) -> BlobReader:
+        """A reader of ``key`` for a caller that reads forward, never past
+        ``end``. Reads that continue where the previous one ended come from
+        one streaming request; any other read is an ordinary ``read``, so
+        a reader is exactly as reliable as ``read``. Close it when done.
+        """
+
+
 @runtime_checkable
 class Located(Protocol):
     """Optional capability of a ``BlobStore`` that knows where its data

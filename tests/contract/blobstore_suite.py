@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 from coffre.errors import Conflict, InvalidInput, NotFound
-from coffre.ports import BlobAppender, BlobStore
+from coffre.ports import BlobAppender, BlobStore, SequentialReads
 
 MIB = 1 << 20
 
@@ -474,3 +474,56 @@ class BlobStoreSuite:
         store.delete("a/del")
         assert not store.exists("a/del")
         assert all_keys(store) == []
+
+    # -- forward readers (optional: SequentialReads) ---------------------------
+
+    @pytest.fixture
+    def sequential(self, store: BlobStore) -> SequentialReads:
+        if not isinstance(store, SequentialReads):
+            pytest.skip("this store has no forward reader: read is its reader")
+        return store
+
+    def test_reader_reads_like_read(self, sequential: SequentialReads) -> None:
+        store: BlobStore = sequential  # type: ignore[assignment]
+        data = os.urandom(9 * MIB + 321)
+        store.put("r/whole", data)
+        reader = sequential.reader("r/whole", len(data))
+        try:
+            assert reader(0, 40) == data[:40]  # a short read, then forward ones
+            position = 40
+            for length in (2 * MIB, 3 * MIB, MIB + 1, 64):
+                assert reader(position, length) == data[position : position + length]
+                position += length
+            assert reader(MIB, 2 * MIB) == data[MIB : 3 * MIB]  # backwards
+            assert reader(7 * MIB, 2 * MIB) == data[7 * MIB : 9 * MIB]  # a jump forward
+            assert reader(9 * MIB, MIB) == data[9 * MIB :]  # past ``end``: fewer bytes
+        finally:
+            reader.close()
+        reader.close()  # idempotent
+        with pytest.raises(ValueError, match="closed"):
+            reader(0, 1)
+
+    def test_reader_of_an_appended_blob(self, sequential: SequentialReads) -> None:
+        store: BlobStore = sequential  # type: ignore[assignment]
+        data = os.urandom(7 * MIB)
+        appender = store.open_append("r/appended", 0)
+        for start in range(0, len(data), 3 * MIB):
+            appender.write(data[start : start + 3 * MIB])
+            appender.commit()
+        appender.close()
+        reader = sequential.reader("r/appended", len(data))
+        try:
+            assert b"".join(reader(start, 2 * MIB) for start in range(0, len(data), 2 * MIB)) \
+                == data
+        finally:
+            reader.close()
+
+    def test_reader_of_a_missing_blob_raises_not_found(
+        self, sequential: SequentialReads
+    ) -> None:
+        reader = sequential.reader("r/missing", 4 * MIB)
+        try:
+            with pytest.raises(NotFound):
+                reader(0, 2 * MIB)
+        finally:
+            reader.close()

@@ -4,8 +4,11 @@ pieces cut on reopen, consolidation, errors translated without secrets)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
+import threading
 from collections.abc import Iterator
 
 import boto3
@@ -320,3 +323,106 @@ def test_keys_are_validated_before_any_request() -> None:
         store.list("/")
     with pytest.raises(StorageError):  # nothing listens there
         store.read("x")
+
+
+# -- forward reads from one streaming GET ------------------------------------------
+
+
+def count_gets(store: S3BlobStore) -> list[str]:
+    """Ranges of the GETs ``store`` sends from now on."""
+    seen: list[str] = []
+    store._client.meta.events.register(
+        "before-call.s3.GetObject", lambda params, **_: seen.append(params["headers"]["Range"])
+    )
+    return seen
+
+
+def test_reader_serves_forward_reads_from_one_get(s3: S3Service, root: str) -> None:
+    store = make_store(s3, root)
+    data = os.urandom(20 * MIB)
+    store.put("seq/blob", data)
+    gets = count_gets(store)
+    reader = store.reader("seq/blob", 18 * MIB)
+    try:
+        assert reader(0, 40) == data[:40]  # short: an ordinary ranged GET
+        assert [reader(start, 4 * MIB) for start in range(40, 16 * MIB, 4 * MIB)] == [
+            data[start : start + 4 * MIB] for start in range(40, 16 * MIB, 4 * MIB)]
+        assert gets == ["bytes=0-39", f"bytes=40-{18 * MIB - 1}"]
+        assert reader(MIB, 4 * MIB) == data[MIB : 5 * MIB]  # out of order: a new stream
+        assert gets[-1] == f"bytes={MIB}-{18 * MIB - 1}"
+    finally:
+        reader.close()
+
+
+def test_reader_survives_a_broken_stream(s3: S3Service, root: str) -> None:
+    """A stream that fails (say a consumer slower than the server's timeouts)
+    costs a request, never a wrong or missing byte."""
+    store = make_store(s3, root)
+    data = os.urandom(12 * MIB)
+    store.put("seq/broken", data)
+    gets = count_gets(store)
+    reader = store.reader("seq/broken", len(data))
+    try:
+        assert reader(0, 4 * MIB) == data[: 4 * MIB]
+        reader._body._raw_stream._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)  # it drops
+        assert reader(4 * MIB, 4 * MIB) == data[4 * MIB : 8 * MIB]
+        assert gets[-1] == f"bytes={4 * MIB}-{8 * MIB - 1}"  # read again, by range
+        assert reader(8 * MIB, 4 * MIB) == data[8 * MIB :]  # then a new stream
+        assert gets[-1] == f"bytes={8 * MIB}-{12 * MIB - 1}"
+    finally:
+        reader.close()
+
+
+def test_reader_of_pieces_then_consolidated(s3: S3Service, root: str) -> None:
+    """Before consolidation the reader reads pieces; a consolidation in the
+    middle of its reads changes nothing it returns."""
+    store = make_store(s3, root)
+    data = os.urandom(14 * MIB)
+    appender = store.open_append("seq/pieces", 0)
+    for start in range(0, len(data), 6 * MIB):
+        appender.write(data[start : start + 6 * MIB])
+        appender.commit()
+    appender.close()
+    reader = store.reader("seq/pieces", len(data))
+    try:
+        assert reader(0, 5 * MIB) == data[: 5 * MIB]
+        assert store.consolidate("seq/pieces") is True
+        assert reader(5 * MIB, 5 * MIB) == data[5 * MIB : 10 * MIB]
+        assert reader(10 * MIB, 4 * MIB) == data[10 * MIB :]
+    finally:
+        reader.close()
+
+
+def test_reader_closed_from_another_thread_mid_read(s3: S3Service, root: str) -> None:
+    store = make_store(s3, root)
+    data = os.urandom(24 * MIB)
+    store.put("seq/closed", data)
+    reader = store.reader("seq/closed", len(data))
+    results: list[bytes] = []
+    started = threading.Event()
+
+    def read_all() -> None:
+        started.set()
+        with contextlib.suppress(ValueError):  # closed between two reads
+            for start in range(0, len(data), 2 * MIB):
+                results.append(reader(start, 2 * MIB))
+
+    worker = threading.Thread(target=read_all)
+    worker.start()
+    started.wait()
+    reader.close()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert b"".join(results) == data[: len(results) * 2 * MIB]  # whatever came is right
+    assert reader._body is None  # the stream is released
+
+
+def test_part_bodies_are_sent_whole_and_rewind(s3: S3Service, root: str) -> None:
+    from coffre.storage.s3 import _Body
+
+    body = _Body(b"0123456789")
+    assert len(body) == 10 and body.seekable()
+    assert bytes(body.read(4)) == b"0123456789"  # whole, whatever the size asked
+    assert body.read(4) == b"" and body.tell() == 10
+    assert body.seek(0) == 0 and bytes(body.read()) == b"0123456789"  # a retry rewinds
+    assert body.seek(-3, 2) == 7 and bytes(body.read()) == b"789"

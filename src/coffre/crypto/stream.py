@@ -91,6 +91,13 @@ def segment_index(plaintext_offset: int) -> int:
     return 1 + (plaintext_offset - FIRST_PLAINTEXT_SEGMENT_SIZE) // PLAINTEXT_SEGMENT_SIZE
 
 
+def ciphertext_end(plaintext_end: int, stream_size: int) -> int:
+    """Where ``decrypt_range`` stops reading for plaintext ending at
+    ``plaintext_end``: past the segment holding its last byte."""
+    return min(segment_ciphertext_offset(segment_index(max(plaintext_end - 1, 0)) + 1),
+               stream_size)
+
+
 def segment_count(plaintext_size: int) -> int:
     """Number of segments of a stream of ``plaintext_size`` bytes (at least 1)."""
     if plaintext_size <= FIRST_PLAINTEXT_SEGMENT_SIZE:
@@ -140,7 +147,7 @@ class SegmentCipher:
             raise InvalidInput("segment plaintext has the wrong size")
         return self._aead.encrypt(self._nonce(index, last), plaintext, None)
 
-    def decrypt_segment(self, index: int, ciphertext: bytes, last: bool) -> bytes:
+    def decrypt_segment(self, index: int, ciphertext: bytes | memoryview, last: bool) -> bytes:
         try:
             return self._aead.decrypt(self._nonce(index, last), ciphertext, None)
         except InvalidTag:
@@ -268,12 +275,13 @@ def decrypt_range(
         for (index, upto), (c_start, c_end), data in zip(batches, spans, fetched, strict=True):
             if len(data) != c_end - c_start:
                 raise IntegrityError("stream truncated")
+            view = memoryview(data)  # segments decrypted in place, not sliced off (a copy)
             pos = 0
             for i in range(index, upto + 1):
                 seg_len = segment_plaintext_size(i) + TAG_SIZE
                 if i == last_index:
                     seg_len = len(data) - pos
-                plain = cipher.decrypt_segment(i, data[pos : pos + seg_len], i == last_index)
+                plain = cipher.decrypt_segment(i, view[pos : pos + seg_len], i == last_index)
                 pos += seg_len
                 seg_start = segment_plaintext_offset(i)
                 lo = max(start - seg_start, 0)

@@ -66,7 +66,7 @@ from coffre.domain.limits import DEFAULT_BACKUP_ALERT_DAYS
 from coffre.domain.policy import Action, Target, allowed, authorize
 from coffre.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
 from coffre.ports import BlobStore, Clock
-from coffre.services import messages
+from coffre.services import blobs, messages
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
 from coffre.services.quotas import Quotas
@@ -410,15 +410,12 @@ class BackupService:
         """The plaintext bytes ``[start, end)`` of an object (restic reads
         packs by ranges). Counted in the session when it is consumed."""
 
-        def fetch(offset: int, length: int) -> bytes:
-            return self.store.read(found.storage_key, offset, length)
-
         sent = 0
         try:
-            for chunk in stream.decrypt_range(found.key, fetch, found.stream_size, start, end,
-                                              found.associated_data,
-                                              batch_segments=READ_BATCH_SEGMENTS,
-                                              read_ahead=end - start > 2 * stream.SEGMENT_SIZE):
+            for chunk in blobs.plaintext(self.store, found.storage_key, found.key,
+                                         found.stream_size, start, end, found.associated_data,
+                                         batch_segments=READ_BATCH_SEGMENTS,
+                                         read_ahead=end - start > 2 * stream.SEGMENT_SIZE):
                 sent += len(chunk)
                 yield chunk
         finally:  # a read abandoned half-way counts too, with what went out

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
 from coffre.audit import trail
-from coffre.crypto import credentials, stream
+from coffre.crypto import credentials
 from coffre.db.engine import Database
 from coffre.db.tables import (
     Download,
@@ -45,7 +45,7 @@ from coffre.domain.transfers import (
 )
 from coffre.errors import AuthenticationRequired, Gone, NotFound, TooManyAttempts
 from coffre.ports import BlobStore, Clock
-from coffre.services import messages
+from coffre.services import blobs, messages
 from coffre.services.keys import KeyRing
 from coffre.services.throttle import Throttles
 from coffre.services.tracking import track
@@ -328,13 +328,8 @@ class LinkService:
     def _plaintext(
         self, key: bytes, storage_key: str, stream_size: int, start: int, end: int
     ) -> Iterator[bytes]:
-        def read(offset: int, length: int) -> bytes:
-            return self.store.read(storage_key, offset, length)
-
-        return stream.decrypt_range(
-            key, read, stream_size, start, end, batch_segments=READ_BATCH_SEGMENTS,
-            read_ahead=True,
-        )
+        return blobs.plaintext(self.store, storage_key, key, stream_size, start, end,
+                               batch_segments=READ_BATCH_SEGMENTS, read_ahead=True)
 
     def open_archive(
         self, token: str, access: str | None, ctx: trail.Context, *, body: bool = True

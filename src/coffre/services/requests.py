@@ -39,7 +39,7 @@ from coffre.domain.requests import MAX_DEPOSITORS, MAX_EXPIRY, check_limits
 from coffre.domain.transfers import MAX_MESSAGE_CHARS, ByteRange
 from coffre.errors import CoffreError, InvalidInput, NotFound
 from coffre.ports import BlobStore, Clock
-from coffre.services import messages
+from coffre.services import blobs, messages
 from coffre.services.deposits import new_depositor
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
@@ -340,11 +340,8 @@ class RequestService:
         if not body:
             return view, etag, lo, hi, iter(()), on_end
 
-        def read(offset: int, length: int) -> bytes:
-            return self.store.read(storage_key, offset, length)
-
-        chunks = stream.decrypt_range(key, read, stream_size, lo, hi,
-                                      batch_segments=READ_BATCH_SEGMENTS, read_ahead=True)
+        chunks = blobs.plaintext(self.store, storage_key, key, stream_size, lo, hi,
+                                 batch_segments=READ_BATCH_SEGMENTS, read_ahead=True)
         return view, etag, lo, hi, chunks, on_end
 
     def forward(self, actor: Actor, transfer_id: str, new: NewTransfer,
@@ -401,15 +398,12 @@ class RequestService:
             session.add(blob)
         cipher = stream.SegmentCipher(new_key, header)
 
-        def read(offset: int, length: int) -> bytes:
-            return self.store.read(storage_key, offset, length)
-
         appender = self.store.open_append(blob.storage_key, 0)
         try:
             appender.write(blob.header)
             index, pending = 0, b""
-            for chunk in stream.decrypt_range(key, read, stream_size, 0, size,
-                                              batch_segments=READ_BATCH_SEGMENTS):
+            for chunk in blobs.plaintext(self.store, storage_key, key, stream_size, 0, size,
+                                         batch_segments=READ_BATCH_SEGMENTS, read_ahead=False):
                 pending += chunk
                 while len(pending) > stream.segment_plaintext_size(index):
                     cut = stream.segment_plaintext_size(index)
