@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench import write_block
+from bench.transfer import measure
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -45,18 +49,18 @@ sys.path.insert(0, str(REPO))
 BEGIN, END = "<!-- s3:begin -->", "<!-- s3:end -->"
 MIB = 1 << 20
 TARGET = 0.7
-TUS = {"Tus-Resumable": "1.0.0"}
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.s3_transfer", description=__doc__)
     parser.add_argument("--size-mib", type=int, default=256, help="file size in MiB")
-    parser.add_argument("--rounds", type=int, default=3, help="repetitions (median shown)")
+    parser.add_argument("--rounds", type=int, default=5, help="repetitions (median shown)")
+    parser.add_argument("--warmup", type=int, default=1, help="rounds run first, not counted")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    if args.size_mib < 1 or args.rounds < 1:
-        parser.error("--size-mib and --rounds must be positive")
+    if args.size_mib < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--size-mib and --rounds must be positive, --warmup not negative")
     return args
 
 
@@ -66,21 +70,34 @@ def timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def upload(c: Any, data: bytes) -> tuple[float, str]:
-    """Seconds for a tus POST and one PATCH with ``data``; the upload's id."""
-    started = time.perf_counter()
-    made = c.post("/api/v1/uploads/", headers={**TUS, "Upload-Length": str(len(data))})
-    assert made.status_code == 201, made.text
-    url = made.headers["location"]
-    sent = c.patch(url, content=data, headers={
-        **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
-    assert sent.status_code == 204, sent.text
-    return time.perf_counter() - started, url.rsplit("/", 1)[-1]
+class CPU:
+    """CPU seconds of the Coffre server, SeaweedFS and the client during each operation."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.spent: dict[str, list[float]] = {}
+
+    def measure(self, label: str, work: Callable[[], float]) -> float:
+        """Run ``work`` (which returns its seconds) once the machine is quiet."""
+        measure.wait_quiet(timeout=15)
+        trees = {name: measure.process_tree(pid) for name, pid in self.pids.items()}
+        before = {name: measure.cpu_seconds(tree) for name, tree in trees.items()}
+        client = measure.children_cpu_seconds() + _own_cpu()
+        seconds = work()
+        used = {name: measure.cpu_seconds(tree) - before[name] for name, tree in trees.items()}
+        used["client"] = measure.children_cpu_seconds() + _own_cpu() - client
+        for name, value in used.items():
+            self.spent.setdefault(f"{label}.{name}", []).append(value)
+        return seconds
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import boto3
-    import httpx
     from botocore.config import Config
     from tests.backends import WeedServer, postgres_cluster, storage_environ
     from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, login
@@ -90,22 +107,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     times: dict[str, list[float]] = {k: [] for k in ("coffre_up", "coffre_down",
                                                     "direct_put", "direct_get")}
     consolidation: list[float] = []
-    weed = WeedServer(bucket="coffre-bench")
+    # 1 GiB volumes, closer to a real deployment (30 GB by default) than the tests' 64 MiB:
+    # with small ones, SeaweedFS stalls writes at random while it grows new volumes.
+    weed = WeedServer(bucket="coffre-bench", volume_size_mb=1024)
     with tempfile.TemporaryDirectory(prefix="coffre-bench-s3-") as tmp, \
             postgres_cluster() as database:
+        work = Path(tmp)
+        source = work / "payload.bin"
+        source.write_bytes(data)
         weed.start()
-        server = Server(Path(tmp) / "data", env={
+        server = Server(work / "data", env={
             "COFFRE_DATABASE_URL": database, **storage_environ(weed.service),
         })
         try:
-            password = Path(tmp) / "password"
+            password = work / "password"
             password.write_text(ADMIN_PASSWORD)
             done = server.coffre("setup", "--email", ADMIN_EMAIL, "--password-file",
                                  str(password), "--organisation", "Bench")
             if done.returncode != 0:
                 raise SystemExit(done.stderr + done.stdout)
             server.start()
+            assert server.process is not None and weed.process is not None
+            cpu = CPU({"coffre": server.process.pid, "weed": weed.process.pid})
             token = login(server.url)
+            bearer = ["-H", f"Authorization: Bearer {token}"]
             s = weed.service
             direct = boto3.client(
                 "s3", endpoint_url=s.endpoint, region_name=s.region,
@@ -121,9 +146,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                     MaxKeys=1)
                     return not pieces.get("KeyCount")
 
-                for _ in range(args.rounds):
-                    seconds, uploaded = upload(c, data)
-                    times["coffre_up"].append(seconds)
+                for _ in range(args.warmup + args.rounds):
+                    location = ""
+
+                    def upload() -> float:
+                        nonlocal location
+                        seconds, location = measure.tus_upload(
+                            f"{server.url}/api/v1/uploads/", source, len(data), work, bearer)
+                        return seconds
+
+                    times["coffre_up"].append(cpu.measure("coffre_up", upload))
                     answered = time.perf_counter()
                     while not consolidated():
                         if time.perf_counter() - answered > 600:
@@ -131,23 +163,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         time.sleep(0.05)
                     consolidation.append(time.perf_counter() - answered)
                     made = c.post("/api/v1/transfers", json={
-                        "files": [uploaded], "recipients": ["bench@exemple.fr"]})
+                        "files": [location.rsplit("/", 1)[-1]],
+                        "recipients": ["bench@exemple.fr"]})
                     assert made.status_code == 201, made.text
                     transfer = made.json()
-                    path = (f"/api/v1/transfers/{transfer['id']}/files/"
-                            f"{transfer['files'][0]['id']}")
+                    url = (f"{server.url}/api/v1/transfers/{transfer['id']}/files/"
+                           f"{transfer['files'][0]['id']}")
 
-                    def download(path: str = path) -> None:
-                        got = 0
-                        with c.stream("GET", path) as response:
-                            assert response.status_code == 200, response.read()
-                            for chunk in response.iter_raw():
-                                got += len(chunk)
-                        assert got == len(data)
-
-                    times["coffre_down"].append(timed(download))
-                    times["direct_put"].append(timed(lambda: direct.put_object(
-                        Bucket=s.bucket, Key="bench/direct", Body=data)))
+                    def download(url: str = url) -> float:
+                        got = measure.expect(measure.curl(bearer, url, work), 200, "GET")
+                        assert got.downloaded == len(data), got.downloaded
+                        return got.seconds
 
                     def direct_get() -> None:
                         body = direct.get_object(Bucket=s.bucket, Key="bench/direct")["Body"]
@@ -156,14 +182,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             got += len(chunk)
                         assert got == len(data)
 
-                    times["direct_get"].append(timed(direct_get))
+                    times["coffre_down"].append(cpu.measure("coffre_down", download))
+                    times["direct_put"].append(cpu.measure("direct_put", lambda: timed(
+                        lambda: direct.put_object(Bucket=s.bucket, Key="bench/direct",
+                                                  Body=data))))
+                    times["direct_get"].append(cpu.measure("direct_get",
+                                                           lambda: timed(direct_get)))
                     deleted = c.delete(f"/api/v1/transfers/{transfer['id']}")
                     assert deleted.status_code in (200, 204), deleted.text
         finally:
             server.stop()
             weed.close()
-    return {"size": len(data), "rounds": args.rounds, "times": times,
-            "consolidation": consolidation, "load": (load_before, os.getloadavg()[0])}
+    # The warm-up rounds (first connections, first volumes) are not counted.
+    times = {name: values[args.warmup:] for name, values in times.items()}
+    spent = {name: values[args.warmup:] for name, values in cpu.spent.items()}
+    return {"size": len(data), "rounds": args.rounds, "times": times, "cpu": spent,
+            "consolidation": consolidation[args.warmup:],
+            "load": (load_before, os.getloadavg()[0])}
 
 
 def render(r: dict[str, Any]) -> str:
@@ -180,9 +215,15 @@ def render(r: dict[str, Any]) -> str:
     def verdict(ratio: float) -> str:
         return "PASS" if ratio >= TARGET else "MISS"
 
+    def cpu(key: str, who: str) -> str:
+        spent = r["cpu"].get(f"{key}.{who}")
+        return f"{statistics.median(spent):.2f}" if spent else "-"
+
     def row(label: str, key: str) -> str:
         low, high = spread[key]
-        return f"| {label} | **{rate[key]:.0f}** | {low:.0f}-{high:.0f} |"
+        return (f"| {label} | **{rate[key]:.0f}** | {low:.0f}-{high:.0f} | "
+                f"{cpu(key, 'coffre') if key.startswith('coffre') else '-'} | "
+                f"{cpu(key, 'weed')} | {cpu(key, 'client')} |")
 
     return "\n".join([
         BEGIN,
@@ -208,8 +249,8 @@ def render(r: dict[str, Any]) -> str:
         "- **Direct S3**: boto3 (the S3 store's client library) PUT of the same bytes in "
         "one request, and one GET read to the end; no encryption.",
         "",
-        "| path | median MB/s | min-max MB/s |",
-        "|---|---:|---:|",
+        "| path | median MB/s | min-max MB/s | Coffre CPU s | SeaweedFS CPU s | client CPU s |",
+        "|---|---:|---:|---:|---:|---:|",
         row("Coffre upload (tus POST + 1 PATCH)", "coffre_up"),
         row("direct S3 PUT (boto3)", "direct_put"),
         row("Coffre download (owner GET)", "coffre_down"),

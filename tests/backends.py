@@ -245,7 +245,7 @@ class WeedServer:
     which can be stopped and started again on the same data and ports (to
     test what clients see while the object store is down)."""
 
-    def __init__(self, bucket: str = "coffre-test") -> None:
+    def __init__(self, bucket: str = "coffre-test", volume_size_mb: int = 64) -> None:
         import json
         import secrets
 
@@ -265,6 +265,7 @@ class WeedServer:
                              "secretKey": self.service.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
+        self.volume_size_mb = volume_size_mb
         self.process: subprocess.Popen[bytes] | None = None
 
     def client(self) -> Any:
@@ -292,9 +293,10 @@ class WeedServer:
             f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3.grpc']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-filer.localSocket={base / 'filer.sock'}", f"-s3.localSocket={base / 's3.sock'}",
-            # Many small volumes: every bucket (a test server's) takes a few volumes of
-            # its own, and SeaweedFS refuses writes once none is free.
-            "-master.volumeSizeLimitMB=64", "-volume.max=5000", "-volume.preStopSeconds=0",
+            # Many small volumes by default: every bucket (a test server's) takes a few
+            # volumes of its own, and SeaweedFS refuses writes once none is free.
+            f"-master.volumeSizeLimitMB={self.volume_size_mb}", "-volume.max=5000",
+            "-volume.preStopSeconds=0",
             "-volume.minFreeSpace=1",
         ]
         self._remove_sockets()  # a killed weed leaves them behind

@@ -5,6 +5,7 @@ pieces cut on reopen, consolidation, errors translated without secrets)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 import socket
@@ -417,12 +418,17 @@ def test_reader_closed_from_another_thread_mid_read(s3: S3Service, root: str) ->
     assert reader._body is None  # the stream is released
 
 
-def test_part_bodies_are_sent_whole_and_rewind(s3: S3Service, root: str) -> None:
+def test_part_bodies_are_sent_as_their_pieces_and_rewind() -> None:
     from coffre.storage.s3 import _Body
 
-    body = _Body(b"0123456789")
-    assert len(body) == 10 and body.seekable()
-    assert bytes(body.read(4)) == b"0123456789"  # whole, whatever the size asked
-    assert body.read(4) == b"" and body.tell() == 10
-    assert body.seek(0) == 0 and bytes(body.read()) == b"0123456789"  # a retry rewinds
-    assert body.seek(-3, 2) == 7 and bytes(body.read()) == b"789"
+    body = _Body([b"0123", memoryview(b"xx456789")[2:], b"", b"ab"])
+    assert len(body) == 12 and body.seekable()
+    sent = []
+    while chunk := body.read(2):  # each read: the rest of one piece, whatever the size
+        sent.append(bytes(chunk))
+    assert sent == [b"0123", b"456789", b"ab"] and body.tell() == 12
+    assert body.seek(0) == 0  # a retry rewinds
+    assert b"".join(bytes(c) for c in iter(lambda: body.read(), b"")) == b"0123456789ab"
+    assert body.seek(-5, io.SEEK_END) == 7 and bytes(body.read()) == b"789"
+    assert body.seek(1) == 1 and bytes(body.read()) == b"123"
+    assert len(_Body([])) == 0 and _Body([]).read() == b""
