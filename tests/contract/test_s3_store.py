@@ -428,7 +428,7 @@ def test_part_bodies_are_sent_as_their_pieces_and_rewind() -> None:
         sent.append(bytes(chunk))
     assert sent == [b"0123", b"456789", b"ab"] and body.tell() == 12
     assert body.seek(0) == 0  # a retry rewinds
-    assert b"".join(bytes(c) for c in iter(lambda: body.read(), b"")) == b"0123456789ab"
+    assert b"".join(bytes(c) for c in iter(body.read, b"")) == b"0123456789ab"
     assert body.seek(-5, io.SEEK_END) == 7 and bytes(body.read()) == b"789"
     assert body.seek(1) == 1 and bytes(body.read()) == b"123"
     assert len(_Body([])) == 0 and _Body([]).read() == b""
