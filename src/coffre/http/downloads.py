@@ -8,7 +8,6 @@ caller's worker thread), so that storage that cannot be reached answers a
 from __future__ import annotations
 
 import base64
-import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import quote
 
@@ -65,7 +64,22 @@ async def delivered(
                 sent += len(piece)
     finally:
         with CancelScope(shield=True):
-            await to_thread.run_sync(on_end, sent, complete)
+            await to_thread.run_sync(_end, body, on_end, sent, complete)
+
+
+def _end(body: Iterator[bytes], on_end: Callable[[int, bool], None], sent: int,
+         complete: bool) -> None:
+    try:
+        close(body)  # now, not at garbage collection: it may hold a storage connection
+    finally:
+        on_end(sent, complete)
+
+
+def close(body: Iterator[bytes]) -> None:
+    """Close ``body`` if it can be (a generator, a body wrapping one)."""
+    closing = getattr(body, "close", None)
+    if closing is not None:
+        closing()
 
 
 def started(body: Iterator[bytes], on_end: Callable[[int, bool], None]) -> Iterator[bytes]:
@@ -75,9 +89,20 @@ def started(body: Iterator[bytes], on_end: Callable[[int, bool], None]) -> Itera
     try:
         first = _take(body)
     except BaseException:
-        on_end(0, False)
+        try:
+            close(body)
+        finally:
+            on_end(0, False)
         raise
-    return itertools.chain(first, body)
+    return _chained(first, body)
+
+
+def _chained(first: list[bytes], body: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from first
+        yield from body
+    finally:
+        close(body)
 
 
 def _take(body: Iterator[bytes], limit: int = 4 << 20) -> list[bytes]:

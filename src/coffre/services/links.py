@@ -489,6 +489,12 @@ class _ClaimedBody(Iterator[bytes]):
             self._claim.keep()
         return next(self._chunks)
 
+    def close(self) -> None:
+        """Close the chunks (a generator may hold a storage connection)."""
+        closing = getattr(self._chunks, "close", None)
+        if closing is not None:
+            closing()
+
     def release(self) -> None:
         claim, self._claim = self._claim, None
         if claim is not None:

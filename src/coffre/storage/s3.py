@@ -171,7 +171,10 @@ class S3BlobStore:
             retries={"mode": "standard", "max_attempts": max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_pool_connections=32,
+            # A download holds one connection for as long as it lasts, and the
+            # part uploads up to 16: beyond this, connections are opened
+            # for one request and dropped (urllib3 logs "pool is full").
+            max_pool_connections=64,
             # The AEAD stream authenticates every byte: CRCs, and the SHA-256
             # of each body that SigV4 would otherwise sign (UNSIGNED-PAYLOAD
             # instead: the headers stay signed), would only cost time.
@@ -745,7 +748,10 @@ class _StreamingReader:
                 self._busy = True
             try:
                 data = self._from_stream(offset, length)
-                return self._store.read(self._key, offset, length) if data is None else data
+                if data is not None:
+                    return data
+                self._check_open()  # closed meanwhile: no request for nobody
+                return self._store.read(self._key, offset, length)
             finally:
                 with self._guard:
                     self._busy = False
@@ -772,12 +778,13 @@ class _StreamingReader:
             return None
         self._position += length
         if self._position >= self._end:
-            self._body = None  # read to its end: the connection went back to the pool
+            self._drop()  # read to its end: a no-op once urllib3 took the connection back
         return data
 
     def _open(self, offset: int, length: int) -> bool:
         if not self._streaming or length < STREAM_MIN or offset + length > self._end:
             return False
+        self._check_open()
         store = self._store
         try:
             with store._errors(self._key):
@@ -790,8 +797,16 @@ class _StreamingReader:
             return False
         except CoffreError:
             return False
+        if not str(answer.get("ContentRange", "")).startswith(f"bytes {offset}-"):
+            answer["Body"].close()  # the range was ignored: the ordinary read decides
+            return False
         self._body, self._position = answer["Body"], offset
         return True
+
+    def _check_open(self) -> None:
+        with self._guard:
+            if self._closed:
+                raise ValueError("reader is closed")
 
     def _drop(self) -> None:
         body, self._body = self._body, None
