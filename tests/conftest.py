@@ -25,10 +25,20 @@ ADMIN_EMAIL = "medecin@cabinet-exemple.fr"
 ADMIN_PASSWORD = "correct horse battery staple"
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never the same twice in this process: the
+    credentials ``login`` caches are keyed by URL, and a new server on an
+    earlier one's port would get that server's (stale) recovery codes."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 class MailCatcher:
