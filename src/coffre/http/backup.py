@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
+from coffre.crypto import stream
 from coffre.domain import backups as rules
 from coffre.domain.transfers import parse_range
 from coffre.errors import (
@@ -141,7 +142,7 @@ async def _read(request: Request, who: Access, repository: str, kind: str,
     if request.method == "HEAD":
         headers["Content-Length"] = str(end - start)
         return Response(status_code=status, headers=headers)
-    body: Iterator[bytes] = service.read(who, found, start, end, ctx)
+    body: Iterator[stream.Chunk] = service.read(who, found, start, end, ctx)
     if end - start <= WHOLE_READ:
         content = await to_thread.run_sync(b"".join, body)
         return Response(content, status_code=status, headers=headers)

@@ -15,6 +15,7 @@ from anyio import CancelScope, to_thread
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
+from coffre.crypto.stream import Chunk
 from coffre.domain.transfers import ByteRange, parse_range
 from coffre.services.links import FileDownload
 
@@ -45,8 +46,8 @@ def requested_range(request: Request, size: int, etag: str) -> ByteRange | None:
 
 
 async def delivered(
-    body: Iterator[bytes], on_end: Callable[[int, bool], None]
-) -> AsyncIterator[bytes]:
+    body: Iterator[Chunk], on_end: Callable[[int, bool], None]
+) -> AsyncIterator[Chunk]:
     """Stream ``body`` from a worker thread; tell ``on_end`` how many bytes
     went out and whether all did. A chunk counts as sent only once the
     server asks for the next one (its send completed)."""
@@ -67,7 +68,7 @@ async def delivered(
             await to_thread.run_sync(_end, body, on_end, sent, complete)
 
 
-def _end(body: Iterator[bytes], on_end: Callable[[int, bool], None], sent: int,
+def _end(body: Iterator[Chunk], on_end: Callable[[int, bool], None], sent: int,
          complete: bool) -> None:
     try:
         close(body)  # now, not at garbage collection: it may hold a storage connection
@@ -75,14 +76,14 @@ def _end(body: Iterator[bytes], on_end: Callable[[int, bool], None], sent: int,
         on_end(sent, complete)
 
 
-def close(body: Iterator[bytes]) -> None:
+def close(body: Iterator[Chunk]) -> None:
     """Close ``body`` if it can be (a generator, a body wrapping one)."""
     closing = getattr(body, "close", None)
     if closing is not None:
         closing()
 
 
-def started(body: Iterator[bytes], on_end: Callable[[int, bool], None]) -> Iterator[bytes]:
+def started(body: Iterator[Chunk], on_end: Callable[[int, bool], None]) -> Iterator[Chunk]:
     """``body`` with its first piece already read (blocking: call from a
     worker thread). If that read fails, ``on_end`` is told nothing went out
     and the error propagates (a ``StorageError`` answers 503)."""
@@ -97,7 +98,7 @@ def started(body: Iterator[bytes], on_end: Callable[[int, bool], None]) -> Itera
     return _chained(first, body)
 
 
-def _chained(first: list[bytes], body: Iterator[bytes]) -> Iterator[bytes]:
+def _chained(first: list[Chunk], body: Iterator[Chunk]) -> Iterator[Chunk]:
     try:
         yield from first
         yield from body
@@ -105,8 +106,8 @@ def _chained(first: list[bytes], body: Iterator[bytes]) -> Iterator[bytes]:
         close(body)
 
 
-def _take(body: Iterator[bytes], limit: int = 4 << 20) -> list[bytes]:
-    pieces: list[bytes] = []
+def _take(body: Iterator[Chunk], limit: int = 4 << 20) -> list[Chunk]:
+    pieces: list[Chunk] = []
     size = 0
     for piece in body:
         pieces.append(piece)
@@ -135,7 +136,7 @@ def file_response(request: Request, dl: FileDownload, head: bool) -> Response:
 
 
 def archive_response(
-    name: str, size: int, body: Iterator[bytes], on_end: Callable[[int, bool], None], head: bool
+    name: str, size: int, body: Iterator[Chunk], on_end: Callable[[int, bool], None], head: bool
 ) -> Response:
     """Blocking (reads the body's first piece): call from a worker thread."""
     headers = base_headers(name)

@@ -406,7 +406,7 @@ class BackupService:
             )
 
     def read(self, access: Access, found: ObjectRead, start: int, end: int,
-             ctx: trail.Context) -> Iterator[bytes]:
+             ctx: trail.Context) -> Iterator[stream.Chunk]:
         """The plaintext bytes ``[start, end)`` of an object (restic reads
         packs by ranges). Counted in the session when it is consumed."""
 

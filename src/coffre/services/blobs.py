@@ -24,7 +24,7 @@ def plaintext(
     *,
     batch_segments: int,
     read_ahead: bool,
-) -> Iterator[bytes]:
+) -> Iterator[stream.Chunk]:
     """The verified plaintext ``[start, end)`` of the stream stored under
     ``storage_key`` (``stream.decrypt_range``); the reader is released when
     the iterator ends or is closed."""

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
 from coffre.audit import trail
-from coffre.crypto import credentials
+from coffre.crypto import credentials, stream
 from coffre.db.engine import Database
 from coffre.db.tables import (
     Download,
@@ -93,7 +93,7 @@ class FileDownload:
     etag: str
     start: int
     end: int
-    body: Iterator[bytes]
+    body: Iterator[stream.Chunk]
     #: Call with (bytes delivered, whether the body went out to the end).
     on_end: Callable[[int, bool], None] = lambda sent, complete: None
 
@@ -327,13 +327,13 @@ class LinkService:
 
     def _plaintext(
         self, key: bytes, storage_key: str, stream_size: int, start: int, end: int
-    ) -> Iterator[bytes]:
+    ) -> Iterator[stream.Chunk]:
         return blobs.plaintext(self.store, storage_key, key, stream_size, start, end,
                                batch_segments=READ_BATCH_SEGMENTS, read_ahead=True)
 
     def open_archive(
         self, token: str, access: str | None, ctx: trail.Context, *, body: bool = True
-    ) -> tuple[str, int, Iterator[bytes], Callable[[int, bool], None]]:
+    ) -> tuple[str, int, Iterator[stream.Chunk], Callable[[int, bool], None]]:
         """The whole transfer as a ZIP built on the fly (stored, ZIP64).
 
         Returns (file name, exact size, body). Counts one download of every
@@ -474,17 +474,17 @@ class LinkService:
                 )
 
 
-class _ClaimedBody(Iterator[bytes]):
+class _ClaimedBody(Iterator[stream.Chunk]):
     """A body holding an in-flight claim on a download limit, renewed while
     it is read and released by ``release()`` (the HTTP layer, when the
     response ends) or, if the body is dropped unread, when it is
     garbage-collected."""
 
-    def __init__(self, chunks: Iterator[bytes], claim: Claim | None) -> None:
+    def __init__(self, chunks: Iterator[stream.Chunk], claim: Claim | None) -> None:
         self._chunks = chunks
         self._claim = claim
 
-    def __next__(self) -> bytes:
+    def __next__(self) -> stream.Chunk:
         if self._claim is not None:
             self._claim.keep()
         return next(self._chunks)
@@ -505,7 +505,9 @@ class _ClaimedBody(Iterator[bytes]):
             self.release()
 
 
-def _tally(chunks: Iterator[bytes], pulled: list[int], position: int) -> Iterator[bytes]:
+def _tally(
+    chunks: Iterator[stream.Chunk], pulled: list[int], position: int
+) -> Iterator[stream.Chunk]:
     for chunk in chunks:
         pulled[position] += len(chunk)
         yield chunk

@@ -310,7 +310,7 @@ class RequestService:
 
     def open_file(self, actor: Actor, transfer_id: str, file_id: str,
                   choose_range: Callable[[int, str], ByteRange | None], ctx: trail.Context,
-                  *, body: bool = True) -> tuple[FileView, str, int, int, Iterator[bytes],
+                  *, body: bool = True) -> tuple[FileView, str, int, int, Iterator[stream.Chunk],
                                                  Callable[[int, bool], None]]:
         """The owner downloads a file of their own transfer (a received one,
         typically). A complete download is audited once."""

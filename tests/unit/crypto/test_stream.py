@@ -726,3 +726,18 @@ def test_chunking_does_not_change_ciphertext_property(chunk_sizes: list[int], se
     got = b"".join(many.update(c) for c in chunks) + many.finalize()
     assert got == expected
     assert decrypt(KEY, got, AD) == pt
+
+
+def test_a_damaged_segment_withholds_its_whole_batch(multi_segment: tuple[bytes, bytes]) -> None:
+    """Segments are decrypted into one buffer per batch, handed on only once
+    all of them authenticate: nothing of a batch with a damaged segment goes
+    out, not even the segments before it, and what went out is read-only."""
+    pt, ct = multi_segment
+    bad = flip(ct, segment_ciphertext_offset(3) + 5)  # the last batch of two: segments 2, 3
+    pieces = decrypt_range(KEY, reader(bad), len(bad), associated_data=AD, batch_segments=2)
+    first = next(pieces)
+    assert bytes(first) == pt[: segment_plaintext_offset(2)]
+    with pytest.raises(TypeError):
+        first[0] = 0  # type: ignore[index]
+    with pytest.raises(IntegrityError):
+        next(pieces)
