@@ -58,6 +58,15 @@ def failing_chunks(*chunks: bytes) -> Iterator[bytes]:
     raise StreamFailed
 
 
+def append_in_pieces(store: BlobStore, key: str, data: bytes, piece: int) -> None:
+    """Write ``data`` under ``key`` by appends of ``piece`` bytes, each committed."""
+    appender = store.open_append(key, 0)
+    for start in range(0, len(data), piece):
+        appender.write(data[start : start + piece])
+        appender.commit()
+    appender.close()
+
+
 def all_keys(store: BlobStore, prefix: str = "") -> list[str]:
     return sorted(store.list(prefix))
 
@@ -506,11 +515,7 @@ class BlobStoreSuite:
     def test_reader_of_an_appended_blob(self, sequential: SequentialReads) -> None:
         store: BlobStore = sequential  # type: ignore[assignment]
         data = os.urandom(7 * MIB)
-        appender = store.open_append("r/appended", 0)
-        for start in range(0, len(data), 3 * MIB):
-            appender.write(data[start : start + 3 * MIB])
-            appender.commit()
-        appender.close()
+        append_in_pieces(store, "r/appended", data, 3 * MIB)
         reader = sequential.reader("r/appended", len(data))
         try:
             assert b"".join(reader(start, 2 * MIB) for start in range(0, len(data), 2 * MIB)) \

@@ -22,7 +22,7 @@ from coffre.storage import open_blob_store
 from coffre.storage.s3 import MIN_PIECE, PART_SIZE, S3BlobStore
 from tests.backends import S3Service, seaweedfs
 
-from .blobstore_suite import BlobStoreSuite, StreamFailed, failing_chunks
+from .blobstore_suite import BlobStoreSuite, StreamFailed, append_in_pieces, failing_chunks
 
 MIB = 1 << 20
 
@@ -103,11 +103,7 @@ def test_small_commits_merge_into_pieces_of_five_mib(s3: S3Service, root: str, r
 def test_reopen_discards_pieces_past_the_offset(s3: S3Service, root: str, raw) -> None:
     store = make_store(s3, root)
     data = os.urandom(18 * MIB)
-    appender = store.open_append("cut/blob", 0)
-    for start in range(0, len(data), 6 * MIB):
-        appender.write(data[start : start + 6 * MIB])
-        appender.commit()
-    appender.close()
+    append_in_pieces(store, "cut/blob", data, 6 * MIB)
     holder = f"{root}.tmp-append/cut/blob/"
     assert len(raw_names(raw, s3, holder)) == 3
     # Into the second piece, past 5 MiB of it: cut server-side.
@@ -379,11 +375,7 @@ def test_reader_of_pieces_then_consolidated(s3: S3Service, root: str) -> None:
     middle of its reads changes nothing it returns."""
     store = make_store(s3, root)
     data = os.urandom(14 * MIB)
-    appender = store.open_append("seq/pieces", 0)
-    for start in range(0, len(data), 6 * MIB):
-        appender.write(data[start : start + 6 * MIB])
-        appender.commit()
-    appender.close()
+    append_in_pieces(store, "seq/pieces", data, 6 * MIB)
     reader = store.reader("seq/pieces", len(data))
     try:
         assert reader(0, 5 * MIB) == data[: 5 * MIB]
