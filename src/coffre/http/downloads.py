@@ -90,10 +90,7 @@ def started(body: Iterator[Chunk], on_end: Callable[[int, bool], None]) -> Itera
     try:
         first = _take(body)
     except BaseException:
-        try:
-            close(body)
-        finally:
-            on_end(0, False)
+        _end(body, on_end, 0, False)
         raise
     return _chained(first, body)
 

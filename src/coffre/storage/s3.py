@@ -743,14 +743,14 @@ class _StreamingReader:
     def __call__(self, offset: int, length: int) -> bytes:
         with self._reading:
             with self._guard:
-                if self._closed:
-                    raise ValueError("reader is closed")
+                self._refuse_if_closed()
                 self._busy = True
             try:
                 data = self._from_stream(offset, length)
                 if data is not None:
                     return data
-                self._check_open()  # closed meanwhile: no request for nobody
+                with self._guard:  # closed meanwhile: no request for nobody
+                    self._refuse_if_closed()
                 return self._store.read(self._key, offset, length)
             finally:
                 with self._guard:
@@ -784,7 +784,8 @@ class _StreamingReader:
     def _open(self, offset: int, length: int) -> bool:
         if not self._streaming or length < STREAM_MIN or offset + length > self._end:
             return False
-        self._check_open()
+        with self._guard:
+            self._refuse_if_closed()
         store = self._store
         try:
             with store._errors(self._key):
@@ -803,10 +804,10 @@ class _StreamingReader:
         self._body, self._position = answer["Body"], offset
         return True
 
-    def _check_open(self) -> None:
-        with self._guard:
-            if self._closed:
-                raise ValueError("reader is closed")
+    def _refuse_if_closed(self) -> None:
+        """Call holding ``_guard``."""
+        if self._closed:
+            raise ValueError("reader is closed")
 
     def _drop(self) -> None:
         body, self._body = self._body, None
