@@ -1,8 +1,8 @@
 """HTTP responses for downloads: Range, ETag, Content-Disposition, nosniff.
 
-The first piece of a body is read before the response starts (in the
-caller's worker thread), so that storage that cannot be reached answers a
-503 instead of a 200 cut short.
+The first piece of a body (a file's first batch of segments) is read
+before the response starts (in the caller's worker thread), so that
+storage that cannot be reached answers a 503 instead of a 200 cut short.
 """
 
 from __future__ import annotations
@@ -83,12 +83,14 @@ def close(body: Iterator[Chunk]) -> None:
         closing()
 
 
-def started(body: Iterator[Chunk], on_end: Callable[[int, bool], None]) -> Iterator[Chunk]:
-    """``body`` with its first piece already read (blocking: call from a
-    worker thread). If that read fails, ``on_end`` is told nothing went out
-    and the error propagates (a ``StorageError`` answers 503)."""
+def started(body: Iterator[Chunk], on_end: Callable[[int, bool], None],
+            first_bytes: int = 1) -> Iterator[Chunk]:
+    """``body`` with its first ``first_bytes`` (at least one piece) already
+    read (blocking: call from a worker thread). If that read fails,
+    ``on_end`` is told nothing went out and the error propagates (a
+    ``StorageError`` answers 503)."""
     try:
-        first = _take(body)
+        first = _take(body, first_bytes)
     except BaseException:
         _end(body, on_end, 0, False)
         raise
@@ -141,5 +143,6 @@ def archive_response(
     headers.pop("Accept-Ranges")
     if head:
         return Response(status_code=200, headers=headers, media_type="application/zip")
-    return StreamingResponse(delivered(started(body, on_end), on_end), headers=headers,
-                             media_type="application/zip")
+    # An archive's first pieces are ZIP headers, not storage: read into its data.
+    return StreamingResponse(delivered(started(body, on_end, first_bytes=4 << 20), on_end),
+                             headers=headers, media_type="application/zip")

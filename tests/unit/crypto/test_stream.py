@@ -355,7 +355,38 @@ def test_decrypt_range_read_ahead_reads_each_batch_once_in_order(
     got = b"".join(decrypt_range(KEY, read, len(ct), 0, None, AD, 1, read_ahead=True))
     assert got == pt
     assert [offset for offset, _ in reads] == sorted({offset for offset, _ in reads})
-    assert len(reads) == 1 + segment_count(len(pt))
+    # From the start, the header comes with the first segment: one read per segment.
+    assert reads[0] == (0, SEGMENT_SIZE)
+    assert len(reads) == segment_count(len(pt))
+
+
+def test_decrypt_range_from_a_later_segment_reads_the_header_alone(
+    multi_segment: tuple[bytes, bytes]
+) -> None:
+    pt, ct = multi_segment
+    reads: list[tuple[int, int]] = []
+
+    def read(offset: int, length: int) -> bytes:
+        reads.append((offset, length))
+        return ct[offset : offset + length]
+
+    start = segment_plaintext_offset(2) + 5
+    got = b"".join(decrypt_range(KEY, read, len(ct), start, None, AD, 1))
+    assert got == pt[start:]
+    assert reads[0] == (0, HEADER_SIZE)
+    assert reads[1][0] == 2 * SEGMENT_SIZE
+
+
+def test_decrypt_range_rejects_a_damaged_header_read_with_the_first_segment(
+    multi_segment: tuple[bytes, bytes]
+) -> None:
+    _, ct = multi_segment
+    damaged = bytes([HEADER_SIZE + 1]) + ct[1:]
+    with pytest.raises(IntegrityError):
+        b"".join(decrypt_range(KEY, reader(damaged), len(damaged), 0, None, AD))
+    salted = ct[:1] + bytes([ct[1] ^ 1]) + ct[2:]  # another salt: another key
+    with pytest.raises(IntegrityError):
+        b"".join(decrypt_range(KEY, reader(salted), len(salted), 0, None, AD))
 
 
 def test_decrypt_range_read_ahead_passes_read_errors_on(
