@@ -72,6 +72,17 @@ def reader(buf: bytes) -> Callable[[int, int], bytes]:
     return read
 
 
+def counting_reader(buf: bytes, reads: list[tuple[int, int]]) -> Callable[[int, int], bytes]:
+    """``reader(buf)`` that records each (offset, length) it is asked for in ``reads``."""
+    read = reader(buf)
+
+    def counted(offset: int, length: int) -> bytes:
+        reads.append((offset, length))
+        return read(offset, length)
+
+    return counted
+
+
 def read_range(
     ct: bytes,
     start: int = 0,
@@ -316,11 +327,7 @@ def test_decrypt_range_yields_no_empty_pieces(multi_segment: tuple[bytes, bytes]
 def test_decrypt_range_reads_only_needed_segments(multi_segment: tuple[bytes, bytes]) -> None:
     pt, ct = multi_segment
     reads: list[tuple[int, int]] = []
-
-    def read(offset: int, length: int) -> bytes:
-        reads.append((offset, length))
-        return ct[offset : offset + length]
-
+    read = counting_reader(ct, reads)
     start, end = F + 10, F + P + 10  # segments 1 and 2
     got = b"".join(decrypt_range(KEY, read, len(ct), start, end, AD, batch_segments=1))
     assert got == pt[start:end]
@@ -347,11 +354,7 @@ def test_decrypt_range_read_ahead_reads_each_batch_once_in_order(
 ) -> None:
     pt, ct = multi_segment
     reads: list[tuple[int, int]] = []
-
-    def read(offset: int, length: int) -> bytes:
-        reads.append((offset, length))
-        return ct[offset : offset + length]
-
+    read = counting_reader(ct, reads)
     got = b"".join(decrypt_range(KEY, read, len(ct), 0, None, AD, 1, read_ahead=True))
     assert got == pt
     assert [offset for offset, _ in reads] == sorted({offset for offset, _ in reads})
@@ -365,11 +368,7 @@ def test_decrypt_range_from_a_later_segment_reads_the_header_alone(
 ) -> None:
     pt, ct = multi_segment
     reads: list[tuple[int, int]] = []
-
-    def read(offset: int, length: int) -> bytes:
-        reads.append((offset, length))
-        return ct[offset : offset + length]
-
+    read = counting_reader(ct, reads)
     start = segment_plaintext_offset(2) + 5
     got = b"".join(decrypt_range(KEY, read, len(ct), start, None, AD, 1))
     assert got == pt[start:]
