@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -86,18 +85,13 @@ class CPU:
         measure.wait_quiet(timeout=15)
         trees = {name: measure.process_tree(pid) for name, pid in self.pids.items()}
         before = {name: measure.cpu_seconds(tree) for name, tree in trees.items()}
-        client = measure.children_cpu_seconds() + _own_cpu()
+        client = measure.own_and_children_cpu_seconds()
         seconds = work()
         used = {name: measure.cpu_seconds(tree) - before[name] for name, tree in trees.items()}
-        used["client"] = measure.children_cpu_seconds() + _own_cpu() - client
+        used["client"] = measure.own_and_children_cpu_seconds() - client
         for name, value in used.items():
             self.spent.setdefault(f"{label}.{name}", []).append(value)
         return seconds
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

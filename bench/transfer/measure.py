@@ -175,7 +175,17 @@ def machine_busy_seconds() -> float:
 
 def children_cpu_seconds() -> float:
     """CPU time of this process's waited-for children (curl)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return _rusage_seconds(resource.RUSAGE_CHILDREN)
+
+
+def own_and_children_cpu_seconds() -> float:
+    """CPU time of this process (an in-process client such as boto3) and of
+    its waited-for children (curl)."""
+    return _rusage_seconds(resource.RUSAGE_SELF) + _rusage_seconds(resource.RUSAGE_CHILDREN)
+
+
+def _rusage_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 

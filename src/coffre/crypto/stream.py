@@ -271,11 +271,14 @@ def decrypt_range(
     last_index = segment_count(total) - 1
     first = segment_index(start)
     final = segment_index(end - 1) if end > start else first
-    cipher: SegmentCipher | None = None
-    if first > 0 or (end == start and total > 0):
-        cipher = SegmentCipher(key, StreamHeader.parse(read(0, HEADER_SIZE)), associated_data)
+
+    def header_cipher(header: bytes | memoryview) -> SegmentCipher:
+        return SegmentCipher(key, StreamHeader.parse(header), associated_data)
+
     if end == start and total > 0:
+        header_cipher(read(0, HEADER_SIZE))  # an empty range still checks the header
         return
+    cipher = header_cipher(read(0, HEADER_SIZE)) if first > 0 else None
     batches: list[tuple[int, int]] = []  # (first segment, last segment)
     index = first
     while index <= final:
@@ -296,8 +299,7 @@ def decrypt_range(
                 raise IntegrityError("stream truncated")
             view = memoryview(data)
             if cipher is None:
-                cipher = SegmentCipher(key, StreamHeader.parse(view[:HEADER_SIZE]),
-                                       associated_data)
+                cipher = header_cipher(view[:HEADER_SIZE])
                 view = view[HEADER_SIZE:]
             # The batch's segments are decrypted into one buffer, handed on
             # once every one of them is authenticated: one piece per batch
