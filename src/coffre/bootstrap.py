@@ -36,6 +36,7 @@ from coffre.services.organisations import OrganisationService
 from coffre.services.quotas import Quotas
 from coffre.services.requests import RequestService
 from coffre.services.sessions import SessionService
+from coffre.services.sweeper import Sweeper
 from coffre.services.throttle import Throttles
 from coffre.services.tracking import TrackingService
 from coffre.services.transfers import TransferService
@@ -74,6 +75,8 @@ class Coffre:
     audit: AuditLog
     contacts: ContactService
     backups: BackupService
+    #: Shreds orphan keys and removes orphan objects (``coffre storage sweep``).
+    sweeper: Sweeper
     #: Wakes live streams (in-process, or LISTEN/NOTIFY across instances).
     events: EventBus = field(default_factory=InProcessEvents)
 
@@ -220,6 +223,8 @@ def build(
             alert_days=settings.backup_alert_days,
             session_idle=timedelta(seconds=settings.backup_session_idle_seconds),
         ),
+        sweeper=Sweeper(db, store, clock,
+                        grace=timedelta(minutes=settings.sweep_grace_minutes)),
         events=events_for(db),
     )
 

@@ -99,6 +99,19 @@ class Consolidating(Protocol):
         """
 
 
+@runtime_checkable
+class Dated(Protocol):
+    """Optional capability of a ``BlobStore`` that knows when each blob was
+    last written (files' modification time, objects' ``LastModified``): the
+    orphan sweeper never touches a blob written more recently than its
+    grace period. A store without it has every blob treated as new.
+    """
+
+    def list_dated(self, prefix: str = "") -> Iterator[tuple[str, datetime]]:
+        """Like ``list``, each key with the time (aware, UTC) its blob was
+        last written; an appended blob's is that of its latest write."""
+
+
 class BlobReader(Protocol):
     """``read(offset, length)`` on one blob, for a caller reading forward
     (see ``SequentialReads.reader``)."""

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     default_expiry_days: int = Field(default=7, gt=0)
     max_expiry_days: int = Field(default=365, gt=0)
     purge_interval_seconds: int = Field(default=300, gt=0)
+    #: Orphan sweeper (``coffre storage sweep``): how often it runs, and how
+    #: old an object or key must be before it may be removed.
+    sweep_interval_minutes: int = Field(default=360, gt=0)
+    sweep_grace_minutes: int = Field(default=1440, ge=10)
     #: Storage quotas in bytes (None: unlimited); organisations may set their own.
     user_quota: int | None = Field(default=None, gt=0)
     organisation_quota: int | None = Field(default=None, gt=0)

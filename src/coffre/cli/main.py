@@ -15,6 +15,7 @@ from coffre.cli import (
     requests,
     send,
     server,
+    storage,
     transfers,
 )
 from coffre.cli.usage import usage
@@ -42,6 +43,7 @@ app.command()(usage)
 app.add_typer(requests.app, name="request")
 app.command()(deposit.deposit)
 app.add_typer(backup.app, name="backup")
+app.add_typer(storage.app, name="storage")
 
 
 def main() -> None:

@@ -31,6 +31,13 @@ async def run_purge(app: Coffre) -> tuple[int, int]:
     return transfers, uploads
 
 
+async def run_sweep(app: Coffre) -> None:
+    """Shred orphan keys and remove orphan objects (``services.sweeper``)."""
+    report = await to_thread.run_sync(app.sweeper.sweep)
+    if report.failed:
+        log.warning("sweep: %d orphan objects could not be removed", report.failed)
+
+
 async def run_audit(app: Coffre, *, prune: bool) -> None:
     """Erase payloads past retention (when ``prune``), then sign a
     checkpoint if the trail grew and still extends the last one signed, in
@@ -58,7 +65,7 @@ async def run_backups(app: Coffre, *, alerts: bool) -> None:
 
 async def run_forever(app: Coffre) -> None:
     last_purge = 0.0
-    last_checkpoint = last_prune = last_sessions = last_alerts = float("-inf")
+    last_checkpoint = last_prune = last_sessions = last_alerts = last_sweep = float("-inf")
     while True:
         try:
             await app.mail.deliver_due()
@@ -75,6 +82,9 @@ async def run_forever(app: Coffre) -> None:
                 alerts = last_sessions - last_alerts >= BACKUP_ALERT_INTERVAL
                 last_alerts = last_sessions if alerts else last_alerts
                 await run_backups(app, alerts=alerts)
+            if time.monotonic() - last_sweep >= app.settings.sweep_interval_minutes * 60:
+                last_sweep = time.monotonic()
+                await run_sweep(app)
         except asyncio.CancelledError:
             raise
         except Exception:  # a failing job must not stop the others

@@ -21,7 +21,6 @@ from coffre.audit import trail
 from coffre.crypto import credentials, stream
 from coffre.db.engine import Database
 from coffre.db.tables import (
-    Blob,
     DepositGrant,
     RequestDepositor,
     Transfer,
@@ -39,7 +38,7 @@ from coffre.domain.requests import MAX_DEPOSITORS, MAX_EXPIRY, check_limits
 from coffre.domain.transfers import MAX_MESSAGE_CHARS, ByteRange
 from coffre.errors import CoffreError, InvalidInput, NotFound
 from coffre.ports import BlobStore, Clock
-from coffre.services import blobs, messages
+from coffre.services import blobs, messages, staging
 from coffre.services.deposits import new_depositor
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
@@ -387,20 +386,26 @@ class RequestService:
 
     def _copy(self, actor: Actor, file_id: str, name: str, key: bytes, storage_key: str,
               stream_size: int, size: int, sha256: str) -> str:
-        """A completed upload of the owner's holding a re-encrypted copy."""
-        now = self.clock.now()
+        """A completed upload of the owner's holding a re-encrypted copy,
+        written into a staged blob (``services.staging``): its key is
+        stored with the upload that refers to it, or never."""
         with self.db.session() as session:
-            blob = Blob(id=new_id(), organisation_id=actor.organisation_id)
-            blob.storage_key = f"blobs/{blob.id[:2]}/{blob.id}"
-            header = stream.StreamHeader.random()
-            blob.header = header.to_bytes()
-            new_key = self.keys.new_blob_key(session, blob)
-            session.add(blob)
-        cipher = stream.SegmentCipher(new_key, header)
-
-        appender = self.store.open_append(blob.storage_key, 0)
+            staged = staging.stage(session, self.keys, actor.organisation_id)
         try:
-            appender.write(blob.header)
+            index = self._reencrypt(staged, key, storage_key, stream_size, size)
+            return self._record_copy(actor, staged, name, size, sha256, index)
+        except BaseException:
+            staging.discard(self.db, self.store, self.clock, staged)
+            raise
+
+    def _reencrypt(self, staged: staging.StagedBlob, key: bytes, storage_key: str,
+                   stream_size: int, size: int) -> int:
+        """Copy the plaintext of ``storage_key`` into ``staged``; returns
+        the index of the last segment."""
+        cipher = stream.SegmentCipher(staged.key, staged.header)
+        appender = self.store.open_append(staged.storage_key, 0)
+        try:
+            appender.write(staged.header.to_bytes())
             index, pending = 0, b""
             for chunk in blobs.plaintext(self.store, storage_key, key, stream_size, 0, size,
                                          batch_segments=READ_BATCH_SEGMENTS, read_ahead=False):
@@ -413,20 +418,20 @@ class RequestService:
             appender.commit()
         finally:
             appender.close()
+        return index
+
+    def _record_copy(self, actor: Actor, staged: staging.StagedBlob, name: str, size: int,
+                     sha256: str, index: int) -> str:
+        now = self.clock.now()
         with self.db.session() as session:
-            try:
-                self._check_room(session, actor, [size])
-            except CoffreError:
-                self.store.delete(blob.storage_key)
-                raise
-            stored = session.get(Blob, blob.id)
-            assert stored is not None
+            self._check_room(session, actor, [size])
+            stored = staging.adopt(session, staged)
             stored.plaintext_size = size
             stored.ciphertext_size = stream.ciphertext_size(size)
             stored.sha256 = sha256
             upload = Upload(
                 id=new_id(), organisation_id=actor.organisation_id, owner_id=actor.user_id,
-                blob_id=blob.id, length=size, offset=size, segments_committed=index + 1,
+                blob_id=stored.id, length=size, offset=size, segments_committed=index + 1,
                 segments_reserved=index + 1, sha256=sha256, created_at=now,
                 completed_at=now, expires_at=now + self.uploads.expiry,
             )

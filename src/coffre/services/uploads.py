@@ -50,6 +50,7 @@ from coffre.errors import (
     TooLarge,
 )
 from coffre.ports import BlobAppender, BlobStore, Clock, Consolidating
+from coffre.services import staging
 from coffre.services.keys import KeyRing
 from coffre.services.quotas import Quotas
 
@@ -591,8 +592,10 @@ class UploadService:
         the current key and nonces; writing different data under the same
         nonces would break AES-GCM, so the stream moves to fresh keys. The
         re-encryption (the whole prefix: minutes for 100 GB) runs outside
-        any transaction, under this writer's lease; a short compare-and-set
-        then swaps the blobs.
+        any transaction, under this writer's lease, into a staged blob
+        (``services.staging``: its key is stored only by the short
+        compare-and-set that swaps the blobs); if the upload changed or
+        anything fails, the copy is discarded, never left decryptable.
         """
         with self.db.session() as session:
             upload = session.get(Upload, upload_id)
@@ -601,17 +604,22 @@ class UploadService:
             old_key = self.keys.blob_key(session, old_blob)
             old_header, old_storage = old_blob.header, old_blob.storage_key
             old_blob_id, segments = old_blob.id, upload.segments_committed
-            new_blob = Blob(id=new_id(), organisation_id=upload.organisation_id)
-            new_blob.storage_key = f"blobs/{new_blob.id[:2]}/{new_blob.id}"
-            header = stream.StreamHeader.random()
-            new_blob.header = header.to_bytes()
-            new_key = self.keys.new_blob_key(session, new_blob)
-            session.add(new_blob)
-        old_cipher = stream.SegmentCipher(old_key, stream.StreamHeader.parse(old_header))
-        new_cipher = stream.SegmentCipher(new_key, header)
-        appender = self.store.open_append(new_blob.storage_key, 0)
+            new = staging.stage(session, self.keys, upload.organisation_id)
         try:
-            appender.write(new_blob.header)
+            self._reencrypt(old_key, old_header, old_storage, new, segments)
+            self._swap(upload_id, old_blob_id, old_key, new, segments)
+        except BaseException:
+            staging.discard(self.db, self.store, self.clock, new)
+            raise
+        self.store.delete(old_storage)
+
+    def _reencrypt(self, old_key: bytes, old_header: bytes, old_storage: str,
+                   new: staging.StagedBlob, segments: int) -> None:
+        old_cipher = stream.SegmentCipher(old_key, stream.StreamHeader.parse(old_header))
+        new_cipher = stream.SegmentCipher(new.key, new.header)
+        appender = self.store.open_append(new.storage_key, 0)
+        try:
+            appender.write(new.header.to_bytes())
             for index in range(segments):
                 start = stream.segment_ciphertext_offset(index)
                 size = stream.segment_plaintext_size(index) + stream.TAG_SIZE
@@ -622,8 +630,13 @@ class UploadService:
             appender.commit()
         finally:
             appender.close()
+
+    def _swap(self, upload_id: str, old_blob_id: str, old_key: bytes,
+              new: staging.StagedBlob, segments: int) -> None:
+        """The compare-and-set: the upload moves to the new blob, whose key
+        is stored now, and the old blob's key is destroyed, in one commit."""
         with self.db.session() as session:
-            upload = session.get(Upload, upload_id)
+            upload = session.get(Upload, upload_id, with_for_update={"of": Upload})
             if upload is None or upload.blob_id != old_blob_id or (
                 upload.segments_committed != segments
             ):
@@ -633,13 +646,12 @@ class UploadService:
                     _tail_key(old_key),
                     upload.tail_sealed, _tail_context(upload),
                 )
-            moved = session.get(Blob, new_blob.id)
-            assert moved is not None
+            moved = staging.adopt(session, new)
             upload.blob_id = moved.id
             upload.blob = moved
             if upload.tail_sealed:
                 upload.tail_sealed = envelope.seal(
-                    _tail_key(new_key), tail,
+                    _tail_key(new.key), tail,
                     _tail_context(upload),
                 )
             upload.segments_reserved = upload.segments_committed
@@ -651,7 +663,6 @@ class UploadService:
                 session, "upload.rekeyed", actor=None, organisation_id=upload.organisation_id,
                 object_type="upload", object_id=upload.id, segments=segments,
             )
-        self.store.delete(old_storage)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -295,6 +296,16 @@ class LocalBlobStore:
             for fd in dir_fds[:-1]:
                 os.close(fd)
             yield from _walk(dir_fds[-1], directory, prefix)
+
+    def list_dated(self, prefix: str = "") -> Iterator[tuple[str, datetime]]:
+        """``list`` with each file's modification time (``Dated``)."""
+        for key in self.list(prefix):
+            try:
+                with _os_errors(key, writing=False):
+                    info = self._lstat(key_segments(key))
+            except NotFound:
+                continue  # removed since the listing
+            yield key, datetime.fromtimestamp(info.st_mtime, UTC)
 
     # -- confined path walking --------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 
 from coffre.errors import Conflict, InvalidInput, NotFound
 from coffre.storage.keys import prefix_directory, validate_key
@@ -23,6 +24,8 @@ class MemoryBlobStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._blobs: dict[str, bytearray] = {}
+        #: When each blob was last written (``Dated``).
+        self._written: dict[str, datetime] = {}
 
     def put(self, key: str, data: bytes) -> None:
         self.put_stream(key, (data,))
@@ -34,6 +37,7 @@ class MemoryBlobStore:
             data += chunk
         with self._lock:
             self._blobs[key] = data
+            self._written[key] = datetime.now(UTC)
         return len(data)
 
     def open_append(self, key: str, offset: int) -> MemoryAppender:
@@ -43,6 +47,7 @@ class MemoryBlobStore:
             blob = self._blobs.get(key)
             if offset == 0:
                 self._blobs[key] = bytearray()
+                self._written[key] = datetime.now(UTC)
             elif blob is None:
                 raise NotFound("no blob under this key", key=key)
             elif len(blob) < offset:
@@ -80,12 +85,19 @@ class MemoryBlobStore:
         validate_key(key)
         with self._lock:
             self._blobs.pop(key, None)
+            self._written.pop(key, None)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         prefix_directory(prefix)
         with self._lock:
             keys = [key for key in self._blobs if key.startswith(prefix)]
         return iter(keys)
+
+    def list_dated(self, prefix: str = "") -> Iterator[tuple[str, datetime]]:
+        prefix_directory(prefix)
+        with self._lock:
+            dated = [(key, self._written[key]) for key in self._blobs if key.startswith(prefix)]
+        return iter(dated)
 
     def _get(self, key: str) -> bytearray:
         blob = self._blobs.get(key)
@@ -98,6 +110,7 @@ class MemoryBlobStore:
             blob = self._blobs.setdefault(key, bytearray())
             del blob[committed:]
             blob += pending
+            self._written[key] = datetime.now(UTC)
             return len(blob)
 
 

@@ -75,6 +75,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any
 
@@ -444,6 +445,35 @@ class S3BlobStore:
             if _PIECE_NAME.fullmatch(last) and key not in seen and _is_key(key):
                 seen.add(key)
                 yield key
+
+    def list_dated(self, prefix: str = "") -> Iterator[tuple[str, datetime]]:
+        """``list`` with each blob's ``LastModified`` (``Dated``): the whole
+        object's if there is one, else that of its latest piece."""
+        prefix_directory(prefix)
+        return self._list_dated(prefix)
+
+    def _list_dated(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        seen: set[str] = set()
+        for name, modified in self._list_modified(prefix, self.root + prefix):
+            key = name[len(self.root):]
+            if _is_key(key):
+                seen.add(key)
+                yield key, modified
+        holder = self.root + PIECES
+        latest: dict[str, datetime] = {}
+        for name, modified in self._list_modified(prefix, holder + prefix):
+            key, _, last = name[len(holder):].rpartition("/")
+            if _PIECE_NAME.fullmatch(last) and key not in seen and _is_key(key):
+                latest[key] = max(latest.get(key, modified), modified)
+        yield from latest.items()
+
+    def _list_modified(self, key: str, prefix: str) -> Iterator[tuple[str, datetime]]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        with self._errors(key):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    modified: datetime = item["LastModified"]
+                    yield item["Key"], modified.astimezone(UTC)
 
     @contextmanager
     def _exclusive(self, key: str) -> Iterator[None]:
