@@ -17,12 +17,14 @@ that, a directory tree does not, and the contract leaves it open.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from coffre.errors import Conflict, InvalidInput, NotFound
-from coffre.ports import BlobAppender, BlobStore, SequentialReads
+from coffre.ports import BlobAppender, BlobStore, Dated, SequentialReads
 
 MIB = 1 << 20
 
@@ -532,3 +534,43 @@ class BlobStoreSuite:
                 reader(0, 2 * MIB)
         finally:
             reader.close()
+
+    # -- modification times (optional: Dated) -------------------------------------
+
+    @pytest.fixture
+    def dated(self, store: BlobStore) -> Dated:
+        if not isinstance(store, Dated):
+            pytest.skip("this store does not date its blobs")
+        return store
+
+    def test_list_dated_lists_like_list(self, dated: Dated) -> None:
+        store: BlobStore = dated  # type: ignore[assignment]
+        before = datetime.now(UTC) - timedelta(seconds=5)  # stores may round to seconds
+        store.put("d/whole", b"w")
+        append_in_pieces(store, "d/appended", os.urandom(2 * MIB), MIB)
+        store.put("e/other", b"o")
+        listed = dict(dated.list_dated("d/"))
+        assert sorted(listed) == all_keys(store, "d/") == ["d/appended", "d/whole"]
+        after = datetime.now(UTC) + timedelta(seconds=5)
+        for when in listed.values():
+            assert when.tzinfo is not None
+            assert before <= when <= after
+        assert sorted(dict(dated.list_dated())) == all_keys(store)
+        store.delete("d/whole")
+        assert list(dict(dated.list_dated("d/"))) == ["d/appended"]
+
+    def test_list_dated_follows_writes(self, dated: Dated) -> None:
+        store: BlobStore = dated  # type: ignore[assignment]
+        store.put("t/k", b"1")
+        first = dict(dated.list_dated("t/"))["t/k"]
+        time.sleep(1.1)  # S3 dates to the second
+        appender = store.open_append("t/k", 1)
+        appender.write(b"2")
+        appender.commit()
+        appender.close()
+        assert dict(dated.list_dated("t/"))["t/k"] > first
+
+    @pytest.mark.parametrize("prefix", ["/", "../", "a//"])
+    def test_list_dated_rejects_invalid_prefix(self, dated: Dated, prefix: str) -> None:
+        with pytest.raises(InvalidInput):
+            dated.list_dated(prefix)

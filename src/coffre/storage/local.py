@@ -299,7 +299,10 @@ class LocalBlobStore:
 
     def list_dated(self, prefix: str = "") -> Iterator[tuple[str, datetime]]:
         """``list`` with each file's modification time (``Dated``)."""
-        for key in self.list(prefix):
+        return self._list_dated(self.list(prefix))  # the prefix is validated now
+
+    def _list_dated(self, keys: Iterator[str]) -> Iterator[tuple[str, datetime]]:
+        for key in keys:
             try:
                 with _os_errors(key, writing=False):
                     info = self._lstat(key_segments(key))
