@@ -32,10 +32,24 @@ async def run_purge(app: Coffre) -> tuple[int, int]:
 
 
 async def run_sweep(app: Coffre) -> None:
-    """Shred orphan keys and remove orphan objects (``services.sweeper``)."""
-    report = await to_thread.run_sync(app.sweeper.sweep)
+    """Shred orphan keys and remove orphan objects once (``services.sweeper``)."""
+    try:
+        # Not waited for at shutdown: a sweep may stop anywhere (each step
+        # is its own transaction, and removing an object again is harmless).
+        report = await to_thread.run_sync(app.sweeper.sweep, abandon_on_cancel=True)
+    except Exception:  # its own task: nobody else would see it
+        log.exception("sweep failed")
+        return
     if report.failed:
         log.warning("sweep: %d orphan objects could not be removed", report.failed)
+
+
+async def sweep_forever(app: Coffre) -> None:
+    """The sweep at start, then every ``sweep_interval_minutes``: beside the
+    other jobs, not before them (it lists the whole store)."""
+    while True:
+        await run_sweep(app)
+        await asyncio.sleep(app.settings.sweep_interval_minutes * 60)
 
 
 async def run_audit(app: Coffre, *, prune: bool) -> None:
@@ -64,8 +78,17 @@ async def run_backups(app: Coffre, *, alerts: bool) -> None:
 
 
 async def run_forever(app: Coffre) -> None:
+    """Every job: the sweeper in a task of its own, the others in turn."""
+    sweeping = asyncio.create_task(sweep_forever(app))
+    try:
+        await _run_jobs(app)
+    finally:
+        sweeping.cancel()
+
+
+async def _run_jobs(app: Coffre) -> None:
     last_purge = 0.0
-    last_checkpoint = last_prune = last_sessions = last_alerts = last_sweep = float("-inf")
+    last_checkpoint = last_prune = last_sessions = last_alerts = float("-inf")
     while True:
         try:
             await app.mail.deliver_due()
@@ -82,9 +105,6 @@ async def run_forever(app: Coffre) -> None:
                 alerts = last_sessions - last_alerts >= BACKUP_ALERT_INTERVAL
                 last_alerts = last_sessions if alerts else last_alerts
                 await run_backups(app, alerts=alerts)
-            if time.monotonic() - last_sweep >= app.settings.sweep_interval_minutes * 60:
-                last_sweep = time.monotonic()
-                await run_sweep(app)
         except asyncio.CancelledError:
             raise
         except Exception:  # a failing job must not stop the others
