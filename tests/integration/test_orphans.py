@@ -288,7 +288,7 @@ def test_sweeper_removes_orphans_spares_young_and_live(
         assert not app.store.exists(gone)
     for kept in (young_key.storage_key, young_staged.storage_key, young_object):
         assert app.store.exists(kept)
-    assert report.spared >= 3 and report.failed == 0
+    assert report.spared >= 2 and report.failed == 0  # the young staged blob and object
     assert young_key.id in unreferenced_keys(server)
     assert not {old_key.id, old_key_alone.id} & unreferenced_keys(server)
     assert sql(server.data_dir, "SELECT shredded_at IS NOT NULL FROM blobs WHERE id = ?",
@@ -346,7 +346,7 @@ def test_storage_sweep_command(server: Server, app: Any) -> None:
     assert done.returncode == 0, done.stderr + done.stdout
     report = json.loads(done.stdout)
     assert report["keys_shredded"] == 0 and report["objects_removed"] == 0
-    assert report["spared"] >= 2 and report["grace_minutes"] == 1440
+    assert report["spared"] >= 1 and report["grace_minutes"] == 1440
     assert app.store.exists(orphan_object) and app.store.exists(orphan_key.storage_key)
     events = swept_events(server)
     assert len(events) == seen_before + 1 and events[-1]["source"] == "cli"

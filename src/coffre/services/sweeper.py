@@ -66,7 +66,8 @@ class SweepReport:
     dry_run: bool
     #: Objects listed in the store.
     scanned: int = 0
-    #: Objects or rows left alone because they are recent or in use by an upload.
+    #: Orphan objects and keys left alone: written within the grace period,
+    #: or used by an upload being written.
     spared: int = 0
     #: Data keys shredded (rows that nothing referred to).
     keys: list[OrphanKey] = field(default_factory=list)
@@ -186,6 +187,8 @@ class Sweeper:
             for storage_key, modified in batch:
                 report.scanned += 1
                 row = rows.get(storage_key)
+                if row is not None and row.live and row.id not in candidates:
+                    continue  # in use
                 if modified >= cutoff or (row is not None and row.leased):
                     report.spared += 1
                     if row is not None and row.id in candidates:
@@ -193,8 +196,6 @@ class Sweeper:
                     continue
                 if row is not None and row.id in candidates:
                     found.keys_with_object.add(row.id)  # removed with its key
-                    continue
-                if row is not None and row.live:
                     continue
                 if row is not None and not row.shredded:  # staged, its writer gone
                     if row.created_at >= cutoff:
