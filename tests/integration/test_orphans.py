@@ -314,7 +314,7 @@ def test_sweeper_removes_orphans_spares_young_and_live(
     assert CANARY.decode() not in json.dumps(event)
 
     # A second sweep finds nothing more, and records nothing (the job's way).
-    again = app.sweeper.sweep(grace=grace)
+    again = app.sweeper.sweep(grace=datetime.now(UTC) - cutoff)  # the same cutoff
     assert not again.keys and not again.objects
     assert len(swept_events(server)) == seen_before + 1
 
