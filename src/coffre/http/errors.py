@@ -69,7 +69,8 @@ async def _audit_denial(request: Request, status: int, code: str, hidden: bool) 
     ``hidden``: someone else's object answered as a 404.
     """
     app = request.app.state.coffre
-    action = "access.denied" if hidden else app.denials.wanted(status, request.url.path)
+    action = ("access.denied" if hidden else "access.busy" if code == "busy"
+              else app.denials.wanted(status, request.url.path))
     if action is None:
         return
     route = getattr(request.scope.get("route"), "path", None)

@@ -332,14 +332,14 @@ class BackupService:
         subject = per_source(username, source)
         with credentials.hashing_slot():
             self.throttles.check(THROTTLE_KIND, subject)
-            self.throttles.sources.reserve(source)
+            self.throttles.sources.check(source)
             verified = credentials.verify_password(cred.secret_hash, secret)
         if not verified:
             self.throttles.failed(THROTTLE_KIND, subject)
+            self.throttles.sources.failed(source)
             raise AuthenticationRequired("invalid backup credential", reason="backup_credential")
         with self.db.session() as session:
             self.throttles.succeeded(session, THROTTLE_KIND, subject)
-            self.throttles.sources.release(session, source)
             row = session.get(BackupCredential, cred.id)
             if row is not None:
                 row.last_used_at = self.clock.now()

@@ -30,6 +30,8 @@ from coffre.ports import Clock
 _ACTIONS = {
     (401, "api"): "access.unauthenticated",
     (403, "api"): "access.denied",
+    # A sign-in refused by a throttle or the source's ceiling.
+    (429, "api"): "access.throttled",
     (401, "link"): "access.unauthenticated",
     (403, "link"): "access.denied",
     (404, "link"): "link.unknown",

@@ -18,7 +18,8 @@ throttled. A success clears the key.
 per window (whatever the account, link or credential guessed at): a
 credential stuffer spreading guesses over many accounts from one address
 gets 429 once past ``limit``. Each check is reserved up front and handed
-back when the secret matched.
+back when the secret matched (backup credentials, whose secrets cannot
+be guessed, count only failures: ``check`` then ``failed``).
 
 Rows are forgotten (``purge``, a scheduled job) once they block nothing
 and their last failure is a day old, or their source window is over.
@@ -151,6 +152,23 @@ class SourceLimit:
 
     def reserve(self, source: str | None) -> None:
         """Count one check up front; ``TooManyAttempts`` once the window is full."""
+        self._count(source, refuse=True)
+
+    def check(self, source: str | None) -> None:
+        """``TooManyAttempts`` while the source's window is full (no write)."""
+        if source is None:
+            return
+        now = self.clock.now()
+        with self.db.session() as session:
+            row = session.get(Throttle, throttle_key(SOURCE, source))
+            if row is not None and row.blocked_until is not None and row.blocked_until > now:
+                raise self._refusal(row.blocked_until, now)
+
+    def failed(self, source: str | None) -> None:
+        """Count one failure after the check (secrets too long to guess)."""
+        self._count(source, refuse=False)
+
+    def _count(self, source: str | None, *, refuse: bool) -> None:
         if source is None:
             return
         key = throttle_key(SOURCE, source)
@@ -161,13 +179,17 @@ class SourceLimit:
             assert row is not None
             if row.last_failure_at is None or row.last_failure_at + self.window <= now:
                 row.failures, row.last_failure_at, row.blocked_until = 0, now, None
-            if row.failures < self.limit:
+            if row.failures < self.limit or not refuse:
                 row.failures += 1
                 if row.failures >= self.limit:
                     row.blocked_until = row.last_failure_at + self.window
                 return
             ends = row.last_failure_at + self.window
-        raise TooManyAttempts(
+        raise self._refusal(ends, now)
+
+    @staticmethod
+    def _refusal(ends: datetime, now: datetime) -> TooManyAttempts:
+        return TooManyAttempts(
             "too many failed attempts from this address: try again later",
             retry_after=max(1, math.ceil((ends - now).total_seconds())),
         )
