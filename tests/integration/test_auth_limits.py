@@ -284,3 +284,31 @@ def test_recovery_codes_have_112_bits_and_old_ones_work_until_regenerated(
                                 user_id)]
     assert len(stored) == 10 and all(h.startswith("v2$") for h in stored)
     assert len(events_from(server.data_dir, "factor.recovery_code_used", "127.0.0.1")) >= 2
+
+
+def test_the_sign_in_page_says_the_server_is_busy_when_the_gate_is_full(
+        frozen: tuple[Coffre, FrozenClock, AsgiClient]) -> None:
+    import threading
+
+    _, _, http = frozen
+    credentials.configure_hashing(1, 0)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with credentials.hashing_slot():
+            holding.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        page = http.post("/login", data={"email": "membre@exemple.fr", "password": PASSWORD})
+        assert page.status_code == 503
+        assert "Le serveur est très sollicité" in page.text
+    finally:
+        release.set()
+        holder.join(60)
+        credentials.configure_hashing(None)
+    assert http.post("/api/v1/auth/login", json={"email": "membre@exemple.fr",
+                                                 "password": PASSWORD}).status_code == 200
