@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from coffre.audit.log import AuditLog
 from coffre.audit.witness import WitnessFile
 from coffre.clock import SystemClock
+from coffre.crypto import credentials
 from coffre.crypto.keyfile import KeyFileProvider, RootKeyProvider, decode_secret
 from coffre.crypto.signing import SigningKey, SigningKeyFile
 from coffre.db.engine import Database
@@ -65,6 +66,8 @@ class Coffre:
     transfers: TransferService
     links: LinkService
     denials: DenialLog
+    #: Failed-attempt throttles and per-source limits (purged by a job).
+    throttles: Throttles
     #: Recipients' one-time codes, and the SMS provider if one is configured.
     codes: RecipientVerification
     sms: SmsSender | None
@@ -132,7 +135,10 @@ def build(
         lock_time=timedelta(minutes=settings.recipient_lock_minutes),
     )
     throttles = Throttles(db, clock, max_failures=settings.login_attempts,
-                          lockout=timedelta(minutes=settings.lockout_minutes))
+                          lockout=timedelta(minutes=settings.lockout_minutes),
+                          source_attempts=settings.source_attempts,
+                          source_window=timedelta(minutes=settings.source_window_minutes))
+    credentials.configure_hashing(settings.password_hashing_slots)
     accounts = AccountService(db, keys, clock, throttles)
     factors = FactorService(db, keys, mail, clock, base_url=settings.base_url)
     quotas = Quotas(db, InstanceLimits(
@@ -187,7 +193,8 @@ def build(
         ),
         uploads=uploads,
         transfers=transfers,
-        denials=DenialLog(db),
+        denials=DenialLog(db, clock, window=timedelta(seconds=settings.refusal_window_seconds)),
+        throttles=throttles,
         links=LinkService(
             db, store, keys, transfers, clock, codes, throttles,
             password_attempts=settings.link_password_attempts,

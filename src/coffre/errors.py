@@ -17,6 +17,7 @@ the HTTP layer maps each class to one status code and one JSON shape
     ├── TooLarge                413  over a size limit
     │   └── QuotaExceeded       413  the bytes do not fit a storage quota
     ├── TooManyAttempts         429  throttled or locked out
+    │   └── Busy                503  no capacity left for it now (retryable)
     ├── ChecksumMismatch        460  tus checksum extension
     ├── StorageFull             507  quota or disk exhausted
     ├── IntegrityError          500  ciphertext or chain failed authentication
@@ -96,6 +97,14 @@ class QuotaExceeded(TooLarge):
 class TooManyAttempts(CoffreError):
     status = 429
     code = "too_many_attempts"
+
+
+class Busy(TooManyAttempts):
+    """Too many costly requests at once (password hashing): refused at
+    once rather than queued, with ``details["retry_after"]`` seconds."""
+
+    status = 503
+    code = "busy"
 
 
 class ChecksumMismatch(CoffreError):

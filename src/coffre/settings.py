@@ -5,6 +5,7 @@ and an optional ``coffre.toml``; never at import time.
 from __future__ import annotations
 
 import os
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -87,6 +88,19 @@ class Settings(BaseSettings):
     #: Anti-automation (SEC-14): failures before a lock, and its length.
     login_attempts: int = Field(default=5, gt=0)
     lockout_minutes: int = Field(default=15, gt=0)
+    #: Failed password checks (sign-in, link passwords, backup credentials)
+    #: one source address may make per window before it gets 429.
+    source_attempts: int = Field(default=40, gt=0)
+    source_window_minutes: int = Field(default=10, gt=0)
+    #: Argon2id computations run at once by a process (default: its cores);
+    #: more are refused with 503 and Retry-After.
+    password_hashing_slots: int | None = Field(default=None, gt=0, le=256)
+    #: Reverse proxies (comma-separated addresses or CIDRs) whose
+    #: X-Forwarded-For names the client; from any other peer it is ignored.
+    trusted_proxies: str = ""
+    #: Anonymous refusals from one source: the first of each window is an
+    #: audit event at once, the rest are folded into one count at its end.
+    refusal_window_seconds: int = Field(default=60, gt=0, le=3600)
     invitation_days: int = Field(default=7, gt=0)
 
     #: Recipients' one-time codes: lifetime, tries, resend interval, lock.
@@ -117,6 +131,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        try:
+            for part in self.trusted_proxies.split(","):
+                if part.strip():
+                    ip_network(part.strip(), strict=False)
+        except ValueError as error:
+            raise ConfigurationError(f"COFFRE_TRUSTED_PROXIES: {error}") from error
         if self.mode == "production":
             if not (self.public_url or "").startswith("https://"):
                 raise ConfigurationError("production mode needs an https:// COFFRE_PUBLIC_URL")

@@ -482,7 +482,8 @@ def test_sec14_parallel_guesses_cannot_outrun_the_limit(server: Server) -> None:
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         answers = list(pool.map(guess, range(32)))
-    assert set(answers) <= {401, 429}
+    # 503: refused by the bounded hashing gate before anything is checked.
+    assert set(answers) <= {401, 429, 503}
     assert answers.count(401) <= 5, answers
 
 

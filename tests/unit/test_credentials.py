@@ -66,3 +66,42 @@ def test_scopes_are_validated() -> None:
         parse_scopes("root")
     with pytest.raises(InvalidInput):
         parse_scopes("")
+
+
+def test_the_hashing_gate_refuses_past_its_slots_and_queue_and_lets_a_holder_hash() -> None:
+    """Finding 9: at most ``slots`` running and ``waiting`` queued; any
+    other caller is refused at once with Busy (503, Retry-After), not
+    queued; the thread holding a slot may hash again without another."""
+    import threading
+
+    from coffre.errors import Busy
+
+    gate = credentials.HashingGate(slots=1, waiting=1, wait_seconds=30)
+    inside, release = threading.Event(), threading.Event()
+    outcomes: list[str] = []
+
+    def hold() -> None:
+        with gate.slot(), gate.slot():  # re-entered by the holder: no second slot
+            inside.set()
+            release.wait(30)
+
+    def queue() -> None:
+        with gate.slot():
+            outcomes.append("queued, then ran")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(30)
+    waiter = threading.Thread(target=queue)
+    waiter.start()
+    while gate._admitted < 2:  # the waiter is in the queue
+        threading.Event().wait(0.01)
+    with pytest.raises(Busy) as refused, gate.slot():
+        pass
+    assert refused.value.status == 503 and refused.value.details["retry_after"] >= 1
+    release.set()
+    holder.join(30)
+    waiter.join(30)
+    assert outcomes == ["queued, then ran"]
+    with gate.slot():  # free again
+        pass

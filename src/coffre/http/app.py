@@ -54,6 +54,9 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
             # sessions (and the audit trail) before the process ends.
             with contextlib.suppress(Exception):
                 await to_thread.run_sync(coffre.backups.flush_activity)
+            # Likewise the refusals folded into windows not yet closed.
+            with contextlib.suppress(Exception):
+                await to_thread.run_sync(lambda: coffre.denials.flush(everything=True))
 
     app = FastAPI(
         title="Coffre",

@@ -63,7 +63,8 @@ async def access(request: Request) -> Access:
         username, sep, secret = "", "", ""
     if not sep or not username or not secret or len(secret) > 200:
         raise AuthenticationRequired("malformed backup credential", reason="backup_credential")
-    found: Access = await to_thread.run_sync(_service(request).authenticate, username, secret)
+    found: Access = await to_thread.run_sync(_service(request).authenticate, username, secret,
+                                             deps.source(request))
     return found
 
 

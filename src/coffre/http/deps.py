@@ -8,7 +8,9 @@ declares neither.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,10 +35,45 @@ def coffre(request: Request) -> Coffre:
 
 
 def context(request: Request) -> Context:
-    return Context(
-        source=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
-    )
+    return Context(source=source(request), user_agent=request.headers.get("user-agent"))
+
+
+def source(request: Request) -> str | None:
+    """The client's address, the one place it is derived (audit, throttles,
+    per-source limits): the peer's, or, when the peer is a declared
+    trusted proxy (``COFFRE_TRUSTED_PROXIES``), the one its
+    ``X-Forwarded-For`` names: the rightmost entry that is not itself a
+    trusted proxy (entries further left are the client's own say)."""
+    peer = request.client.host if request.client else None
+    trusted = _networks(coffre(request).settings.trusted_proxies)
+    if peer is None or not trusted or not _within(peer, trusted):
+        return peer
+    hops = [hop.strip() for header in request.headers.getlist("x-forwarded-for")
+            for hop in header.split(",")]
+    found = peer
+    for hop in reversed(hops):
+        try:
+            address = str(ip_address(hop))
+        except ValueError:
+            break  # a malformed entry: trust nothing to its left
+        found = address
+        if not _within(address, trusted):
+            break
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(setting: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    return tuple(ip_network(part.strip(), strict=False)
+                 for part in setting.split(",") if part.strip())
+
+
+def _within(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip.version == net.version and ip in net for net in networks)
 
 
 def bearer_token(request: Request) -> str | None:

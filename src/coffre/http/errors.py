@@ -69,7 +69,8 @@ async def _audit_denial(request: Request, status: int, code: str, hidden: bool) 
     ``hidden``: someone else's object answered as a 404.
     """
     app = request.app.state.coffre
-    action = "access.denied" if hidden else app.denials.wanted(status, request.url.path)
+    action = ("access.denied" if hidden else "access.busy" if code == "busy"
+              else app.denials.wanted(status, request.url.path))
     if action is None:
         return
     route = getattr(request.scope.get("route"), "path", None)
@@ -96,7 +97,8 @@ def install(app: FastAPI, render_page: Any) -> None:
                 headers["Content-Range"] = f"bytes */{exc.details['size']}"
         # 507: a quota or the disk is full, the client's to act on (and
         # restic retries it for a while): not a fault of ours to log.
-        fault = status >= 500 and status != 507
+        # 503 busy: a flood of sign-ins refused by the hashing gate, not a fault.
+        fault = status >= 500 and status != 507 and code != "busy"
         if fault:
             log.error("%s: %s", type(exc).__name__, exc.message)
         page = render_page(request, status, code, exc.message, exc.details)
@@ -111,8 +113,11 @@ def install(app: FastAPI, render_page: Any) -> None:
         if status == 429 and isinstance(exc.details.get("retry_after"), int):
             headers["Retry-After"] = str(exc.details["retry_after"])
         if status == 503:
-            # A backend down (storage, database): worth retrying, after a pause.
-            headers["Retry-After"] = str(RETRY_UNAVAILABLE_SECONDS)
+            # A backend down (storage, database), or the server busy:
+            # worth retrying, after a pause.
+            wait = exc.details.get("retry_after")
+            headers["Retry-After"] = str(wait if isinstance(wait, int)
+                                         else RETRY_UNAVAILABLE_SECONDS)
         if status == 412 and request.url.path.startswith("/api/v1/uploads"):
             headers["Tus-Version"] = "1.0.0"
         details = {k: v for k, v in exc.details.items() if k != "unsatisfiable"}

@@ -20,6 +20,10 @@ AUDIT_PRUNE_INTERVAL = 6 * 3600.0
 #: repositories without a recent snapshot looked for this often.
 BACKUP_SESSION_INTERVAL = 10.0
 BACKUP_ALERT_INTERVAL = 3600.0
+#: Refusal windows closed into their aggregate events this often; expired
+#: throttle rows purged this often.
+REFUSAL_INTERVAL = 5.0
+THROTTLE_PURGE_INTERVAL = 600.0
 
 
 async def run_purge(app: Coffre) -> tuple[int, int]:
@@ -77,6 +81,16 @@ async def run_backups(app: Coffre, *, alerts: bool) -> None:
             log.info("backups: %d owners alerted of missing backups", sent)
 
 
+async def run_limits(app: Coffre, *, purge: bool) -> None:
+    """Fold the refusal windows that ended into their audit events; with
+    ``purge``, forget the throttle rows that block nothing any more."""
+    await to_thread.run_sync(app.denials.flush)
+    if purge:
+        purged = await to_thread.run_sync(app.throttles.purge)
+        if purged:
+            log.info("throttles: %d expired rows purged", purged)
+
+
 async def run_forever(app: Coffre) -> None:
     """Every job: the sweeper in a task of its own, the others in turn."""
     sweeping = asyncio.create_task(sweep_forever(app))
@@ -89,6 +103,7 @@ async def run_forever(app: Coffre) -> None:
 async def _run_jobs(app: Coffre) -> None:
     last_purge = 0.0
     last_checkpoint = last_prune = last_sessions = last_alerts = float("-inf")
+    last_refusals = last_throttles = float("-inf")
     while True:
         try:
             await app.mail.deliver_due()
@@ -105,6 +120,11 @@ async def _run_jobs(app: Coffre) -> None:
                 alerts = last_sessions - last_alerts >= BACKUP_ALERT_INTERVAL
                 last_alerts = last_sessions if alerts else last_alerts
                 await run_backups(app, alerts=alerts)
+            if time.monotonic() - last_refusals >= REFUSAL_INTERVAL:
+                last_refusals = time.monotonic()
+                purge = last_refusals - last_throttles >= THROTTLE_PURGE_INTERVAL
+                last_throttles = last_refusals if purge else last_throttles
+                await run_limits(app, purge=purge)
         except asyncio.CancelledError:
             raise
         except Exception:  # a failing job must not stop the others

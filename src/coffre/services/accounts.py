@@ -25,7 +25,7 @@ from coffre.domain.policy import Action, authorize
 from coffre.errors import AuthenticationRequired, Conflict, Gone, InvalidInput, NotFound
 from coffre.ports import Clock
 from coffre.services.keys import KeyRing
-from coffre.services.throttle import Throttles
+from coffre.services.throttle import Throttles, per_source
 
 SETUP_LINK_LIFETIME = timedelta(days=7)
 TOKEN_PREFIX = "cof_"  # noqa: S105 - a marker for secret scanners, not a secret
@@ -192,25 +192,34 @@ class AccountService:
                      event: str = "login") -> User:
         """Same answer, same work, for an unknown account and a wrong password.
 
-        Failures are throttled per address, whether or not it exists
-        (SEC-14). The Argon2 check (about 0.1 s) runs outside any
-        transaction, so password guesses cannot hold the write lock.
+        Failures are throttled per address, whether or not it exists, and
+        per source (SEC-14): a guesser elsewhere cannot lock the user out;
+        each source has a ceiling of failures whatever the address. The
+        Argon2 check (about 0.1 s) runs outside any transaction, so
+        password guesses cannot hold the write lock, and holds one of the
+        process's hashing slots, taken first: when none is free the answer
+        is 503 at once, before any database write.
         """
         try:
             email = normalise_email(email)
         except InvalidInput:
             email = ""
-        failures = self.throttles.attempt("password", email)
-        with self.db.session() as session:
-            user = session.execute(select(User).where(User.email == email)).scalar_one_or_none()
-            if user is not None:
-                session.expunge(user)
-        ok = credentials.verify_password(user.password_hash if user else None, password)
+        subject = per_source(email, ctx.source)
+        with credentials.hashing_slot():
+            self.throttles.sources.reserve(ctx.source)
+            failures = self.throttles.attempt("password", subject)
+            with self.db.session() as session:
+                user = session.execute(
+                    select(User).where(User.email == email)).scalar_one_or_none()
+                if user is not None:
+                    session.expunge(user)
+            ok = credentials.verify_password(user.password_hash if user else None, password)
         ok = ok and user is not None and not user.disabled
         with self.db.session() as session:
             details: dict[str, Any] = {}
             if ok:
-                self.throttles.succeeded(session, "password", email)
+                self.throttles.succeeded(session, "password", subject)
+                self.throttles.sources.release(session, ctx.source)
             else:
                 details["failures"] = failures
             trail.record(

@@ -70,7 +70,7 @@ from coffre.services import blobs, messages
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
 from coffre.services.quotas import Quotas
-from coffre.services.throttle import Throttles
+from coffre.services.throttle import Throttles, per_source
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,6 @@ READ_BATCH_SEGMENTS = 8
 #: Verified secrets remembered by this process, at most.
 VERIFIED_CACHE_SIZE = 10_000
 THROTTLE_KIND = "backup"
-#: Argon2id verifications run at once by this process, at most.
-ARGON2_AT_ONCE = 2
 MISSING = "repository not found"
 
 
@@ -179,7 +177,6 @@ class BackupService:
         self._verified: dict[str, tuple[str, str]] = {}
         self._pending: dict[str, tuple[Access, trail.Context, Activity]] = {}
         self._lock = threading.Lock()
-        self._hashing = threading.BoundedSemaphore(ARGON2_AT_ONCE)
 
     # -- devices (people, through the API, the pages and the CLI) -------------
 
@@ -311,8 +308,14 @@ class BackupService:
 
     # -- restic (a device or maintenance credential) ---------------------------
 
-    def authenticate(self, username: str, secret: str) -> Access:
-        """The credential's access; 401 for anything wrong, all alike."""
+    def authenticate(self, username: str, secret: str, source: str | None = None) -> Access:
+        """The credential's access; 401 for anything wrong, all alike.
+
+        Wrong secrets are throttled per (credential, source), counted once
+        the secret was checked: a guesser elsewhere never locks the device
+        out, and a matching secret is never throttled (parallel requests of
+        a fresh process all pass). A 256-bit secret cannot be guessed: the
+        throttle and the source's ceiling bound the Argon2id work."""
         digest = _digest(secret)
         with self.db.session() as session:
             cred = self._usable(session, username)
@@ -326,13 +329,17 @@ class BackupService:
             raise AuthenticationRequired("invalid backup credential", reason="backup_credential")
         # Not verified by this process yet: throttled and hashed (SEC-14),
         # a few at a time (each Argon2id takes 64 MiB and tens of ms).
-        self.throttles.attempt(THROTTLE_KIND, username)
-        with self._hashing:
+        subject = per_source(username, source)
+        with credentials.hashing_slot():
+            self.throttles.check(THROTTLE_KIND, subject)
+            self.throttles.sources.check(source)
             verified = credentials.verify_password(cred.secret_hash, secret)
         if not verified:
+            self.throttles.failed(THROTTLE_KIND, subject)
+            self.throttles.sources.failed(source)
             raise AuthenticationRequired("invalid backup credential", reason="backup_credential")
         with self.db.session() as session:
-            self.throttles.succeeded(session, THROTTLE_KIND, username)
+            self.throttles.succeeded(session, THROTTLE_KIND, subject)
             row = session.get(BackupCredential, cred.id)
             if row is not None:
                 row.last_used_at = self.clock.now()

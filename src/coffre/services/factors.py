@@ -6,7 +6,10 @@
   step or an earlier one is a replay (refused, logged, notified).
 - WebAuthn (py_webauthn): 128-bit challenges kept on the server-side
   session; origin, rpId, signature counter and user verification checked.
-- Recovery codes: ten single-use codes of 60 bits, stored as SHA-256.
+- Recovery codes: ten single-use codes of 118 bits (24 characters in
+  groups of four), stored as SHA-256 over the user id and the code;
+  codes of the earlier format (12 characters, bare SHA-256) keep working
+  until the user regenerates them.
 
 Adding or removing a factor ends the user's other sessions and mails them.
 """
@@ -14,6 +17,7 @@ Adding or removing a factor ends the user's other sessions and mails them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -76,9 +80,37 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+#: Characters of a recovery code, shown in groups of four: 24 characters
+#: of a 31-letter alphabet are 118 bits (ASVS 2.6.2 asks for 112).
+RECOVERY_LENGTH = 24
+RECOVERY_GROUP = 4
+#: Stored form of codes made since: "v2$" + SHA-256 over the user's id and
+#: the code (no two users' digests alike). Older rows hold the bare
+#: SHA-256 of a 12-character code (about 59 bits): they keep working until
+#: the user's codes are regenerated.
+_RECOVERY_V2 = "v2$"
+_LEGACY_LENGTH = 12
+
+
 def new_recovery_code() -> str:
-    raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(12))
-    return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
+    raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(RECOVERY_LENGTH))
+    return "-".join(raw[i:i + RECOVERY_GROUP] for i in range(0, len(raw), RECOVERY_GROUP))
+
+
+def recovery_digest(user_id: str, code: str) -> str:
+    """The stored form of a recovery code (current format)."""
+    material = f"coffre-recovery\n{user_id}\n{_normal_code(code)}".encode()
+    return _RECOVERY_V2 + hashlib.sha256(material).hexdigest()
+
+
+def _candidate_digests(user_id: str, code: str) -> list[str]:
+    """What a row holding this code may store: the current form, and the
+    legacy bare SHA-256 for a code of the old length."""
+    normal = _normal_code(code)
+    found = [recovery_digest(user_id, normal)]
+    if len(normal) == _LEGACY_LENGTH:
+        found.append(credentials.hash_token(normal))
+    return found
 
 
 def _normal_code(code: str) -> str:
@@ -219,9 +251,9 @@ class FactorService:
 
     def verify_recovery(self, session: Session, user: User, code: str,
                         ctx: trail.Context) -> bool:
-        digest = credentials.hash_token(_normal_code(code))
         row = session.execute(select(RecoveryCode).where(
-            RecoveryCode.user_id == user.id, RecoveryCode.code_hash == digest,
+            RecoveryCode.user_id == user.id,
+            RecoveryCode.code_hash.in_(_candidate_digests(user.id, code)),
             RecoveryCode.used_at.is_(None),
         ).with_for_update()).scalar_one_or_none()
         if row is None:
@@ -256,8 +288,7 @@ class FactorService:
             session.delete(old)
         codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]
         for code in codes:
-            session.add(RecoveryCode(user_id=user.id,
-                                     code_hash=credentials.hash_token(_normal_code(code))))
+            session.add(RecoveryCode(user_id=user.id, code_hash=recovery_digest(user.id, code)))
         return codes
 
     # -- WebAuthn ---------------------------------------------------------------

@@ -166,8 +166,10 @@ class LinkService:
                 self._event(session, recipient, "link.password_locked", ctx, outcome="failure")
         if locked:
             raise TooManyAttempts("too many wrong passwords: ask the sender for a new link")
-        self.throttles.attempt(LINK_PASSWORD, recipient_id)
-        ok = password_hash is None or credentials.verify_password(password_hash, password)
+        with credentials.hashing_slot():  # taken first: a flood costs no write
+            self.throttles.sources.reserve(ctx.source)
+            self.throttles.attempt(LINK_PASSWORD, recipient_id)
+            ok = password_hash is None or credentials.verify_password(password_hash, password)
         with self.db.session() as session:
             current = session.get(Recipient, recipient_id)
             assert current is not None
@@ -189,6 +191,7 @@ class LinkService:
             else:
                 recipient.password_failures = 0
                 self.throttles.succeeded(session, LINK_PASSWORD, recipient_id)
+                self.throttles.sources.release(session, ctx.source)
                 granted = grant_access(session, recipient, access, self.clock.now(),
                                        password=True)
                 self._event(session, recipient, "link.unlocked", ctx)

@@ -23,6 +23,7 @@ from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action
 from coffre.errors import (
     AuthenticationRequired,
+    Busy,
     CoffreError,
     Conflict,
     InvalidInput,
@@ -55,6 +56,9 @@ def _page(request: Request, template: str, status: int = 200, actor: Actor | Non
 def wait_message(exc: TooManyAttempts) -> str:
     """SEC-14: growing delays, then a lock; say how long, not why."""
     seconds = int(exc.details.get("retry_after") or 60)
+    if isinstance(exc, Busy):  # the hashing gate is full: nothing was checked
+        return ngettext("The server is busy: try again in %(num)d second.",
+                        "The server is busy: try again in %(num)d seconds.", seconds)
     if seconds > 60:  # past the longest delay: the account is locked for a while
         minutes = -(-seconds // 60)
         return ngettext("Too many failed attempts: signing in is locked for %(num)d minute.",
