@@ -824,11 +824,16 @@ def test_overlapping_ranges_cannot_get_around_a_one_time_limit(
     assert page.status_code == 410
     assert page.headers["content-type"].startswith("text/html")
     assert "Limite atteinte" in page.text
-    # The missing byte, and the download counts: the sender sees it.
+    # The sender sees what the link sent...
+    shown = client.get(f"/api/v1/transfers/{transfer['id']}").json()["recipients"][0]
+    assert (shown["downloads"], shown["bytes_sent"]) == (0, size - 1)
+    # ... and, with the missing byte, the download counts.
     last = rc.get(file["url"], headers={"Range": f"bytes={size - 1}-"})
     assert last.content == content[-1:]
     _downloaded(server, admin, recipient, (token,))
     assert _downloads(client, transfer["id"]) == [1]
+    shown = client.get(f"/api/v1/transfers/{transfer['id']}").json()["recipients"][0]
+    assert shown["bytes_sent"] == size
 
 
 # -- every read of a file's bytes is audited, one event per response -------------------
