@@ -169,7 +169,10 @@ def test_full_download(server: Server, client: httpx.Client, admin: dict[str, An
 
     event = _downloaded(server, admin, recipient, (token, "CANARY-DL", name))
     assert event["details"] == {"transfer": transfer["id"], "files": [file["id"]],
-                                "archive": False}
+                                "archive": False, "start": 0, "end": len(content),
+                                "sent": len(content), "complete": True,
+                                "counted": [file["id"]]}
+    assert not events_for(server.data_dir, "transfer.read", recipient)  # one event, not two
     assert _downloads(client, transfer["id"]) == [1]
     first_opened = client.get(f"/api/v1/transfers/{transfer['id']}").json()["recipients"][0]
     assert first_opened["first_opened_at"] is not None
@@ -207,7 +210,9 @@ def test_empty_file(server: Server, client: httpx.Client, admin: dict[str, Any])
 def test_ranges_count_once_they_cover_the_file(server: Server, client: httpx.Client,
                                                admin: dict[str, Any]) -> None:
     """Single ranges never use up a download, but ranges that together
-    deliver every byte do (else ranges would get around a limit)."""
+    deliver every byte, or as many bytes as the file holds, do (else ranges
+    would get around a limit). Each response leaves one event with its
+    bytes."""
     content = os.urandom(2 * MiB + 777)  # three encrypted segments
     size = len(content)
     transfer, (token,) = send(client, {"scanner.dcm": content})
@@ -224,7 +229,7 @@ def test_ranges_count_once_they_cover_the_file(server: Server, client: httpx.Cli
         ("bytes=-500", size - 500, size),  # suffix
         ("bytes=2000000-", 2000000, size),  # open-ended
         (f"bytes={size - 10}-{size + 1000}", size - 10, size),  # clamped
-        ("bytes=1-", 1, size),  # all but the first byte: still partial
+        ("bytes=1-", 1, size),  # all but the first byte: the bytes add up to the file
     ]:
         response = get(header)
         assert response.status_code == 206, header
@@ -251,13 +256,22 @@ def test_ranges_count_once_they_cover_the_file(server: Server, client: httpx.Cli
     assert head_range.status_code == 206
     assert head_range.headers["content-range"] == f"bytes 0-9/{size}"
 
-    _no_download_recorded(server, recipient)
-    assert _downloads(client, transfer["id"]) == [0]
-    assert len(wait_events_for(server.data_dir, "transfer.read", recipient, 7)) == 7
+    reads = wait_events_for(server.data_dir, "transfer.read", recipient, 6)
+    assert len(reads) == 6  # one per response that sent bytes, none for HEAD or a 416
+    assert [(r["details"]["start"], r["details"]["end"], r["details"]["sent"])
+            for r in reads[:2]] == [(1, 100, 99), (1048570, 1048591, 21)]
+    assert reads[5]["details"]["start"] == 10  # the If-Range one
+    assert all(r["details"]["complete"] is True and r["details"]["counted"] == []
+               and r["outcome"] == "success" for r in reads)
+    # The ranges sent as many bytes as the file holds by "bytes=1-": one download.
+    counted = _downloaded(server, admin, recipient, (token,))
+    assert (counted["details"]["start"], counted["details"]["sent"]) == (1, size - 1)
+    assert counted["details"]["counted"] == [file["id"]]
+    assert _downloads(client, transfer["id"]) == [1]
 
-    # The first byte, never sent so far, completes the file: one download.
+    # The first byte alone, afterwards: a read, not a download.
     assert get("bytes=0-0").content == content[:1]
-    _downloaded(server, admin, recipient, (token,))
+    assert len(wait_events_for(server.data_dir, "transfer.read", recipient, 7)) == 7
     assert _downloads(client, transfer["id"]) == [1]
 
     # If-Range with another validator: the whole file, 200, which counts.
@@ -333,32 +347,81 @@ def _aborted_get(url: str, keep: int = 256 * 1024) -> bytes:
     return received
 
 
-def test_aborted_downloads_do_not_count(server: Server, client: httpx.Client,
-                                        admin: dict[str, Any]) -> None:
-    big = os.urandom(12 * MiB)  # more than any socket buffer will hold here
-    transfer, (token,) = send(client, {"gros.bin": big, "petit.txt": b"p"}, max_downloads=1)
-    (recipient,) = _recipient_ids(transfer)
-    info = _view(server, token)
-    for url in (info["files"][0]["url"], info["archive_url"]):
-        # the previous aborted read holds its in-flight claim until the
-        # server notices the disconnect (a 410 "in progress" until then)
-        for _ in range(50):
-            head = _aborted_get(url)
-            if not head.startswith(b"HTTP/1.1 410 "):
-                break
-            time.sleep(0.1)
-        assert head.startswith(b"HTTP/1.1 200 ")
-    _no_download_recorded(server, recipient)
-    assert [f["downloads_left"] for f in _view(server, token)["files"]] == [1, 1]
-    # Still usable: the one full download goes through (once the server
-    # has seen the last aborted read go).
-    for _ in range(50):
-        full = rc.get(info["files"][0]["url"])
-        if full.status_code != 410:
+def _body_of(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[1]
+
+
+def _until(get: Any, status: int) -> httpx.Response:
+    """``get()`` until it answers ``status``: an aborted read holds its claim
+    until the server has noticed the disconnect (a 410 until then)."""
+    for _ in range(100):
+        response: httpx.Response = get()
+        if response.status_code == status:
             break
         time.sleep(0.1)
-    assert full.content == big
-    _downloaded(server, admin, recipient, (token,))
+    return response
+
+
+def test_an_aborted_download_resumed_counts_once(server: Server, client: httpx.Client,
+                                                 admin: dict[str, Any]) -> None:
+    """A broken download of a one-time link, resumed with a range from
+    where the client stopped: one download, one event per response, and
+    the link is used up."""
+    big = os.urandom(40 * MiB)  # more than any socket buffer will hold here
+    transfer, (token,) = send(client, {"gros.bin": big}, max_downloads=1)
+    (recipient,) = _recipient_ids(transfer)
+    (file,) = _view(server, token)["files"]
+    raw = _aborted_get(file["url"])
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    got = len(_body_of(raw))
+    assert 0 < got < len(big)
+    cut = wait_events_for(server.data_dir, "transfer.read", recipient, 1)
+    assert len(cut) == 1
+    read = one_event(server.data_dir, "transfer.read", object_type="recipient",
+                     object_id=recipient, organisation=admin["organisation_id"], actor=None,
+                     outcome="failure", secrets=(token,))
+    details = read["details"]
+    assert (details["start"], details["end"], details["complete"]) == (0, len(big), False)
+    assert got <= details["sent"] < len(big)
+    assert details["counted"] == [] and details["files"] == [file["id"]]
+    _no_download_recorded(server, recipient)
+    assert _view(server, token)["files"][0]["downloads_left"] == 1
+
+    resumed = _until(lambda: rc.get(file["url"], headers={"Range": f"bytes={got}-"}), 206)
+    assert resumed.status_code == 206, resumed.text
+    assert resumed.content == big[got:]
+    event = _downloaded(server, admin, recipient, (token,))
+    assert event["details"]["start"] == got and event["details"]["complete"] is True
+    assert event["details"]["sent"] == len(big) - got
+    assert event["details"]["counted"] == [file["id"]]
+    assert len(events_for(server.data_dir, "transfer.read", recipient)) == 1
+    assert _downloads(client, transfer["id"]) == [1]
+    assert_error(rc.get(file["url"], headers={"Range": f"bytes={got}-"}), 410, "gone",
+                 {"reason": "exhausted"})
+
+
+def test_an_aborted_zip_counts_what_it_sent(server: Server, client: httpx.Client,
+                                            admin: dict[str, Any]) -> None:
+    """A ZIP cut short: one event, and each file's bytes that went out count
+    (a ZIP cannot be resumed; its files can, one by one)."""
+    first, second = os.urandom(MiB), os.urandom(40 * MiB)
+    transfer, (token,) = send(client, [("a.bin", first), ("b.bin", second)], max_downloads=1)
+    (recipient,) = _recipient_ids(transfer)
+    info = _view(server, token)
+    raw = _aborted_get(info["archive_url"], keep=2 * MiB)
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    (read,) = wait_events_for(server.data_dir, "transfer.downloaded", recipient, 1)
+    assert read["outcome"] == "failure"
+    assert read["details"]["archive"] is True and read["details"]["complete"] is False
+    assert read["details"]["files"] == [f["id"] for f in transfer["files"]]
+    # The first file went out whole inside the ZIP: its one download is used.
+    assert read["details"]["counted"] == [transfer["files"][0]["id"]]
+    assert [f["downloads_left"] for f in _view(server, token)["files"]] == [0, 1]
+    assert_error(rc.get(info["files"][0]["url"]), 410, "gone", {"reason": "exhausted"})
+    assert_error(_until(lambda: rc.get(info["archive_url"]), 410), 410, "gone",
+                 {"reason": "exhausted"})
+    # The second file can still be downloaded on its own (only a few MiB of it went out).
+    assert _until(lambda: rc.get(info["files"][1]["url"]), 200).content == second
 
 
 def test_links_and_files_are_personal(server: Server, client: httpx.Client) -> None:
@@ -717,17 +780,122 @@ def test_parallel_downloads_cannot_pass_a_one_time_limit(server: Server,
 
 def test_ranges_cannot_get_around_a_one_time_limit(server: Server,
                                                    client: httpx.Client) -> None:
-    """The review's attack: fetch a one-time file as two ranges, again and again."""
+    """Fetch a one-time file as two ranges: one download, then nothing."""
     content = os.urandom(3000)
     _, (token,) = send(client, {"cr.pdf": content}, max_downloads=1)
     url = _view(server, token)["files"][0]["url"]
     first = rc.get(url, headers={"Range": "bytes=0-2998"})
     second = rc.get(url, headers={"Range": "bytes=2999-"})
     assert first.content + second.content == content
-    for _ in range(50):
-        again = rc.get(url, headers={"Range": "bytes=0-2998"})
-        if again.status_code == 410:
-            break
-        time.sleep(0.1)
-    assert again.status_code == 410
-    assert again.json()["error"]["details"]["reason"] == "exhausted"
+    again = _until(lambda: rc.get(url, headers={"Range": "bytes=0-2998"}), 410)
+    assert_error(again, 410, "gone", {"reason": "exhausted"})
+
+
+@pytest.mark.parametrize("size", [3000, 3 * MiB + 5])
+def test_overlapping_ranges_cannot_get_around_a_one_time_limit(
+        server: Server, client: httpx.Client, admin: dict[str, Any], size: int) -> None:
+    """The review's attack: ``Range: bytes=0-(size-2)`` again and again
+    never covers the file; the bytes it delivers use up the link instead."""
+    content = os.urandom(size)
+    transfer, (token,) = send(client, {"ordonnance.pdf": content}, max_downloads=1)
+    (recipient,) = _recipient_ids(transfer)
+    (file,) = _view(server, token)["files"]
+    attack = {"Range": f"bytes=0-{size - 2}"}
+    first = rc.get(file["url"], headers=attack)
+    assert first.status_code == 206
+    assert first.content == content[:-1]
+    answers = []
+    for _ in range(5):
+        # Once the first response is accounted for (right after its last byte).
+        answers.append(_until(lambda: rc.get(file["url"], headers=attack), 410).status_code)
+    assert answers == [410] * 5
+    refused = rc.get(file["url"], headers=attack)
+    assert_error(refused, 410, "gone", {"reason": "exhausted"})
+    assert "resume" in refused.json()["error"]["message"]
+    assert rc.head(file["url"], headers=attack).status_code == 410
+    assert _view(server, token)["files"][0]["downloads_left"] == 0
+    # The link delivered the file once, less a byte: not a second time.
+    sent = sum(e["details"]["sent"] for e in events_for(server.data_dir, "transfer.read",
+                                                         recipient))
+    assert sent == size - 1
+    # A browser following the link gets a French page, not JSON.
+    page = rc.get(file["url"], headers={**attack, "Sec-Fetch-Mode": "navigate",
+                                        "Accept": "text/html"})
+    assert page.status_code == 410
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Limite atteinte" in page.text
+    # The sender sees what the link sent...
+    shown = client.get(f"/api/v1/transfers/{transfer['id']}").json()["recipients"][0]
+    assert (shown["downloads"], shown["bytes_sent"]) == (0, size - 1)
+    # ... and, with the missing byte, the download counts.
+    last = rc.get(file["url"], headers={"Range": f"bytes={size - 1}-"})
+    assert last.content == content[-1:]
+    _downloaded(server, admin, recipient, (token,))
+    assert _downloads(client, transfer["id"]) == [1]
+    shown = client.get(f"/api/v1/transfers/{transfer['id']}").json()["recipients"][0]
+    assert shown["bytes_sent"] == size
+
+
+# -- every read of a file's bytes is audited, one event per response -------------------
+
+
+def _owner_events(server: Server, file_id: str) -> list[dict[str, Any]]:
+    return (events_for(server.data_dir, "transfer.owner_read", file_id)
+            + events_for(server.data_dir, "transfer.owner_downloaded", file_id))
+
+
+def test_owner_reads_leave_one_event_per_response(server: Server, client: httpx.Client,
+                                                  token: str, admin: dict[str, Any]) -> None:
+    """SEC-29: a stolen session copying a file in ranges, or cutting its
+    download short, leaves a trace of every byte it got."""
+    content = os.urandom(40 * MiB)
+    transfer, _ = send(client, {"irm.dcm": content})
+    file_id = transfer["files"][0]["id"]
+    url = f"{server.url}/api/v1/transfers/{transfer['id']}/files/{file_id}"
+    auth = {"Authorization": f"Bearer {token}"}
+    half = len(content) // 2
+
+    first = httpx.get(url, headers={**auth, "Range": f"bytes=0-{half - 1}"}, timeout=60)
+    second = httpx.get(url, headers={**auth, "Range": f"bytes={half}-"}, timeout=60)
+    assert first.content + second.content == content
+    assert httpx.head(url, headers=auth).status_code == 200  # no bytes: no event
+    ranged = wait_events_for(server.data_dir, "transfer.owner_read", file_id, 2)
+    assert len(ranged) == 2
+    for event, (start, end) in zip(ranged, [(0, half), (half, len(content))], strict=True):
+        assert event["actor"] == admin["id"]
+        assert event["object"] == {"type": "file", "id": file_id}
+        assert event["organisation"] == admin["organisation_id"]
+        assert event["outcome"] == "success" and event["source"] == "127.0.0.1"
+        assert event["details"] == {"transfer": transfer["id"], "size": len(content),
+                                    "start": start, "end": end, "sent": end - start,
+                                    "complete": True}
+
+    # Cut short: one event, with the bytes that went out.
+    parts = httpx.URL(url)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.connect((parts.host, parts.port))
+        sock.sendall(f"GET {parts.raw_path.decode()} HTTP/1.1\r\nHost: {parts.host}\r\n"
+                     f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode())
+        received = b""
+        while len(received) < 256 * 1024:
+            received += sock.recv(64 * 1024)
+    assert received.startswith(b"HTTP/1.1 200 ")
+    got = len(_body_of(received))
+    events = wait_events_for(server.data_dir, "transfer.owner_read", file_id, 3)
+    assert len(events) == 3
+    aborted = events[2]
+    assert aborted["outcome"] == "failure"
+    assert aborted["actor"] == admin["id"]
+    assert (aborted["details"]["start"], aborted["details"]["end"]) == (0, len(content))
+    assert aborted["details"]["complete"] is False
+    assert got <= aborted["details"]["sent"] < len(content)
+
+    whole = httpx.get(url, headers=auth, timeout=60)
+    assert whole.content == content
+    done = one_event(server.data_dir, "transfer.owner_downloaded", object_type="file",
+                     object_id=file_id, organisation=admin["organisation_id"],
+                     actor=admin["id"], secrets=(token, "irm.dcm"), wait=True)
+    assert done["details"]["sent"] == len(content) and done["details"]["complete"] is True
+    time.sleep(0.3)
+    assert len(_owner_events(server, file_id)) == 4  # one per response that sent bytes

@@ -20,7 +20,7 @@ import pytest
 
 from coffre.audit import trail
 from coffre.errors import Conflict, Gone
-from coffre.services.links import DownloadClaims
+from coffre.services.deliveries import DownloadClaims, Span
 from tests import backends
 from tests.conftest import MailCatcher, Server, login, running_server, started_mail
 from tests.integration.flows import audit_events, sql
@@ -118,15 +118,18 @@ def test_download_claims_are_shared_by_instances(
         server: Server, client: httpx.Client, instances: tuple[Any, Any]) -> None:
     transfer, _ = send(client, {"unique.txt": b"une fois"}, max_downloads=1)
     recipient, file = transfer["recipients"][0]["id"], transfer["files"][0]["id"]
+    whole = [Span(file, 8, 0, 8)]
     here, there = (DownloadClaims(app.db, app.clock) for app in instances)
-    claim = here.claim(recipient, [file], 1)
+    claim = here.claim(recipient, 1, whole)
     with pytest.raises(Gone):
-        there.claim(recipient, [file], 1)
+        there.claim(recipient, 1, whole)
+    with pytest.raises(Gone):  # the bytes are claimed: not even a part of them
+        there.claim(recipient, 1, [Span(file, 8, 0, 4)])
     claim.release()
-    claim = there.claim(recipient, [file], 1)
+    claim = there.claim(recipient, 1, whole)
     # The instance holding it dies: its claim expires and stops counting.
     sql(server.data_dir, "UPDATE download_claims SET expires_at = ?", backends.ago(seconds=1))
-    here.claim(recipient, [file], 1).release()
+    here.claim(recipient, 1, whole).release()
     claim.release()
     assert sql(server.data_dir, "SELECT count(*) FROM download_claims") == [(0,)]
 

@@ -370,26 +370,31 @@ class Download(Base):
 
 
 class FileRead(Base):
-    """Byte ranges of a file delivered to a recipient since its last counted
-    download (JSON list of [start, end) pairs)."""
+    """What a recipient's link has delivered of a file: the byte ranges and
+    the bytes sent since its last counted download (JSON list of [start,
+    end) pairs), and every byte it ever sent (what a download limit bounds)."""
 
     __tablename__ = "file_reads"
     recipient_id: Mapped[str] = mapped_column(ForeignKey("recipients.id"), primary_key=True)
     file_id: Mapped[str] = mapped_column(ForeignKey("transfer_files.id"), primary_key=True)
     delivered: Mapped[str] = mapped_column(Text, default="[]")
+    sent_since: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    sent_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class DownloadClaim(Base):
-    """A whole download of a limited file under way, on any instance (a
-    download counts when it ends, so parallel GETs of a one-time link are
-    refused while one is out). Renewed while the body streams; an expired
-    claim (its instance died) is ignored and removed."""
+    """A response of a limited file under way, on any instance, and the
+    bytes it may still send (bytes are counted when they have gone out, so
+    parallel GETs of a one-time link are refused while one is out; a claim
+    of the whole file is a download in progress). Renewed while the body
+    streams; an expired claim (its instance died) is ignored and removed."""
 
     __tablename__ = "download_claims"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     recipient_id: Mapped[str] = mapped_column(String(32), index=True)
     file_id: Mapped[str] = mapped_column(String(32))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class LinkAccess(Base):

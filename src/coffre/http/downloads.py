@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import quote
 
 from anyio import CancelScope, to_thread
+from anyio.lowlevel import checkpoint
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -50,7 +51,10 @@ async def delivered(
 ) -> AsyncIterator[Chunk]:
     """Stream ``body`` from a worker thread; tell ``on_end`` how many bytes
     went out and whether all did. A chunk counts as sent only once the
-    server asks for the next one (its send completed)."""
+    server asks for the next one (its send completed). The server drops
+    what is sent after the client left without saying so: before each
+    chunk, the event loop gets a turn to notice a disconnect and end the
+    response, so chunks that never left are not counted as sent."""
     sent = 0
     complete = False
     try:
@@ -61,6 +65,7 @@ async def delivered(
                 complete = True
                 break
             for piece in pieces:
+                await checkpoint()
                 yield piece
                 sent += len(piece)
     finally:

@@ -2,23 +2,20 @@
 one-time code (``services.verification``) and the transfer's password,
 download files or the whole ZIP.
 
-A download counts only once every byte of a full GET went out: HEAD,
-partial ranges and aborted reads never use up a limit.
+A link's limit bounds the bytes it delivers (``domain.deliveries``): every
+response's bytes are counted as they go out, ranges and aborted reads
+included, and add up to downloads; HEAD never counts. Each response that
+sent bytes leaves one audit event.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
@@ -27,25 +24,25 @@ from coffre.crypto import credentials, stream
 from coffre.db.engine import Database
 from coffre.db.tables import (
     Download,
-    DownloadClaim,
-    FileRead,
     Recipient,
     Transfer,
     TransferFile,
     User,
-    new_id,
 )
-from coffre.domain.transfers import (
-    ByteRange,
-    add_interval,
-    check_downloads_left,
-    covers,
-    downloads_left,
-    unique_name,
-)
-from coffre.errors import AuthenticationRequired, Gone, NotFound, TooManyAttempts
+from coffre.domain.deliveries import Delivered, check_delivery, downloads_left
+from coffre.domain.transfers import ByteRange, check_downloads_left, unique_name
+from coffre.errors import AuthenticationRequired, NotFound, TooManyAttempts
 from coffre.ports import BlobStore, Clock
 from coffre.services import blobs, messages
+from coffre.services.deliveries import (
+    ArchiveTally,
+    ClaimedBody,
+    DownloadClaims,
+    Span,
+    add_sent,
+    delivered_so_far,
+    lock_recipient,
+)
 from coffre.services.keys import KeyRing
 from coffre.services.throttle import Throttles
 from coffre.services.tracking import track
@@ -239,14 +236,13 @@ class LinkService:
 
     def _view(self, session: Session, recipient: Recipient) -> LinkView:
         transfer = recipient.transfer
-        counts = self._counts(session, recipient.id)
+        so_far = self._so_far(session, recipient)
         sender = session.get(User, transfer.sender_id)
         assert sender is not None
         subject, message = self.transfers.texts(session, transfer)
         files = [
-            LinkFile(
-                f.id, f.name, f.size, f.sha256, downloads_left(transfer, counts.get(f.id, 0))
-            )
+            LinkFile(f.id, f.name, f.size, f.sha256,
+                     downloads_left(transfer.max_downloads, f.size, so_far[f.id]))
             for f in (self.transfers.file_view(session, file) for file in transfer.files)
         ]
         return LinkView(
@@ -268,14 +264,9 @@ class LinkService:
             sender = session.get(User, recipient.transfer.sender_id)
             return sender.email if sender else None
 
-    def _counts(self, session: Session, recipient_id: str) -> dict[str, int]:
-        return dict(
-            session.execute(
-                select(Download.file_id, func.count())
-                .where(Download.recipient_id == recipient_id)
-                .group_by(Download.file_id)
-            ).all()
-        )
+    def _so_far(self, session: Session, recipient: Recipient) -> dict[str, Delivered]:
+        sizes = {f.id: f.size for f in recipient.transfer.files}
+        return delivered_so_far(session, recipient.id, sizes, self.clock.now())
 
     # -- downloads --------------------------------------------------------------
 
@@ -289,17 +280,17 @@ class LinkService:
         *,
         body: bool = True,
     ) -> FileDownload:
-        """Prepare a file download; the body counts as a download only if
-        it covers the whole file and is consumed to the end."""
+        """Prepare a file download (or part of it). The bytes it sends are
+        accounted for when it ends, in one audit event."""
         with self.db.session() as session:
             recipient = self._recipient(session, token)
             self._check_access(session, recipient, access)
             file = session.get(TransferFile, file_id)
             if file is None or file.transfer_id != recipient.transfer_id:
                 raise NotFound("file not found")
-            completed = self._counts(session, recipient.id).get(file.id, 0)
-            check_downloads_left(recipient.transfer, completed)
             limit = recipient.transfer.max_downloads
+            so_far = self._so_far(session, recipient)[file.id]
+            check_downloads_left(recipient.transfer, so_far.completed)
             view = self.transfers.file_view(session, file)
             key = self.keys.blob_key(session, file.blob)
             storage_key = file.blob.storage_key
@@ -308,20 +299,19 @@ class LinkService:
         etag = f'"{view.sha256[:32]}"'
         rng = choose_range(view.size, etag)
         lo, hi = (rng.start, rng.end) if rng else (0, view.size)
-        whole = lo == 0 and hi == file.size
-        if not body:
+        if not body:  # HEAD answers as the GET would
+            check_delivery(limit, view.size, so_far, lo, hi)
             return FileDownload(file=view, etag=etag, start=lo, end=hi, body=iter(()))
         claim = None
-        if whole and limit is not None:
-            claim = self._claims.claim(recipient_id, [file_id], limit)
-        iterator = _ClaimedBody(self._plaintext(key, storage_key, stream_size, lo, hi), claim)
+        if limit is not None:
+            claim = self._claims.claim(recipient_id, limit, [Span(file_id, view.size, lo, hi)])
+        iterator = ClaimedBody(self._plaintext(key, storage_key, stream_size, lo, hi), claim)
 
         def on_end(sent: int, complete: bool) -> None:
             try:
-                if whole and complete:
-                    self._record(recipient_id, [file_id], False, ctx)
-                elif sent:
-                    self._record_read(recipient_id, file_id, lo, lo + sent, view.size, ctx)
+                spans = [Span(file_id, view.size, lo, lo + sent)] if sent or complete else []
+                self._account(recipient_id, spans, [file_id], ctx, archive=False,
+                              complete=complete, start=lo, end=hi, sent=sent)
             finally:
                 iterator.release()
 
@@ -339,17 +329,18 @@ class LinkService:
     ) -> tuple[str, int, Iterator[stream.Chunk], Callable[[int, bool], None]]:
         """The whole transfer as a ZIP built on the fly (stored, ZIP64).
 
-        Returns (file name, exact size, body). Counts one download of every
-        file once the last byte is out.
+        Returns (file name, exact size, body, what to call when the body
+        ends). The bytes of each file it sent are accounted for then: all
+        of them count one download of every file.
         """
         with self.db.session() as session:
             recipient = self._recipient(session, token)
             self._check_access(session, recipient, access)
-            counts = self._counts(session, recipient.id)
+            so_far = self._so_far(session, recipient)
             limit = recipient.transfer.max_downloads
             entries = []
             for file in recipient.transfer.files:
-                check_downloads_left(recipient.transfer, counts.get(file.id, 0))
+                check_downloads_left(recipient.transfer, so_far[file.id].completed)
                 view = self.transfers.file_view(session, file)
                 entries.append(
                     (
@@ -363,108 +354,89 @@ class LinkService:
             transfer_id = recipient.transfer_id
         archive = ZipStream(compress_type=ZIP_STORED, sized=True)
         used: set[str] = set()
-        pulled = [0] * len(entries)  # plaintext bytes of each file taken into the ZIP
+        tally = ArchiveTally(len(entries))
         for position, (view, key, storage_key, size) in enumerate(entries):
             archive.add(
-                _tally(self._plaintext(key, storage_key, size, 0, view.size), pulled, position),
+                tally.entry(position, self._plaintext(key, storage_key, size, 0, view.size)),
                 arcname=unique_name(view.name, used),
                 size=view.size,
             )
         name = f"coffre-{transfer_id[:8]}.zip"
+        whole = [Span(e[0].id, e[0].size, 0, e[0].size) for e in entries]
+        if not body:
+            for span in whole:
+                check_delivery(limit, span.size, so_far[span.file_id], 0, span.size)
         claim = None
         if limit is not None and body:
-            claim = self._claims.claim(recipient_id, [e[0].id for e in entries], limit)
-        stream_body = _ClaimedBody(iter(archive), claim)
+            claim = self._claims.claim(recipient_id, limit, whole)
+        stream_body = ClaimedBody(tally.wrap(iter(archive)), claim)
         file_ids = [e[0].id for e in entries]
+        archive_size = len(archive)
 
         def on_end(sent: int, complete: bool) -> None:
             try:
                 if complete:
-                    self._record(recipient_id, file_ids, True, ctx)
-                    return
-                # Cut short: what each file gave the ZIP, less the piece that
-                # may not have left (at most one read batch of the last file).
-                last = max((i for i, n in enumerate(pulled) if n), default=None)
-                for i, n in enumerate(pulled):
-                    delivered = n - (READ_BATCH_SEGMENTS << 20 if i == last else 0)
-                    if delivered > 0:
-                        self._record_read(recipient_id, file_ids[i], 0, delivered,
-                                          entries[i][0].size, ctx)
+                    spans = whole
+                else:  # cut short: what the bytes that went out held of each file
+                    spans = [Span(s.file_id, s.size, 0, n)
+                             for s, n in zip(whole, tally.sent(sent), strict=True) if n]
+                self._account(recipient_id, spans, file_ids, ctx, archive=True,
+                              complete=complete, start=0, end=archive_size, sent=sent)
             finally:
                 stream_body.release()
 
-        return name, len(archive), stream_body, on_end
+        return name, archive_size, stream_body, on_end
 
-    def _record_read(
-        self, recipient_id: str, file_id: str, start: int, end: int, size: int,
-        ctx: trail.Context,
+    def _account(
+        self, recipient_id: str, spans: list[Span], file_ids: list[str], ctx: trail.Context,
+        *, archive: bool, complete: bool, start: int, end: int, sent: int,
     ) -> None:
-        """A partial or interrupted read: audit it, and count a download once
-        the ranges delivered since the last one hold every byte."""
-        with self.db.session() as session:
-            read = session.get(FileRead, (recipient_id, file_id))
-            if read is None:
-                read = FileRead(recipient_id=recipient_id, file_id=file_id, delivered="[]")
-                session.add(read)
-            delivered = add_interval([tuple(r) for r in json.loads(read.delivered)], start, end)
-            complete = covers(delivered, size)
-            read.delivered = json.dumps([] if complete else delivered)
-            recipient = session.get(Recipient, recipient_id)
-            assert recipient is not None
-            trail.record(
-                session, "transfer.read", actor=None,
-                organisation_id=recipient.transfer.organisation_id, object_type="recipient",
-                object_id=recipient_id, context=ctx, transfer=recipient.transfer_id,
-                file=file_id, start=start, end=end,
-            )
-        if complete:
-            self._record(recipient_id, [file_id], False, ctx)
-
-    def _record(
-        self, recipient_id: str, file_ids: list[str], archive: bool, ctx: trail.Context
-    ) -> None:
+        """What one response sent: bytes added to the link's account, the
+        downloads they complete, and one audit event (``transfer.downloaded``
+        if it completed any, else ``transfer.read``) with the bytes
+        ``[start, end)`` it was to send, how many went out and whether all did."""
+        if not spans and not complete:
+            return  # nothing went out (the storage failed, or the client left at once)
         now = self.clock.now()
         with self.db.session() as session:
+            lock_recipient(session, recipient_id)
+            counted = add_sent(session, recipient_id, spans)
             recipient = session.get(Recipient, recipient_id)
             assert recipient is not None
             transfer: Transfer = recipient.transfer
-            for file_id in file_ids:
-                session.add(
-                    Download(
-                        recipient_id=recipient_id,
-                        file_id=file_id,
-                        completed_at=now,
-                        via_archive=archive,
-                    )
-                )
-            session.execute(
-                delete(FileRead).where(
-                    FileRead.recipient_id == recipient_id, FileRead.file_id.in_(file_ids)
-                )
-            )
-            if archive:
+            for file_id in counted:
+                session.add(Download(recipient_id=recipient_id, file_id=file_id,
+                                     completed_at=now, via_archive=archive))
+            if archive and complete:
                 track(session, transfer.id, "zip_downloaded", time=now, recipient_id=recipient_id)
             else:
-                for file_id in file_ids:
+                for file_id in counted:
                     track(session, transfer.id, "file_downloaded", time=now,
                           recipient_id=recipient_id, file_id=file_id)
             trail.record(
                 session,
-                "transfer.downloaded",
+                "transfer.downloaded" if counted else "transfer.read",
                 actor=None,
                 organisation_id=transfer.organisation_id,
                 object_type="recipient",
                 object_id=recipient_id,
+                outcome="success" if complete else "failure",
                 context=ctx,
                 transfer=transfer.id,
                 files=file_ids,
                 archive=archive,
+                start=start,
+                end=end,
+                sent=sent,
+                complete=complete,
+                counted=counted,
             )
-            if transfer.notify_on_download:
+            if counted and transfer.notify_on_download:
                 sender = session.get(User, transfer.sender_id)
                 assert sender is not None
                 subject, _ = self.transfers.texts(session, transfer)
-                what = "tous les fichiers (ZIP)" if archive else f"{len(file_ids)} fichier(s)"
+                what = ("tous les fichiers (ZIP)" if archive and complete
+                        else f"{len(counted)} fichier(s)")
                 self.transfers.notify_sender(
                     session,
                     transfer,
@@ -475,115 +447,3 @@ class LinkService:
                         what=what,
                     ),
                 )
-
-
-class _ClaimedBody(Iterator[stream.Chunk]):
-    """A body holding an in-flight claim on a download limit, renewed while
-    it is read and released by ``release()`` (the HTTP layer, when the
-    response ends) or, if the body is dropped unread, when it is
-    garbage-collected."""
-
-    def __init__(self, chunks: Iterator[stream.Chunk], claim: Claim | None) -> None:
-        self._chunks = chunks
-        self._claim = claim
-
-    def __next__(self) -> stream.Chunk:
-        if self._claim is not None:
-            self._claim.keep()
-        return next(self._chunks)
-
-    def close(self) -> None:
-        """Close the chunks (a generator may hold a storage connection)."""
-        closing = getattr(self._chunks, "close", None)
-        if closing is not None:
-            closing()
-
-    def release(self) -> None:
-        claim, self._claim = self._claim, None
-        if claim is not None:
-            claim.release()
-
-    def __del__(self) -> None:
-        with suppress(Exception):  # never raise from a finaliser; the claim then expires
-            self.release()
-
-
-def _tally(
-    chunks: Iterator[stream.Chunk], pulled: list[int], position: int
-) -> Iterator[stream.Chunk]:
-    for chunk in chunks:
-        pulled[position] += len(chunk)
-        yield chunk
-
-
-#: A claim left by a dead instance stops counting after this long...
-CLAIM_LIFETIME = timedelta(minutes=10)
-#: ...and a live download renews its claims this often.
-CLAIM_RENEWAL = 60.0
-
-
-class DownloadClaims:
-    """Whole downloads under way on any instance, per (recipient, file), in
-    the database.
-
-    A download counts when it ends, so without claims two parallel GETs of
-    a one-time link would both succeed. Claims of one recipient are taken
-    under a lock on its row (SQLite: the write lock every transaction takes
-    up front), counting completed downloads in the same transaction.
-    """
-
-    def __init__(self, db: Database, clock: Clock) -> None:
-        self.db = db
-        self.clock = clock
-
-    def claim(self, recipient_id: str, file_ids: list[str], limit: int) -> Claim:
-        """Reserve one download of each file; raises ``Gone`` if a limit
-        would be passed."""
-        now = self.clock.now()
-        with self.db.session() as session:
-            # NO KEY UPDATE: serialises claims without blocking rows that
-            # merely refer to the recipient (downloads, events).
-            session.execute(select(Recipient.id).where(Recipient.id == recipient_id)
-                            .with_for_update(key_share=True))
-            session.execute(delete(DownloadClaim).where(
-                DownloadClaim.recipient_id == recipient_id, DownloadClaim.expires_at <= now))
-            taken = Counter(session.execute(
-                select(Download.file_id).where(Download.recipient_id == recipient_id)
-            ).scalars())
-            taken.update(session.execute(
-                select(DownloadClaim.file_id).where(DownloadClaim.recipient_id == recipient_id)
-            ).scalars())
-            if any(taken[file_id] >= limit for file_id in file_ids):
-                raise Gone("the download limit of this link is reached "
-                           "(a download is in progress)", reason="exhausted")
-            claims = [DownloadClaim(id=new_id(), recipient_id=recipient_id, file_id=file_id,
-                                    expires_at=now + CLAIM_LIFETIME) for file_id in file_ids]
-            session.add_all(claims)
-        return Claim(self, [c.id for c in claims])
-
-
-class Claim:
-    """Claims taken together: kept alive while a body streams, then released."""
-
-    def __init__(self, claims: DownloadClaims, ids: list[str]) -> None:
-        self._claims = claims
-        self._ids = ids
-        self._renewed = time.monotonic()
-        self._released = False
-        self._lock = threading.Lock()
-
-    def keep(self) -> None:
-        if time.monotonic() - self._renewed < CLAIM_RENEWAL:
-            return
-        self._renewed = time.monotonic()
-        with self._claims.db.session() as session:
-            session.execute(update(DownloadClaim).where(DownloadClaim.id.in_(self._ids))
-                            .values(expires_at=self._claims.clock.now() + CLAIM_LIFETIME))
-
-    def release(self) -> None:
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
-        with self._claims.db.session() as session:
-            session.execute(delete(DownloadClaim).where(DownloadClaim.id.in_(self._ids)))

@@ -312,7 +312,10 @@ class RequestService:
                   *, body: bool = True) -> tuple[FileView, str, int, int, Iterator[stream.Chunk],
                                                  Callable[[int, bool], None]]:
         """The owner downloads a file of their own transfer (a received one,
-        typically). A complete download is audited once."""
+        typically), or part of it. Each response that sends bytes leaves one
+        event when it ends (``transfer.owner_downloaded`` for the whole file
+        delivered, else ``transfer.owner_read``): the bytes ``[start, end)``
+        it was to send, how many went out and whether all did."""
         with self.db.session() as session:
             transfer = self._own_transfer(session, actor, transfer_id, Action.TRANSFER_DOWNLOAD)
             file = session.get(TransferFile, file_id)
@@ -327,13 +330,16 @@ class RequestService:
         lo, hi = (rng.start, rng.end) if rng else (0, view.size)
 
         def on_end(sent: int, complete: bool) -> None:
-            if not (complete and lo == 0 and hi == view.size):
-                return
+            if not (sent or complete):
+                return  # nothing went out (the storage failed, or the client left at once)
+            whole = complete and lo == 0 and hi == view.size
             with self.db.session() as session:
                 trail.record(
-                    session, "transfer.owner_downloaded", actor=actor.user_id,
-                    organisation_id=organisation_id, object_type="file", object_id=file_id,
-                    context=ctx, transfer=transfer_id, size=view.size,
+                    session, "transfer.owner_downloaded" if whole else "transfer.owner_read",
+                    actor=actor.user_id, organisation_id=organisation_id, object_type="file",
+                    object_id=file_id, outcome="success" if complete else "failure",
+                    context=ctx, transfer=transfer_id, size=view.size, start=lo, end=hi,
+                    sent=sent, complete=complete,
                 )
 
         if not body:

@@ -18,6 +18,7 @@ from coffre.crypto import credentials
 from coffre.db.engine import Database
 from coffre.db.tables import (
     Download,
+    FileRead,
     Organisation,
     Recipient,
     Transfer,
@@ -77,6 +78,8 @@ class RecipientView:
     email: str
     downloads: int
     first_opened_at: datetime | None
+    #: Bytes of the files the link has sent, ranges and cut-short downloads included.
+    bytes_sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -338,6 +341,14 @@ class TransferService:
                 .group_by(Download.recipient_id)
             ).all()
         )
+        sent = dict(
+            session.execute(
+                select(FileRead.recipient_id, func.sum(FileRead.sent_total))
+                .join(Recipient, Recipient.id == FileRead.recipient_id)
+                .where(Recipient.transfer_id == transfer.id)
+                .group_by(FileRead.recipient_id)
+            ).all()
+        )
         if transfer.purged_at is not None:
             status = "deleted"
         elif transfer.revoked_at is not None:
@@ -363,7 +374,8 @@ class TransferService:
             legal_hold=transfer.held_at is not None,
             files=[self.file_view(session, f) for f in transfer.files] if not purged else [],
             recipients=[
-                RecipientView(r.id, r.email, counts.get(r.id, 0), r.first_opened_at)
+                RecipientView(r.id, r.email, counts.get(r.id, 0), r.first_opened_at,
+                              int(sent.get(r.id) or 0))
                 for r in transfer.recipients
             ],
         )

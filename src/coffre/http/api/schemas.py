@@ -112,6 +112,7 @@ class RecipientOut(BaseModel):
     email: str
     downloads: int
     first_opened_at: datetime | None
+    bytes_sent: int = 0
 
 
 class TransferOut(BaseModel):

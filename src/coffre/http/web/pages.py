@@ -76,12 +76,21 @@ _LOCKED = (
 )
 
 
+def _browser_download(request: Request) -> bool:
+    """A browser following a download link of a page (the recipient's
+    files, an owner's file) gets a French page, not JSON, when it is refused."""
+    path = request.url.path
+    return request.headers.get("sec-fetch-mode") == "navigate" and (
+        path.startswith("/api/v1/links/")
+        or (path.startswith("/api/v1/transfers/") and "/files/" in path))
+
+
 def render_error(
     request: Request, status: int, code: str, message: str, details: dict[str, Any]
 ) -> Response | None:
     """An HTML error page for browser pages; None for the API (JSON)."""
     path = request.url.path
-    if not path.startswith(HTML_PATHS):
+    if not path.startswith(HTML_PATHS) and not _browser_download(request):
         return None
     i18n.use_language(request.cookies.get(i18n.COOKIE))
     reason = details.get("reason")
