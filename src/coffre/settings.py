@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     backup_body_budget: int = Field(default=640 << 20, ge=1 << 20)
     backup_bodies_per_credential: int = Field(default=8, gt=0, le=100)
     backup_body_idle_seconds: int = Field(default=60, gt=0, le=3600)
+    #: Open deposit links: joins per client address, and deposit codes
+    #: mailed to one address, per hour (all links together).
+    deposit_joins_per_source: int = Field(default=20, gt=0)
+    deposit_codes_per_address: int = Field(default=10, gt=0)
     #: Failed link-password attempts before a recipient link locks.
     link_password_attempts: int = Field(default=10, gt=0)
 
