@@ -6,7 +6,8 @@ Unlike ``services.throttle`` (growing delays against guessed secrets),
 these count actions that are legitimate one at a time and abusive in
 bulk: joining an open deposit link, mailing codes to one address. The
 row's ``failures`` is the count in the window that ends at its
-``blocked_until`` (an expired row is purged like any other throttle).
+``blocked_until``; a row whose window has ended counts nothing and may be
+deleted at any time.
 Never stores the subject itself: the key is a hash.
 """
 
