@@ -232,9 +232,10 @@ class DepositService:
                 session.flush()
                 action = "request.depositor_joined"
             else:
-                # A depositor who joined before keys were derived keeps one
-                # row: its token becomes the derived one.
-                depositor.token_hash = credentials.hash_token(token)
+                if depositor.token_hash != credentials.hash_token(token):
+                    # Joined before tokens were derived: its token becomes
+                    # the derived one (once; no row lock otherwise).
+                    depositor.token_hash = credentials.hash_token(token)
                 action = "request.depositor_rejoined"
             trail.record(
                 session, action, actor=None,
