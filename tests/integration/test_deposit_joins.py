@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.backends import ago
 from tests.conftest import MailCatcher, Server
 from tests.integration.flows import audit_events, code_mails, sql, wait_code
 from tests.integration.support import module_server, new_address
@@ -140,9 +141,8 @@ def test_unverified_joins_expire_and_stop_filling_the_link(
         assert full.status_code == 429, full.text
         assert full.json()["error"]["details"]["reason"] == "too_many_depositors"
         # The codes' lifetime passes without a verification.
-        sql(server.data_dir, "UPDATE request_depositors SET "
-            "code_expires_at = '2020-01-01 00:00:00.000000', "
-            "created_at = '2020-01-01 00:00:00.000000' WHERE request_id = ?", request_id)
+        sql(server.data_dir, "UPDATE request_depositors SET code_expires_at = ?, "
+            "created_at = ? WHERE request_id = ?", ago(minutes=1), ago(hours=1), request_id)
         joined = join(home, open_token, patient)
         assert joined.status_code == 201, joined.text
     code = wait_code(mail, patient, 1)
