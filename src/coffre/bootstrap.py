@@ -205,7 +205,9 @@ def build(
         requests=RequestService(db, store, keys, mail, clock, uploads, transfers, codes,
                                 public_url=settings.base_url),
         deposits=DepositService(db, keys, mail, clock, uploads, codes,
-                                public_url=settings.base_url),
+                                public_url=settings.base_url,
+                                joins_per_source=settings.deposit_joins_per_source,
+                                codes_per_address=settings.deposit_codes_per_address),
         organisations=OrganisationService(
             db,
             mail,

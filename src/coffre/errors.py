@@ -11,6 +11,7 @@ the HTTP layer maps each class to one status code and one JSON shape
     ├── AuthenticationRequired  401  no or bad credentials
     ├── PermissionDenied        403  authenticated but not allowed
     ├── NotFound                404  unknown object (or one you may not see)
+    ├── RequestTimeout          408  a request body stalled
     ├── Conflict                409  state does not allow it (offset mismatch...)
     ├── Gone                    410  expired, revoked, exhausted, purged
     ├── PreconditionFailed      412  protocol version mismatch
@@ -66,6 +67,11 @@ class PermissionDenied(CoffreError):
 class NotFound(CoffreError):
     status = 404
     code = "not_found"
+
+
+class RequestTimeout(CoffreError):
+    status = 408
+    code = "request_timeout"
 
 
 class Conflict(CoffreError):

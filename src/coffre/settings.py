@@ -78,6 +78,16 @@ class Settings(BaseSettings):
     backup_quota: int | None = Field(default=None, gt=0)
     backup_alert_days: int = Field(default=7, gt=0, le=365)
     backup_session_idle_seconds: int = Field(default=300, gt=0)
+    #: Backup object bodies held in memory by one process at once (shared
+    #: fairly by the organisations sending), bodies in flight per
+    #: credential, and the silence after which a body is dropped (408).
+    backup_body_budget: int = Field(default=640 << 20, ge=1 << 20)
+    backup_bodies_per_credential: int = Field(default=8, gt=0, le=100)
+    backup_body_idle_seconds: int = Field(default=60, gt=0, le=3600)
+    #: Open deposit links: joins per client address, and deposit codes
+    #: mailed to one address, per hour (all links together).
+    deposit_joins_per_source: int = Field(default=20, gt=0)
+    deposit_codes_per_address: int = Field(default=10, gt=0)
     #: Failed link-password attempts before a recipient link locks.
     link_password_attempts: int = Field(default=10, gt=0)
 

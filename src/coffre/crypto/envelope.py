@@ -28,6 +28,7 @@ LABEL_METADATA = b"coffre/v1/metadata"
 LABEL_UPLOAD_TAIL = b"coffre/v1/upload-tail"
 LABEL_OUTBOX = b"coffre/v1/outbox"
 LABEL_ONE_TIME_CODE = b"coffre/v1/one-time-code"
+LABEL_DEPOSITOR_TOKEN = b"coffre/v1/depositor-token"
 
 
 def new_key() -> bytes:

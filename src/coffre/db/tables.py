@@ -620,3 +620,4 @@ class BackupSession(Base):
     deleted: Mapped[int] = mapped_column(Integer, default=0)
     refused: Mapped[int] = mapped_column(Integer, default=0)
     denied: Mapped[int] = mapped_column(Integer, default=0)
+    dropped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

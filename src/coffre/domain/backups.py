@@ -142,10 +142,13 @@ class Activity:
     refused: int = 0
     #: Requests for a repository the credential does not open.
     denied: int = 0
+    #: Bodies dropped before they were stored: stalled, over the
+    #: credential's count of bodies in flight, or no memory left for them.
+    dropped: int = 0
 
     def empty(self) -> bool:
         return not any((self.written, self.read, self.listed, self.deleted, self.refused,
-                        self.denied))
+                        self.denied, self.dropped))
 
     def add(self, other: Activity) -> None:
         add_counts(self, other)
@@ -153,7 +156,7 @@ class Activity:
 
 #: The counters of ``Activity``, also the columns of a backup session's row.
 COUNTERS = ("written", "bytes_written", "snapshots", "read", "bytes_read", "listed",
-            "deleted", "refused", "denied")
+            "deleted", "refused", "denied", "dropped")
 
 
 def add_counts(total: object, more: Activity) -> None:

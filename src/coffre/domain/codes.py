@@ -79,9 +79,9 @@ def check_unlocked(holder: CodeHolder, now: datetime) -> None:
         )
 
 
-def issue(holder: CodeHolder, digest: str, now: datetime, rules: CodeRules) -> None:
-    """Record a new code's digest (voiding the previous code), or refuse
-    while sends are throttled."""
+def check_resend(holder: CodeHolder, now: datetime, rules: CodeRules) -> int:
+    """Refuse while sends are throttled; otherwise the sends counted in
+    the last hour."""
     last = holder.code_sent_at
     if last is not None and now - last < rules.resend_interval:
         raise TooManyAttempts(
@@ -96,6 +96,13 @@ def issue(holder: CodeHolder, digest: str, now: datetime, rules: CodeRules) -> N
             "too many codes were sent for this link: try again later",
             reason="too_many_codes", retry_after=seconds(last + timedelta(hours=1) - now),
         )
+    return sends
+
+
+def issue(holder: CodeHolder, digest: str, now: datetime, rules: CodeRules) -> None:
+    """Record a new code's digest (voiding the previous code), or refuse
+    while sends are throttled."""
+    sends = check_resend(holder, now, rules)
     holder.code_hash = digest
     holder.code_expires_at = now + rules.lifetime
     holder.code_sent_at = now

@@ -28,6 +28,7 @@ from coffre.http.api import (
     requests,
     transfers,
 )
+from coffre.http.backup_bodies import BodyBudget
 from coffre.http.middleware import BodyLimit, SecurityHeaders
 from coffre.http.web import backup_pages, deposit_pages, guard, language, pages, request_pages
 from coffre.http.web.account_pages import router as account_pages_router
@@ -68,6 +69,9 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.coffre = coffre
+    app.state.backup_bodies = BodyBudget(
+        coffre.settings.backup_body_budget, coffre.settings.backup_bodies_per_credential,
+        coffre.settings.backup_body_idle_seconds)
     app.state.metrics = metrics.Metrics()
     errors.install(app, pages.render_error)
     guard.install(app)

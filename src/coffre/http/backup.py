@@ -24,12 +24,16 @@ from coffre.domain import backups as rules
 from coffre.domain.transfers import parse_range
 from coffre.errors import (
     AuthenticationRequired,
+    CoffreError,
     InvalidInput,
+    RequestTimeout,
     StorageError,
     StorageFull,
     TooLarge,
+    TooManyAttempts,
 )
 from coffre.http import deps
+from coffre.http.backup_bodies import Body, BodyBudget, Buffer, Buffers
 from coffre.http.downloads import OCTET, delivered, started
 from coffre.services.backups import Access, BackupService
 
@@ -171,103 +175,69 @@ async def _write(request: Request, who: Access, repository: str, kind: str,
             raise InvalidInput("invalid Content-Length")
         _admit(int(declared), limit, free)
     # Held in memory (at most MAX_OBJECT_SIZE; restic's packs are 16 MiB by
-    # default): the SHA-256 must match before anything is stored.
+    # default): the SHA-256 must match before anything is stored. The
+    # memory is taken as bytes arrive, within this credential's count of
+    # bodies and its organisation's share (``backup_bodies``).
     size = int(declared) if declared is not None else None
-    # Bodies held at once by this process are bounded (an authenticated
-    # client opening many uploads gets 503s to retry, not the OOM killer).
-    reserved = size if size is not None else limit
-    _BUFFERS.reserve(reserved)
     try:
-        buffer = _BUFFERS.take(size) if size is not None else bytearray()
-    except BaseException:
-        _BUFFERS.release(reserved)
+        body = _bodies(request).admit(who.credential_id, who.organisation_id)
+    except CoffreError:
+        service.note_dropped(who, ctx)
         raise
+    buffer: Buffer | None = None
     try:
-        try:
-            if size is None:
-                async for chunk in request.stream():
-                    buffer += chunk
-                    _admit(len(buffer), limit, free)
-                body = memoryview(buffer)
-            else:
-                body = await _receive(request, memoryview(buffer), size)
-        except ClientDisconnect:
-            # The client went away mid-body: nothing is stored (not a 500).
-            raise InvalidInput("the body is shorter than its Content-Length") from None
-        with body:
-            await to_thread.run_sync(service.write, who, repository, kind, name, body, ctx)
+        buffer = _BUFFERS.take(size if size is not None else limit)
+        if isinstance(buffer, bytearray):
+            body.grow(len(buffer))  # a small body's buffer is all taken now
+        received = await _receive(request, body, buffer, size, limit, free)
+        with memoryview(buffer) as whole, whole[:received] as view:
+            await to_thread.run_sync(service.write, who, repository, kind, name, view, ctx)
+    except (RequestTimeout, StorageError, TooManyAttempts) as exc:
+        if exc.details.get("reason") in DROPPED:
+            service.note_dropped(who, ctx)
+        raise
     finally:
-        _BUFFERS.release(reserved)
-        if size is not None:
+        body.close()
+        if buffer is not None:
             _BUFFERS.give(buffer)
     return Response(status_code=200)
 
 
-async def _receive(request: Request, view: memoryview, size: int) -> memoryview:
-    """Read a body of ``size`` bytes (its Content-Length) into ``view``; the
-    part of ``view`` it filled."""
+#: Why a body is dropped before it is stored (each counted in the backup session).
+DROPPED = {"busy", "body_idle", "too_many_bodies"}
+
+
+async def _receive(request: Request, body: Body, buffer: Buffer, size: int | None,
+                   limit: int, free: int | None) -> int:
+    """Read the body into ``buffer`` (its Content-Length ``size``, or any
+    length up to ``limit`` when chunked); how many bytes it filled."""
+    small = isinstance(buffer, bytearray)
     received = 0
-    async for chunk in request.stream():
-        end = received + len(chunk)
-        if end > size:
-            raise InvalidInput("the body is longer than its Content-Length")
-        view[received:end] = chunk
-        received = end
-    if received != size:
+    try:
+        async for chunk in body.chunks(request.stream()):
+            end = received + len(chunk)
+            if size is not None and end > size:
+                raise InvalidInput("the body is longer than its Content-Length")
+            if size is None:
+                _admit(end, limit, free)
+            if not small:
+                body.grow(len(chunk))
+            buffer[received:end] = chunk
+            received = end
+    except ClientDisconnect:
+        # The client went away mid-body: nothing is stored (not a 500).
+        raise InvalidInput("the body is shorter than its Content-Length") from None
+    if size is not None and received != size:
         raise InvalidInput("the body is shorter than its Content-Length")
-    return view[:size]
+    return received
 
 
-class _Buffers:
-    """Receive buffers for object bodies, kept by this process for the next
-    requests (used from the event loop only).
-
-    restic sends packs of about 16 MiB, several at once. A fresh buffer per
-    pack means fresh pages from the kernel for every one (a page fault per
-    4 KiB, and a trip to the hypervisor on a VM that hands freed memory back
-    to its host), and growing it chunk by chunk copies it again: the body
-    loop was the server's busiest line. Buffers are sized in steps of
-    ``STEP`` so packs of slightly different sizes share them; at most
-    ``KEEP`` of at most ``LARGEST`` bytes are kept idle.
-    """
-
-    STEP = 8 << 20
-    LARGEST = 32 << 20
-    KEEP = 4
-    #: Smaller bodies (indexes, snapshots, keys) get a buffer of their own.
-    SMALL = 1 << 20
-
-    #: Bytes of bodies this process holds at once, at most (restic sends
-    #: five 16 MiB packs at a time per client).
-    BUDGET = 640 << 20
-
-    def __init__(self) -> None:
-        self._idle: list[bytearray] = []
-        self._held = 0
-
-    def reserve(self, size: int) -> None:
-        if self._held + size > self.BUDGET:
-            raise StorageError("the server is receiving too many backup objects at once: "
-                               "retry shortly", reason="busy")
-        self._held += size
-
-    def release(self, size: int) -> None:
-        self._held -= size
-
-    def take(self, size: int) -> bytearray:
-        if size < self.SMALL:
-            return bytearray(size)
-        for i, buffer in enumerate(self._idle):
-            if len(buffer) >= size:
-                return self._idle.pop(i)
-        return bytearray(-(-size // self.STEP) * self.STEP)
-
-    def give(self, buffer: bytearray) -> None:
-        if self.SMALL <= len(buffer) <= self.LARGEST and len(self._idle) < self.KEEP:
-            self._idle.append(buffer)
+def _bodies(request: Request) -> BodyBudget:
+    budget: BodyBudget = request.app.state.backup_bodies
+    return budget
 
 
-_BUFFERS = _Buffers()
+_BUFFERS = Buffers()
 
 
 def _admit(size: int, limit: int, free: int | None) -> None:

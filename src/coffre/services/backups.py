@@ -583,6 +583,11 @@ class BackupService:
 
     # -- aggregated activity ----------------------------------------------------
 
+    def note_dropped(self, access: Access, ctx: trail.Context) -> None:
+        """A body of this credential was dropped before it was stored
+        (counted in its session; the first one is audited at once)."""
+        self._note(access, ctx, Activity(dropped=1))
+
     def _note(self, access: Access, ctx: trail.Context, activity: Activity) -> None:
         """Count reads, listings and refusals in memory (no database write
         per GET); ``flush_activity`` folds them into the session rows."""
@@ -637,6 +642,10 @@ class BackupService:
         if activity.denied and not row.denied:
             # Likewise a credential reaching for another repository.
             self._event(session, access, "backup.access_denied", ctx, row, outcome="failure")
+        if activity.dropped and not row.dropped:
+            # And a body dropped (stalled, too many at once, no memory
+            # left): a device stalling bodies on purpose shows at once.
+            self._event(session, access, "backup.body_dropped", ctx, row, outcome="failure")
         row.last_at = now
         rules.add_counts(row, activity)
         return row
@@ -712,4 +721,5 @@ def _counts(row: BackupSession) -> dict[str, Any]:
     return {"objects_written": row.written, "bytes_written": row.bytes_written,
             "snapshots": row.snapshots, "objects_read": row.read, "bytes_read": row.bytes_read,
             "listings": row.listed, "objects_deleted": row.deleted,
-            "deletes_refused": row.refused, "access_denied": row.denied}
+            "deletes_refused": row.refused, "access_denied": row.denied,
+            "bodies_dropped": row.dropped}

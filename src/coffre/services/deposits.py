@@ -14,10 +14,10 @@ Never logs or audits a token or a code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from coffre.audit import trail
@@ -42,6 +42,7 @@ from coffre.ports import Clock
 from coffre.services import messages
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
+from coffre.services.rates import Rates
 from coffre.services.tracking import track
 from coffre.services.uploads import UploadInfo, UploadService
 from coffre.services.verification import (
@@ -54,6 +55,8 @@ from coffre.services.verification import (
 
 #: Depositors an open link may take in (each one who gives an address).
 MAX_JOINED = 200
+#: Joins per source, and deposit codes per address, are counted per hour.
+RATE_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,9 @@ class DepositService:
         codes: RecipientVerification,
         *,
         public_url: str,
+        rates: Rates | None = None,
+        joins_per_source: int = 20,
+        codes_per_address: int = 10,
     ) -> None:
         self.db = db
         self.keys = keys
@@ -119,6 +125,9 @@ class DepositService:
         self.uploads = uploads
         self.codes = codes
         self.public_url = public_url.rstrip("/")
+        self.rates = rates or Rates(db, clock)
+        self.joins_per_source = joins_per_source
+        self.codes_per_address = codes_per_address
 
     def deposit_url(self, token: str) -> str:
         return f"{self.public_url}/d/{token}"
@@ -191,10 +200,18 @@ class DepositService:
 
     def join(self, open_token: str, email: str, ctx: trail.Context) -> Joined:
         """A visitor of an open link gives their address: they become a
-        depositor (with a token of their own) and get a code there."""
+        depositor (with a token of their own) and get a code there.
+
+        Joining again with the same address is the same depositor (same
+        token; a code is mailed only when the resend rules allow it, the
+        pending one stays valid otherwise). Joins are limited per source,
+        and the link takes in at most ``MAX_JOINED`` depositors who proved
+        their address or whose code is still pending: unverified joins
+        expire with their code and stop counting."""
         address = normalise_email(email)
+        self._limit("deposit_join", ctx.source or "unknown", self.joins_per_source,
+                    open_token, ctx, reason="too_many_joins")
         now = self.clock.now()
-        token = credentials.new_token()
         with self.db.session() as session:
             request = session.execute(
                 select(UploadRequest)
@@ -204,28 +221,104 @@ class DepositService:
             if request is None:
                 raise NotFound("unknown link")
             check_request_open(request.closed_at, request.expires_at, now)
-            joined = session.execute(
-                select(func.count(RequestDepositor.id)).where(
-                    RequestDepositor.request_id == request.id, RequestDepositor.joined)
-            ).scalar_one()
-            if joined >= MAX_JOINED:
-                raise TooManyAttempts("this open link has taken in too many depositors",
-                                      reason="too_many_depositors")
-            depositor = new_depositor(session, request, address, token, now, joined=True)
-            session.flush()
+            token = self.keys.depositor_token(session, request.organisation_id, request.id,
+                                              address)
+            depositor = session.execute(select(RequestDepositor).where(
+                RequestDepositor.request_id == request.id, RequestDepositor.joined,
+                RequestDepositor.email == address)).scalar_one_or_none()
+            if depositor is None:
+                self._check_room(session, request, now)
+                depositor = new_depositor(session, request, address, token, now, joined=True)
+                session.flush()
+                action = "request.depositor_joined"
+            else:
+                if depositor.token_hash != credentials.hash_token(token):
+                    # Joined before tokens were derived: its token becomes
+                    # the derived one (once; no row lock otherwise).
+                    depositor.token_hash = credentials.hash_token(token)
+                action = "request.depositor_rejoined"
             trail.record(
-                session, "request.depositor_joined", actor=None,
+                session, action, actor=None,
                 organisation_id=request.organisation_id, object_type="depositor",
                 object_id=depositor.id, context=ctx, request=request.id,
             )
-        return Joined(token=token, code=self.send_code(token, ctx))
+        try:
+            sent = self.send_code(token, ctx)
+        except TooManyAttempts as exc:
+            if exc.details.get("reason") not in {"resend_too_soon", "too_many_codes"}:
+                raise
+            sent = self._pending_code(token, exc)
+        return Joined(token=token, code=sent)
+
+    def _check_room(self, session: Session, request: UploadRequest, now: datetime,
+                    but: str | None = None) -> None:
+        """Refuse one more joined depositor on a full open link (the
+        request row is locked by the caller); ``but``: not counting this one."""
+        counted = select(func.count(RequestDepositor.id)).where(
+            RequestDepositor.request_id == request.id, RequestDepositor.joined,
+            or_(RequestDepositor.verified_at.is_not(None),
+                RequestDepositor.code_expires_at > now,
+                RequestDepositor.created_at > now - self.codes.rules.lifetime))
+        if but is not None:
+            counted = counted.where(RequestDepositor.id != but)
+        if session.execute(counted).scalar_one() >= MAX_JOINED:
+            raise TooManyAttempts("this open link has taken in too many depositors",
+                                  reason="too_many_depositors")
+
+    def _limit(self, kind: str, subject: str, limit: int, open_token: str | None,
+               ctx: trail.Context, *, reason: str, organisation_id: str | None = None) -> None:
+        """At most ``limit`` per hour for ``subject``; the first refusal of
+        a window is audited (not each one: a flood would flood the trail)."""
+        counted = self.rates.count(kind, subject, limit, RATE_WINDOW)
+        if counted.allowed:
+            return
+        if counted.first_refused:
+            with self.db.session() as session:
+                if organisation_id is None and open_token is not None:
+                    organisation_id = session.execute(
+                        select(UploadRequest.organisation_id).where(
+                            UploadRequest.open_token_hash == credentials.hash_token(open_token))
+                    ).scalar_one_or_none()
+                trail.record(session, "deposit.rate_limited", actor=None,
+                             organisation_id=organisation_id, object_type="rate_limit",
+                             object_id=kind, outcome="failure", context=ctx, limit=limit,
+                             reason=reason)
+        raise TooManyAttempts("too many attempts from here: try again later", reason=reason,
+                              retry_after=counted.retry_after(self.clock.now()))
+
+    def _pending_code(self, token: str, refused: TooManyAttempts) -> CodeSent:
+        """What a join answers when no code may be sent now: the pending
+        one (if any) stays valid, and when the next may be asked for."""
+        now = self.clock.now()
+        with self.db.session() as session:
+            depositor = self._depositor(session, token)
+            challenge = self._challenge(session, depositor)
+            left = (depositor.code_expires_at - now if depositor.code_expires_at
+                    and depositor.code_expires_at > now else None)
+            return CodeSent(challenge["channel"], challenge["recipient"],
+                            codes.seconds(left) if left else 0,
+                            int(refused.details.get("retry_after") or 1))
 
     def send_code(self, token: str, ctx: trail.Context) -> CodeSent:
-        """Same rules as recipients' codes (``coffre.domain.codes``)."""
+        """Same rules as recipients' codes (``coffre.domain.codes``), and
+        at most ``codes_per_address`` deposit codes an hour to one address,
+        all links together."""
         now = self.clock.now()
         rules = self.codes.rules
         code = codes.new_code()
         minutes = codes.seconds(rules.lifetime) // 60
+        with self.db.session() as session:
+            depositor = self._unlocked(session, token, now)
+            request = depositor.request
+            if depositor.joined and depositor.verified_at is None:
+                # An expired join counts again once it has a code pending.
+                session.execute(select(UploadRequest.id).where(UploadRequest.id == request.id)
+                                .with_for_update())
+                self._check_room(session, request, now, but=depositor.id)
+            codes.check_resend(depositor, now, rules)
+            address, organisation_id = depositor.email, request.organisation_id
+        self._limit("deposit_code_mail", address, self.codes_per_address, None, ctx,
+                    reason="too_many_codes_for_address", organisation_id=organisation_id)
         with self.db.session() as session:
             depositor = self._unlocked(session, token, now)
             request = depositor.request

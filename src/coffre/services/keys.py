@@ -4,6 +4,7 @@ root key outside it; handlers and the CLI never see a key."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import threading
@@ -113,3 +114,15 @@ class KeyRing:
         row = self.active_kek(session, organisation_id)
         key = envelope.derive_key(self.kek(session, row.id), envelope.LABEL_ONE_TIME_CODE)
         return hmac.new(key, f"{bound_to}\n{code}".encode(), hashlib.sha256).hexdigest()
+
+    def depositor_token(self, session: Session, organisation_id: str, request_id: str,
+                        email: str) -> str:
+        """The link token of the depositor who joins an open link with
+        ``email``: the same for every join with that address (one
+        depositor, never one per join), unguessable without the
+        organisation's key. It only lets its holder ask for a code, mailed
+        to that address."""
+        row = self.active_kek(session, organisation_id)
+        key = envelope.derive_key(self.kek(session, row.id), envelope.LABEL_DEPOSITOR_TOKEN)
+        digest = hmac.new(key, f"{request_id}\n{email}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

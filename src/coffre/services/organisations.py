@@ -1,7 +1,10 @@
 """Organisations, their members and invitations to join them.
 
 An invitation is a one-time link mailed to a new member: 256 bits, only
-its hash is stored, and it never enters the audit trail or a log.
+its hash is stored, and it never enters the audit trail or a log. An
+address is unique on the instance; inviting one that has an account in
+another organisation answers and mails exactly as for a new address (the
+inviter learns nothing), and the invitation is refused at acceptance.
 Disabling a member ends their browser sessions and revokes their API
 tokens in the same transaction, so their next request is refused.
 An organisation always keeps at least one enabled administrator.
@@ -136,7 +139,12 @@ class OrganisationService:
         token = credentials.new_token()
         now = self.clock.now()
         with self.db.session() as session:
-            if session.execute(select(User.id).where(User.email == address)).first():
+            # A member of this organisation is known to the inviter (409);
+            # an account elsewhere is not theirs to learn: the invitation
+            # is made and mailed as any other, and refused at acceptance.
+            holder = session.execute(
+                select(User.organisation_id).where(User.email == address)).first()
+            if holder is not None and holder.organisation_id == actor.organisation_id:
                 raise Conflict("a user with this e-mail already exists", field="email")
             if session.execute(
                 select(Invitation.id).where(
@@ -253,8 +261,6 @@ class OrganisationService:
     def _join(self, token: str, name: str, password_hash: str, ctx: trail.Context) -> User:
         with self.db.session() as session:
             row = self._usable(session, token, lock=True)
-            if session.execute(select(User.id).where(User.email == row.email)).first():
-                raise Conflict("a user with this e-mail already exists")
             user = User(
                 organisation_id=row.organisation_id,
                 email=row.email,
@@ -295,6 +301,10 @@ class OrganisationService:
             raise _Refused("invitation_revoked", row.organisation_id, row.id)
         if row.expires_at <= self.clock.now():
             raise _Refused("invitation_expired", row.organisation_id, row.id)
+        if session.execute(select(User.id).where(User.email == row.email)).first():
+            # Recorded without the inviting organisation: its
+            # administrators must not learn that the address has an account.
+            raise _Refused("address_taken", None, row.id)
         return row
 
     def _refuse(self, refused: _Refused, ctx: trail.Context) -> NoReturn:
@@ -314,6 +324,12 @@ class OrganisationService:
             )
         if refused.invitation_id is None:
             raise NotFound("unknown invitation link")
+        if refused.reason == "address_taken":
+            raise Conflict(
+                "this e-mail address already has an account on this server (an address "
+                "belongs to one organisation only): sign in with it, or ask to be invited "
+                "with another address", reason="address_taken",
+            )
         raise Gone(
             "this invitation link was already used, revoked or has expired",
             reason=refused.reason,

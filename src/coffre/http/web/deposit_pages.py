@@ -140,7 +140,12 @@ async def open_submit(token: str, request: Request, ctx: Ctx) -> Response:
     except Gone as exc:
         return _closed(request, exc)
     except CoffreError as exc:
-        error = (_("This link accepts no new depositors.") if isinstance(exc, TooManyAttempts)
-                 else _("Invalid address or unknown link."))
+        reason = exc.details.get("reason")
+        if isinstance(exc, TooManyAttempts) and reason == "too_many_depositors":
+            error = _("This link accepts no new depositors.")
+        elif isinstance(exc, TooManyAttempts):
+            error = _("Too many attempts from here or for this address: try again later.")
+        else:
+            error = _("Invalid address or unknown link.")
         return _page(request, "deposit/open.html", 400, token=token, error=error)
     return RedirectResponse(f"/d/{joined.token}", status_code=303)

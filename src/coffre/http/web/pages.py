@@ -63,6 +63,12 @@ _ERRORS = {
         N_("The administrator has cancelled this invitation."),
         N_("Ask them for a new invitation if needed."),
     ),
+    "address_taken": (
+        N_("Address already in use"),
+        N_("This e-mail address already has an account on this service, in another "
+           "organisation: an address can belong to only one organisation."),
+        N_("Sign in with it, or ask to be invited with another address."),
+    ),
 }
 _UNKNOWN = (
     N_("Unknown link"),
