@@ -227,6 +227,8 @@ class OrganisationUpdate(Strict):
     name: str | None = Field(default=None, max_length=200)
     require_mfa: bool | None = None
     allow_unverified_recipients: bool | None = None
+    block_executables: bool | None = Field(
+        default=None, description="refuse executables and scripts by name and content")
     # Retention and limits: null restores the instance's value.
     default_expiry_days: int | None = None
     max_expiry_days: int | None = None
