@@ -84,6 +84,7 @@ def test_a_program_is_refused_by_its_name(server: Server, client: httpx.Client,
     event = found[-1]
     assert event["actor"] == admin["id"] and event["outcome"] == "denied"
     assert event["organisation"] == admin["organisation_id"]
+    assert event["source"] == "127.0.0.1" and event["object"] == {"type": "upload", "id": None}
     assert event["details"]["refused_by"] == "name"
     assert name not in str(event)  # no file names in the trail (SEC-30)
 
@@ -109,6 +110,7 @@ def test_a_program_renamed_pdf_is_refused_by_its_content(
              if (e["object"] or {}).get("id") == upload_id]
     assert len(event) == 1
     assert event[0]["actor"] == admin["id"] and event[0]["outcome"] == "denied"
+    assert event[0]["source"] == "127.0.0.1"
     assert event[0]["details"]["refused_by"] == "content"
     assert event[0]["details"]["kind"] == "pe"
 

@@ -400,8 +400,10 @@ class UploadService:
         *,
         length: int | None = None,
         checksum: Checksum | None = None,
+        ctx: trail.Context | None = None,
     ) -> UploadWriter:
-        """Claim the upload for one PATCH; blocking (call from a worker thread)."""
+        """Claim the upload for one PATCH; blocking (call from a worker thread).
+        ``ctx``: the request, for the events of an upload refused mid-body."""
         _require_write(actor)
         deadline = time.monotonic() + 10
         while True:
@@ -415,7 +417,9 @@ class UploadService:
                 raise Conflict("another request is writing to this upload")
             time.sleep(0.05)
         try:
-            return self._claim(actor, upload_id, offset, length, checksum)
+            writer = self._claim(actor, upload_id, offset, length, checksum)
+            writer.ctx = ctx
+            return writer
         except BaseException:
             self._release_local(upload_id)
             raise
@@ -571,7 +575,7 @@ class UploadService:
         self._discard(upload_id, actor_id, "upload.quota_exceeded")
 
     def _discard(self, upload_id: str, actor_id: str | None, action: str,
-                 **details: Any) -> None:
+                 context: trail.Context | None = None, **details: Any) -> None:
         """Destroy an upload refused mid-body (blob shredded, row deleted)."""
         with self.db.session() as session:
             upload = session.get(Upload, upload_id)
@@ -585,6 +589,7 @@ class UploadService:
                 organisation_id=upload.organisation_id,
                 object_type="upload",
                 object_id=upload_id,
+                context=context,
                 received=upload.offset,
                 **details,
             )
@@ -806,6 +811,8 @@ class UploadWriter:
         #: (segment 0 is far larger than ``SNIFF_BYTES``).
         self._sniffing = snap.sniff
         self._refused: filetypes.Refusal | None = None
+        #: The request writing (set by ``begin_append``), for audit events.
+        self.ctx: trail.Context | None = None
         if not self._done:
             self._reserve(self._reserved)
 
@@ -953,7 +960,7 @@ class UploadWriter:
         if self._refused is not None:
             refusal, self._refused = self._refused, None
             self.service._discard(self.snap.upload_id, self.snap.actor_id, "upload.refused",
-                                  outcome="denied", refused_by=refusal.reason,
+                                  self.ctx, outcome="denied", refused_by=refusal.reason,
                                   kind=refusal.kind)
 
     def _leased(self, session: Session) -> Upload:
