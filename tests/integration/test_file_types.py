@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -212,3 +213,21 @@ def test_the_policy_page(server: Server, client: httpx.Client, admin: dict[str, 
     event = audit_events(server.data_dir, "organisation.policy_changed")[-1]
     assert event["actor"] == admin["id"]
     assert event["details"]["changes"]["block_executables"] == {"before": True, "after": False}
+
+
+def test_the_cli_switches_the_policy(server: Server, manager: httpx.Client, tmp_path: Path,
+                                     policy_on: None) -> None:
+    env = {"COFFRE_URL": server.url, "COFFRE_TOKEN": login(server.url, scopes=ADMIN_SCOPES),
+           "COLUMNS": "250", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+    def coffre(*args: str) -> str:
+        done = server.coffre(*args, env=env)
+        assert done.returncode == 0, done.stderr + done.stdout
+        return done.stdout
+
+    assert re.search(r"programmes et scripts refusés\s+.\s*oui", coffre("organisation", "show"))
+    shown = coffre("organisation", "set", "--no-block-executables")
+    assert re.search(r"programmes et scripts refusés\s+.\s*non", shown)
+    assert manager.get("/api/v1/organisation").json()["block_executables"] is False
+    coffre("organisation", "set", "--block-executables")
+    assert manager.get("/api/v1/organisation").json()["block_executables"] is True
