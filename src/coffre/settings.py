@@ -8,6 +8,7 @@ import os
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
     port: int = 8000
     #: Set when a TLS-terminating proxy sits in front of a non-loopback listener.
     behind_tls_proxy: bool = False
+    #: Host names answered besides the public URL's and the listener's
+    #: (comma-separated), e.g. the name a proxy forwards in ``Host``.
+    allowed_hosts: str = ""
     #: Server processes (uvicorn workers); more than one needs PostgreSQL.
     workers: int = Field(default=1, ge=1, le=64)
     #: Bearer secret for GET /metrics (Prometheus); unset: no /metrics.
@@ -178,6 +182,19 @@ class Settings(BaseSettings):
     @property
     def is_loopback(self) -> bool:
         return self.host in {"127.0.0.1", "::1", "localhost"}
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        """The ``Host`` names answered (DNS rebinding, issue 15 finding 14):
+        the public URL's, the listener's unless it is a wildcard, loopback
+        names when listening on loopback, and ``allowed_hosts``."""
+        names = {urlsplit(self.base_url).hostname or ""}
+        if self.host not in {"0.0.0.0", "::", ""}:  # noqa: S104 - wildcards name no host
+            names.add(self.host)
+        if self.is_loopback:
+            names |= {"localhost", "127.0.0.1", "::1"}
+        names |= {n.strip() for n in self.allowed_hosts.split(",") if n.strip()}
+        return frozenset(n.lower() for n in names if n)
 
     @property
     def base_url(self) -> str:

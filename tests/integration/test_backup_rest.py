@@ -279,7 +279,7 @@ def test_a_short_body_is_refused_and_not_kept(server: Any, client: httpx.Client,
     body = os.urandom(100_000)
     name = sha(body)
     before, shown = stored(server, repo.id), device(client, repo)
-    answer = raw_request(server, f"POST {repo.path}data/{name} HTTP/1.1\nHost: coffre\n"
+    answer = raw_request(server, f"POST {repo.path}data/{name} HTTP/1.1\nHost: 127.0.0.1\n"
                                  f"Authorization: {basic(repo)}\nContent-Length: {len(body)}\n"
                                  "Content-Type: application/octet-stream\n",
                          body[:40_000], close_write=True, timeout=10)
@@ -299,7 +299,7 @@ def test_a_declared_length_under_the_body_is_refused(shared: Repo) -> None:
     repo = shared
     body = os.urandom(5000)
     answer = raw_request(
-        repo_server(repo), f"POST {repo.path}data/{sha(body)} HTTP/1.1\nHost: coffre\n"
+        repo_server(repo), f"POST {repo.path}data/{sha(body)} HTTP/1.1\nHost: 127.0.0.1\n"
         f"Authorization: {basic(repo)}\nContent-Length: 4000\nConnection: close\n",
         body[:4000])
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
@@ -320,7 +320,7 @@ def test_an_oversized_object_is_refused_before_its_body_is_read(shared: Repo) ->
     repo = shared
     name = sha(b"huge")
     answer = raw_request(
-        repo_server(repo), f"POST {repo.path}data/{name} HTTP/1.1\nHost: coffre\n"
+        repo_server(repo), f"POST {repo.path}data/{name} HTTP/1.1\nHost: 127.0.0.1\n"
         f"Authorization: {basic(repo)}\nContent-Length: {200 << 20}\n", b"x" * 1000)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
     assert b'"too_large"' in answer, answer[-300:]

@@ -35,8 +35,13 @@ def test_forms_accept_only_urlencoded(server: Server) -> None:
 
 
 def test_forged_host_does_not_steer_locations(server: Server, client: httpx.Client) -> None:
+    # A foreign Host is refused outright (issue 15, finding 14: DNS rebinding).
     r = client.post("/api/v1/uploads/", headers={**TUS, "Upload-Length": "3",
                                                   "Host": "evil.example"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_host"
+    # Another name of this server still gets the configured URL back.
+    r = client.post("/api/v1/uploads/", headers={**TUS, "Upload-Length": "3",
+                                                  "Host": f"localhost:{server.port}"})
     assert r.status_code == 201
     assert r.headers["location"].startswith(server.url + "/api/v1/uploads/")
 

@@ -94,3 +94,13 @@ def test_sizes() -> None:
     rules.check_transfer_size(10**12, limits())
     with pytest.raises(TooLarge):
         rules.check_transfer_size(11, limits(max_transfer_size=10))
+
+
+@pytest.mark.parametrize("field", ["max_transfer_size", "user_quota", "organisation_quota",
+                                   "backup_quota"])
+def test_sizes_without_an_instance_limit_stop_at_the_maximum(field: str) -> None:
+    """Issue 15, finding 15: 10^30 overflowed the database column (a 500)."""
+    rules.check_policy(INSTANCE, rules.OrganisationPolicy(**{field: rules.MAX_BYTES}))
+    with pytest.raises(InvalidInput) as refused:
+        rules.check_policy(INSTANCE, rules.OrganisationPolicy(**{field: 10**30}))
+    assert refused.value.details == {"field": field, "maximum": rules.MAX_BYTES}

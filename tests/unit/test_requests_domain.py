@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from coffre.domain.limits import MAX_BYTES
 from coffre.domain.requests import check_limits, check_request_open, check_room, parse_size
 from coffre.errors import Conflict, Gone, InvalidInput, TooLarge
 
@@ -23,6 +24,19 @@ def test_sizes(text: str | int, size: int) -> None:
 def test_bad_sizes(text: str) -> None:
     with pytest.raises(InvalidInput):
         parse_size(text)
+
+
+@pytest.mark.parametrize("text", ["999999999999999T", "4194305T", str(2**62 + 1), 10**30,
+                                  2**63, -1, "9" * 20])
+def test_sizes_past_the_maximum(text: str | int) -> None:
+    """Issue 15, finding 15: they overflowed the database (a 500)."""
+    with pytest.raises(InvalidInput) as refused:
+        parse_size(text, "quota")
+    assert refused.value.details["field"] == "quota"
+
+
+def test_the_maximum_size() -> None:
+    assert parse_size("4194304T") == MAX_BYTES == parse_size(str(MAX_BYTES))
 
 
 def test_room_counts_files_then_bytes() -> None:

@@ -389,6 +389,12 @@ def test_metadata_is_sealed(app: Coffre, actor: Actor) -> None:
     assert app.uploads.info(actor, info.id).metadata == {"filename": "Dupont Jean.pdf"}
 
 
+def test_the_name_is_sanitised_when_the_upload_is_created(app: Coffre, actor: Actor) -> None:
+    info = app.uploads.create(actor, 1, {"filename": "../a/b\u202e.pdf"}, CTX)
+    assert info.metadata == {"filename": "b.pdf"}
+    assert app.uploads.info(actor, info.id).metadata == {"filename": "b.pdf"}
+
+
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -397,7 +403,8 @@ def test_parse_metadata() -> None:
     assert parse_metadata(None) == {} and parse_metadata("") == {}
     name = b64("../a/b\u202e.pdf")
     parsed = parse_metadata(f"filename {name},filetype {b64('x' * 300)},flag")
-    assert parsed["filename"] == "b.pdf"
+    # The name as sent: the file-type policy judges it before ``create`` sanitises it.
+    assert parsed["filename"] == "../a/b\u202e.pdf"
     assert len(parsed["filetype"]) == 100
     assert parsed["flag"] == ""
     assert parse_metadata(encode_metadata({"filename": "é.pdf", "empty": ""})) == {

@@ -153,6 +153,8 @@ def _show_organisation(org: dict[str, Any], as_json: bool) -> None:
     table.add_row("identifiant", org["id"])
     table.add_row("second facteur exigé pour tous", yes_no[org["require_mfa"]])
     table.add_row("destinataires sans code autorisés", yes_no[org["allow_unverified_recipients"]])
+    table.add_row("programmes et scripts refusés",
+                  yes_no[bool(org.get("block_executables", True))])
     limits = org.get("effective") or {}
     if limits:
         own = org.get("policy") or {}
@@ -229,6 +231,11 @@ def set_(
         typer.Option("--allow-unverified-recipients/--no-allow-unverified-recipients",
                      help="Let senders turn off recipients' one-time code"),
     ] = None,
+    block_executables: Annotated[
+        bool | None,
+        typer.Option("--block-executables/--no-block-executables",
+                     help="Refuse programs and scripts by name and content (SEC-19)"),
+    ] = None,
     default_expiry_days: Limit = None,
     max_expiry_days: Limit = None,
     allow_permanent: Annotated[
@@ -268,6 +275,7 @@ def set_(
             "name": name,
             "require_mfa": require_mfa,
             "allow_unverified_recipients": allow_unverified_recipients,
+            "block_executables": block_executables,
             "allow_permanent": allow_permanent,
         }.items()
         if value is not None

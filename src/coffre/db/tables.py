@@ -73,6 +73,8 @@ class Organisation(Base):
     require_mfa: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Senders may turn off recipients' one-time code per transfer.
     allow_unverified_recipients: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Refuse executables and scripts by name and content (SEC-19).
+    block_executables: Mapped[bool] = mapped_column(Boolean, default=True)
     # Retention and limits (None: the instance's); see domain/limits.py.
     default_expiry_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_expiry_days: Mapped[int | None] = mapped_column(Integer, nullable=True)

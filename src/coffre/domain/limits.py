@@ -22,6 +22,12 @@ RECIPIENTS_CEILING = 1000
 #: Days without a backup before an alert, unless configured, and at most.
 DEFAULT_BACKUP_ALERT_DAYS = 7
 MAX_BACKUP_ALERT_DAYS = 365
+#: The largest size or quota accepted anywhere (4 EiB): far above any disk,
+#: and below the 2^63 - 1 a database BIGINT holds, so sums stay exact.
+MAX_BYTES = 1 << 62
+#: The largest integer a database column holds (BIGINT): event ids and
+#: sequence numbers a client sends are bounded by it.
+MAX_DATABASE_INT = 2**63 - 1
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
@@ -114,6 +120,8 @@ def check_policy(instance: InstanceLimits, policy: OrganisationPolicy) -> None:
         if ceiling is not None and value > ceiling:
             raise InvalidInput(f"{name} cannot exceed the instance's limit ({ceiling})",
                                field=name, maximum=ceiling)
+        if value > MAX_BYTES:
+            raise InvalidInput(f"{name} is at most {MAX_BYTES}", field=name, maximum=MAX_BYTES)
 
     positive("max_expiry_days", policy.max_expiry_days, instance.max_expiry_days)
     positive("default_expiry_days", policy.default_expiry_days,

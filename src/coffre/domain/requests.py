@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from coffre.domain.limits import MAX_BYTES
 from coffre.errors import Conflict, Gone, InvalidInput, TooLarge
 
 #: Bounds a requester may choose.
@@ -66,13 +67,19 @@ def check_room(length: int | None, files: int, used: int, max_files: int,
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def parse_size(text: str | int) -> int:
-    """``500M``, ``2G``, ``1T`` or a number of bytes."""
+def parse_size(text: str | int, field: str = "max_size") -> int:
+    """``500M``, ``2G``, ``1T`` or a number of bytes, at most ``MAX_BYTES``
+    (a larger one would overflow a database column: a 500, not a 400)."""
     if isinstance(text, int):
-        return text
-    value = text.strip().lower().removesuffix("o").removesuffix("b").removesuffix("i")
-    unit = value[-1:] if value[-1:] in _UNITS and not value[-1:].isdigit() else ""
-    number = value[: len(value) - len(unit)].strip()
-    if not number.isascii() or not number.isdigit() or len(number) > 15:
-        raise InvalidInput("a size looks like 500M, 2G or a number of bytes", field="max_size")
-    return int(number) * _UNITS[unit]
+        size = text
+    else:
+        value = text.strip().lower().removesuffix("o").removesuffix("b").removesuffix("i")
+        unit = value[-1:] if value[-1:] in _UNITS and not value[-1:].isdigit() else ""
+        number = value[: len(value) - len(unit)].strip()
+        if not number.isascii() or not number.isdigit() or len(number) > 19:
+            raise InvalidInput("a size looks like 500M, 2G or a number of bytes", field=field)
+        size = int(number) * _UNITS[unit]
+    if not 0 <= size <= MAX_BYTES:
+        raise InvalidInput(f"a size is between 0 and {MAX_BYTES} bytes", field=field,
+                           maximum=MAX_BYTES)
+    return size

@@ -29,7 +29,7 @@ from coffre.http.api import (
     transfers,
 )
 from coffre.http.backup_bodies import BodyBudget
-from coffre.http.middleware import BodyLimit, SecurityHeaders
+from coffre.http.middleware import BodyLimit, SecurityHeaders, TrustedHosts
 from coffre.http.web import backup_pages, deposit_pages, guard, language, pages, request_pages
 from coffre.http.web.account_pages import router as account_pages_router
 from coffre.http.web.admin_pages import router as admin_pages_router
@@ -141,8 +141,8 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
         )
 
     hsts = coffre.settings.base_url.startswith("https://")
-    wrapped = metrics.Measured(SecurityHeaders(BodyLimit(tus.MethodOverride(app)), hsts=hsts),
-                               app.state.metrics)
+    served = TrustedHosts(BodyLimit(tus.MethodOverride(app)), coffre.settings.host_names)
+    wrapped = metrics.Measured(SecurityHeaders(served, hsts=hsts), app.state.metrics)
     app.state.asgi = wrapped
     return app
 

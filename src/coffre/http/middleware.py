@@ -82,6 +82,42 @@ async def _send_json(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def host_name(header: str) -> str:
+    """The name in a ``Host`` header: lower case, without the port, an IPv6
+    address without its brackets, without a final dot."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    if value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    return value.rstrip(".")
+
+
+class TrustedHosts:
+    """Answer only to the host names Coffre is configured for (issue 15,
+    finding 14): a page of another site whose name an attacker points at
+    this server's address (DNS rebinding) sends its own name in ``Host``
+    and gets a 400, never a page or the dev mailbox. Starlette's
+    ``TrustedHostMiddleware`` does the same in plain text; this answers
+    with the one JSON error shape and reads IPv6 ``Host`` values. A request
+    without ``Host`` (HTTP/1.0) cannot come from a browser and passes."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(host_name(name) for name in allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            header = dict(scope["headers"]).get(b"host")
+            if header is not None and host_name(header.decode("latin-1")) not in self.allowed:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await _send_json(send, 400, "invalid_host", "this host name is not served here")
+                return
+        await self.app(scope, receive, send)
+
+
 def redact_path(path: str) -> str:
     return _SECRET_PATH.sub(lambda m: m.group(1) + "[redacted]", path)
 

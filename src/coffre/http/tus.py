@@ -232,9 +232,11 @@ async def _append(request: Request, actor: Uploader, upload_id: str,
     checksum_header = request.headers.get("upload-checksum")
     checksum = Checksum.parse(checksum_header) if checksum_header else None
     length = _int_header(request, "upload-length")
+    ctx = deps.context(request)
 
     def begin() -> UploadWriter:
-        return app.uploads.begin_append(actor, upload_id, offset, length=length, checksum=checksum)
+        return app.uploads.begin_append(actor, upload_id, offset, length=length,
+                                        checksum=checksum, ctx=ctx)
 
     writer = await to_thread.run_sync(begin)
     try:

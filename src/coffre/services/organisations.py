@@ -79,6 +79,8 @@ class OrganisationInfo:
     name: str
     require_mfa: bool
     allow_unverified_recipients: bool
+    #: Executables and scripts are refused by name and content (SEC-19).
+    block_executables: bool = True
     #: Retention and limits as set (None: the instance's), and in force.
     policy: dict[str, Any] = field(default_factory=dict)
     effective: dict[str, Any] = field(default_factory=dict)
@@ -495,6 +497,7 @@ class OrganisationService:
         name: str | None = None,
         require_mfa: bool | None = None,
         allow_unverified_recipients: bool | None = None,
+        block_executables: bool | None = None,
         limits: dict[str, Any] | None = None,
     ) -> OrganisationInfo:
         """SEC-29: one event with each changed setting's before and after.
@@ -514,6 +517,7 @@ class OrganisationService:
         wanted: dict[str, Any] = {
             "require_mfa": require_mfa,
             "allow_unverified_recipients": allow_unverified_recipients,
+            "block_executables": block_executables,
         }
         if name is not None:
             wanted["name"] = name.strip()
@@ -610,7 +614,8 @@ def _members(session: Session, where: Any) -> list[MemberInfo]:
 
 
 def _organisation_info(org: Organisation) -> OrganisationInfo:
-    return OrganisationInfo(org.id, org.name, org.require_mfa, org.allow_unverified_recipients)
+    return OrganisationInfo(org.id, org.name, org.require_mfa, org.allow_unverified_recipients,
+                            org.block_executables)
 
 
 def _aware(value: Any) -> datetime | None:

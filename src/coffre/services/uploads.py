@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session, object_session
 from coffre.audit import trail
 from coffre.crypto import envelope, stream
 from coffre.db.engine import Database
-from coffre.db.tables import Blob, Upload, new_id
+from coffre.db.tables import Blob, Organisation, Upload, new_id
+from coffre.domain import filetypes
 from coffre.domain.accounts import Actor, Scope
 from coffre.domain.limits import check_file_size
 from coffre.domain.requests import Depositor
@@ -48,6 +49,7 @@ from coffre.errors import (
     QuotaExceeded,
     StorageError,
     TooLarge,
+    UnsupportedMediaType,
 )
 from coffre.ports import BlobAppender, BlobStore, Clock, Consolidating
 from coffre.services import staging
@@ -117,8 +119,8 @@ def parse_metadata(header: str | None) -> dict[str, str]:
             result[key] = base64.b64decode(value.strip(), validate=True).decode() if value else ""
         except ValueError:
             raise InvalidInput("Upload-Metadata values must be base64 UTF-8") from None
-    if "filename" in result:
-        result["filename"] = sanitise_filename(result["filename"])
+    # The file name stays as sent: the file-type policy judges it raw
+    # (NUL, bidi tricks) before ``UploadService.create`` sanitises it.
     if "filetype" in result:
         result["filetype"] = result["filetype"][:100]
     return result
@@ -231,6 +233,9 @@ class UploadService:
                 f"the file is larger than the {self.max_size} bytes allowed",
                 max_size=self.max_size,
             )
+        if metadata.get("filename") is not None:
+            self._check_name(actor, metadata["filename"], ctx)
+            metadata = {**metadata, "filename": sanitise_filename(metadata["filename"])}
         now = self.clock.now()
         with self.db.session() as session:
             blob = Blob(id=new_id(), organisation_id=actor.organisation_id)
@@ -270,6 +275,20 @@ class UploadService:
                 **_deposit_details(actor),
             )
             return self._info(session, upload)
+
+    def _check_name(self, actor: Uploader, name: str, ctx: trail.Context) -> None:
+        """SEC-19: refuse a program's name before anything is created."""
+        refusal = filetypes.check_name(name)
+        if refusal is None:
+            return
+        with self.db.session() as session:
+            if not refuses_programs(session, actor.organisation_id):
+                return
+            trail.record(session, "upload.refused", actor=_audit_actor(actor),
+                         organisation_id=actor.organisation_id, object_type="upload",
+                         outcome="denied", context=ctx, refused_by=refusal.reason,
+                         kind=refusal.kind, **_deposit_details(actor))
+        raise file_type_refused(refusal)
 
     def info(self, actor: Uploader, upload_id: str) -> UploadInfo:
         _require_write(actor)
@@ -382,8 +401,10 @@ class UploadService:
         *,
         length: int | None = None,
         checksum: Checksum | None = None,
+        ctx: trail.Context | None = None,
     ) -> UploadWriter:
-        """Claim the upload for one PATCH; blocking (call from a worker thread)."""
+        """Claim the upload for one PATCH; blocking (call from a worker thread).
+        ``ctx``: the request, for the events of an upload refused mid-body."""
         _require_write(actor)
         deadline = time.monotonic() + 10
         while True:
@@ -397,7 +418,9 @@ class UploadService:
                 raise Conflict("another request is writing to this upload")
             time.sleep(0.05)
         try:
-            return self._claim(actor, upload_id, offset, length, checksum)
+            writer = self._claim(actor, upload_id, offset, length, checksum)
+            writer.ctx = ctx
+            return writer
         except BaseException:
             self._release_local(upload_id)
             raise
@@ -468,6 +491,8 @@ class UploadService:
                 offset=upload.offset,
                 segments=upload.segments_committed,
                 completed=upload.completed_at is not None,
+                sniff=upload.segments_committed == 0 and upload.completed_at is None
+                and refuses_programs(session, upload.organisation_id),
             )
         hasher = self.hashes.take(upload_id, snapshot.segments)
         if hasher is None:
@@ -548,6 +573,11 @@ class UploadService:
     def _discard_over_quota(self, upload_id: str, actor_id: str | None) -> None:
         """A deferred-length upload crossed a quota while streaming: it
         stops, and nothing of it remains (blob shredded, row deleted)."""
+        self._discard(upload_id, actor_id, "upload.quota_exceeded")
+
+    def _discard(self, upload_id: str, actor_id: str | None, action: str,
+                 context: trail.Context | None = None, **details: Any) -> None:
+        """Destroy an upload refused mid-body (blob shredded, row deleted)."""
         with self.db.session() as session:
             upload = session.get(Upload, upload_id)
             if upload is None:
@@ -555,12 +585,14 @@ class UploadService:
             self._destroy(session, upload)
             trail.record(
                 session,
-                "upload.quota_exceeded",
+                action,
                 actor=actor_id,
                 organisation_id=upload.organisation_id,
                 object_type="upload",
                 object_id=upload_id,
+                context=context,
                 received=upload.offset,
+                **details,
             )
         self.hashes.drop(upload_id)
 
@@ -677,6 +709,21 @@ class _Snapshot:
     offset: int
     segments: int
     completed: bool
+    #: The first bytes must be judged by the file-type policy (SEC-19).
+    sniff: bool = False
+
+
+def refuses_programs(session: Session, organisation_id: str) -> bool:
+    """The organisation's file-type policy (SEC-19): on unless turned off."""
+    org = session.get(Organisation, organisation_id)
+    return org is None or org.block_executables
+
+
+def file_type_refused(refusal: filetypes.Refusal) -> UnsupportedMediaType:
+    return UnsupportedMediaType(
+        "your organisation refuses programs and scripts (executable files)",
+        reason="file_type", refused_by=refusal.reason, kind=refusal.kind,
+    )
 
 
 class _Pending:
@@ -711,6 +758,15 @@ class _Pending:
 
     def all(self) -> bytes:
         return b"".join(self._parts)
+
+    def head(self, n: int) -> bytes:
+        """The first ``n`` bytes (fewer if fewer are held)."""
+        out = bytearray()
+        for part in self._parts:
+            if len(out) >= n:
+                break
+            out += part[: n - len(out)]
+        return bytes(out)
 
 
 def _deposit_details(uploader: Uploader) -> dict[str, Any]:
@@ -762,6 +818,12 @@ class UploadWriter:
         #: Deferred length: bytes the upload may reach before the quota is asked again.
         self._allowance: int | None = None
         self._over_quota = False
+        #: Until the first bytes are judged; they are all in ``_pending``
+        #: (segment 0 is far larger than ``SNIFF_BYTES``).
+        self._sniffing = snap.sniff
+        self._refused: filetypes.Refusal | None = None
+        #: The request writing (set by ``begin_append``), for audit events.
+        self.ctx: trail.Context | None = None
         if not self._done:
             self._reserve(self._reserved)
 
@@ -800,6 +862,8 @@ class UploadWriter:
                 self._body_hash.update(piece)
             self._pending.add(piece)
         self._received += size
+        if self._sniffing:
+            self._sniff(final=False)
         while self._pending.size > stream.segment_plaintext_size(self._index):
             if self._index >= self._reserved:
                 # End of the reserved window: make progress durable (unless a
@@ -814,6 +878,14 @@ class UploadWriter:
             and time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS
         ):
             self._checkpoint()
+
+    def _sniff(self, *, final: bool) -> None:
+        """SEC-19: refuse a program by its first bytes, before any is stored."""
+        verdict = filetypes.sniff(self._pending.head(filetypes.SNIFF_BYTES), final=final)
+        if verdict.refusal is not None:
+            self._refused = verdict.refusal
+            raise file_type_refused(verdict.refusal)
+        self._sniffing = not verdict.decided
 
     def _encrypt_next(self, last: bool) -> bytes:
         size = min(stream.segment_plaintext_size(self._index), self._pending.size)
@@ -882,15 +954,25 @@ class UploadWriter:
         except BaseException:
             self.service.hashes.drop(self.snap.upload_id)
             self._release()
+            self._discard_refused()
             raise
 
     def abort(self) -> None:
         """Give up without committing (server error): reservations stay.
-        Past a quota, the whole upload is discarded instead."""
+        Past a quota, or refused by the file-type policy, the whole upload
+        is discarded instead."""
         self.service.hashes.drop(self.snap.upload_id)
         self._release()
         if self._over_quota:
             self.service._discard_over_quota(self.snap.upload_id, self.snap.actor_id)
+        self._discard_refused()
+
+    def _discard_refused(self) -> None:
+        if self._refused is not None:
+            refusal, self._refused = self._refused, None
+            self.service._discard(self.snap.upload_id, self.snap.actor_id, "upload.refused",
+                                  self.ctx, outcome="denied", refused_by=refusal.reason,
+                                  kind=refusal.kind)
 
     def _leased(self, session: Session) -> Upload:
         """The upload, locked, while this writer still holds its lease
@@ -938,6 +1020,8 @@ class UploadWriter:
             return info
         length = self.snap.length
         completing = length is not None and self.offset == length
+        if completing and self._sniffing:
+            self._sniff(final=True)
         if completing:
             if self._index >= self._reserved:
                 self._reserve(self._index + 1)

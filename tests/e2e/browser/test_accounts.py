@@ -274,6 +274,18 @@ def test_passkey_registered_then_used_to_sign_in_and_to_step_up(person: Any,
     assert [e["details"]["kind"] for e in audit_events(fresh.server.data_dir,
                                                         "factor.removed")] == ["totp"]
 
+    # Issue 15, finding 4: after a passkey step-up the script goes to the
+    # page's data-next; even one the server let through (here written into
+    # the page) never leads to another site.
+    for bypass in ("/\t\\evil.example", "/\\evil.example", "//evil.example",
+                   "/%5Cevil.example", "/%09/evil.example", "javascript:alert(1)"):
+        page.goto("/reauth?next=/account")
+        page.locator(".passkey[data-next]").evaluate(
+            "(box, next) => box.setAttribute('data-next', next)", bypass)
+        page.get_by_label("Mot de passe").fill(PASSWORD)
+        page.get_by_role("button", name="Confirmer avec une clé d'accès").click()
+        page.wait_for_url(at(r"/transfers"))
+
 
 def test_invited_member_enrols_a_passkey_first_when_the_organisation_requires_one(
         person: Any, fresh: Fresh) -> None:

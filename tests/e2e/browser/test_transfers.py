@@ -270,3 +270,24 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     _no_horizontal_scroll(page)
     check_accessibility(page)
     screenshot(page, "transfers-dashboard-phone")
+
+
+def test_a_program_is_refused_with_a_clear_message(page: Any, web: Web, tmp_path: Path) -> None:
+    """SEC-19: by its name when the upload starts, by its first bytes when
+    they arrive (a Windows program renamed .pdf); the sender reads why."""
+    from tests.unit.test_filetypes import pe_file
+
+    named = tmp_path / "installer.exe"
+    named.write_bytes(b"%PDF-1.4 " + os.urandom(100))
+    disguised = tmp_path / "resultats.pdf"
+    disguised.write_bytes(pe_file() + os.urandom(5000))
+    signed_in(page, web)
+    page.goto("/send")
+    for source in (named, disguised):
+        page.locator("#file-input").set_input_files(source)
+        item = page.locator(".upload").filter(has_text=source.name)
+        expect(item).to_have_attribute("data-state", "failed", timeout=30_000)
+        expect(item.locator(".upload-status")).to_contain_text(
+            "Votre organisation refuse les programmes et scripts")
+        page.get_by_role("button", name=f"Retirer {source.name}").click()
+        expect(page.locator(".upload")).to_have_count(0)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from coffre.audit.log import MAX_PAGE
 from coffre.domain.accounts import Actor
+from coffre.domain.limits import MAX_DATABASE_INT
 from coffre.domain.policy import Action
 from coffre.http import deps
 
@@ -25,7 +26,8 @@ Reader = Annotated[Actor, Depends(deps.acting(Action.AUDIT_READ))]
 async def events(
     actor: Reader,
     request: Request,
-    after: Annotated[int, Query(ge=0, description="only events with a larger seq")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_DATABASE_INT,
+                                description="only events with a larger seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     action: Annotated[str | None, Query(max_length=64, description="only this action")] = None,
 ) -> dict[str, Any]:

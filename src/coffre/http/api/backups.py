@@ -48,7 +48,7 @@ class DeviceRegistered:
              summary="Register a device: its repository and restic credential (shown once)")
 def register(body: DeviceCreate, actor: Registrar, request: Request,
              ctx: Ctx) -> DeviceRegistered:
-    quota = None if body.quota is None else parse_size(body.quota)
+    quota = None if body.quota is None else parse_size(body.quota, "quota")
     device, credential = deps.coffre(request).backups.register_device(
         actor, body.name, quota, ctx)
     return DeviceRegistered(device, credential)

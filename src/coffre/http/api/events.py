@@ -24,6 +24,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
+from coffre.domain.limits import MAX_DATABASE_INT
 from coffre.domain.policy import Action, check_route
 from coffre.errors import CoffreError
 from coffre.http import deps
@@ -48,7 +49,8 @@ def _out(step: Step) -> TransferEventOut:
 @router.get("/{transfer_id}/events", summary="Each recipient's timeline of a transfer")
 def events(
     transfer_id: str, actor: Reader, request: Request, ctx: Ctx,
-    after: Annotated[int, Query(ge=0, description="only steps with a larger id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_DATABASE_INT,
+                                description="only steps with a larger id")] = 0,
 ) -> list[TransferEventOut]:
     steps = deps.coffre(request).tracking.timeline(actor, transfer_id, ctx, after)
     return [_out(s) for s in steps]

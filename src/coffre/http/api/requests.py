@@ -20,6 +20,7 @@ from starlette.responses import StreamingResponse
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
+from coffre.domain.limits import MAX_DATABASE_INT
 from coffre.domain.policy import Action
 from coffre.domain.requests import parse_size
 from coffre.domain.transfers import parse_expiry
@@ -139,7 +140,8 @@ def close(request_id: str, actor: Closer, request: Request, ctx: Ctx) -> Request
 @router.get("/{request_id}/events", summary="Deposits received for this request")
 def events(
     request_id: str, actor: Reader, request: Request, ctx: Ctx,
-    after: Annotated[int, Query(ge=0, description="only steps with a larger id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_DATABASE_INT,
+                                description="only steps with a larger id")] = 0,
 ) -> list[RequestEventOut]:
     service = deps.coffre(request).requests
     service.open_events(actor, request_id, ctx)

@@ -7,6 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from coffre.domain.limits import (
+    MAX_BACKUP_ALERT_DAYS,
+    MAX_BYTES,
+    RECIPIENTS_CEILING,
+)
+
+#: Longest expiry, in days, an organisation may set (a century).
+MAX_DAYS = 36_500
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -228,18 +237,22 @@ class OrganisationUpdate(Strict):
     name: str | None = Field(default=None, max_length=200)
     require_mfa: bool | None = None
     allow_unverified_recipients: bool | None = None
+    block_executables: bool | None = Field(
+        default=None, description="refuse executables and scripts by name and content")
     # Retention and limits: null restores the instance's value.
-    default_expiry_days: int | None = None
-    max_expiry_days: int | None = None
+    default_expiry_days: int | None = Field(default=None, le=MAX_DAYS)
+    max_expiry_days: int | None = Field(default=None, le=MAX_DAYS)
     allow_permanent: bool | None = None
-    max_file_size: int | None = Field(default=None, description="bytes")
-    max_transfer_size: int | None = Field(default=None, description="bytes")
-    max_recipients: int | None = None
+    max_file_size: int | None = Field(default=None, le=MAX_BYTES, description="bytes")
+    max_transfer_size: int | None = Field(default=None, le=MAX_BYTES, description="bytes")
+    max_recipients: int | None = Field(default=None, le=RECIPIENTS_CEILING)
     recipient_domains_allowed: list[str] | None = Field(default=None, max_length=500)
     recipient_domains_denied: list[str] | None = Field(default=None, max_length=500)
-    user_quota: int | None = Field(default=None, description="bytes")
-    organisation_quota: int | None = Field(default=None, description="bytes")
+    user_quota: int | None = Field(default=None, le=MAX_BYTES, description="bytes")
+    organisation_quota: int | None = Field(default=None, le=MAX_BYTES, description="bytes")
     backup_quota: int | None = Field(
-        default=None, description="bytes of all the organisation's backup repositories")
+        default=None, le=MAX_BYTES,
+        description="bytes of all the organisation's backup repositories")
     backup_alert_days: int | None = Field(
-        default=None, description="days without a backup before an alert (1-365)")
+        default=None, le=MAX_BACKUP_ALERT_DAYS,
+        description="days without a backup before an alert (1-365)")

@@ -52,6 +52,9 @@ SWITCHES = (
     ("require_mfa", N_("Every member must use a second factor (TOTP or passkey)")),
     ("allow_unverified_recipients",
      N_("Transfers may skip the recipient's one-time code")),
+    ("block_executables",
+     N_("Refuse programs and scripts (.exe, .msi, .bat, .js, .sh...); medical formats, "
+        "documents, images and archives are accepted")),
     ("allow_permanent", N_("Members may keep transfers permanently (no expiry)")),
 )
 DOMAINS = (
@@ -185,6 +188,7 @@ def _policy_page(request: Request, actor: Actor, *, notice: str | None = None,
     if values is None:
         values = {"name": info.name, "require_mfa": info.require_mfa,
                   "allow_unverified_recipients": info.allow_unverified_recipients,
+                  "block_executables": info.block_executables,
                   "allow_permanent": info.policy["allow_permanent"]}
         values |= {name: _shown(info.policy[name], unit) for name, _l, unit in NUMBERS}
         values |= {name: "\n".join(info.policy[name]) for name, _l in DOMAINS}
@@ -252,7 +256,8 @@ def _save_policy(request: Request, actor: Actor, ctx: Context,
         assert set(limits) == set(LIMIT_FIELDS)
         deps.coffre(request).organisations.update_organisation(
             actor, ctx, name=values["name"], require_mfa=values["require_mfa"],
-            allow_unverified_recipients=values["allow_unverified_recipients"], limits=limits)
+            allow_unverified_recipients=values["allow_unverified_recipients"],
+            block_executables=values["block_executables"], limits=limits)
     except InvalidInput as exc:
         unit = units.get(str(exc.details.get("field")), 1)
         return _policy_page(request, actor, error=_policy_error(exc, unit), values=values,

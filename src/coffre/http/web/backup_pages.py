@@ -82,7 +82,7 @@ async def register(request: Request, actor: Registrar, ctx: Ctx) -> Response:
     values = {"name": str(form.get("name", ""))[:200], "quota": str(form.get("quota", ""))[:40]}
     service = deps.coffre(request).backups
     try:
-        quota = parse_size(values["quota"]) if values["quota"].strip() else None
+        quota = parse_size(values["quota"], "quota") if values["quota"].strip() else None
     except InvalidInput:
         error = _("A quota looks like 500G, 2T or a number of bytes.")
         return await to_thread.run_sync(lambda: _list(request, actor, 400, error, values))

@@ -11,8 +11,9 @@ confirm their identity to ``/reauth`` — each coming back afterwards.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
@@ -31,9 +32,36 @@ class Redirect(Exception):
         self.to = to
 
 
+#: Not in a path to come back to: anything but printable ASCII, and "\\".
+_UNSAFE_RAW = re.compile(r"[^\x21-\x7e]|\\")
+#: Not in it once percent-decoded either: control characters and "\\".
+_UNSAFE_DECODED = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+#: Percent-decoding rounds tried before a value is refused as too nested.
+_DECODE_ROUNDS = 3
+#: Longest path accepted. ``local()`` in static/account.js applies the same rules.
+NEXT_MAX_LENGTH = 2000
+
+
 def safe_next(value: str | None, default: str = "/") -> str:
-    """A local path to come back to: never another site (``//host``, ``\\``)."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+    """A local path to come back to: never another site.
+
+    Browsers drop tabs and newlines from a URL and read ``\\`` as ``/``, so
+    ``/\t\\evil.example`` (which ``urlsplit`` sees as a path) leads to
+    ``//evil.example``: control characters, spaces and backslashes are refused
+    anywhere, also percent-encoded (``%09``, ``%5C``, ``%2F%2F``), as is
+    any value that is not a single-slash path (``//host``, ``javascript:``).
+    """
+    if not value or len(value) > NEXT_MAX_LENGTH or _UNSAFE_RAW.search(value):
+        return default
+    seen = value
+    for _ in range(_DECODE_ROUNDS + 1):
+        if not seen.startswith("/") or seen.startswith("//") or _UNSAFE_DECODED.search(seen):
+            return default
+        decoded = unquote(seen)
+        if decoded == seen:
+            break
+        seen = decoded
+    else:
         return default
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:

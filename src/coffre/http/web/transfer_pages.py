@@ -23,6 +23,7 @@ from sse_starlette import EventSourceResponse
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor, Role
+from coffre.domain.limits import MAX_DATABASE_INT
 from coffre.domain.policy import Action
 from coffre.errors import (
     CoffreError,
@@ -154,7 +155,8 @@ async def dashboard(request: Request, actor: Lister,
 
 @router.get("/transfers/stream", response_class=EventSourceResponse)
 async def dashboard_stream(request: Request, actor: Lister,
-                           after: Annotated[int, Query(ge=0)] = 0) -> EventSourceResponse:
+                           after: Annotated[int, Query(ge=0, le=MAX_DATABASE_INT)] = 0,
+                           ) -> EventSourceResponse:
     """Which of the sender's transfers changed (their cards are fetched
     again): steps after ``after``, the last one the page was drawn with."""
     tracking = deps.coffre(request).tracking

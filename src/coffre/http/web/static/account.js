@@ -64,9 +64,23 @@
     return (error && error.details && error.details.reason) || "";
   }
 
-  // Where to go after a success: a local path only (the server checked it too).
+  // Where to go after a success: a local path only (the server checked it
+  // too, with the same rules as guard.safe_next). Browsers drop tabs and
+  // newlines and read "\\" as "/": refuse control characters, spaces and
+  // backslashes anywhere, also percent-encoded, and anything but "/path".
   function local(path) {
-    return /^\/(?![\/\\])/.test(path || "") ? path : "/transfers";
+    const fallback = "/transfers";
+    if (typeof path !== "string" || !path || path.length > 2000 ||
+        /[^\x21-\x7e]|\\/.test(path)) return fallback;
+    let seen = path;
+    for (let round = 0; round < 4; round++) {
+      if (!/^\/(?!\/)/.test(seen) || /[\x00-\x1f\x7f-\x9f\\]/.test(seen)) return fallback;
+      let decoded;
+      try { decoded = decodeURIComponent(seen); } catch (e) { return fallback; }
+      if (decoded === seen) return path;
+      seen = decoded;
+    }
+    return fallback;
   }
 
   function setUp(box) {

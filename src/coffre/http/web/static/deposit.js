@@ -70,6 +70,7 @@
       const reason = JSON.parse(response.getBody()).error.details.reason;
       if (reason === "request_size" || reason === "file_too_large") return msg("too-big");
       if (reason === "too_many_files") return msg("too-many");
+      if (reason === "file_type") return msg("file-type");
       if (code === 401) return msg("expired");
       return JSON.parse(response.getBody()).error.message;
     } catch (e) {

@@ -92,6 +92,7 @@
     let code = "";
     try { code = JSON.parse(response.getBody()).error.code; } catch (e) { code = ""; }
     if (code === "quota_exceeded") { return [t("quota"), "failed"]; }
+    if (code === "unsupported_media_type") { return [t("file-type"), "failed"]; }
     if (code === "too_large" || response.getStatus() === 413) { return [t("too-large"), "failed"]; }
     return [t("failed"), "failed"];
   }
