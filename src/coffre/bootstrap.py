@@ -33,6 +33,7 @@ from coffre.services.keys import KeyRing
 from coffre.services.links import LinkService
 from coffre.services.mail import MailQueue
 from coffre.services.organisations import OrganisationService
+from coffre.services.passwords import PasswordService
 from coffre.services.quotas import Quotas
 from coffre.services.requests import RequestService
 from coffre.services.sessions import SessionService
@@ -74,6 +75,8 @@ class Coffre:
     audit: AuditLog
     contacts: ContactService
     backups: BackupService
+    #: Password change, forgotten-password and forced resets.
+    passwords: PasswordService
     #: Wakes live streams (in-process, or LISTEN/NOTIFY across instances).
     events: EventBus = field(default_factory=InProcessEvents)
 
@@ -221,6 +224,10 @@ def build(
             session_idle=timedelta(seconds=settings.backup_session_idle_seconds),
         ),
         events=events_for(db),
+        passwords=PasswordService(
+            db, accounts, mail, clock, throttles, public_url=settings.base_url,
+            lifetime=timedelta(minutes=settings.password_reset_minutes),
+        ),
     )
 
 

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     login_attempts: int = Field(default=5, gt=0)
     lockout_minutes: int = Field(default=15, gt=0)
     invitation_days: int = Field(default=7, gt=0)
+    #: How long a mailed password-reset link works.
+    password_reset_minutes: int = Field(default=30, gt=0, le=24 * 60)
 
     #: Recipients' one-time codes: lifetime, tries, resend interval, lock.
     recipient_code_minutes: int = Field(default=10, gt=0)
