@@ -17,7 +17,8 @@ from coffre.bootstrap import Coffre
 from coffre.clock import FrozenClock
 from coffre.db.tables import User
 from coffre.domain.accounts import Role
-from tests.conftest import MailCatcher, Server, login
+from tests.backends import ago
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MailCatcher, Server, login, second_factor
 from tests.integration.flows import audit_events, sql
 from tests.integration.support import assert_error, in_process, new_address
 from tests.integration.test_auth import (  # noqa: F401 - ``frozen`` is a fixture
@@ -296,8 +297,7 @@ def test_expired_link_is_refused(server: Server, mail: MailCatcher) -> None:
     assert httpx.post(f"{server.url}/api/v1/auth/password-reset", json={"email": email},
                       timeout=30).status_code == 202
     [(_, secret)] = reset_links(mail, email)
-    sql(server.data_dir, "UPDATE password_resets SET expires_at = ?",
-        "2020-01-01 00:00:00.000000")
+    sql(server.data_dir, "UPDATE password_resets SET expires_at = ?", ago(minutes=1))
     page = httpx.get(f"{server.url}/password/reset/{secret}", timeout=30)
     assert page.status_code == 410 and "a expiré" in page.text
     api = httpx.post(f"{server.url}/api/v1/auth/password-reset/complete", timeout=30,
@@ -383,6 +383,29 @@ def test_administrator_forces_a_reset(server: Server, mail: MailCatcher) -> None
     [mailed] = events(server, "password.reset_mailed")
     assert mailed["actor"] == admin_id and mailed["details"]["reason"] == "forced"
     assert len(events(server, "password.reset_used", mailed["object"]["id"])) == 1
+
+
+def test_administrator_forces_a_reset_from_the_members_page(server: Server,
+                                                           mail: MailCatcher) -> None:
+    email = new_user(server)
+    uid = user_id(server, email)
+    member = browser(server)
+    member.login(email)
+    code = second_factor(server.url)  # enrols the administrator's factor first
+    admin = browser(server)
+    assert admin.login(ADMIN_EMAIL, ADMIN_PASSWORD)["stage"] == "password"
+    assert admin.call("POST", "/api/v1/auth/login/recovery",
+                      json={"code": code}).status_code == 200
+    members = admin.call("GET", "/admin")
+    assert f'action="/admin/members/{uid}/password-reset"' in members.text
+    assert "Réinitialiser le mot de passe" in members.text
+    done = page_form(admin, f"/admin/members/{uid}/password-reset", csrf_token=admin.csrf or "")
+    assert done.status_code == 303
+    assert done.headers["location"] == "/admin?done=password_reset"
+    assert "Mot de passe réinitialisé" in admin.call("GET", done.headers["location"]).text
+    assert member.call("GET", "/api/v1/me").status_code == 401
+    assert reset_links(mail, email)
+    assert len(events(server, "password.reset_forced", uid)) == 1
 
 
 def test_administrator_forces_a_reset_from_the_cli(server: Server, mail: MailCatcher,
