@@ -326,6 +326,27 @@ def test_a_new_link_replaces_the_last(server: Server, mail: MailCatcher) -> None
     assert token_for(server, email, NEW_PASSWORD).status_code == 201
 
 
+def test_two_uses_at_once_one_wins(server: Server, mail: MailCatcher) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    email = new_user(server)
+    assert httpx.post(f"{server.url}/api/v1/auth/password-reset", json={"email": email},
+                      timeout=30).status_code == 202
+    [(_, secret)] = reset_links(mail, email)
+    choices = [f"{NEW_PASSWORD} {n}" for n in range(4)]
+
+    def use(password: str) -> int:
+        return httpx.post(f"{server.url}/api/v1/auth/password-reset/complete", timeout=60,
+                          json={"token": secret, "password": password}).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(use, choices))
+    assert sorted(statuses) == [204, 410, 410, 410]
+    winner = choices[statuses.index(204)]
+    assert token_for(server, email, winner).status_code == 201
+    assert len(events(server, "password.reset_used")) == 1
+
+
 def test_reset_requests_are_throttled_per_address_and_per_source(
     server: Server, mail: MailCatcher,
 ) -> None:
