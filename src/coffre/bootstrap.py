@@ -34,6 +34,7 @@ from coffre.services.keys import KeyRing
 from coffre.services.links import LinkService
 from coffre.services.mail import MailQueue
 from coffre.services.organisations import OrganisationService
+from coffre.services.passwords import PasswordService
 from coffre.services.quotas import Quotas
 from coffre.services.requests import RequestService
 from coffre.services.sessions import SessionService
@@ -80,6 +81,8 @@ class Coffre:
     backups: BackupService
     #: Shreds orphan keys and removes orphan objects (``coffre storage sweep``).
     sweeper: Sweeper
+    #: Password change, forgotten-password and forced resets.
+    passwords: PasswordService
     #: Wakes live streams (in-process, or LISTEN/NOTIFY across instances).
     events: EventBus = field(default_factory=InProcessEvents)
 
@@ -235,6 +238,10 @@ def build(
         sweeper=Sweeper(db, store, clock,
                         grace=timedelta(minutes=settings.sweep_grace_minutes)),
         events=events_for(db),
+        passwords=PasswordService(
+            db, accounts, mail, clock, throttles, public_url=settings.base_url,
+            lifetime=timedelta(minutes=settings.password_reset_minutes),
+        ),
     )
 
 

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     #: audit event at once, the rest are folded into one count at its end.
     refusal_window_seconds: int = Field(default=60, gt=0, le=3600)
     invitation_days: int = Field(default=7, gt=0)
+    #: How long a mailed password-reset link works.
+    password_reset_minutes: int = Field(default=30, gt=0, le=24 * 60)
 
     #: Recipients' one-time codes: lifetime, tries, resend interval, lock.
     recipient_code_minutes: int = Field(default=10, gt=0)

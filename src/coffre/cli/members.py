@@ -143,6 +143,16 @@ def end_sessions(member_id: str) -> None:
     out.print(f"Sessions terminées : {ended['sessions_ended']}.")
 
 
+@app.command("reset-password")
+def reset_password(member_id: str) -> None:
+    """Force a member's password reset: it stops working, their sessions and
+    API tokens end, and they are mailed a link to choose a new one."""
+    with api() as client:
+        check(client.post(f"/api/v1/members/{member_id}/password-reset"))
+    out.print("Mot de passe réinitialisé : un lien pour en choisir un nouveau a été envoyé "
+              "au membre.")
+
+
 def _show_organisation(org: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(org)

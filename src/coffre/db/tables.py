@@ -223,6 +223,23 @@ class ApiToken(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
+class PasswordReset(Base):
+    """A mailed single-use link that sets a new password (forgotten, or
+    forced by an administrator). Only the 256-bit token's hash is stored."""
+
+    __tablename__ = "password_resets"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: "forgotten" (asked for by its owner) or "forced" (by an administrator).
+    reason: Mapped[str] = mapped_column(String(16), default="forgotten")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Replaced by a newer link, or ended when the password changed.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class SetupToken(Base):
     """The one-time link that creates the first administrator."""
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from coffre.domain.passwords import is_breached
 from coffre.errors import InvalidInput, PermissionDenied
 
 
@@ -83,7 +84,8 @@ def normalise_email(email: str) -> str:
 
 
 def check_password_policy(password: str) -> None:
-    """SEC-12: at least 12 characters (with lockout), at most 256."""
+    """SEC-12: at least 12 characters (with lockout), at most 256, not
+    one of the commonly breached passwords shipped with Coffre."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(
             f"the password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
@@ -94,3 +96,6 @@ def check_password_policy(password: str) -> None:
         )
     if len(set(password)) < 4:
         raise InvalidInput("the password is too repetitive", field="password")
+    if is_breached(password):
+        raise InvalidInput("this password appears in lists of breached passwords: choose another",
+                           field="password", reason="breached_password")

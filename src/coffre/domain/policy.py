@@ -24,6 +24,7 @@ class Action(enum.StrEnum):
     FACTOR_READ = "factor.read"
     FACTOR_MANAGE = "factor.manage"
     SESSION_MANAGE = "session.manage"
+    PASSWORD_CHANGE = "password.change"  # noqa: S105 - an action name
     TOKEN_MANAGE = "token.manage"  # noqa: S105 - an action name
     UPLOAD_WRITE = "upload.write"
     TRANSFER_CREATE = "transfer.create"
@@ -102,6 +103,7 @@ _POLICIES: dict[Action, tuple[Rule, Scope | None]] = {
     Action.FACTOR_READ: (_own_account, None),
     Action.FACTOR_MANAGE: (_own_account, None),
     Action.SESSION_MANAGE: (_own_account, None),
+    Action.PASSWORD_CHANGE: (_own_account, None),
     Action.TOKEN_MANAGE: (_own_account, Scope.TRANSFERS_WRITE),
     Action.UPLOAD_WRITE: (_own_account, Scope.TRANSFERS_WRITE),
     Action.TRANSFER_CREATE: (_member, Scope.TRANSFERS_WRITE),
@@ -145,7 +147,7 @@ _BEFORE_SECOND_FACTOR = frozenset(
 #: SEC-17: actions that need a recent sign-in (step-up re-authentication).
 #: Minting a token is one too: a token outlives the session that made it.
 STEP_UP = frozenset({Action.FACTOR_MANAGE, Action.TRANSFER_DELETE, Action.AUDIT_EXPORT,
-                     Action.TOKEN_MANAGE, Action.BACKUP_MAINTAIN})
+                     Action.TOKEN_MANAGE, Action.BACKUP_MAINTAIN, Action.PASSWORD_CHANGE})
 
 
 def allowed(actor: Actor, action: Action, target: Target | None = None) -> bool:

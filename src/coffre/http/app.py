@@ -25,12 +25,21 @@ from coffre.http.api import (
     events,
     links,
     organisations,
+    passwords,
     requests,
     transfers,
 )
 from coffre.http.backup_bodies import BodyBudget
 from coffre.http.middleware import BodyLimit, SecurityHeaders, TrustedHosts
-from coffre.http.web import backup_pages, deposit_pages, guard, language, pages, request_pages
+from coffre.http.web import (
+    backup_pages,
+    deposit_pages,
+    guard,
+    language,
+    pages,
+    password_pages,
+    request_pages,
+)
 from coffre.http.web.account_pages import router as account_pages_router
 from coffre.http.web.admin_pages import router as admin_pages_router
 from coffre.http.web.audit_pages import router as audit_pages_router
@@ -90,6 +99,9 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(request_pages.router)
     app.include_router(signin_pages_router)
     app.include_router(account_pages_router)
+    app.include_router(passwords.router)
+    app.include_router(password_pages.public_router)
+    app.include_router(password_pages.router)
     app.include_router(transfer_pages_router)
     app.include_router(metrics.router)
     app.include_router(backup.router)

@@ -18,7 +18,7 @@ access_log = logging.getLogger("coffre.access")
 #: Paths whose next segment is a capability token (personal links, setup,
 #: invitations, deposit links): never written to the log.
 _SECRET_PATH = re.compile(
-    r"^(/t/|/setup/|/invitation/|/api/v1/links/|/d/open/|/d/|/api/v1/deposit/open/"
+    r"^(/t/|/setup/|/invitation/|/password/reset/|/api/v1/links/|/d/open/|/d/|/api/v1/deposit/open/"
     r"|/api/v1/deposit/)[^/]+"
 )
 CSP = (

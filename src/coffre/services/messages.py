@@ -77,6 +77,33 @@ def security_notice(*, to: str, french: str, english: str) -> Mail:
     return Mail(to=to, subject="[Coffre] Sécurité de votre compte", text=text)
 
 
+def password_reset(*, to: str, link: str, minutes: int, forced: bool) -> Mail:
+    """A single-use link that sets a new password (it never removes the
+    second factor, which is still asked at the next sign-in)."""
+    why = ("Un administrateur de votre organisation a demandé le renouvellement de votre "
+           "mot de passe : l'ancien ne fonctionne plus." if forced else
+           "Quelqu'un (vous, sans doute) a demandé à changer le mot de passe de votre compte.")
+    text = "\n".join([
+        why,
+        "",
+        "Pour choisir un nouveau mot de passe, ouvrez ce lien personnel (il ne sert qu'une "
+        "fois, ne le transférez pas) :",
+        link,
+        "",
+        f"Il est valable {minutes} minutes. Passé ce délai, demandez-en un autre depuis la "
+        "page de connexion (« Mot de passe oublié »).",
+        "Votre second facteur (application ou clé d'accès) vous sera demandé comme d'habitude.",
+        *([] if forced else ["Si vous n'avez rien demandé, ignorez ce message : votre mot de "
+                             "passe ne change pas."]),
+        "",
+        "--",
+        ("An administrator asked for your password to be renewed. " if forced else
+         "A password reset was asked for your account. ")
+        + f"Single-use link, valid {minutes} minutes: {link}",
+    ])
+    return Mail(to=to, subject="[Coffre] Nouveau mot de passe", text=text)
+
+
 _ROLE_NAMES = {"admin": "administrateur", "member": "membre"}
 
 

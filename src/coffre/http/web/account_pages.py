@@ -17,7 +17,7 @@ import re
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from coffre.audit.trail import Context
@@ -28,7 +28,7 @@ from coffre.http import deps
 from coffre.http.api.auth import clear_session
 from coffre.http.web import guard
 from coffre.http.web.forms import small_form
-from coffre.http.web.i18n import N_, _
+from coffre.http.web.i18n import N_, _, pick
 from coffre.http.web.templating import page_router, render
 from coffre.services.factors import FactorInfo
 
@@ -78,8 +78,14 @@ def _done(request: Request, to: str = "/account") -> Response:
     return RedirectResponse(to, status_code=303)
 
 
+#: Notices after a change made on another page (``/account?done=...``).
+_DONE = {"password": N_("Your password has been changed. Your other sessions and your API "
+                       "tokens have ended.")}
+
+
 @router.get("/account")
-async def account_page(actor: FactorReader, request: Request) -> Response:
+async def account_page(actor: FactorReader, request: Request,
+                       done: Annotated[str, Query(max_length=20)] = "") -> Response:
     app = deps.coffre(request)
 
     def load() -> tuple[Any, ...]:
@@ -91,6 +97,7 @@ async def account_page(actor: FactorReader, request: Request) -> Response:
     return _page(request, "account/security.html", actor, user=user, factors=factors,
                  recovery_left=left, sessions=sessions, tokens=tokens,
                  relogin=must_sign_in_again(actor), browser=browser_name,
+                 notice=pick(_DONE, done),
                  scope_labels={str(k): v for k, v in SCOPE_LABELS.items()})
 
 

@@ -68,6 +68,11 @@ _DONE = {
     "disabled": N_("Member disabled: their sessions were ended and their API tokens revoked."),
     "enabled": N_("Member enabled."),
     "sessions": N_("The member's sessions were ended."),
+    "password_reset": N_("Password reset: the member's password no longer works, their "
+                         "sessions and API tokens have ended, and they were mailed a link to "
+                         "choose a new one."),
+    "reset_refused": N_("This member's password cannot be reset here (your own account, or "
+                        "a disabled member)."),
     "policy": N_("Policy saved."),
 }
 ROLES = (("member", N_("Member")), ("admin", N_("Administrator")))

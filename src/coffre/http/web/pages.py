@@ -32,7 +32,7 @@ Ctx = Annotated[Context, Depends(deps.context)]
 #: Paths answered with HTML pages (errors included); everything else is JSON.
 HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/", "/d/", "/login", "/logout", "/reauth",
               "/account", "/send", "/transfers", "/received", "/requests", "/contacts",
-              "/admin", "/lang")
+              "/admin", "/lang", "/password")
 
 
 _ERRORS = {
@@ -57,6 +57,17 @@ _ERRORS = {
         N_("Invitation expired"),
         N_("This invitation is no longer valid."),
         N_("Ask your organisation's administrator for a new invitation."),
+    ),
+    "reset_used": (
+        N_("Link already used"),
+        N_("This link to choose a new password has already been used, or a newer one "
+           "replaced it."),
+        N_("Ask for a new one from the sign-in page (Forgotten password?)."),
+    ),
+    "reset_expired": (
+        N_("Link expired"),
+        N_("This link to choose a new password has expired."),
+        N_("Ask for a new one from the sign-in page (Forgotten password?)."),
     ),
     "invitation_revoked": (
         N_("Invitation cancelled"),

@@ -36,6 +36,7 @@ from coffre.http.api.auth import clear_session
 from coffre.http.web import guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import _, ngettext
+from coffre.http.web.password_pages import password_error
 from coffre.http.web.templating import page_router, render
 from coffre.services.factors import RECOVERY, TOTP
 from coffre.services.organisations import InvitationPreview
@@ -74,6 +75,8 @@ def wait_message(exc: TooManyAttempts) -> str:
 
 def _setup_error(exc: CoffreError) -> str:
     field = exc.details.get("field")
+    if field == "password":
+        return password_error(exc)
     return {
         "email": _("This e-mail address is not valid."),
         "password": _("The password must be 12 to 256 characters long and varied."),
