@@ -163,7 +163,7 @@ def build(
         single_instance=db.url.startswith("sqlite"),
         quotas=quotas,
     )
-    return Coffre(
+    app = Coffre(
         settings=settings,
         db=db,
         store=store,
@@ -222,6 +222,8 @@ def build(
         ),
         events=events_for(db),
     )
+    app.audit.adopt_legacy()  # seals the events of a trail from before migration 0008
+    return app
 
 
 def _keys(settings: Settings) -> tuple[KeyProvider, SigningKey]:
