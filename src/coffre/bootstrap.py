@@ -16,7 +16,7 @@ from coffre.clock import SystemClock
 from coffre.crypto.keyfile import KeyFileProvider, RootKeyProvider, decode_secret
 from coffre.crypto.signing import SigningKey, SigningKeyFile
 from coffre.db.engine import Database
-from coffre.db.migrate import upgrade
+from coffre.db.migrate import lacks_column, upgrade
 from coffre.domain.limits import InstanceLimits
 from coffre.notify.live import InProcessEvents, events_for
 from coffre.notify.mailbox import DevMailbox
@@ -93,6 +93,9 @@ def build(
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     clock = clock or SystemClock()
     db_url = settings.resolved_database_url
+    # A trail from before seals (migration 0008) is sealed once, at the start
+    # that adds them, never later (a later unsealed row is an insider's).
+    unsealed = migrate and lacks_column(db_url, "audit_events", "mac")
     if migrate:
         upgrade(db_url)
     db = Database(db_url)
@@ -222,7 +225,8 @@ def build(
         ),
         events=events_for(db),
     )
-    app.audit.adopt_legacy()  # seals the events of a trail from before migration 0008
+    if unsealed:
+        app.audit.adopt_legacy()
     return app
 
 

@@ -272,13 +272,30 @@ def test_erased_events_keep_a_sealed_time(data: Path) -> None:
     assert "événement 3" in done.stderr and "sceau" in done.stderr
 
 
+def before_seals(data: Path) -> None:
+    """Take the database back to before the migration that added seals
+    (as an install from before it, or an insider allowed to alter tables)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from coffre.db.migrate import alembic_config
+
+    config = alembic_config(backends.database_url(data))
+    (seals,) = [r for r in ScriptDirectory.from_config(config).walk_revisions()
+                if 'sa.Column("mac"' in Path(r.path).read_text()]
+    assert isinstance(seals.down_revision, str)
+    command.downgrade(config, seals.down_revision)
+
+
 def test_upgrade_seals_a_trail_from_before_seals(data: Path) -> None:
     """Migration 0008: events written before seals existed are sealed at the
-    first start, after checking them against the signed checkpoints; one
-    an insider appended after the last checkpoint is sealed too, but named
-    (``audit.adopted``, and a warning of `coffre audit verify`)."""
+    start that adds them, after checking them against the signed
+    checkpoints; one appended after the last checkpoint is sealed too, but
+    named (``audit.adopted``, and a warning of `coffre audit verify`). A
+    second adoption (seals dropped with the column, to have a forgery
+    sealed) is reported."""
     tail = forge(data)
-    sql(data, "UPDATE audit_events SET mac = NULL")
+    before_seals(data)
     done = verify(data)
     assert done.returncode == 0, done.stderr
     assert f"événements {tail} à {tail}" in done.stderr and "mise à niveau" in done.stderr
@@ -286,12 +303,27 @@ def test_upgrade_seals_a_trail_from_before_seals(data: Path) -> None:
     (adopted,) = [e for e in trail_events(data) if e["action"] == "audit.adopted"]
     assert adopted["details"]["signed_up_to"] == tail - 1
     assert adopted["details"]["unsigned_from"] == tail
+    before_seals(data)
+    again = verify(data)
+    assert again.returncode == 3 and "seconde adoption" in again.stderr
+
+
+def test_stripped_seals_are_never_rebuilt(data: Path) -> None:
+    """Without altering the schema, seals set to NULL stay missing (they are
+    made once, at the upgrade), so a tail forged meanwhile is reported."""
+    sql(data, "UPDATE audit_events SET mac = NULL")
+    first = forge(data)
+    done = verify(data)
+    assert done.returncode == 3 and "sans sceau" in done.stderr
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL") == [(0,)]
+    assert cli(data, "audit", "checkpoint").returncode == 3
+    assert sql(data, "SELECT max(tree_size) FROM audit_checkpoints") == [(first - 1,)]
 
 
 def test_upgrade_refuses_to_seal_a_rewritten_trail(data: Path) -> None:
     """An insider's rewrite just before the upgrade is not sealed."""
-    sql(data, "UPDATE audit_events SET mac = NULL")
     rewrite_history(data, victim=12)
+    before_seals(data)
     done = verify(data)
     assert done.returncode == 3
     assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL") == [(0,)]

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError as DuplicateRow
 
 from coffre.audit import merkle, trail
 from coffre.audit.note import Checkpoint, NoteError, open_checkpoint, sign, vkey
-from coffre.audit.verify import Problem, Progress, Report, verify
+from coffre.audit.verify import ADOPTED, Problem, Progress, Report, verify
 from coffre.audit.witness import FILE_NAME as WITNESS_FILE
 from coffre.audit.witness import WitnessFile
 from coffre.crypto.signing import SigningKey, SigningKeyFile
@@ -208,7 +208,7 @@ class AuditLog:
             for start in range(0, len(values), PRUNE_BATCH):
                 session.execute(update(AuditEvent), values[start:start + PRUNE_BATCH])
             unsigned = (signed + 1, top) if top > signed else None
-            trail.record(session, "audit.adopted", actor=None, organisation_id=None,
+            trail.record(session, ADOPTED, actor=None, organisation_id=None,
                          time=self.clock.now(), sealed=top, signed_up_to=signed,
                          unsigned_from=unsigned[0] if unsigned else None,
                          unsigned_to=unsigned[1] if unsigned else None)
@@ -224,7 +224,7 @@ class AuditLog:
     def adopted_on_trust(self) -> tuple[int, int] | None:
         """The range of events sealed at the upgrade without a signed
         checkpoint covering them, if any (for ``coffre audit verify``)."""
-        for event in self.page(action="audit.adopted", limit=MAX_PAGE):
+        for event in self.page(action=ADOPTED, limit=MAX_PAGE):
             details = event.get("details") or {}
             if details.get("unsigned_from") is not None:
                 return int(details["unsigned_from"]), int(details["unsigned_to"])

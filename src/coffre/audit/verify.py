@@ -38,6 +38,8 @@ from coffre.audit.note import Checkpoint, NoteError, open_checkpoint
 from coffre.audit.trail import GENESIS
 
 BATCH = 5000
+#: The event of the one-time sealing of a trail from before seals.
+ADOPTED = "audit.adopted"
 Progress = Callable[[int], None]
 
 
@@ -97,6 +99,7 @@ def scan(conn: Connection, mac_key: bytes | None = None,
     prev_mac: str | None = GENESIS
     last_seq = 0
     purges: list[_Purge] = []
+    adopted = False  # a trail is sealed once, at its upgrade
     erased: list[tuple[int, datetime]] = []  # the pruned prefix: seq, sealed time
     rows = conn.execute(
         text(
@@ -136,6 +139,11 @@ def scan(conn: Connection, mac_key: bytes | None = None,
                 if problem is None and mac_key is not None:
                     problem = _check_seal(mac_key, prev_mac, seq, leaf_hex, time, action,
                                           organisation, mac)
+                if problem is None and action == ADOPTED:
+                    if adopted:
+                        problem = Problem(seq, "seconde adoption des événements : leurs sceaux "
+                                               "ont été retirés de la base puis refaits")
+                    adopted = True
                 if problem is None and payload is None:
                     result.pruned += 1
                     erased.append((seq, _sealed_time(time)))
