@@ -555,6 +555,10 @@ def test_upgrade_seals_the_trail_a_checkpoint_covers(tmp_path: Path) -> None:
     assert adopted["details"]["signed_up_to"] == 5 and adopted["details"]["sealed"] == 7
     assert log.verify().intact
     assert log.checkpoint() is not None
+    _unseal(db)  # seals stripped to have the trail sealed again: a second adoption
+    assert log.adopt_legacy() == 8
+    seq, reason = _problem(log)
+    assert seq == 9 and "seconde adoption" in reason
 
 
 def test_upgrade_refuses_to_seal_a_rewritten_trail(tmp_path: Path) -> None:

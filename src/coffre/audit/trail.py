@@ -234,11 +234,14 @@ class ChainProblem:
 
 
 def verify_chain(session: Session) -> ChainProblem | None:
-    """The first event whose content, leaf hash or link is wrong, or None
-    (the rows alone; ``coffre.audit.verify`` adds the signed checkpoints)."""
+    """The first event whose content, leaf hash, link or seal (when the
+    session's engine has its key) is wrong, or None (the rows alone;
+    ``coffre.audit.verify`` adds the signed checkpoints)."""
     from coffre.audit.verify import verify_rows
 
-    problem = verify_rows(session.connection())
+    bind = session.get_bind()
+    key = _MAC_KEYS.get(bind if isinstance(bind, Engine) else bind.engine)
+    problem = verify_rows(session.connection(), key)
     return None if problem is None else ChainProblem(problem.seq or 0, problem.reason)
 
 
