@@ -17,7 +17,7 @@ from coffre.crypto import credentials
 from coffre.crypto.keyfile import KeyFileProvider, RootKeyProvider, decode_secret
 from coffre.crypto.signing import SigningKey, SigningKeyFile
 from coffre.db.engine import Database
-from coffre.db.migrate import upgrade
+from coffre.db.migrate import lacks_column, upgrade
 from coffre.domain.limits import InstanceLimits
 from coffre.notify.live import InProcessEvents, events_for
 from coffre.notify.mailbox import DevMailbox
@@ -102,6 +102,9 @@ def build(
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     clock = clock or SystemClock()
     db_url = settings.resolved_database_url
+    # A trail from before seals (migration 0008) is sealed once, at the start
+    # that adds them, never later (a later unsealed row is an insider's).
+    unsealed = migrate and lacks_column(db_url, "audit_events", "mac")
     if migrate:
         upgrade(db_url)
     db = Database(db_url)
@@ -175,7 +178,7 @@ def build(
         single_instance=db.url.startswith("sqlite"),
         quotas=quotas,
     )
-    return Coffre(
+    app = Coffre(
         settings=settings,
         db=db,
         store=store,
@@ -243,6 +246,9 @@ def build(
             lifetime=timedelta(minutes=settings.password_reset_minutes),
         ),
     )
+    if unsealed:
+        app.audit.adopt_legacy()
+    return app
 
 
 def _keys(settings: Settings) -> tuple[KeyProvider, SigningKey]:

@@ -19,6 +19,7 @@ import pytest
 
 from coffre.audit import trail
 from coffre.bootstrap import build
+from coffre.crypto.signing import SigningKeyFile
 from coffre.notify.memory import MemoryMailer
 from coffre.settings import Settings
 from tests import backends
@@ -86,18 +87,40 @@ def rows(data: Path) -> dict[int, tuple[Any, ...]]:
                                            "FROM audit_events")}
 
 
-def rewrite_history(data: Path, victim: int) -> None:
-    """Edit one event and recompute every later leaf and chain hash."""
-    events = sql(data, "SELECT seq, payload FROM audit_events ORDER BY seq")
+def rewrite_history(data: Path, victim: int, *, reseal: bool = False) -> None:
+    """Edit one event and recompute every later leaf and chain hash; with
+    ``reseal``, every seal too (an attacker who also read the key file)."""
+    events = sql(data, "SELECT seq, payload, time, action, organisation_id, mac "
+                       "FROM audit_events ORDER BY seq")
+    key = SigningKeyFile(data / "keys" / "audit-signing.key", create=False).mac_key
     sql(data, "UPDATE audit_events SET prev_hash = 'p' || seq, hash = 'h' || seq")
-    prev = trail.GENESIS
-    for seq, stored in events:
+    prev = mac = trail.GENESIS
+    for seq, stored, when, action, organisation, sealed in events:
         payload = stored.replace('"success"', '"failure"') if seq == victim else stored
         leaf = trail.leaf_hash(payload)
         chained = trail.chain_hash(prev, leaf)
+        mac = trail.row_mac(key, mac, seq, leaf, when, action, organisation) if reseal \
+            else sealed
         sql(data, "UPDATE audit_events SET payload = ?, leaf_hash = ?, prev_hash = ?, "
-                  "hash = ? WHERE seq = ?", payload, leaf, prev, chained, seq)
+                  "hash = ?, mac = ? WHERE seq = ?", payload, leaf, prev, chained, mac, seq)
         prev = chained
+
+
+def forge(data: Path, action: str = "test.event", **details: Any) -> int:
+    """Append a correctly chained event with raw SQL, as an insider who can
+    write the database but has no key file: returns its seq."""
+    ((seq, prev),) = sql(data, "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+    when = datetime.now(UTC) - timedelta(hours=1)
+    payload = trail.canonical_json({
+        "action": action, "actor": "intrus", "organisation": "org", "object": None,
+        "outcome": "success", "source": None, "user_agent": None,
+        "time": trail.utc_iso(when), "details": details or None})
+    leaf = trail.leaf_hash(payload)
+    sql(data, "INSERT INTO audit_events (seq, time, organisation_id, action, payload, "
+              "leaf_hash, prev_hash, hash) VALUES (?, ?, 'org', ?, ?, ?, ?, ?)",
+        seq + 1, when, action, payload, leaf, prev,
+        trail.chain_hash(prev, leaf))
+    return int(seq + 1)
 
 
 def test_intact_trail_verifies(data: Path, pristine: Path) -> None:
@@ -150,10 +173,27 @@ def test_swapped_events_are_named(data: Path) -> None:
     assert "événement 7" in done.stderr
 
 
-def test_rewritten_history_is_caught_by_the_checkpoints(data: Path) -> None:
-    """SEC-31: every later hash recomputed; the signed checkpoint of 15
-    events no longer matches; the first event after the good one (10) is named."""
+def test_rewritten_history_without_the_key_is_named_by_its_seal(data: Path) -> None:
+    """Issue 15, finding 1: every later public hash recomputed by someone
+    who can write the database but not read the key file: the seal names
+    the edited event, even once every checkpoint and the witness file are
+    gone, and nothing signs over it."""
     rewrite_history(data, victim=12)
+    sql(data, "DELETE FROM audit_checkpoints")
+    (data / "keys" / "audit-checkpoints.txt").unlink()
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 12" in done.stderr and "sceau" in done.stderr
+    refused = cli(data, "audit", "checkpoint")
+    assert refused.returncode == 3 and "refus de signer" in refused.stderr
+    assert sql(data, "SELECT count(*) FROM audit_checkpoints") == [(0,)]
+
+
+def test_rewritten_history_is_caught_by_the_checkpoints(data: Path) -> None:
+    """SEC-31: every later hash and seal recomputed (the key file was read);
+    the signed checkpoint of 15 events no longer matches; the first event
+    after the good one (10) is named."""
+    rewrite_history(data, victim=12, reseal=True)
     done = verify(data)
     assert done.returncode == 3
     assert "événement 11" in done.stderr and "réécrit" in done.stderr
@@ -164,8 +204,9 @@ def test_rewritten_history_is_caught_by_the_checkpoints(data: Path) -> None:
 def test_sec31_deleted_checkpoints_do_not_hide_a_rewrite(data: Path, pristine: Path) -> None:
     """SEC-31 (review finding): rewrite and delete every stored checkpoint.
     The witness file next to the signing key, read by default, catches it,
-    and the server refuses to sign the forged history."""
-    rewrite_history(data, victim=12)
+    and the server refuses to sign the forged history (an attacker who read
+    the key file and resealed every row)."""
+    rewrite_history(data, victim=12, reseal=True)
     sql(data, "DELETE FROM audit_checkpoints")
     done = verify(data)
     assert done.returncode == 3
@@ -190,6 +231,121 @@ def test_sec31_checkpoints_deleted_from_the_database_are_reported(data: Path) ->
     assert done.returncode == 3
     assert "témoin" in done.stderr and "tailles 15, 21" in done.stderr
     assert cli(data, "audit", "checkpoint").returncode == 3
+
+
+def test_insider_appended_tail_is_reported_and_never_signed(data: Path) -> None:
+    """Issue 15, finding 1 (a): events appended at the tail with raw SQL,
+    correctly chained: without the key they carry no valid seal; verify
+    names the first and the checkpoint command refuses to sign them."""
+    first = forge(data)
+    forge(data, "member.disabled")
+    done = verify(data)
+    assert done.returncode == 3
+    assert f"événement {first}" in done.stderr and "sceau" in done.stderr
+    refused = cli(data, "audit", "checkpoint")
+    assert refused.returncode == 3 and "refus de signer" in refused.stderr
+    assert sql(data, "SELECT max(tree_size) FROM audit_checkpoints") == [(first - 1,)]
+
+
+def test_forged_purge_does_not_excuse_an_erased_payload(data: Path) -> None:
+    """Issue 15, finding 1 (b): a forged ``audit.pruned`` with a huge
+    ``up_to_seq``, then the payload of a signed event erased."""
+    forged = forge(data, "audit.pruned", up_to_seq=10**9, count=1, retention_days=30,
+                   before=trail.utc_iso(datetime.now(UTC) - timedelta(days=31)))
+    sql(data, "UPDATE audit_events SET payload = NULL WHERE seq = 12")
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 12" in done.stderr and "purge" in done.stderr
+    sql(data, "UPDATE audit_events SET payload = NULL WHERE seq <= 12")  # a prefix now
+    done = verify(data)
+    assert done.returncode == 3 and f"événement {forged}" in done.stderr
+
+
+def test_erased_events_keep_a_sealed_time(data: Path) -> None:
+    """Once pruned, an event's time is still sealed: moving it (to make a
+    later purge look legitimate) is reported."""
+    assert cli(data, "audit", "prune").returncode == 0
+    assert verify(data).returncode == 0
+    sql(data, "UPDATE audit_events SET time = ? WHERE seq = 3", datetime(1999, 1, 1, tzinfo=UTC))
+    done = verify(data)
+    assert done.returncode == 3
+    assert "événement 3" in done.stderr and "sceau" in done.stderr
+
+
+def before_seals(data: Path) -> None:
+    """Take the database back to before the migration that added seals
+    (as an install from before it, or an insider allowed to alter tables)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from coffre.db.migrate import alembic_config
+
+    config = alembic_config(backends.database_url(data))
+    (seals,) = [r for r in ScriptDirectory.from_config(config).walk_revisions()
+                if 'sa.Column("mac"' in Path(r.path).read_text()]
+    assert isinstance(seals.down_revision, str)
+    command.downgrade(config, seals.down_revision)
+
+
+def test_upgrade_seals_a_trail_from_before_seals(data: Path) -> None:
+    """Migration 0008: events written before seals existed are sealed at the
+    start that adds them, after checking them against the signed
+    checkpoints; one appended after the last checkpoint is sealed too, but
+    named (``audit.adopted``, and a warning of `coffre audit verify`). A
+    second adoption (seals dropped with the column, to have a forgery
+    sealed) is reported."""
+    tail = forge(data)
+    before_seals(data)
+    done = verify(data)
+    assert done.returncode == 0, done.stderr
+    assert f"événements {tail} à {tail}" in done.stderr and "mise à niveau" in done.stderr
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NULL") == [(0,)]
+    (adopted,) = [e for e in trail_events(data) if e["action"] == "audit.adopted"]
+    assert adopted["details"]["signed_up_to"] == tail - 1
+    assert adopted["details"]["unsigned_from"] == tail
+    before_seals(data)
+    again = verify(data)
+    assert again.returncode == 3 and "seconde adoption" in again.stderr
+
+
+def test_stripped_seals_are_never_rebuilt(data: Path) -> None:
+    """Without altering the schema, seals set to NULL stay missing (they are
+    made once, at the upgrade), so a tail forged meanwhile is reported."""
+    sql(data, "UPDATE audit_events SET mac = NULL")
+    first = forge(data)
+    done = verify(data)
+    assert done.returncode == 3 and "sans sceau" in done.stderr
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL") == [(0,)]
+    assert cli(data, "audit", "checkpoint").returncode == 3
+    assert sql(data, "SELECT max(tree_size) FROM audit_checkpoints") == [(first - 1,)]
+
+
+def test_upgrade_refuses_to_seal_a_rewritten_trail(data: Path) -> None:
+    """An insider's rewrite just before the upgrade is not sealed."""
+    rewrite_history(data, victim=12)
+    before_seals(data)
+    done = verify(data)
+    assert done.returncode == 3
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL") == [(0,)]
+
+
+def test_export_with_removed_lines_fails(data: Path, tmp_path: Path) -> None:
+    """Issue 15, finding 5: deleting event lines from an export (with or
+    without adjusting the header's count) fails `coffre audit verify-export`."""
+    exported = tmp_path / "range.jsonl"
+    assert cli(data, "audit", "export", "--from", "3", "--to", "8",
+               "-o", str(exported)).returncode == 0
+    lines = exported.read_text().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    for removed, named in ((1, 3), (3, 5), (6, 8)):
+        for count in (header["count"], header["count"] - 1):
+            cut = tmp_path / f"cut-{removed}-{count}.jsonl"
+            cut.write_text(json.dumps({**header, "count": count}) + "\n" + "".join(
+                line for i, line in enumerate(lines[1:], 1) if i != removed))
+            done = cli(data, "audit", "verify-export", str(cut))
+            assert done.returncode == 3, (removed, count)
+            if count != header["count"]:
+                assert f"événement {named}" in done.stderr
 
 
 def test_witness_file_holds_every_signed_checkpoint(data: Path) -> None:
@@ -406,4 +562,26 @@ def test_scheduler_raises_the_alert_when_checkpoints_are_deleted(server: Server,
         for row in saved:
             sql(server.data_dir, "INSERT INTO audit_checkpoints (tree_size, root_hash, "
                                  "time, note) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", *row)
+    assert server.coffre("audit", "verify").returncode == 0
+
+
+def test_scheduler_refuses_to_sign_a_forged_tail(server: Server, token: str) -> None:
+    """Issue 15, finding 1 (a) on the running server: a correctly chained
+    row appended with raw SQL is never signed by the scheduler, which
+    raises the alert."""
+    assert server.log_path is not None
+    test_scheduler_signs_checkpoints(server, token)
+    offset = len(server.log_path.read_text(errors="replace"))
+    forged = forge(server.data_dir)
+    try:
+        deadline = time.monotonic() + 20
+        while "AUDIT TRAIL ALTERED" not in server.log_path.read_text(errors="replace")[offset:]:
+            assert time.monotonic() < deadline, "no alert in the server log"
+            time.sleep(0.2)
+        assert sql(server.data_dir, "SELECT max(tree_size) FROM audit_checkpoints")[0][0] \
+            < forged
+        done = server.coffre("audit", "verify")
+        assert done.returncode == 3 and f"événement {forged}" in done.stderr
+    finally:
+        sql(server.data_dir, "DELETE FROM audit_events WHERE seq >= ?", forged)
     assert server.coffre("audit", "verify").returncode == 0

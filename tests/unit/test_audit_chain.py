@@ -30,6 +30,7 @@ def _db(tmp_path: Path, count: int = 5) -> Database:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     upgrade(url)
     db = Database(url)
+    _log(db, tmp_path)  # binds the seal key: every event below is sealed
     _add(db, 0, count)
     return db
 
@@ -131,12 +132,14 @@ def test_swapped_events_are_reported(tmp_path: Path) -> None:
     assert _problem(_log(db, tmp_path))[0] == 2
 
 
-def _rewrite_history(db: Database, victim: int) -> None:
+def _rewrite_history(db: Database, victim: int, reseal: bytes | None = None) -> None:
     """An attacker with write access to the database edits one event and
-    recomputes every later leaf and chain hash: the rows alone look intact."""
+    recomputes every later leaf and chain hash; with ``reseal`` (the seal
+    key: an attacker who also read the key file) every seal too, so that
+    the rows alone look intact."""
     with db.session() as s:
         events = list(s.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
-        prev = trail.GENESIS
+        prev = mac = trail.GENESIS
         # unique columns: park every link first
         s.execute(text("UPDATE audit_events SET prev_hash = 'p' || seq, hash = 'h' || seq"))
         for event in events:
@@ -146,20 +149,41 @@ def _rewrite_history(db: Database, victim: int) -> None:
                 payload = payload.replace('"success"', '"failure"')
             leaf = trail.leaf_hash(payload)
             chained = trail.chain_hash(prev, leaf)
+            if reseal is not None:
+                mac = trail.row_mac(reseal, mac, event.seq, leaf, event.time, event.action,
+                                    event.organisation_id)
             s.execute(update(AuditEvent).where(AuditEvent.seq == event.seq).values(
-                payload=payload, leaf_hash=leaf, prev_hash=prev, hash=chained))
+                payload=payload, leaf_hash=leaf, prev_hash=prev, hash=chained,
+                mac=mac if reseal is not None else event.mac))
             prev = chained
 
 
+def test_rewritten_history_without_the_key_is_named_by_its_seal(tmp_path: Path) -> None:
+    """SEC-31 (issue 15, finding 1): recomputing the public hashes is not
+    enough without the seal key: the exact event is named, and nothing
+    signs over it."""
+    db = _db(tmp_path, 4)
+    log = _log(db, tmp_path)
+    log.checkpoint()
+    _add(db, 4, 6)
+    _rewrite_history(db, victim=9)  # in the unsigned tail
+    seq, reason = _problem(log)
+    assert seq == 9 and "sceau" in reason
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    assert _checkpoint_sizes(db) == [4]
+
+
 def test_rewritten_history_is_caught_by_the_signed_checkpoints(tmp_path: Path) -> None:
-    """SEC-31: the rows verify, but the signed roots no longer match."""
+    """SEC-31: an attacker who also read the seal key reseals every row: the
+    rows verify, but the signed roots no longer match."""
     db = _db(tmp_path, 4)
     log = _log(db, tmp_path)
     log.checkpoint()
     _add(db, 4, 4)
     log.checkpoint()
     _add(db, 8, 2)
-    _rewrite_history(db, victim=6)
+    _rewrite_history(db, victim=6, reseal=log.key.mac_key)
     with db.session() as s:
         assert trail.verify_chain(s) is None  # the chain alone was fooled
     seq, reason = _problem(log)
@@ -185,7 +209,7 @@ def test_checkpoints_kept_outside_the_host_still_catch_it(tmp_path: Path) -> Non
     log = _log(db, tmp_path)
     signed = log.checkpoint()
     assert signed is not None
-    _rewrite_history(db, victim=2)
+    _rewrite_history(db, victim=2, reseal=log.key.mac_key)
     _sql(db, "DELETE FROM audit_checkpoints")
     log.witness.path.unlink()
     assert log.verify().intact  # nothing left on this host to compare with
@@ -207,7 +231,7 @@ def test_sec31_rewrite_after_deleting_every_stored_checkpoint_is_caught(tmp_path
     db = _db(tmp_path, 10)
     log = _log(db, tmp_path)
     assert log.checkpoint() is not None
-    _rewrite_history(db, victim=3)
+    _rewrite_history(db, victim=3, reseal=log.key.mac_key)
     _sql(db, "DELETE FROM audit_checkpoints")
     seq, reason = _problem(log)
     assert seq == 1 and "réécrit" in reason
@@ -226,7 +250,7 @@ def test_sec31_rewrite_after_deleting_the_checkpoints_above_n_is_caught(tmp_path
     assert log.checkpoint() is not None
     _add(db, 8, 2)
     _sql(db, "DELETE FROM audit_checkpoints WHERE tree_size > 4")
-    _rewrite_history(db, victim=6)
+    _rewrite_history(db, victim=6, reseal=log.key.mac_key)
     seq, reason = _problem(log)
     assert seq == 5 and "réécrit" in reason
     with pytest.raises(IntegrityError):
@@ -497,11 +521,59 @@ def test_an_issue_2_trail_upgrades_and_verifies(tmp_path: Path) -> None:
     db.dispose()
     upgrade(url)
     db = Database(url)
-    _add(db, 10, 2)  # new events chain on after the migrated ones
     log = _log(db, tmp_path)
+    assert log.adopt_legacy() == 4  # migration 0008: sealed at the first start
+    assert log.adopted_on_trust() == (1, 4)  # no signed checkpoint covered them
+    _add(db, 10, 2)  # new events chain on after the migrated ones
     assert log.checkpoint() is not None
     report = log.verify()
-    assert report.intact and report.events == 6
+    assert report.intact and report.events == 7
+
+
+def _unseal(db: Database) -> None:
+    """The trail as an install from before migration 0008 left it."""
+    _sql(db, "UPDATE audit_events SET mac = NULL")
+
+
+def test_upgrade_seals_the_trail_a_checkpoint_covers(tmp_path: Path) -> None:
+    """Migration 0008: the first start seals rows written before seals
+    existed, after checking them against the signed checkpoint, and names
+    those after it (sealed on trust) in its ``audit.adopted`` event."""
+    db = _db(tmp_path, 5)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    _add(db, 5, 2)
+    _unseal(db)
+    assert not log.verify().intact  # unsealed rows never verify
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    assert log.adopt_legacy() == 7
+    assert log.adopt_legacy() == 0  # once
+    assert log.adopted_on_trust() == (6, 7)
+    with db.session() as s:
+        (adopted,) = trail.events(s, "audit.adopted")
+    assert adopted["details"]["signed_up_to"] == 5 and adopted["details"]["sealed"] == 7
+    assert log.verify().intact
+    assert log.checkpoint() is not None
+    _unseal(db)  # seals stripped to have the trail sealed again: a second adoption
+    assert log.adopt_legacy() == 8
+    seq, reason = _problem(log)
+    assert seq == 9 and "seconde adoption" in reason
+
+
+def test_upgrade_refuses_to_seal_a_rewritten_trail(tmp_path: Path) -> None:
+    """An insider who rewrites the trail just before the upgrade does not
+    get it sealed: the signed checkpoint no longer matches."""
+    db = _db(tmp_path, 5)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    _unseal(db)
+    _rewrite_history(db, victim=3)
+    assert log.adopt_legacy() == 0
+    with db.session() as s:
+        assert s.execute(select(func.count()).select_from(AuditEvent)
+                         .where(AuditEvent.mac.is_not(None))).scalar_one() == 0
+    assert not log.verify().intact
 
 
 def test_cli_prints_logged_values_inert() -> None:
@@ -511,3 +583,161 @@ def test_cli_prints_logged_values_inert() -> None:
 
     shown = printable("a\r\nb\x1b[2J\x9bc\u202ed [red]x[/red]")
     assert shown == "a\\x0d\\x0ab\\x1b[2J\\x9bc\\u202ed [red]x[/red]"
+
+
+# -- issue 15, finding 1: an insider without the key file ---------------------------
+
+
+def _forge(db: Database, action: str = "test.event", mac: str | None = None,
+           **details: object) -> int:
+    """Append a correctly chained event with raw SQL, as an insider who can
+    write the database but has no key: returns its seq."""
+    with db.session() as s:
+        seq, prev = s.execute(select(AuditEvent.seq, AuditEvent.hash)
+                              .order_by(AuditEvent.seq.desc()).limit(1)).one()
+    time = START + timedelta(days=2)
+    payload = trail.canonical_json({
+        "action": action, "actor": "intrus", "organisation": None, "object": None,
+        "outcome": "success", "source": None, "user_agent": None,
+        "time": trail.utc_iso(time), "details": details or None})
+    leaf = trail.leaf_hash(payload)
+    _sql(db, "INSERT INTO audit_events (seq, time, organisation_id, action, payload, leaf_hash, "
+             "prev_hash, hash, mac) VALUES (:seq, :time, NULL, :action, :payload, :leaf, "
+             ":prev, :hash, :mac)",
+         seq=seq + 1, time="2026-01-03 00:00:00.000000", action=action, payload=payload,
+         leaf=leaf, prev=prev, hash=trail.chain_hash(prev, leaf), mac=mac)
+    return int(seq + 1)
+
+
+@pytest.mark.parametrize("mac", [None, "copy", "0" * 64])
+def test_forged_tail_is_reported_and_never_signed(tmp_path: Path, mac: str | None) -> None:
+    """Finding 1 (a): rows appended at the tail, chained correctly, with no
+    seal, a copied one or a made-up one: verify names the first, and the
+    checkpoint job refuses to sign them (no checkpoint is stored)."""
+    db = _db(tmp_path, 5)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    with db.session() as s:
+        head_mac = s.execute(select(AuditEvent.mac).where(AuditEvent.seq == 5)).scalar_one()
+    first = _forge(db, mac=head_mac if mac == "copy" else mac)
+    _forge(db)
+    seq, reason = _problem(log)
+    assert seq == first == 6 and "sceau" in reason
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    assert _checkpoint_sizes(db) == [5]
+
+
+def test_forged_purge_does_not_excuse_an_erased_payload(tmp_path: Path) -> None:
+    """Finding 1 (b): a forged ``audit.pruned`` (plausible: covering every
+    earlier event, cutoff past their times and within its retention),
+    then a signed event's payload erased: both are reported."""
+    db = _db(tmp_path, 6)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    _forge(db, "audit.pruned", up_to_seq=6, count=1, retention_days=1,
+           before=trail.utc_iso(START + timedelta(days=1)))
+    _sql(db, "UPDATE audit_events SET payload = NULL WHERE seq = 3")
+    seq, reason = _problem(log)
+    assert seq == 3 and "purge" in reason  # not a prefix: erased outside a purge
+    _sql(db, "UPDATE audit_events SET payload = NULL WHERE seq <= 3")
+    seq, reason = _problem(log)
+    assert seq == 7 and "sceau" in reason  # the forged purge itself
+
+
+def test_erased_prefix_needs_a_genuine_purge_past_its_time(tmp_path: Path) -> None:
+    """Pruning is a prefix below a sealed purge's cutoff: erasing one event
+    more than the purge did (still a prefix), or editing an erased event's
+    time to slip it under the cutoff, is reported."""
+    db = _db(tmp_path, 0)
+    old = START - timedelta(days=400)
+    _add(db, 0, 3, old)
+    _add(db, 3, 3, START)
+    log = _log(db, tmp_path, FrozenClock(START + timedelta(days=2)))
+    assert log.prune() == 3
+    assert log.verify().intact
+    _sql(db, "UPDATE audit_events SET payload = NULL WHERE seq = 4")
+    seq, reason = _problem(log)
+    assert seq == 4 and "purge" in reason
+    _sql(db, "UPDATE audit_events SET time = '2020-01-01 00:00:00.000000' WHERE seq = 4")
+    seq, reason = _problem(log)
+    assert seq == 4 and "sceau" in reason
+
+
+def test_purge_cutoff_must_respect_the_retention(tmp_path: Path) -> None:
+    """A purge event's cutoff is at least its stated retention before its
+    own sealed time (a sealed purge can only come from the key holder; this
+    checks the rule the verifier applies)."""
+    db = _db(tmp_path, 0)
+    _add(db, 0, 2, START)
+    log = _log(db, tmp_path)
+    with db.session() as s:
+        trail.record(s, "audit.pruned", actor=None, organisation_id=None,
+                     time=START + timedelta(days=3), up_to_seq=2, count=2,
+                     before=trail.utc_iso(START + timedelta(days=2)), retention_days=365)
+    _sql(db, "UPDATE audit_events SET payload = NULL WHERE seq <= 2")
+    seq, reason = _problem(log)
+    assert seq == 3 and "conservation" in reason
+
+
+def test_reordered_events_are_reported_by_their_seals(tmp_path: Path) -> None:
+    """Swapping two rows whole (seals included) breaks the seals' chain."""
+    db = _db(tmp_path, 5)
+    log = _log(db, tmp_path)
+    _sql(db, "UPDATE audit_events SET seq = 100 WHERE seq = 2")
+    _sql(db, "UPDATE audit_events SET seq = 2 WHERE seq = 3")
+    _sql(db, "UPDATE audit_events SET seq = 3 WHERE seq = 100")
+    assert _problem(log)[0] == 2
+
+
+def test_truncated_unsigned_tail_raises_the_alert(tmp_path: Path) -> None:
+    """The residual window: deleting the last events before the next
+    checkpoint leaves a valid chain, but the checkpoint job notices that
+    the head went back since its last run."""
+    db = _db(tmp_path, 5)
+    log = _log(db, tmp_path)
+    assert log.checkpoint() is not None
+    _add(db, 5, 3)
+    assert log.checkpoint() is not None
+    _add(db, 8, 2)
+    assert log.checkpoint() is not None
+    _sql(db, "DELETE FROM audit_checkpoints WHERE tree_size = 10")
+    log.witness.path.write_text("".join(n + "\n" for n in log.witness.notes()[:2]))
+    _sql(db, "DELETE FROM audit_events WHERE seq > 8")
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+
+
+# -- issue 15, finding 5: lines removed from an export ----------------------------
+
+
+@pytest.mark.parametrize("removed", [1, 2, 4])
+def test_export_with_a_removed_line_fails(tmp_path: Path, removed: int) -> None:
+    """The first, a middle and the last event line of a range export."""
+    db = _db(tmp_path, 7)
+    log = _log(db, tmp_path)
+    lines = list(log.export(from_seq=2, to_seq=5))
+    assert verify_export(lines, log.public_key).problem is None
+    cut = [line for i, line in enumerate(lines) if i != removed]
+    problem = verify_export(cut, log.public_key).problem
+    assert problem is not None
+    header = json.loads(cut[0])
+    header["count"] -= 1  # the header adjusted too: the range still names the hole
+    problem = verify_export([json.dumps(header) + "\n", *cut[1:]], log.public_key).problem
+    assert problem is not None and problem.seq == removed + 1
+
+
+def test_whole_export_with_a_removed_line_fails(tmp_path: Path) -> None:
+    db = _db(tmp_path, 4)
+    log = _log(db, tmp_path)
+    lines = list(log.export())
+    assert verify_export(lines, log.public_key).count == 5
+    for removed in range(1, 6):
+        cut = [line for i, line in enumerate(lines) if i != removed]
+        assert verify_export(cut, log.public_key).problem is not None
+    assert verify_export(lines[:1], log.public_key).problem is not None
+    since = list(log.export(since=START + timedelta(hours=2)))
+    assert verify_export(since, log.public_key).problem is None
+    assert verify_export(since[:2] + since[3:], log.public_key).problem is not None
+    assert verify_export([since[0], since[2], since[1], *since[3:]],
+                         log.public_key).problem is not None

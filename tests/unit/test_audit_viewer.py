@@ -27,6 +27,9 @@ def log(tmp_path: Path) -> AuditLog:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     upgrade(url)
     db = Database(url)
+    log = AuditLog(db, SigningKeyFile(tmp_path / "keys" / "audit-signing.key"),
+                   FrozenClock(START), origin="test.local/coffre/audit",
+                   retention=timedelta(days=365))  # first: it seals what follows
     with db.session() as s:
         for day, (action, actor, org, thing) in enumerate([
             ("invitation.created", "admin1", "org", "inv_1"),
@@ -37,9 +40,7 @@ def log(tmp_path: Path) -> AuditLog:
         ]):
             trail.record(s, action, actor=actor, organisation_id=org, object_type="thing",
                          object_id=thing, time=START + timedelta(days=day))
-    return AuditLog(db, SigningKeyFile(tmp_path / "keys" / "audit-signing.key"),
-                    FrozenClock(START), origin="test.local/coffre/audit",
-                    retention=timedelta(days=365))
+    return log
 
 
 def _seqs(events: list[dict[str, object]]) -> list[object]:

@@ -3,14 +3,19 @@ exports and the organisation-scoped reading of events.
 
 Taking a checkpoint records no event (it would grow the tree it signs);
 pruning and exporting do (SEC-29: log configuration changes, deletions and
-exports). Pruning erases payloads only: leaf hashes stay, so the chain,
-every checkpoint and every proof remain valid (SEC-32).
+exports). Pruning erases payloads only: leaf hashes and seals stay, so the
+chain, every checkpoint and every proof remain valid (SEC-32).
+
+The log binds its seal key (derived from the signing key) to the database
+engine, so every event appended through it is sealed, and it refuses to
+sign a checkpoint over rows whose seals do not verify (SEC-31).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +25,7 @@ from sqlalchemy.exc import IntegrityError as DuplicateRow
 
 from coffre.audit import merkle, trail
 from coffre.audit.note import Checkpoint, NoteError, open_checkpoint, sign, vkey
-from coffre.audit.verify import Problem, Progress, Report, verify
+from coffre.audit.verify import ADOPTED, Problem, Progress, Report, verify
 from coffre.audit.witness import FILE_NAME as WITNESS_FILE
 from coffre.audit.witness import WitnessFile
 from coffre.crypto.signing import SigningKey, SigningKeyFile
@@ -31,6 +36,7 @@ from coffre.domain.policy import Action, Target, authorize
 from coffre.errors import IntegrityError, InvalidInput
 from coffre.ports import Clock
 
+log = logging.getLogger(__name__)
 EXPORT_FORMAT = "coffre-audit-export/1"
 MAX_PAGE = 1000
 PRUNE_BATCH = 1000
@@ -57,6 +63,10 @@ class AuditLog:
         self.clock = clock
         self.origin = origin
         self.retention = retention
+        trail.authenticate(db.engine, key.mac_key)
+        #: The head (seq, seal) the last checkpoint run saw: a head that
+        #: goes back between runs is a truncated tail.
+        self._head: tuple[int, str] | None = None
 
     @property
     def public_key(self) -> bytes:
@@ -80,9 +90,12 @@ class AuditLog:
         checkpoint the witness file lacks (an upgrade, a crash between the
         two writes) is appended to it."""
         with self.db.session() as session:
-            leaves = [bytes.fromhex(h) for h in session.execute(
-                select(AuditEvent.leaf_hash).order_by(AuditEvent.seq)).scalars()]
+            rows = session.execute(
+                select(AuditEvent.seq, AuditEvent.leaf_hash, AuditEvent.time, AuditEvent.action,
+                       AuditEvent.organisation_id, AuditEvent.mac)
+                .order_by(AuditEvent.seq)).all()
             last = session.execute(select(func.max(AuditCheckpoint.tree_size))).scalar()
+        leaves = [bytes.fromhex(r.leaf_hash) for r in rows]
         stored = self._stored(last) if last is not None else None
         witnessed = self._witnessed()
         if witnessed is not None:
@@ -103,6 +116,8 @@ class AuditLog:
                 raise IntegrityError("the audit trail no longer matches its last signed "
                                      "checkpoint: run `coffre audit verify`",
                                      tree_size=anchor.checkpoint.tree_size)
+        signed_size = max((a.checkpoint.tree_size for a in (witnessed, stored) if a), default=0)
+        self._check_tail(rows, signed_size)
         if stored is not None and (witnessed is None or
                                    stored.checkpoint.tree_size > witnessed.checkpoint.tree_size):
             self.witness.append(stored.note)
@@ -121,6 +136,99 @@ class AuditLog:
             return signed
         self.witness.append(note)
         return Signed(cp, note)
+
+    def _check_tail(self, rows: Sequence[Any], signed: int) -> None:
+        """Refuse (``IntegrityError``) to sign rows this key did not seal:
+        each row after the last signed checkpoint must be numbered in
+        order and carry the seal chained on the previous one; and the head
+        must not have gone back since the last run (a truncated tail)."""
+        if self._head is not None:
+            seq, mac = self._head
+            if seq > len(rows) or (seq > 0 and rows[seq - 1].mac != mac):
+                raise IntegrityError("the audit trail lost or replaced events since the last "
+                                     "check: run `coffre audit verify`", seq=seq)
+        prev = rows[signed - 1].mac if signed else trail.GENESIS
+        for index in range(signed, len(rows)):
+            row = rows[index]
+            if row.seq != index + 1 or not trail.same_mac(row.mac, trail.row_mac(
+                    self.key.mac_key, prev, row.seq, row.leaf_hash, row.time, row.action,
+                    row.organisation_id)):
+                raise IntegrityError("refusing to sign audit events the server did not seal "
+                                     "(forged, inserted or edited in the database): run "
+                                     "`coffre audit verify`", seq=row.seq)
+            prev = row.mac
+        self._head = (len(rows), rows[-1].mac) if rows else (0, trail.GENESIS)
+
+    def adopt_legacy(self) -> int:
+        """Seal the events written before seals existed (the first start
+        after migration 0008); returns how many were sealed.
+
+        Only a trail that verifies against its signed checkpoints (stored
+        and witnessed) is adopted, under the chain's lock. Events after the
+        last signed checkpoint cannot be told apart from rows an insider
+        appended before the upgrade: they are sealed too, but loudly (an
+        error in the log, and the ``audit.adopted`` event names their range,
+        which ``coffre audit verify`` repeats)."""
+        with self.db.session() as session:
+            first = session.execute(select(AuditEvent.mac).order_by(AuditEvent.seq)
+                                    .limit(1)).first()
+        if first is None or first.mac is not None:
+            return 0
+        with self.db.session() as session:
+            trail.lock_chain(session)
+            unsealed, top = session.execute(
+                select(func.count(), func.max(AuditEvent.seq)).where(AuditEvent.mac.is_(None))
+            ).one()
+            if not unsealed:
+                return 0  # another instance adopted them meanwhile
+            sealed = session.execute(select(func.count()).select_from(AuditEvent)
+                                     .where(AuditEvent.mac.is_not(None))).scalar_one()
+            try:
+                notes = self.witness.notes()
+            except NoteError:
+                notes = None
+            report = None if notes is None or sealed or unsealed != top else verify(
+                session.connection(), self.key.public_key, notes)
+            if report is None or report.problem is not None:
+                reason = report.problem.reason if report and report.problem else (
+                    "unreadable witness file" if notes is None else "not a prefix of the trail")
+                log.error("AUDIT TRAIL ALTERED: events written before the upgrade not "
+                          "sealed (%s): run `coffre audit verify`", reason)
+                return 0
+            signed = report.latest.tree_size if report.latest else 0
+            prev = trail.GENESIS
+            values = []
+            for row in session.execute(
+                    select(AuditEvent.seq, AuditEvent.leaf_hash, AuditEvent.time,
+                           AuditEvent.action, AuditEvent.organisation_id)
+                    .order_by(AuditEvent.seq)).all():
+                prev = trail.row_mac(self.key.mac_key, prev, row.seq, row.leaf_hash, row.time,
+                                     row.action, row.organisation_id)
+                values.append({"seq": row.seq, "mac": prev})
+            for start in range(0, len(values), PRUNE_BATCH):
+                session.execute(update(AuditEvent), values[start:start + PRUNE_BATCH])
+            unsigned = (signed + 1, top) if top > signed else None
+            trail.record(session, ADOPTED, actor=None, organisation_id=None,
+                         time=self.clock.now(), sealed=top, signed_up_to=signed,
+                         unsigned_from=unsigned[0] if unsigned else None,
+                         unsigned_to=unsigned[1] if unsigned else None)
+        if unsigned:
+            log.error("audit: %d event(s) written before the upgrade and after the last signed "
+                      "checkpoint (seq %d to %d) were sealed on trust: compare them with your "
+                      "own records", top - signed, *unsigned)
+        else:
+            log.info("audit: %d event(s) written before the upgrade sealed after checking "
+                     "them against the signed checkpoint", top)
+        return int(top)
+
+    def adopted_on_trust(self) -> tuple[int, int] | None:
+        """The range of events sealed at the upgrade without a signed
+        checkpoint covering them, if any (for ``coffre audit verify``)."""
+        for event in self.page(action=ADOPTED, limit=MAX_PAGE):
+            details = event.get("details") or {}
+            if details.get("unsigned_from") is not None:
+                return int(details["unsigned_from"]), int(details["unsigned_to"])
+        return None
 
     def _witnessed(self) -> Signed | None:
         """The witness file's last checkpoint (the latest it holds)."""
@@ -164,7 +272,7 @@ class AuditLog:
                                                  f"illisible ou incomplet : {self.witness.path}"))
         with self.db.engine.connect() as conn:
             return verify(conn, public_key or self.key.public_key, notes,
-                          reference=reference, progress=progress)
+                          reference=reference, progress=progress, mac_key=self.key.mac_key)
 
     def count(self) -> int:
         with self.db.session() as session:
@@ -182,7 +290,8 @@ class AuditLog:
         seq such that every event up to it has a payload time before the
         cutoff. A payload that does not match its leaf hash stops the purge
         (``IntegrityError``) rather than be erased with its evidence."""
-        cutoff = (now or self.clock.now()) - self.retention
+        now = now or self.clock.now()
+        cutoff = now - self.retention
         with self.db.session() as session:
             up_to, erased = self._prunable(session.connection(), cutoff)
             if not erased:
@@ -190,7 +299,8 @@ class AuditLog:
             pruning = (AuditEvent.seq <= up_to, AuditEvent.payload.is_not(None))
             session.execute(update(AuditEvent).where(*pruning).values(payload=None))
             trail.record(session, "audit.pruned", actor=None, organisation_id=None,
-                         context=context, up_to_seq=up_to, count=erased,
+                         context=context, time=now, up_to_seq=up_to,
+                         count=erased,
                          before=trail.utc_iso(cutoff),
                          retention_days=self.retention.days)
         return erased
@@ -368,13 +478,19 @@ class ExportCheck:
 
 def verify_export(lines: Iterable[str], public_key: bytes) -> ExportCheck:
     """Check an export offline: the header's signed checkpoint, then each
-    event's payload, leaf hash, chain link and inclusion proof."""
+    event's payload, leaf hash, chain link and inclusion proof, and that no
+    event is missing: as many as the header counts, in tree order, and for
+    a range (``from_seq``/``to_seq``, or the whole tree) every index of it
+    from its first to its last (the tree size bounds an open end)."""
     iterator = iter(lines)
     try:
         header = json.loads(next(iterator))
         if header.get("format") != EXPORT_FORMAT:
             raise ValueError("format")
         cp = open_checkpoint(header["checkpoint"], public_key)
+        declared = int(header["count"])
+        since = header.get("since")
+        span = None if since is not None else _span(header, cp.tree_size)
     except StopIteration:
         return ExportCheck(0, 0, Problem(None, "fichier d'export vide"))
     except (ValueError, KeyError, TypeError):
@@ -390,13 +506,50 @@ def verify_export(lines: Iterable[str], public_key: bytes) -> ExportCheck:
         try:
             row = json.loads(line)
             problem = _check_exported(row, previous, cp)
+            if problem is None:
+                problem = _check_place(row, previous, span, since)
         except (ValueError, KeyError, TypeError):
             problem = Problem(None, f"ligne {checked + 2} de l'export illisible")
         if problem is not None:
             return ExportCheck(checked, cp.tree_size, problem)
         previous = row
         checked += 1
-    return ExportCheck(checked, cp.tree_size, None)
+    problem = None
+    if checked != declared:
+        problem = Problem(None, f"l'en-tête annonce {declared} événement(s), l'export en "
+                                f"contient {checked} : événements supprimés ou ajoutés")
+    elif span is not None and checked != max(0, span[1] - span[0] + 1):
+        problem = Problem(span[0] + checked + 1, "événements supprimés à la fin de la plage "
+                                                 f"annoncée (événements {span[0] + 1} à "
+                                                 f"{span[1] + 1})")
+    return ExportCheck(checked, cp.tree_size, problem)
+
+
+def _span(header: dict[str, Any], size: int) -> tuple[int, int]:
+    """The tree indices a ``from_seq``/``to_seq`` export covers, both ends
+    included (events are numbered from 1, index = seq - 1)."""
+    first = max(int(header["from_seq"] or 1), 1) - 1
+    last = min(int(header["to_seq"] or size), size) - 1
+    return first, last
+
+
+def _check_place(row: dict[str, Any], previous: dict[str, Any] | None,
+                 span: tuple[int, int] | None, since: str | None) -> Problem | None:
+    """Each event after the previous one in the tree; in a range, the next
+    index; since a date, no event before it."""
+    seq, index = int(row["seq"]), int(row["index"])
+    if seq != index + 1:
+        return Problem(seq, "numéro de l'événement différent de sa place dans l'arbre signé")
+    if previous is not None and index <= int(previous["index"]):
+        return Problem(seq, "événements de l'export dans le désordre ou répétés")
+    if span is not None:
+        expected = span[0] if previous is None else int(previous["index"]) + 1
+        if index != expected or index > span[1]:
+            return Problem(expected + 1, f"événement {expected + 1} absent de l'export "
+                                         "(supprimé de la plage annoncée)")
+    elif since is not None and (row.get("event") is None or row["event"]["time"] < since):
+        return Problem(seq, "événement antérieur à la date annoncée par l'export")
+    return None
 
 
 def _check_exported(row: dict[str, Any], previous: dict[str, Any] | None,

@@ -6,6 +6,16 @@ leaf hash is the RFC 9162 one, SHA-256(0x00 || payload), and the chain
 runs over leaf hashes (hash = SHA-256(previous hash || leaf hash)), so a
 payload pruned by retention leaves the chain and every Merkle proof intact.
 
+Those hashes are public: anyone who can write the database can recompute
+them. Each row therefore also carries a keyed seal, ``mac`` =
+HMAC-SHA256(K, label || previous seal || seq || leaf hash || time || action
+|| organisation), K derived from the audit signing key (see
+``coffre.crypto.signing``) and never stored in the database. Without K no
+row can be forged, inserted, moved, or have its time, action or
+organisation changed, even once its payload is pruned. The key is bound to
+a database engine with ``authenticate`` (``AuditLog`` does it); an engine
+without one writes unsealed rows, which the verifier reports.
+
 Never log a secret, a token or file content. JSON escapes CR, LF and the
 other C0 controls (ESC of ANSI sequences included); what JSON leaves raw
 and a terminal or an editor would still act on (DEL, C1 controls, Unicode
@@ -16,8 +26,10 @@ line separators and bidirectional overrides) is written as a visible
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +38,7 @@ from typing import Any
 import rfc8785
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from coffre.db.tables import AuditEvent
@@ -80,6 +93,45 @@ def utc_iso(time: datetime) -> str:
     return time.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+MAC_LABEL = b"coffre/v1/audit-row\x00"
+_STORED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+_MAC_KEYS: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
+
+
+def authenticate(engine: Engine, key: bytes) -> None:
+    """Seal every event appended through ``engine`` with ``key``."""
+    _MAC_KEYS[engine] = key
+
+
+def instant(value: object) -> str:
+    """A stored ``time`` (aware or naive UTC datetime, or SQLite's text) as
+    the UTC ISO 8601 text the seal covers."""
+    if isinstance(value, str) and _STORED.fullmatch(value):  # SQLite's text, the hot path
+        return value.replace(" ", "T") + "Z"
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return utc_iso(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+
+
+def _field(value: str | None) -> bytes:
+    if value is None:
+        return b"\x00"
+    data = value.encode()
+    return b"\x01" + len(data).to_bytes(4, "big") + data
+
+
+def row_mac(key: bytes, prev_mac: str | None, seq: int, leaf: str, time: object,
+            action: str, organisation: str | None) -> str:
+    """The seal of one row, chained on the previous row's (GENESIS first)."""
+    message = b"".join((MAC_LABEL, bytes.fromhex(prev_mac or GENESIS), seq.to_bytes(8, "big"),
+                        bytes.fromhex(leaf), _field(instant(time)), _field(action),
+                        _field(organisation)))
+    return hmac.digest(key, message, "sha256").hex()
+
+
+def same_mac(stored: str | None, expected: str) -> bool:
+    return stored is not None and hmac.compare_digest(stored, expected)
+
+
 def record(
     session: Session,
     action: str,
@@ -132,17 +184,23 @@ def _append_pending(session: Session) -> None:
     pending: list[AuditEvent] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    _lock_chain(session)
+    lock_chain(session)
     last = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+        select(AuditEvent.seq, AuditEvent.hash, AuditEvent.mac)
+        .order_by(AuditEvent.seq.desc()).limit(1)
     ).first()
     # Numbered here, not by a PostgreSQL sequence: a rolled-back append
     # would burn a number, a hole the verifier reports as a deleted event.
-    seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
+    seq, prev, prev_mac = (last.seq, last.hash, last.mac) if last else (0, GENESIS, GENESIS)
+    bind = session.get_bind()
+    key = _MAC_KEYS.get(bind if isinstance(bind, Engine) else bind.engine)
     for event in pending:
         seq += 1
         event.seq, event.prev_hash = seq, prev
         event.hash = prev = chain_hash(prev, event.leaf_hash)
+        if key is not None:
+            event.mac = prev_mac = row_mac(key, prev_mac, seq, event.leaf_hash, event.time,
+                                           event.action, event.organisation_id)
         session.add(event)
     session.flush()
 
@@ -159,7 +217,7 @@ sa_event.listen(Session, "after_soft_rollback", _forget_pending)
 CHAIN_LOCK = 0x636F66667265  # "coffre"
 
 
-def _lock_chain(session: Session) -> None:
+def lock_chain(session: Session) -> None:
     """Serialise appends across instances until the caller's transaction
     ends, so two never chain onto the same head (a fork). SQLite needs
     nothing: every write transaction begins IMMEDIATE, holding the
@@ -176,11 +234,14 @@ class ChainProblem:
 
 
 def verify_chain(session: Session) -> ChainProblem | None:
-    """The first event whose content, leaf hash or link is wrong, or None
-    (the rows alone; ``coffre.audit.verify`` adds the signed checkpoints)."""
+    """The first event whose content, leaf hash, link or seal (when the
+    session's engine has its key) is wrong, or None (the rows alone;
+    ``coffre.audit.verify`` adds the signed checkpoints)."""
     from coffre.audit.verify import verify_rows
 
-    problem = verify_rows(session.connection())
+    bind = session.get_bind()
+    key = _MAC_KEYS.get(bind if isinstance(bind, Engine) else bind.engine)
+    problem = verify_rows(session.connection(), key)
     return None if problem is None else ChainProblem(problem.seq or 0, problem.reason)
 
 

@@ -1,16 +1,23 @@
-"""Verify the audit trail: every row, the chain, the Merkle tree and every
-signed checkpoint (SEC-31), in one pass over the table.
+"""Verify the audit trail: every row, its seal, the chain, the Merkle tree
+and every signed checkpoint (SEC-31), in one pass over the table.
 
 What it proves, against someone who can write the database but cannot read
-the signing key file nor write the witness copies of the checkpoints (the
-witness file next to the key, copies kept elsewhere): any edited, removed,
-inserted or reordered event is found. Rows alone catch a careless edit
-(content, leaf hash, chain links and the indexed columns, time included,
-must agree); an attacker who also recomputes every later hash is caught by
-the signed checkpoints, whose roots no longer match the recomputed tree,
-and one who deletes the stored checkpoints first by the witness copies.
-Messages are in French (they reach the operator through
-``coffre audit verify``) and name the first bad event.
+the signing key file (nor the root key it may be derived from): any edited,
+removed, inserted, reordered or forged event, any erased payload outside a
+genuine purge, is found, anywhere in the trail, the tail included, except
+the last events appended after the last signed checkpoint and removed
+together (a truncation of the unsigned tail; see docs/design.md). Each
+row's seal (an HMAC under a key derived from the signing key, chained on
+the previous seal and covering seq, leaf hash, time, action and
+organisation) cannot be recomputed without the key: a forged, inserted or
+moved row, an edited time (pruned or not), a forged ``audit.pruned`` event
+fail it. Erased payloads must form a prefix 1..P, each covered by a later,
+sealed purge event whose cutoff is after the event's sealed time and at
+least its stated retention before its own time. The signed checkpoints
+(stored, in the witness file next to the key, copies kept elsewhere) catch
+a rewrite by someone who has the key too but not the witness copies, and
+a truncation of signed events. Messages are in French (they reach the
+operator through ``coffre audit verify``) and name the first bad event.
 
 Never prints or returns event content: only sequence numbers and reasons.
 """
@@ -22,15 +29,17 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, text
 
-from coffre.audit import merkle
+from coffre.audit import merkle, trail
 from coffre.audit.note import Checkpoint, NoteError, open_checkpoint
 from coffre.audit.trail import GENESIS
 
 BATCH = 5000
+#: The event of the one-time sealing of a trail from before seals.
+ADOPTED = "audit.adopted"
 Progress = Callable[[int], None]
 
 
@@ -70,22 +79,36 @@ def count(conn: Connection) -> int:
     return int(conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one())
 
 
-def scan(conn: Connection, progress: Progress | None = None) -> Scan:
-    """Check every row in seq order; stop at the first broken one."""
+@dataclass(frozen=True)
+class _Purge:
+    """An intact, sealed ``audit.pruned`` event: what it may have erased."""
+
+    seq: int
+    up_to: int
+    cutoff: datetime
+
+
+def scan(conn: Connection, mac_key: bytes | None = None,
+         progress: Progress | None = None) -> Scan:
+    """Check every row in seq order; stop at the first broken one. With
+    ``mac_key``, every row's seal too (without it, the rows prove nothing
+    against someone who can write the database)."""
     result = Scan()
     sha = hashlib.sha256
     expected_prev = GENESIS
+    prev_mac: str | None = GENESIS
     last_seq = 0
-    pruned_up_to = 0  # the highest seq an intact ``audit.pruned`` event covers
-    first_unexplained: int | None = None
+    purges: list[_Purge] = []
+    adopted = False  # a trail is sealed once, at its upgrade
+    erased: list[tuple[int, datetime]] = []  # the pruned prefix: seq, sealed time
     rows = conn.execute(
         text(
-            "SELECT seq, payload, leaf_hash, prev_hash, hash, action, organisation_id, time "
-            "FROM audit_events ORDER BY seq"
+            "SELECT seq, payload, leaf_hash, prev_hash, hash, action, organisation_id, time, "
+            "mac FROM audit_events ORDER BY seq"
         )
     )
     while batch := rows.fetchmany(BATCH):
-        for seq, payload, leaf_hex, prev, stored, action, organisation, time in batch:
+        for seq, payload, leaf_hex, prev, stored, action, organisation, time, mac in batch:
             problem = None
             if prev != expected_prev:
                 if seq > last_seq + 1:  # a hole in the numbering, where the link breaks
@@ -107,52 +130,110 @@ def scan(conn: Connection, progress: Progress | None = None) -> Scan:
                 elif sha(bytes.fromhex(expected_prev) + leaf).hexdigest() != stored:
                     problem = Problem(seq, "empreinte de chaîne de l'événement modifiée")
                 elif payload is not None:
-                    problem, covers = _check_columns(seq, payload, action, organisation, time)
-                    pruned_up_to = max(pruned_up_to, covers)
-                else:
+                    problem, purge = _check_columns(seq, payload, action, organisation, time)
+                    if purge is not None:
+                        purges.append(purge)
+                elif seq != result.pruned + 1:
+                    problem = Problem(seq, "contenu de l'événement effacé hors d'une purge "
+                                           "(les purges n'effacent que les plus anciens)")
+                if problem is None and mac_key is not None:
+                    problem = _check_seal(mac_key, prev_mac, seq, leaf_hex, time, action,
+                                          organisation, mac)
+                if problem is None and action == ADOPTED:
+                    if adopted:
+                        problem = Problem(seq, "seconde adoption des événements : leurs sceaux "
+                                               "ont été retirés de la base puis refaits")
+                    adopted = True
+                if problem is None and payload is None:
                     result.pruned += 1
-                    if first_unexplained is None and seq > pruned_up_to:
-                        first_unexplained = seq
+                    erased.append((seq, _sealed_time(time)))
             if problem is not None:
                 result.problem = problem
                 break
             result.seqs.append(seq)
             result.leaves.append(leaf)
             expected_prev = stored
+            prev_mac = mac
             last_seq = seq
         if progress is not None:
             progress(len(batch))
         if result.problem is not None:
             break
     rows.close()
-    if (result.problem is None and first_unexplained is not None
-            and first_unexplained > pruned_up_to):
-        # A payload erased although no later, intact purge event covers it
-        # (known only once every row is read: the covering event may lie
-        # beyond a broken one).
-        result.problem = Problem(first_unexplained,
-                                 "contenu de l'événement effacé hors d'une purge")
+    if result.problem is None:
+        # Known only once every row is read: the purge that explains an
+        # erased payload comes after it.
+        result.problem = _check_erased(erased, purges)
     return result
 
 
+def _check_seal(key: bytes, prev_mac: str | None, seq: int, leaf: str, time: object,
+                action: str, organisation: str | None, mac: str | None) -> Problem | None:
+    if mac is None:
+        return Problem(seq, "événement sans sceau (ajouté sans la clé du journal)")
+    try:
+        expected = trail.row_mac(key, prev_mac, seq, leaf, time, action, organisation)
+    except ValueError:
+        expected = ""
+    if not trail.same_mac(mac, expected):
+        return Problem(seq, "sceau de l'événement invalide (événement forgé, inséré, déplacé "
+                            "ou colonnes modifiées sans la clé du journal)")
+    return None
+
+
+def _sealed_time(time: object) -> datetime:
+    return datetime.fromisoformat(trail.instant(time).replace("Z", "+00:00"))
+
+
+def _check_erased(erased: list[tuple[int, datetime]], purges: list[_Purge]) -> Problem | None:
+    """Every erased payload (a prefix 1..P, checked while reading) must be
+    covered by a later intact purge event whose cutoff is after the
+    event's sealed time."""
+    by_reach = sorted(purges, key=lambda p: p.up_to, reverse=True)
+    best: datetime | None = None
+    index = 0
+    for seq, time in reversed(erased):
+        while index < len(by_reach) and by_reach[index].up_to >= seq:
+            cutoff = by_reach[index].cutoff
+            best = cutoff if best is None or cutoff > best else best
+            index += 1
+        if best is None or time >= best:
+            return Problem(seq, "contenu de l'événement effacé hors d'une purge (aucune purge "
+                                "intacte ne le couvre)")
+    return None
+
+
 def _check_columns(seq: int, payload: str, action: str, organisation: str | None,
-                   time: object) -> tuple[Problem | None, int]:
+                   time: object) -> tuple[Problem | None, _Purge | None]:
     """The indexed columns must say what the (hashed) payload says: the
-    action, the organisation and the time (which retention relies on)."""
+    action, the organisation and the time (which retention relies on). A
+    purge event must itself respect the retention it states."""
     try:
         event = json.loads(payload)
     except ValueError:
-        return Problem(seq, "contenu de l'événement illisible"), 0
+        return Problem(seq, "contenu de l'événement illisible"), None
     if event.get("action") != action or event.get("organisation") != organisation:
-        return Problem(seq, "colonnes de l'événement modifiées (action ou organisation)"), 0
+        return Problem(seq, "colonnes de l'événement modifiées (action ou organisation)"), None
     if not _same_time(time, event.get("time")):
         return Problem(seq, "colonne d'horodatage de l'événement modifiée (différente de "
-                            "l'heure signée dans son contenu)"), 0
-    covers = 0
-    if action == "audit.pruned":
-        up_to = (event.get("details") or {}).get("up_to_seq")
-        covers = up_to if isinstance(up_to, int) else 0
-    return None, covers
+                            "l'heure signée dans son contenu)"), None
+    if action != "audit.pruned":
+        return None, None
+    details = event.get("details") or {}
+    up_to, days = details.get("up_to_seq"), details.get("retention_days")
+    cutoff: datetime | None = None
+    if isinstance(up_to, int) and isinstance(days, int) and 0 < up_to < seq:
+        try:
+            cutoff = datetime.fromisoformat(str(details.get("before")))
+            if cutoff.tzinfo is None or cutoff > (datetime.fromisoformat(event["time"])
+                                                  - timedelta(days=days)):
+                cutoff = None
+        except (ValueError, TypeError, OverflowError):
+            cutoff = None
+    if cutoff is None or not isinstance(up_to, int):
+        return Problem(seq, "événement de purge invalide (portée ou date limite "
+                            "incompatibles avec la durée de conservation)"), None
+    return None, _Purge(seq, up_to, cutoff)
 
 
 def _same_time(column: object, stamp: object) -> bool:
@@ -172,8 +253,8 @@ def _same_time(column: object, stamp: object) -> bool:
     return stated.astimezone(UTC).replace(tzinfo=None) == stored
 
 
-def verify_rows(conn: Connection) -> Problem | None:
-    return scan(conn).problem
+def verify_rows(conn: Connection, mac_key: bytes | None = None) -> Problem | None:
+    return scan(conn, mac_key).problem
 
 
 def stored_notes(conn: Connection) -> list[str]:
@@ -188,6 +269,7 @@ def verify(
     *,
     reference: Mapping[int, bytes] | None = None,
     progress: Progress | None = None,
+    mac_key: bytes | None = None,
 ) -> Report:
     """Rows, chain, then every checkpoint (stored and witnessed) in size
     order: signature, root of that many leaves, consistency with the
@@ -195,7 +277,7 @@ def verify(
     missing one was deleted from the database). ``reference``: leaf hashes
     by seq from an earlier export, to name exactly the first rewritten
     event when a checkpoint fails."""
-    result = scan(conn, progress)
+    result = scan(conn, mac_key, progress)
     stored = stored_notes(conn)
     known = set(stored)
     witnessed = [n for n in dict.fromkeys(witness_notes) if n not in known]

@@ -132,6 +132,7 @@ def verify(
             report = coffre.audit.verify(witness, public_key=key, reference=reference,
                                          progress=lambda n: bar.advance(task, n))
         witness_file = coffre.audit.witness
+        on_trust = coffre.audit.adopted_on_trust() if report.intact else None
     if report.problem is not None:
         broken(report.problem)
     latest = f", dernier point de contrôle : {report.latest.tree_size} événement(s)" \
@@ -143,7 +144,11 @@ def verify(
         warn("aucun point de contrôle signé : rien ne prouve que ces événements n'ont pas été "
              "réécrits (normal avant le premier point de contrôle d'une installation neuve ; "
              "lancez `coffre audit checkpoint`).")
-    elif report.latest is not None and not witness_file.exists():
+    if on_trust is not None:
+        warn(f"les événements {on_trust[0]} à {on_trust[1]}, écrits avant la mise à niveau "
+             "après le dernier point de contrôle signé, ont été scellés sans preuve (voir "
+             "l'événement audit.adopted) : comparez-les avec vos propres traces.")
+    if report.latest is not None and not witness_file.exists():
         warn(f"fichier témoin {witness_file.path} absent : il sera recréé au prochain point "
              "de contrôle ; gardez-en une copie hors de ce serveur.")
 

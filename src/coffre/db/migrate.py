@@ -12,7 +12,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from coffre.db.engine import make_engine
 
@@ -43,5 +43,16 @@ def upgrade(url: str) -> None:
                 command.upgrade(alembic_config(url), "head")
             finally:
                 lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+    finally:
+        engine.dispose()
+
+
+def lacks_column(url: str, table: str, column: str) -> bool:
+    """Whether ``table`` exists without ``column`` (before an upgrade adds it)."""
+    engine = make_engine(url)
+    try:
+        schema = inspect(engine)
+        return schema.has_table(table) and column not in {
+            c["name"] for c in schema.get_columns(table)}
     finally:
         engine.dispose()

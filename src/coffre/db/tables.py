@@ -546,6 +546,11 @@ class AuditEvent(Base):
     leaf_hash: Mapped[str] = mapped_column(String(64), default="")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Keyed seal: HMAC-SHA256 under a key derived from the audit signing
+    #: key (never stored here) over the previous seal, seq, leaf hash, time,
+    #: action and organisation (``coffre.audit.trail.row_mac``). None only
+    #: for rows not yet adopted after an upgrade.
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AuditCheckpoint(Base):
