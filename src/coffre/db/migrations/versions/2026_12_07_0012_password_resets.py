@@ -1,7 +1,7 @@
 """Password resets: mailed single-use links (forgotten, or forced by an administrator)
 
 Revision ID: 0012
-Revises: 0014
+Revises: 0011
 Create Date: 2026-12-07
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import coffre.db.tables
 
 revision = "0012"
-down_revision = "0014"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

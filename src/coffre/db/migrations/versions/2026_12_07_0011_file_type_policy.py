@@ -1,7 +1,7 @@
 """File types: an organisation may refuse executables and scripts (SEC-19)
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-07
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
