@@ -55,7 +55,7 @@ def open_body(server: Any, repo: Repo, name: str, *, length: int | None = None,
     (chunked when ``length`` is None): the caller keeps it open."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
     framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
-    head = (f"POST {repo.path}data/{name} HTTP/1.1\r\nHost: coffre\r\n"
+    head = (f"POST {repo.path}data/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Authorization: {basic(repo)}\r\n{framing}\r\n"
             "Content-Type: application/octet-stream\r\n\r\n")
     sock.sendall(head.encode() + sent)

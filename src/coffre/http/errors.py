@@ -133,11 +133,14 @@ def install(app: FastAPI, render_page: Any) -> None:
             {"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "problem": e.get("msg")}
             for e in exc.errors()
         ]
+        details: dict[str, Any] = {"problems": problems}
+        if len(problems) == 1:  # named like the services' InvalidInput(field=...)
+            details["field"] = problems[0]["field"]
         return error_response(
             400,
             "invalid_input",
             "the request is malformed",
-            {"problems": problems},
+            details,
             _extra_headers(request),
         )
 
