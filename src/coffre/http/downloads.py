@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 from urllib.parse import quote
 
-from anyio import CancelScope, fail_after, to_thread
+from anyio import CancelScope, fail_after, move_on_after, to_thread
 from anyio.lowlevel import checkpoint
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
@@ -126,7 +126,8 @@ class Delivery(StreamingResponse):
         finally:
             with CancelScope(shield=True):
                 await to_thread.run_sync(_end, self._body, self._on_end, sent, complete)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        with move_on_after(self._timeout):  # a client stalled at the very end
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _end(body: Iterator[Chunk], on_end: Callable[[int, bool], None], sent: int,
