@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import suppress
@@ -162,6 +163,7 @@ class Claim:
         self._claims = claims
         self._ids = ids
         self._renewed = taken  # when the claims were last known live
+        self._renewed_tick = time.monotonic()  # the same, immune to wall-clock jumps
         self._lost = False
         self._released = False
         self._lock = threading.Lock()
@@ -171,8 +173,9 @@ class Claim:
         next piece goes out: a share of their lifetime has passed since
         they were last known live (always so once they may have lapsed).
         Cheap: no database access."""
-        return self._lost or (self._claims.clock.now() - self._renewed
-                              >= self._claims.lifetime / RENEWAL_SHARE)
+        share = self._claims.lifetime / RENEWAL_SHARE
+        return (self._lost or self._claims.clock.now() - self._renewed >= share
+                or time.monotonic() - self._renewed_tick >= share.total_seconds())
 
     def keep(self) -> None:
         """Renew the claims if due; raises ``ClaimLost`` if any of them is
@@ -194,6 +197,7 @@ class Claim:
             self._lost = True
             raise ClaimLost()
         self._renewed = now
+        self._renewed_tick = time.monotonic()
 
     def release(self, session: Session | None = None) -> None:
         """Drop the claims, in ``session`` (the one that accounts for the
