@@ -204,6 +204,7 @@ def build(
         links=LinkService(
             db, store, keys, transfers, clock, codes, throttles,
             password_attempts=settings.link_password_attempts,
+            claim_lifetime=timedelta(seconds=settings.download_claim_seconds),
         ),
         codes=codes,
         sms=sms,

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     deposit_codes_per_address: int = Field(default=10, gt=0)
     #: Failed link-password attempts before a recipient link locks.
     link_password_attempts: int = Field(default=10, gt=0)
+    #: Downloads: how long a limited link's claim on its limit outlives the
+    #: last sign of life of its response (a live response renews it; one
+    #: whose claim lapsed is cut), and how long a response may wait for the
+    #: client to take the next piece before it is aborted (keep it below
+    #: the claim's lifetime).
+    download_claim_seconds: int = Field(default=600, ge=2, le=24 * 3600)
+    download_send_timeout_seconds: int = Field(default=300, gt=0, le=24 * 3600)
 
     #: Browser sessions (SEC-16): idle and absolute limits, step-up window.
     session_idle_minutes: int = Field(default=15, gt=0)

@@ -395,6 +395,11 @@ def test_an_aborted_download_resumed_counts_once(server: Server, client: httpx.C
     assert event["details"]["sent"] == len(big) - got
     assert event["details"]["counted"] == [file["id"]]
     assert len(events_for(server.data_dir, "transfer.read", recipient)) == 1
+    # Each response also left one event before its first byte, with the range asked.
+    starts = events_for(server.data_dir, "transfer.read_started", recipient)
+    assert [(e["details"]["start"], e["details"]["end"]) for e in starts] == [
+        (0, len(big)), (got, len(big))]
+    assert all(e["actor"] is None and e["outcome"] == "success" for e in starts)
     assert _downloads(client, transfer["id"]) == [1]
     assert_error(rc.get(file["url"], headers={"Range": f"bytes={got}-"}), 410, "gone",
                  {"reason": "exhausted"})
@@ -899,3 +904,8 @@ def test_owner_reads_leave_one_event_per_response(server: Server, client: httpx.
     assert done["details"]["sent"] == len(content) and done["details"]["complete"] is True
     time.sleep(0.3)
     assert len(_owner_events(server, file_id)) == 4  # one per response that sent bytes
+    # ...and one before its first byte (HEAD sends none: no event).
+    starts = events_for(server.data_dir, "transfer.owner_read_started", file_id)
+    assert [(e["details"]["start"], e["details"]["end"]) for e in starts] == [
+        (0, half), (half, len(content)), (0, len(content)), (0, len(content))]
+    assert all(e["actor"] == admin["id"] for e in starts)

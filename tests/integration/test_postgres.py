@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from threading import Barrier
 from typing import Any
 
@@ -19,8 +20,9 @@ import httpx
 import pytest
 
 from coffre.audit import trail
+from coffre.clock import FrozenClock
 from coffre.errors import Conflict, Gone
-from coffre.services.deliveries import DownloadClaims, Span
+from coffre.services.deliveries import CLAIM_LIFETIME, ClaimLost, DownloadClaims, Span
 from tests import backends
 from tests.conftest import MailCatcher, Server, login, running_server, started_mail
 from tests.integration.flows import audit_events, sql
@@ -132,6 +134,34 @@ def test_download_claims_are_shared_by_instances(
     here.claim(recipient, 1, whole).release()
     claim.release()
     assert sql(server.data_dir, "SELECT count(*) FROM download_claims") == [(0,)]
+
+
+def test_a_lapsed_claim_is_never_revived(client: httpx.Client,
+                                        instances: tuple[Any, Any]) -> None:
+    """A response that stalled past its claim's lifetime finds the claim
+    lapsed at its next piece, whether another instance's claim replaced it
+    or not, and must stop (a paused download resumed after a new one took
+    the limit would otherwise send the file once more)."""
+    transfer, _ = send(client, {"pause.txt": b"une fois"}, max_downloads=1)
+    recipient, file = transfer["recipients"][0]["id"], transfer["files"][0]["id"]
+    whole = [Span(file, 8, 0, 8)]
+    clock = FrozenClock()
+    here, there = (DownloadClaims(app.db, clock) for app in instances)
+    paused = here.claim(recipient, 1, whole)
+    clock.advance(CLAIM_LIFETIME / 5)
+    assert paused.due()
+    paused.keep()  # live: renewed
+    assert not paused.due()
+    clock.advance(CLAIM_LIFETIME + timedelta(seconds=1))  # the client stopped reading
+    with pytest.raises(ClaimLost):  # expired, even though nobody removed it yet
+        paused.keep()
+    fresh = there.claim(recipient, 1, whole)  # the limit is free again...
+    with pytest.raises(ClaimLost):  # ...and the paused response stays stopped
+        paused.keep()
+    with pytest.raises(Gone):  # its failed renewal revived nothing
+        here.claim(recipient, 1, whole)
+    paused.release()
+    fresh.release()
 
 
 def test_a_download_in_progress_on_one_server_blocks_the_other(

@@ -16,7 +16,7 @@ from typing import Annotated
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from coffre.crypto import stream
@@ -34,7 +34,7 @@ from coffre.errors import (
 )
 from coffre.http import deps
 from coffre.http.backup_bodies import Body, BodyBudget, Buffer, Buffers
-from coffre.http.downloads import OCTET, delivered, started
+from coffre.http.downloads import OCTET, Delivery, send_timeout, started
 from coffre.services.backups import Access, BackupService
 
 V1 = "application/vnd.x.restic.rest.v1"
@@ -159,7 +159,8 @@ async def _read(request: Request, who: Access, repository: str, kind: str,
     # The first pieces are read (storage, decryption) in a worker thread,
     # never on the event loop.
     first = await to_thread.run_sync(started, body, ignore)
-    return StreamingResponse(delivered(first, ignore), status_code=status, headers=headers)
+    return Delivery(first, ignore, timeout=send_timeout(request), status_code=status,
+                    headers=headers)
 
 
 async def _write(request: Request, who: Access, repository: str, kind: str,

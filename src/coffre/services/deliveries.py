@@ -9,6 +9,14 @@ bytes it may send: parallel responses of a one-time link cannot together
 pass its limit, on any instance. Claims and accounts of one recipient are
 written under a lock on its row (SQLite: the write lock every transaction
 takes up front).
+
+A claim lives ``CLAIM_LIFETIME`` past its response's last sign of life,
+so that one left by a dead instance stops counting. A response that
+stalls (its client stops reading) must therefore never outlive its
+claim: it renews the claim only while it is still live, and stops
+(``ClaimLost``) once it has lapsed, before sending another piece;
+otherwise a paused download, resumed after a new one took the freed
+limit, would deliver the file once more.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from coffre.crypto import stream
@@ -30,12 +38,23 @@ from coffre.db.engine import Database
 from coffre.db.tables import Download, DownloadClaim, FileRead, Recipient, new_id
 from coffre.domain.deliveries import Delivered, check_delivery, completes_download
 from coffre.domain.transfers import add_interval
+from coffre.errors import Gone
 from coffre.ports import Clock
 
-#: A claim left by a dead instance stops counting after this long...
+#: A claim left by a dead instance stops counting after this long (the
+#: default; ``download_claim_seconds``)...
 CLAIM_LIFETIME = timedelta(minutes=10)
-#: ...and a live download renews its claims this often.
-CLAIM_RENEWAL = 60.0
+#: ...and a live download renews its claims when this share of it has passed.
+RENEWAL_SHARE = 10
+
+
+class ClaimLost(Gone):
+    """A response's claim lapsed (it stalled past its lifetime) or was
+    removed: it must not send another byte."""
+
+    def __init__(self) -> None:
+        super().__init__("the claim of this download on the link's limit has lapsed",
+                         reason="exhausted")
 
 
 @dataclass(frozen=True)
@@ -113,9 +132,11 @@ class DownloadClaims:
     """Bytes that responses of limited links under way may send, per
     (recipient, file), in the database."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock,
+                 lifetime: timedelta = CLAIM_LIFETIME) -> None:
         self.db = db
         self.clock = clock
+        self.lifetime = lifetime
 
     def claim(self, recipient_id: str, limit: int, spans: list[Span]) -> Claim:
         """Reserve ``spans``; raises ``Gone`` if the limit would be passed."""
@@ -129,29 +150,54 @@ class DownloadClaims:
             for span in spans:
                 check_delivery(limit, span.size, so_far[span.file_id], span.start, span.end)
             claims = [DownloadClaim(id=new_id(), recipient_id=recipient_id, file_id=s.file_id,
-                                    bytes=s.end - s.start, expires_at=now + CLAIM_LIFETIME)
+                                    bytes=s.end - s.start, expires_at=now + self.lifetime)
                       for s in spans]
             session.add_all(claims)
-        return Claim(self, [c.id for c in claims])
+        return Claim(self, [c.id for c in claims], now)
 
 
 class Claim:
     """Claims taken together: kept alive while a body streams, then released."""
 
-    def __init__(self, claims: DownloadClaims, ids: list[str]) -> None:
+    def __init__(self, claims: DownloadClaims, ids: list[str], taken: datetime) -> None:
         self._claims = claims
         self._ids = ids
-        self._renewed = time.monotonic()
+        self._renewed = taken  # when the claims were last known live
+        self._renewed_tick = time.monotonic()  # the same, immune to wall-clock jumps
+        self._lost = False
         self._released = False
         self._lock = threading.Lock()
 
+    def due(self) -> bool:
+        """Whether the claims must be renewed (and so checked) before the
+        next piece goes out: a share of their lifetime has passed since
+        they were last known live (always so once they may have lapsed).
+        Cheap: no database access."""
+        share = self._claims.lifetime / RENEWAL_SHARE
+        return (self._lost or self._claims.clock.now() - self._renewed >= share
+                or time.monotonic() - self._renewed_tick >= share.total_seconds())
+
     def keep(self) -> None:
-        if time.monotonic() - self._renewed < CLAIM_RENEWAL:
+        """Renew the claims if due; raises ``ClaimLost`` if any of them is
+        no longer live (expired, or removed by a newer claim): a lapsed
+        claim is never revived."""
+        if not self.due():
             return
-        self._renewed = time.monotonic()
+        if self._lost:
+            raise ClaimLost()
+        now = self._claims.clock.now()
         with self._claims.db.session() as session:
-            session.execute(update(DownloadClaim).where(DownloadClaim.id.in_(self._ids))
-                            .values(expires_at=self._claims.clock.now() + CLAIM_LIFETIME))
+            renewed = session.execute(
+                update(DownloadClaim)
+                .where(DownloadClaim.id.in_(self._ids), DownloadClaim.expires_at > now)
+                .values(expires_at=now + self._claims.lifetime)
+            )
+            assert isinstance(renewed, CursorResult)
+        if renewed.rowcount != len(self._ids):
+            self._lost = True
+            raise ClaimLost()
+        self._renewed = now
+        self._renewed_tick = time.monotonic()
 
     def release(self, session: Session | None = None) -> None:
         """Drop the claims, in ``session`` (the one that accounts for the
@@ -170,8 +216,9 @@ class Claim:
 
 class ClaimedBody(Iterator[stream.Chunk]):
     """A body holding claims on a download limit, renewed while it is read
-    and released by ``release()`` (when the response ends) or, if the body
-    is dropped unread, when it is garbage-collected."""
+    and sent (the HTTP layer calls ``due()``/``keep()`` after each piece
+    it sends) and released by ``release()`` (when the response ends) or,
+    if the body is dropped unread, when it is garbage-collected."""
 
     def __init__(self, chunks: Iterator[stream.Chunk], claim: Claim | None) -> None:
         self._chunks = chunks
@@ -181,6 +228,14 @@ class ClaimedBody(Iterator[stream.Chunk]):
         if self.claim is not None:
             self.claim.keep()
         return next(self._chunks)
+
+    def due(self) -> bool:
+        return self.claim is not None and self.claim.due()
+
+    def keep(self) -> None:
+        """Renew the claims if due; ``ClaimLost`` if they lapsed."""
+        if self.claim is not None:
+            self.claim.keep()
 
     def close(self) -> None:
         """Close the chunks (a generator may hold a storage connection)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -35,6 +35,7 @@ from coffre.errors import AuthenticationRequired, NotFound, TooManyAttempts
 from coffre.ports import BlobStore, Clock
 from coffre.services import blobs, messages
 from coffre.services.deliveries import (
+    CLAIM_LIFETIME,
     ArchiveTally,
     ClaimedBody,
     DownloadClaims,
@@ -107,6 +108,7 @@ class LinkService:
         throttles: Throttles,
         *,
         password_attempts: int,
+        claim_lifetime: timedelta = CLAIM_LIFETIME,
     ) -> None:
         self.db = db
         self.store = store
@@ -116,7 +118,7 @@ class LinkService:
         self.verification = verification
         self.password_attempts = password_attempts
         self.throttles = throttles
-        self._claims = DownloadClaims(db, clock)
+        self._claims = DownloadClaims(db, clock, claim_lifetime)
 
     # -- access -----------------------------------------------------------------
 
@@ -280,8 +282,9 @@ class LinkService:
         *,
         body: bool = True,
     ) -> FileDownload:
-        """Prepare a file download (or part of it). The bytes it sends are
-        accounted for when it ends, in one audit event."""
+        """Prepare a file download (or part of it): one audit event
+        before its first byte, and one when it ends, with the bytes it sent
+        (accounted for then)."""
         with self.db.session() as session:
             recipient = self._recipient(session, token)
             self._check_access(session, recipient, access)
@@ -306,6 +309,11 @@ class LinkService:
         if limit is not None:
             claim = self._claims.claim(recipient_id, limit, [Span(file_id, view.size, lo, hi)])
         iterator = ClaimedBody(self._plaintext(key, storage_key, stream_size, lo, hi), claim)
+        try:
+            self._started(recipient_id, [file_id], ctx, archive=False, start=lo, end=hi)
+        except BaseException:
+            iterator.release()
+            raise
 
         def on_end(sent: int, complete: bool) -> None:
             try:
@@ -330,8 +338,9 @@ class LinkService:
         """The whole transfer as a ZIP built on the fly (stored, ZIP64).
 
         Returns (file name, exact size, body, what to call when the body
-        ends). The bytes of each file it sent are accounted for then: all
-        of them count one download of every file.
+        ends). One audit event is recorded before its first byte; the bytes
+        of each file it sent are accounted for when it ends, in another:
+        all of them count one download of every file.
         """
         with self.db.session() as session:
             recipient = self._recipient(session, token)
@@ -372,6 +381,13 @@ class LinkService:
         stream_body = ClaimedBody(tally.wrap(iter(archive)), claim)
         file_ids = [e[0].id for e in entries]
         archive_size = len(archive)
+        if body:
+            try:
+                self._started(recipient_id, file_ids, ctx, archive=True, start=0,
+                              end=archive_size)
+            except BaseException:
+                stream_body.release()
+                raise
 
         def on_end(sent: int, complete: bool) -> None:
             try:
@@ -387,16 +403,31 @@ class LinkService:
 
         return name, archive_size, stream_body, on_end
 
+    def _started(self, recipient_id: str, file_ids: list[str], ctx: trail.Context, *,
+                 archive: bool, start: int, end: int) -> None:
+        """``transfer.read_started``: a response is about to send bytes
+        ``[start, end)`` (a read cut short by a killed process, or still
+        under way, leaves this trace; its end leaves one more)."""
+        with self.db.session() as session:
+            recipient = session.get(Recipient, recipient_id)
+            assert recipient is not None
+            trail.record(
+                session, "transfer.read_started", actor=None,
+                organisation_id=recipient.transfer.organisation_id, object_type="recipient",
+                object_id=recipient_id, outcome="success", context=ctx,
+                transfer=recipient.transfer_id, files=file_ids, archive=archive,
+                start=start, end=end,
+            )
+
     def _account(
         self, recipient_id: str, spans: list[Span], file_ids: list[str], ctx: trail.Context,
         *, archive: bool, complete: bool, start: int, end: int, sent: int,
     ) -> None:
         """What one response sent: bytes added to the link's account, the
         downloads they complete, and one audit event (``transfer.downloaded``
-        if it completed any, else ``transfer.read``) with the bytes
+        if it completed any, else ``transfer.read``, even with nothing sent:
+        it closes the ``transfer.read_started`` one) with the bytes
         ``[start, end)`` it was to send, how many went out and whether all did."""
-        if not spans and not complete:
-            return  # nothing went out (the storage failed, or the client left at once)
         now = self.clock.now()
         with self.db.session() as session:
             lock_recipient(session, recipient_id)

@@ -313,9 +313,11 @@ class RequestService:
                                                  Callable[[int, bool], None]]:
         """The owner downloads a file of their own transfer (a received one,
         typically), or part of it. Each response that sends bytes leaves one
-        event when it ends (``transfer.owner_downloaded`` for the whole file
-        delivered, else ``transfer.owner_read``): the bytes ``[start, end)``
-        it was to send, how many went out and whether all did."""
+        event before its first byte (``transfer.owner_read_started``, with
+        the bytes ``[start, end)`` asked: a read under way, or cut by a
+        killed process, leaves a trace) and one when it ends
+        (``transfer.owner_downloaded`` for the whole file delivered, else
+        ``transfer.owner_read``): how many bytes went out and whether all did."""
         with self.db.session() as session:
             transfer = self._own_transfer(session, actor, transfer_id, Action.TRANSFER_DOWNLOAD)
             file = session.get(TransferFile, file_id)
@@ -330,8 +332,6 @@ class RequestService:
         lo, hi = (rng.start, rng.end) if rng else (0, view.size)
 
         def on_end(sent: int, complete: bool) -> None:
-            if not (sent or complete):
-                return  # nothing went out (the storage failed, or the client left at once)
             whole = complete and lo == 0 and hi == view.size
             with self.db.session() as session:
                 trail.record(
@@ -345,6 +345,13 @@ class RequestService:
         if not body:
             return view, etag, lo, hi, iter(()), on_end
 
+        with self.db.session() as session:
+            trail.record(
+                session, "transfer.owner_read_started", actor=actor.user_id,
+                organisation_id=organisation_id, object_type="file", object_id=file_id,
+                outcome="success", context=ctx, transfer=transfer_id, size=view.size,
+                start=lo, end=hi,
+            )
         chunks = blobs.plaintext(self.store, storage_key, key, stream_size, lo, hi,
                                  batch_segments=READ_BATCH_SEGMENTS, read_ahead=True)
         return view, etag, lo, hi, chunks, on_end

@@ -113,6 +113,6 @@ async def download_archive(token: str, request: Request, ctx: Ctx) -> Response:
 
     def prepare() -> Response:
         name, size, body, on_end = app.links.open_archive(token, access, ctx, body=not head)
-        return archive_response(name, size, body, on_end, head)
+        return archive_response(request, name, size, body, on_end, head)
 
     return await to_thread.run_sync(prepare)

@@ -16,7 +16,6 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
-from starlette.responses import StreamingResponse
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
@@ -28,7 +27,7 @@ from coffre.errors import InvalidInput
 from coffre.http import deps
 from coffre.http.api.events import live_stream
 from coffre.http.api.schemas import Access, CodeCheck, RecipientIn, Strict, TransferOut
-from coffre.http.downloads import base_headers, delivered, requested_range, started
+from coffre.http.downloads import Delivery, base_headers, requested_range, send_timeout, started
 from coffre.http.tus import DEPOSIT_HEADER
 from coffre.services.deposits import DepositView
 from coffre.services.requests import NewRequest, RequestStep, RequestView
@@ -195,8 +194,8 @@ def owner_file(transfer_id: str, file_id: str, actor: Downloader, request: Reque
     if head:
         return Response(status_code=status, headers=headers,
                         media_type="application/octet-stream")
-    return StreamingResponse(delivered(started(body, on_end), on_end), status_code=status,
-                             headers=headers, media_type="application/octet-stream")
+    return Delivery(started(body, on_end), on_end, timeout=send_timeout(request),
+                    status_code=status, headers=headers)
 
 
 @received_router.post("/transfers/{transfer_id}/forward", status_code=201,
