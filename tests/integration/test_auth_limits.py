@@ -459,3 +459,26 @@ def test_an_account_guessed_at_from_many_sources_slows_down_but_never_locks(
     anyio.run(app.mail.deliver_due)
     notices = [m for m in mailer.sent if m.to == "membre@exemple.fr"]
     assert len(notices) == 1 and "retardé" in notices[0].text
+
+
+def test_one_source_cannot_take_the_whole_hashing_gate(
+        tmp_path: Path, mail: MailCatcher) -> None:
+    """30 sign-ins at once from one /64 (each from another address of
+    it): that source holds one slot and has one caller waiting, the rest
+    get 503 at once, and another source's sign-ins are never refused."""
+    with running_server(tmp_path, mail, COFFRE_PASSWORD_HASHING_SLOTS="2",
+                        COFFRE_SOURCE_ATTEMPTS="1000",
+                        COFFRE_TRUSTED_PROXIES="127.0.0.1/32, ::1") as srv:
+        email = new_user(srv)
+
+        def flood(n: int) -> httpx.Response:
+            return sign_in(srv, f"inconnu-{n}@exemple.fr", "devine", f"2001:db8:20:1::{n + 1:x}")
+
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            pending = [pool.submit(flood, n) for n in range(150)]
+            mine = []
+            while not all(p.done() for p in pending):
+                mine.append(sign_in(srv, email, PASSWORD, "198.51.100.60").status_code)
+            answers = [p.result().status_code for p in pending]
+        assert set(answers) == {401, 503}, answers
+        assert mine and set(mine) == {201}, mine

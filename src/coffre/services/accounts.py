@@ -210,7 +210,7 @@ class AccountService:
         except InvalidInput:
             email = ""
         subject = per_source(email, ctx.source)
-        with credentials.hashing_slot():
+        with credentials.hashing_slot(ctx.source):
             # The account's own delay first: a check it refuses counts
             # nowhere (the owner waiting it out never locks their source).
             self.throttles.accounts.check(email)
