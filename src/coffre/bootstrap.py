@@ -143,9 +143,11 @@ def build(
     throttles = Throttles(db, clock, max_failures=settings.login_attempts,
                           lockout=timedelta(minutes=settings.lockout_minutes),
                           source_attempts=settings.source_attempts,
-                          source_window=timedelta(minutes=settings.source_window_minutes))
+                          source_window=timedelta(minutes=settings.source_window_minutes),
+                          account_attempts=settings.account_attempts)
     credentials.configure_hashing(settings.password_hashing_slots)
-    accounts = AccountService(db, keys, clock, throttles)
+    accounts = AccountService(db, keys, clock, throttles, mail=mail)
+    denials = DenialLog(db, clock, window=timedelta(seconds=settings.refusal_window_seconds))
     factors = FactorService(db, keys, mail, clock, base_url=settings.base_url)
     quotas = Quotas(db, InstanceLimits(
         max_file_size=settings.max_file_size,
@@ -199,7 +201,7 @@ def build(
         ),
         uploads=uploads,
         transfers=transfers,
-        denials=DenialLog(db, clock, window=timedelta(seconds=settings.refusal_window_seconds)),
+        denials=denials,
         throttles=throttles,
         links=LinkService(
             db, store, keys, transfers, clock, codes, throttles,
@@ -244,7 +246,7 @@ def build(
         events=events_for(db),
         passwords=PasswordService(
             db, accounts, mail, clock, throttles, public_url=settings.base_url,
-            lifetime=timedelta(minutes=settings.password_reset_minutes),
+            lifetime=timedelta(minutes=settings.password_reset_minutes), denials=denials,
         ),
     )
     if unsealed:

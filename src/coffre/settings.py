@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     #: one source address may make per window before it gets 429.
     source_attempts: int = Field(default=40, gt=0)
     source_window_minutes: int = Field(default=10, gt=0)
+    #: Failed sign-ins of one account, from all sources (in 24 h), after
+    #: which each check of it waits a growing delay (at most a minute).
+    account_attempts: int = Field(default=20, gt=0)
     #: Argon2id computations run at once by a process (default: its cores);
     #: more are refused with 503 and Retry-After.
     password_hashing_slots: int | None = Field(default=None, gt=0, le=256)

@@ -6,6 +6,7 @@ refusals, purged throttle rows and recovery codes of 118 bits."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import time
 import uuid
@@ -37,7 +38,8 @@ from tests.integration.test_backup_rest import Repo, register
 
 mail, server, token, client, admin = module_server(
     "auth-limits", COFFRE_TRUSTED_PROXIES="127.0.0.1/32, ::1", COFFRE_LOGIN_ATTEMPTS="3",
-    COFFRE_SOURCE_ATTEMPTS="4", COFFRE_REFUSAL_WINDOW_SECONDS="3")
+    COFFRE_SOURCE_ATTEMPTS="4", COFFRE_REFUSAL_WINDOW_SECONDS="3",
+    COFFRE_ACCOUNT_ATTEMPTS="8")
 
 
 def from_source(address: str) -> dict[str, str]:
@@ -225,12 +227,13 @@ def test_throttle_rows_expire_and_are_purged(
                                               "password": f"mauvais {n}"})
     http.post("/api/v1/auth/login", json={"email": f"x{uuid.uuid4().hex}@exemple.fr",
                                           "password": "devine"})
-    assert kinds() == ["password", "password", "source"]
+    both = ["account", "account", "password", "password"]  # per account, per (account, source)
+    assert kinds() == [*both, "source"]
     anyio.run(lambda: scheduler.run_limits(app, purge=True))
-    assert kinds() == ["password", "password", "source"]  # all still count
+    assert kinds() == [*both, "source"]  # all still count
     clock.advance(timedelta(minutes=11))  # the source's window is over
     anyio.run(lambda: scheduler.run_limits(app, purge=True))
-    assert kinds() == ["password", "password"]
+    assert kinds() == both
     clock.advance(timedelta(days=1))
     anyio.run(lambda: scheduler.run_limits(app, purge=True))
     assert kinds() == []
@@ -312,3 +315,170 @@ def test_the_sign_in_page_says_the_server_is_busy_when_the_gate_is_full(
         credentials.configure_hashing(None)
     assert http.post("/api/v1/auth/login", json={"email": "membre@exemple.fr",
                                                  "password": PASSWORD}).status_code == 200
+
+
+# -- review of issue 15: sources by bucket, the per-account limit, one proxy parser ------
+
+
+def test_an_ipv6_64_is_one_source_and_a_mapped_ipv4_is_the_ipv4(server: Any) -> None:
+    """Every address of a /64 (2^64 of them) counts against one ceiling;
+    ``::ffff:a.b.c.d`` against a.b.c.d's; a port in the header changes
+    nothing. Audit events keep the exact address."""
+    hosts = [f"2001:db8:15:1::{n + 1:x}" for n in range(4)]
+    answers = [sign_in(server, f"victime-v6-{n}@exemple.fr", "devine", host)
+               for n, host in enumerate(hosts)]
+    assert [a.status_code for a in answers] == [401] * 4
+    same_64 = sign_in(server, "victime-v6-9@exemple.fr", "devine", "[2001:db8:15:1:ffff::9]:443")
+    assert same_64.status_code == 429, same_64.text
+    assert sign_in(server, "victime-v6-9@exemple.fr", "devine",
+                   "2001:db8:15:2::1").status_code == 401  # the next /64
+    for host in hosts:
+        assert len(events_from(server.data_dir, "login.failed", host)) == 1
+    assert events_from(server.data_dir, "access.throttled", "2001:db8:15:1:ffff::9")
+
+    v4 = "203.0.113.77"
+    assert [sign_in(server, f"victime-v4-{n}@exemple.fr", "devine", source).status_code
+            for n, source in enumerate([v4, f"{v4}:5000", f"::ffff:{v4}", v4])] == [401] * 4
+    mapped = sign_in(server, "victime-v4-9@exemple.fr", "devine", f"[::ffff:{v4}]:4711")
+    assert mapped.status_code == 429
+    exact = str(ipaddress.ip_address(f"::ffff:{v4}"))  # as Python writes it
+    assert len(events_from(server.data_dir, "login.failed", exact)) == 1
+
+
+def test_an_account_locks_for_a_whole_64_not_for_the_next(server: Any) -> None:
+    member = new_user(server)
+    for n in range(3):
+        assert sign_in(server, member, f"mauvais {n}",
+                       f"2001:db8:16:1::{n + 1}").status_code == 401
+    assert sign_in(server, member, PASSWORD, "2001:db8:16:1:abcd::1").status_code == 429
+    assert sign_in(server, member, PASSWORD, "2001:db8:16:2::1").status_code == 201
+
+
+def test_bad_reset_links_make_a_bounded_number_of_events(server: Any) -> None:
+    """Guessed reset links (page and API) are refusals like others: one
+    event per source and window at once, the rest counted (finding 11)."""
+    source, sent = "2001:db8:17:1::1", 60
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for n in range(sent // 2):
+            bucketmate = {"X-Forwarded-For": f"2001:db8:17:1::{n + 1:x}"}
+            page = http.get(f"/password/reset/{uuid.uuid4().hex}{n}", headers=bucketmate)
+            assert page.status_code == 404
+            api = http.post("/api/v1/auth/password-reset/complete", headers=bucketmate,
+                            json={"token": uuid.uuid4().hex, "password": "x" * 20})
+            assert api.status_code == 404
+
+    def counted() -> tuple[int, int]:
+        first = [e for e in audit_events(server.data_dir, "password.reset_invalid")
+                 if e["source"].startswith("2001:db8:17:1:")]
+        folded = [e for e in audit_events(server.data_dir, "access.refusals")
+                  if e["source"].startswith("2001:db8:17:1:")]
+        return len(first) + len(folded), len(first) + sum(e["details"]["count"]
+                                                          for e in folded)
+
+    deadline = time.monotonic() + 60  # windows of 3 s, closed every 5 s
+    while counted()[1] < sent and time.monotonic() < deadline:
+        time.sleep(0.5)
+    events, refusals = counted()
+    assert refusals == sent
+    assert events <= 40, events
+    assert events_from(server.data_dir, "password.reset_invalid", source)
+    folded = [e for e in audit_events(server.data_dir, "access.refusals")
+              if e["source"].startswith("2001:db8:17:1:")]
+    assert folded and all(e["details"]["refused"] == "password.reset_invalid"
+                          and e["details"]["statuses"] == {"404": e["details"]["count"]}
+                          for e in folded)
+
+
+def test_a_spoofed_forwarded_for_is_ignored_whatever_uvicorn_is_told(
+        tmp_path: Path, mail: MailCatcher) -> None:
+    """Behind a TLS proxy, with FORWARDED_ALLOW_IPS=* in the environment
+    (as many Docker guides say) and no declared proxy: the address a client
+    writes in X-Forwarded-For is not believed, by audit or by throttles."""
+    with running_server(tmp_path, mail, COFFRE_BEHIND_TLS_PROXY="true",
+                        FORWARDED_ALLOW_IPS="*", COFFRE_LOGIN_ATTEMPTS="3") as srv:
+        email = new_user(srv)
+        for n in range(3):
+            assert sign_in(srv, email, f"mauvais {n}", f"198.51.100.{n + 1}").status_code == 401
+        # Still the same source: locked, whatever the header says.
+        assert sign_in(srv, email, PASSWORD, "198.51.100.99").status_code == 429
+        failed = audit_events(srv.data_dir, "login.failed")
+        assert len(failed) == 3 and {e["source"] for e in failed} == {"127.0.0.1"}
+
+
+@pytest.fixture
+def slowed(tmp_path: Path) -> Iterator[tuple[Coffre, FrozenClock, AsgiClient, MemoryMailer]]:
+    """An in-process server behind a declared proxy (the test client's
+    loopback address) with a frozen clock."""
+    clock, mailer = FrozenClock(), MemoryMailer()
+    app = build(Settings(data_dir=tmp_path / "data", login_attempts=3, account_attempts=6,
+                         source_attempts=1000, trusted_proxies="127.0.0.1",
+                         database_url=backends.database_setting(tmp_path / "data")),
+                clock=clock, mailer=mailer)
+    app.accounts.complete_setup(None, "admin@exemple.fr", PASSWORD, "Cabinet")
+    with app.db.session() as session:
+        org_id = session.query(Organisation.id).scalar()
+        session.add(User(organisation_id=org_id, email="membre@exemple.fr", role="member",
+                         password_hash=credentials.hash_password(PASSWORD)))
+    try:
+        yield app, clock, AsgiClient(asgi_app(app, run_jobs=False), app.settings.base_url), mailer
+    finally:
+        app.close()
+
+
+def test_an_account_guessed_at_from_many_sources_slows_down_but_never_locks(
+        slowed: tuple[Coffre, FrozenClock, AsgiClient, MemoryMailer]) -> None:
+    """A botnet: two guesses from each of many sources (under every
+    per-source lock). Past the account's limit each check of it, from
+    anywhere, waits a growing delay (at most a minute); its owner is told
+    once; a success clears it."""
+    app, clock, http, mailer = slowed
+
+    def attempt(password: str, source: str) -> httpx.Response:
+        return http.post("/api/v1/auth/login", headers=from_source(source),
+                         json={"email": "membre@exemple.fr", "password": password})
+
+    for n in range(6):
+        assert attempt(f"mauvais {n}", f"203.0.113.{n // 2 + 1}").status_code == 401
+    refused = attempt(PASSWORD, "198.51.100.1")  # the owner, from elsewhere
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_attempts"
+    assert refused.headers["retry-after"] == "1"
+    for n in range(30):  # the bots keep going, each when the delay allows
+        clock.advance(timedelta(seconds=61))
+        assert attempt(f"encore {n}", f"2001:db8:18:{n}::1").status_code == 401
+        assert attempt(f"aussitôt {n}", f"2001:db8:19:{n}::1").status_code == 429
+    last = attempt(PASSWORD, "198.51.100.1")
+    assert last.status_code == 429 and int(last.headers["retry-after"]) <= 60
+    clock.advance(timedelta(seconds=60))  # never more than a minute
+    assert attempt(PASSWORD, "198.51.100.1").status_code == 200
+    assert attempt("mauvais", "203.0.113.50").status_code == 401  # cleared: no delay
+    assert attempt("mauvais", "203.0.113.51").status_code == 401
+
+    [slowed_event] = audit_events(app.settings.data_dir, "login.account_slowed")
+    assert slowed_event["details"]["failures"] == 6 and slowed_event["source"] == "203.0.113.3"
+    anyio.run(app.mail.deliver_due)
+    notices = [m for m in mailer.sent if m.to == "membre@exemple.fr"]
+    assert len(notices) == 1 and "retardé" in notices[0].text
+
+
+def test_one_source_cannot_take_the_whole_hashing_gate(
+        tmp_path: Path, mail: MailCatcher) -> None:
+    """30 sign-ins at once from one /64 (each from another address of
+    it): that source holds one slot and has one caller waiting, the rest
+    get 503 at once, and another source's sign-ins are never refused."""
+    with running_server(tmp_path, mail, COFFRE_PASSWORD_HASHING_SLOTS="2",
+                        COFFRE_SOURCE_ATTEMPTS="1000",
+                        COFFRE_TRUSTED_PROXIES="127.0.0.1/32, ::1") as srv:
+        email = new_user(srv)
+
+        def flood(n: int) -> httpx.Response:
+            return sign_in(srv, f"inconnu-{n}@exemple.fr", "devine", f"2001:db8:20:1::{n + 1:x}")
+
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            pending = [pool.submit(flood, n) for n in range(150)]
+            mine = []
+            while not all(p.done() for p in pending):
+                mine.append(sign_in(srv, email, PASSWORD, "198.51.100.60").status_code)
+            answers = [p.result().status_code for p in pending]
+        assert set(answers) == {401, 503}, answers
+        assert mine and set(mine) == {201}, mine

@@ -19,8 +19,11 @@ from tests.integration.flows import audit_events, code_mails, sql, wait_code
 from tests.integration.support import module_server, new_address
 
 PER_SOURCE = 30
+#: A loopback address declared as a reverse proxy (its X-Forwarded-For counts).
+PROXY = "127.0.0.9"
 mail, server, token, client, admin = module_server(
-    "deposit-joins", COFFRE_DEPOSIT_JOINS_PER_SOURCE=str(PER_SOURCE))
+    "deposit-joins", COFFRE_DEPOSIT_JOINS_PER_SOURCE=str(PER_SOURCE),
+    COFFRE_TRUSTED_PROXIES=f"{PROXY}/32")
 
 
 def open_link(client: httpx.Client) -> tuple[str, str]:
@@ -123,6 +126,27 @@ def test_a_real_depositor_joins_after_a_flood_from_elsewhere(
     joined = join(client, open_token, patient)
     assert joined.status_code == 201, joined.text
     wait_code(mail, patient, 1)
+
+
+def test_joins_from_one_ipv6_64_share_one_limit(
+        server: Server, client: httpx.Client) -> None:
+    """Every address of a /64 is one source: a flooder rotating through its
+    prefix stops at the limit; the next /64 still joins."""
+    request_id, open_token = open_link(client)
+    with from_source(server, PROXY) as proxy:
+        statuses = [proxy.post(f"/api/v1/deposit/open/{open_token}/join",
+                               json={"email": new_address("faux")},
+                               headers={"X-Forwarded-For": f"2001:db8:30:1::{n + 1:x}"}
+                               ).status_code for n in range(PER_SOURCE + 2)]
+        assert statuses.count(201) == PER_SOURCE and statuses[-2:] == [429, 429]
+        other = proxy.post(f"/api/v1/deposit/open/{open_token}/join",
+                           json={"email": new_address("patient")},
+                           headers={"X-Forwarded-For": "2001:db8:30:2::1"})
+        assert other.status_code == 201, other.text
+    assert depositors(server, request_id) == PER_SOURCE + 1
+    limited = [e for e in audit_events(server.data_dir, "deposit.rate_limited")
+               if e["source"].startswith("2001:db8:30:1:")]
+    assert limited
 
 
 def test_unverified_joins_expire_and_stop_filling_the_link(

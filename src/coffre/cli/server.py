@@ -86,7 +86,12 @@ def serve(
         "access_log": False,
         "log_level": "info",
         "timeout_keep_alive": 30,
-        "proxy_headers": settings.behind_tls_proxy,
+        # Never uvicorn's own X-Forwarded-* handling: it would rewrite the
+        # client's address from FORWARDED_ALLOW_IPS (an environment
+        # variable, "*" in many guides) before ``http.deps.source`` sees
+        # it. That one parser alone decides, from COFFRE_TRUSTED_PROXIES;
+        # the scheme is COFFRE_BASE_URL's.
+        "proxy_headers": False,
         "server_header": False,
     }
     if settings.workers > 1:

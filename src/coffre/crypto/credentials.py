@@ -6,7 +6,10 @@ number of cores; each takes 64 MiB), a few more may wait briefly, and any
 other is refused at once with ``Busy`` (503, ``Retry-After``) instead of
 queueing without bound on the shared worker threads. A flood of sign-ins
 then costs a bounded amount of memory and CPU, and the rest of the server
-keeps answering.
+keeps answering. A caller may name its source (sign-ins, link
+passwords): one source (bucket: an IPv6 /64 is one, ``domain.addresses``)
+then holds at most one slot and has at most one more caller waiting, so a
+few sources cannot take the whole gate from everyone else.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import hmac
 import os
 import secrets as _secrets
 import threading
+import time
 from collections.abc import Iterator
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from coffre.domain.addresses import throttle_bucket
 from coffre.errors import Busy
 
 # RFC 9106 "low memory" profile: Argon2id, m=64 MiB, t=3, p=4, 128-bit salt;
@@ -39,6 +44,9 @@ MAX_PASSWORD_LENGTH = 256
 BUSY_RETRY_SECONDS = 2
 #: How long a caller may wait for a slot when the queue is not full.
 WAIT_SECONDS = 5.0
+#: Callers one source may have in the gate at once: one holding a slot,
+#: one waiting for it.
+PER_SOURCE = 2
 
 
 class HashingGate:
@@ -52,6 +60,9 @@ class HashingGate:
     def __init__(self, slots: int, waiting: int, wait_seconds: float = WAIT_SECONDS) -> None:
         self._lock = threading.Lock()
         self._admitted = 0  # holding or waiting for a slot
+        #: Per source bucket: callers admitted, and the lock that lets one
+        #: of them at a time hold a slot.
+        self._sources: dict[str, tuple[int, threading.Lock]] = {}
         self._held = threading.local()
         self.wait_seconds = wait_seconds
         self.resize(slots, waiting)
@@ -64,7 +75,9 @@ class HashingGate:
             self._semaphore = threading.BoundedSemaphore(self.slots)
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self, source: str | None = None) -> Iterator[None]:
+        """Hold a slot (``Busy`` when the gate, or ``source``'s share of
+        it, is full)."""
         if getattr(self._held, "depth", 0):
             self._held.depth += 1
             try:
@@ -72,23 +85,43 @@ class HashingGate:
             finally:
                 self._held.depth -= 1
             return
+        bucket = throttle_bucket(source)
+        own: threading.Lock | None = None
         with self._lock:
             if self._admitted >= self.slots + self.waiting:
                 raise _busy()
+            if bucket is not None:
+                count, own = self._sources.get(bucket, (0, threading.Lock()))
+                if count >= PER_SOURCE:
+                    raise _busy()
+                self._sources[bucket] = (count + 1, own)
             self._admitted += 1
             semaphore = self._semaphore
         try:
-            if not semaphore.acquire(timeout=self.wait_seconds):
+            deadline = time.monotonic() + self.wait_seconds
+            if own is not None and not own.acquire(timeout=self.wait_seconds):
                 raise _busy()
-            self._held.depth = 1
             try:
-                yield
+                if not semaphore.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    raise _busy()
+                self._held.depth = 1
+                try:
+                    yield
+                finally:
+                    self._held.depth = 0
+                    semaphore.release()
             finally:
-                self._held.depth = 0
-                semaphore.release()
+                if own is not None:
+                    own.release()
         finally:
             with self._lock:
                 self._admitted -= 1
+                if bucket is not None:
+                    count, lock = self._sources[bucket]
+                    if count > 1:
+                        self._sources[bucket] = (count - 1, lock)
+                    else:
+                        del self._sources[bucket]
 
 
 def _busy() -> Busy:
@@ -110,9 +143,10 @@ def configure_hashing(slots: int | None, waiting: int | None = None) -> None:
     _gate.resize(size, 4 * size if waiting is None else waiting)
 
 
-def hashing_slot() -> contextlib.AbstractContextManager[None]:
-    """Hold one of the process's Argon2id slots (``Busy`` when none is free)."""
-    return _gate.slot()
+def hashing_slot(source: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """Hold one of the process's Argon2id slots (``Busy`` when none is
+    free, or when ``source`` already holds one and has another waiting)."""
+    return _gate.slot(source)
 
 
 def hash_password(password: str) -> str:

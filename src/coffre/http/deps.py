@@ -43,7 +43,11 @@ def source(request: Request) -> str | None:
     per-source limits): the peer's, or, when the peer is a declared
     trusted proxy (``COFFRE_TRUSTED_PROXIES``), the one its
     ``X-Forwarded-For`` names: the rightmost entry that is not itself a
-    trusted proxy (entries further left are the client's own say)."""
+    trusted proxy (entries further left are the client's own say); a port
+    (``a.b.c.d:port``, ``[v6]:port``) is dropped. uvicorn's own proxy
+    handling is off (``cli.server``): this is the only parser. Limits
+    count the address by bucket (``domain.addresses``); audit events keep
+    it exact."""
     peer = request.client.host if request.client else None
     trusted = _networks(coffre(request).settings.trusted_proxies)
     if peer is None or not trusted or not _within(peer, trusted):
@@ -52,14 +56,31 @@ def source(request: Request) -> str | None:
             for hop in header.split(",")]
     found = peer
     for hop in reversed(hops):
-        try:
-            address = str(ip_address(hop))
-        except ValueError:
+        address = _hop_address(hop)
+        if address is None:
             break  # a malformed entry: trust nothing to its left
         found = address
         if not _within(address, trusted):
             break
     return found
+
+
+def _hop_address(hop: str) -> str | None:
+    """An ``X-Forwarded-For`` entry's address: ``a.b.c.d``, ``a.b.c.d:port``,
+    an IPv6 address, or ``[v6]`` / ``[v6]:port``; None if it is none of them."""
+    if hop.startswith("["):
+        inside, closed, rest = hop[1:].partition("]")
+        if not closed or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        hop = inside
+    elif hop.count(":") == 1:
+        hop, _, port = hop.partition(":")
+        if not port.isdigit():
+            return None
+    try:
+        return str(ip_address(hop))
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=8)

@@ -24,7 +24,9 @@ from coffre.domain.accounts import (
 from coffre.domain.policy import Action, authorize
 from coffre.errors import AuthenticationRequired, Conflict, Gone, InvalidInput, NotFound
 from coffre.ports import Clock
+from coffre.services import messages
 from coffre.services.keys import KeyRing
+from coffre.services.mail import MailQueue
 from coffre.services.throttle import Throttles, per_source
 
 SETUP_LINK_LIFETIME = timedelta(days=7)
@@ -49,11 +51,14 @@ def mfa_required(user: User, organisation: Organisation | None) -> bool:
 
 
 class AccountService:
-    def __init__(self, db: Database, keys: KeyRing, clock: Clock, throttles: Throttles) -> None:
+    def __init__(self, db: Database, keys: KeyRing, clock: Clock, throttles: Throttles,
+                 mail: MailQueue | None = None) -> None:
         self.db = db
         self.keys = keys
         self.clock = clock
         self.throttles = throttles
+        #: Where the notice that an account is being guessed at goes.
+        self.mail = mail
 
     # -- first run --------------------------------------------------------------
 
@@ -205,9 +210,13 @@ class AccountService:
         except InvalidInput:
             email = ""
         subject = per_source(email, ctx.source)
-        with credentials.hashing_slot():
+        with credentials.hashing_slot(ctx.source):
+            # The account's own delay first: a check it refuses counts
+            # nowhere (the owner waiting it out never locks their source).
+            self.throttles.accounts.check(email)
             self.throttles.sources.reserve(ctx.source)
             failures = self.throttles.attempt("password", subject)
+            account_failures = self.throttles.accounts.attempt(email)
             with self.db.session() as session:
                 user = session.execute(
                     select(User).where(User.email == email)).scalar_one_or_none()
@@ -220,8 +229,11 @@ class AccountService:
             if ok:
                 self.throttles.succeeded(session, "password", subject)
                 self.throttles.sources.release(session, ctx.source)
+                self.throttles.accounts.succeeded(session, email)
             else:
                 details["failures"] = failures
+                if user is not None and self.throttles.accounts.starts(account_failures):
+                    self._slowed(session, user, account_failures, ctx)
             trail.record(
                 session, f"{event}.succeeded" if ok else f"{event}.failed",
                 actor=user.id if ok and user else None,
@@ -233,6 +245,22 @@ class AccountService:
         if not ok or user is None:
             raise AuthenticationRequired("wrong e-mail or password")
         return user
+
+    def _slowed(self, session: Session, user: User, failures: int, ctx: trail.Context) -> None:
+        """The account's failures from all sources start its delays: audited,
+        and its owner told once (until a success clears the count)."""
+        trail.record(session, "login.account_slowed", actor=None,
+                     organisation_id=user.organisation_id, object_type="user",
+                     object_id=user.id, outcome="failure", context=ctx, failures=failures)
+        if self.mail is not None:
+            self.mail.enqueue(session, user.organisation_id, messages.security_notice(
+                to=user.email,
+                french=("De nombreuses tentatives de connexion à votre compte ont échoué. "
+                        "Par précaution, chaque nouvel essai est désormais retardé (une "
+                        "minute au plus) jusqu'à votre prochaine connexion réussie."),
+                english=("Many sign-ins to your account have failed. Each new attempt is "
+                         "now delayed (a minute at most) until your next successful "
+                         "sign-in.")))
 
     # -- API tokens -----------------------------------------------------------
 

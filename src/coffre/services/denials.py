@@ -4,14 +4,22 @@ The use case that refused rolled its transaction back, so the denial is
 recorded in a transaction of its own, after the fact.
 
 A client hammering the server must not write one audit row per refusal
-(1,500 requests, 1,500 events). Refusals are kept per (source, action) in
+(1,500 requests, 1,500 events). Refusals are kept per (source, action,
+object) in
 windows of ``window``, as backup sessions are: the first refusal of a
 window is an event at once (an alert is not delayed), the others are
 counted in memory and folded into one ``access.refusals`` event when the
 window ends (``flush``, run by the scheduler and at shutdown). Each
 process keeps its own windows, at most ``MAX_WINDOWS`` (past that, new
 sources share one overflow window per action), so a flood costs a bounded
-number of events and of memory.
+number of events and of memory. The source is the limits' bucket (an
+IPv6 /64 is one source, ``domain.addresses``); the events name the exact
+address of the window's first refusal.
+
+Services refuse through it too where an anonymous guess would otherwise
+write one event per try: unknown, used or expired password-reset links
+(``password.reset_invalid``/``password.reset_expired``, with the link when
+it is known).
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from coffre.audit import trail
 from coffre.db.engine import Database
+from coffre.domain.addresses import throttle_bucket
 from coffre.ports import Clock
 
 #: Which refusals are worth an event, by (status, kind of path).
@@ -62,12 +72,24 @@ def path_kind(path: str) -> str:
     return "api"
 
 
+@dataclass(frozen=True)
+class Refused:
+    """What a refusal was about, when a service knows it (a link)."""
+
+    object_type: str | None = None
+    object_id: str | None = None
+    organisation_id: str | None = None
+    #: Extra details of the first event (e.g. the link's state).
+    details: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class _Window:
-    key: tuple[str, str]
+    key: tuple[str, str, str]
     action: str
     started: datetime
     context: trail.Context
+    about: Refused = field(default_factory=Refused)
     #: Refusals after the first (which was recorded at once).
     folded: int = 0
     last: datetime | None = None
@@ -81,22 +103,24 @@ class DenialLog:
         self.db = db
         self.clock = clock
         self.window = window
-        self._windows: dict[tuple[str, str], _Window] = {}
+        self._windows: dict[tuple[str, str, str], _Window] = {}
         self._lock = threading.Lock()
 
     def wanted(self, status: int, path: str) -> str | None:
         """The audit action for this refusal, or None if it is not one we log."""
         return _ACTIONS.get((status, path_kind(path)))
 
-    def record(self, action: str, status: int, method: str, route: str | None,
-               reason: str, ctx: trail.Context) -> None:
+    def record(self, action: str, status: int, method: str | None, route: str | None,
+               reason: str, ctx: trail.Context, about: Refused | None = None) -> None:
         """An event at once for the first refusal of a window; the others
         are counted towards its aggregate event."""
         now = self.clock.now()
+        about = about or Refused()
         with self._lock:
-            key, shared = (ctx.source or "-", action), ctx
+            key = (throttle_bucket(ctx.source) or "-", action, about.object_id or "")
+            shared = ctx
             if key not in self._windows and len(self._windows) >= MAX_WINDOWS:
-                key, shared = (OVERFLOW, action), trail.Context(None, None)
+                key, shared, about = (OVERFLOW, action, ""), trail.Context(None, None), Refused()
             current = self._windows.get(key)
             closed = None
             if current is not None and now - current.started < self.window:
@@ -107,13 +131,15 @@ class DenialLog:
                 return
             if current is not None:
                 closed = self._windows.pop(key)
-            self._windows[key] = _Window(key, action, now, shared)
+            self._windows[key] = _Window(key, action, now, shared, about)
         with self.db.session() as session:
             if closed is not None:
                 self._aggregate(session, closed)
             trail.record(
-                session, action, actor=None, organisation_id=None, outcome="failure",
+                session, action, actor=None, organisation_id=about.organisation_id,
+                object_type=about.object_type, object_id=about.object_id, outcome="failure",
                 context=ctx, status=status, method=method, route=route, reason=reason,
+                **_details(about),
             )
 
     def flush(self, *, everything: bool = False) -> int:
@@ -143,12 +169,18 @@ class DenialLog:
         if not window.folded:
             return
         trail.record(
-            session, AGGREGATE, actor=None, organisation_id=None, outcome="failure",
-            context=window.context, refused=window.action, count=window.folded,
+            session, AGGREGATE, actor=None, organisation_id=window.about.organisation_id,
+            object_type=window.about.object_type, object_id=window.about.object_id,
+            outcome="failure", context=window.context, refused=window.action,
+            count=window.folded,
             started_at=trail.utc_iso(window.started),
             ended_at=trail.utc_iso(window.last or window.started),
             routes=window.routes, statuses=window.statuses,
         )
+
+
+def _details(about: Refused) -> dict[str, Any]:
+    return dict(about.details)
 
 
 def _tally(counts: dict[str, int], key: str, most: int) -> None:

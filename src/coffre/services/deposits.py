@@ -35,6 +35,7 @@ from coffre.db.tables import (
 )
 from coffre.domain import codes
 from coffre.domain.accounts import normalise_email
+from coffre.domain.addresses import throttle_bucket
 from coffre.domain.requests import Depositor, check_request_open, check_room
 from coffre.domain.transfers import sanitise_filename
 from coffre.errors import AuthenticationRequired, Conflict, NotFound, TooManyAttempts
@@ -209,7 +210,7 @@ class DepositService:
         their address or whose code is still pending: unverified joins
         expire with their code and stop counting."""
         address = normalise_email(email)
-        self._limit("deposit_join", ctx.source or "unknown", self.joins_per_source,
+        self._limit("deposit_join", throttle_bucket(ctx.source) or "unknown", self.joins_per_source,
                     open_token, ctx, reason="too_many_joins")
         now = self.clock.now()
         with self.db.session() as session:

@@ -165,7 +165,7 @@ class LinkService:
                 self._event(session, recipient, "link.password_locked", ctx, outcome="failure")
         if locked:
             raise TooManyAttempts("too many wrong passwords: ask the sender for a new link")
-        with credentials.hashing_slot():  # taken first: a flood costs no write
+        with credentials.hashing_slot(ctx.source):  # taken first: a flood costs no write
             self.throttles.sources.reserve(ctx.source)
             self.throttles.attempt(LINK_PASSWORD, recipient_id)
             ok = password_hash is None or credentials.verify_password(password_hash, password)

@@ -5,23 +5,29 @@
   credential it was made with).
 - A forgotten password is reset by a single-use link (a 256-bit token,
   stored hashed, valid ``lifetime``) mailed to the account's address.
-  Asking for one answers alike whether the address has an account or not
-  (SEC-14), is throttled per address and per source, and mails nothing for
-  an unknown address. Using the link ends every session and token of the
+  Asking for one always answers 202, whether the address has an account
+  or not (SEC-14) and however often it is asked for; only the source is
+  throttled (429). An address is mailed at most one link per
+  ``MAIL_INTERVAL`` (more requests mail nothing, audited as suppressed),
+  and a new link never cancels an earlier one: a stranger asking again
+  and again can neither bomb the mailbox nor void the link the user (or
+  an administrator) just sent. Any unexpired link works until it is used;
+  using one revokes the others. It ends every session and token of the
   user; it never touches second factors: the next sign-in still asks for
   one.
 - An administrator may force a reset: the member's password stops working
-  at once, their sessions and tokens end, and they are mailed a link.
+  at once, their sessions and tokens end, their earlier links stop
+  working, and they are mailed a link.
 
-Every step leaves an audit event (``password.*``). Never logs a password
-or a link.
+Every step leaves an audit event (``password.*``); refused links go
+through the ``DenialLog`` (aggregated per source and window, like other
+anonymous refusals). Never logs a password or a link.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
@@ -36,14 +42,18 @@ from coffre.errors import Conflict, Gone, NotFound
 from coffre.ports import Clock
 from coffre.services import messages
 from coffre.services.accounts import AccountService
+from coffre.services.denials import DenialLog, Refused
 from coffre.services.mail import MailQueue
+from coffre.services.rates import Rates
 from coffre.services.throttle import Throttles, per_source
 
 FORGOTTEN = "forgotten"
 FORCED = "forced"
-#: Throttle kinds (``Throttles``): reset requests per address, per source.
-RESET_PER_ADDRESS = "password_reset"
+#: Throttle kind (``Throttles``): reset requests per source.
 RESET_PER_SOURCE = "password_reset_source"
+#: Rate kind (``Rates``): reset mails per address, one per ``MAIL_INTERVAL``.
+RESET_MAIL = "password_reset_mail"
+MAIL_INTERVAL = timedelta(minutes=5)
 #: Where a reset link leads (a page, never the API).
 RESET_PATH = "/password/reset/"
 
@@ -69,8 +79,11 @@ class ResetPreview:
 
 class PasswordService:
     def __init__(self, db: Database, accounts: AccountService, mail: MailQueue, clock: Clock,
-                 throttles: Throttles, *, public_url: str, lifetime: timedelta) -> None:
+                 throttles: Throttles, *, public_url: str, lifetime: timedelta,
+                 denials: DenialLog | None = None, rates: Rates | None = None) -> None:
         self.db = db
+        self.denials = denials or DenialLog(db, clock)
+        self.rates = rates or Rates(db, clock)
         self.accounts = accounts
         self.mail = mail
         self.clock = clock
@@ -112,12 +125,14 @@ class PasswordService:
     # -- forgotten ----------------------------------------------------------------
 
     def request_reset(self, email: str, ctx: trail.Context) -> None:
-        """Mail a reset link if ``email`` is an enabled account; the same
-        answer (nothing) otherwise. Throttled per source, then per address,
-        whether or not it exists (``TooManyAttempts``)."""
+        """Mail a reset link if ``email`` is an enabled account and was not
+        mailed one in the last ``MAIL_INTERVAL``; the same answer (nothing)
+        otherwise. Throttled per source only (``TooManyAttempts``): nothing
+        a stranger does with the address changes the answer."""
         email = normalise_email(email)
-        self.throttles.attempt(RESET_PER_SOURCE, ctx.source or "")
-        self.throttles.attempt(RESET_PER_ADDRESS, email)
+        self.throttles.attempt(RESET_PER_SOURCE, per_source("", ctx.source))
+        # Counted for every address, known or not, before looking it up.
+        mail = self.rates.count(RESET_MAIL, email, 1, MAIL_INTERVAL)
         with self.db.session() as session:
             user = session.execute(select(User).where(User.email == email)).scalar_one_or_none()
             if user is None or user.disabled:
@@ -127,6 +142,13 @@ class PasswordService:
                              object_id=user.id if user else None, outcome="failure",
                              context=ctx, reason="disabled" if user else "unknown_address")
                 return
+            if not mail.allowed:
+                trail.record(session, "password.reset_suppressed", actor=None,
+                             organisation_id=user.organisation_id, object_type="user",
+                             object_id=user.id, outcome="failure", context=ctx,
+                             reason="mail_interval",
+                             next_mail_at=trail.utc_iso(mail.resets_at))
+                return
             trail.record(session, "password.reset_requested", actor=None,
                          organisation_id=user.organisation_id, object_type="user",
                          object_id=user.id, context=ctx)
@@ -134,9 +156,9 @@ class PasswordService:
 
     def _issue(self, session: Session, user: User, reason: str, ctx: trail.Context,
                actor_id: str | None) -> None:
-        """A new link for ``user`` (earlier ones stop working), mailed."""
+        """A new link for ``user``, mailed (earlier ones keep working until
+        one is used, or the caller revokes them)."""
         now = self.clock.now()
-        _revoke_resets(session, user.id, self.clock)
         token = credentials.new_token()
         row = PasswordReset(user_id=user.id, token_hash=credentials.hash_token(token),
                             reason=reason, created_at=now, expires_at=now + self.lifetime)
@@ -179,10 +201,10 @@ class PasswordService:
                 sessions = _end_sessions(session, user.id, self.clock)
                 tokens = _revoke_tokens(session, user.id, self.clock)
                 _revoke_resets(session, user.id, self.clock)
-                # Proof of the mailbox: failed sign-ins of this address from
-                # this source, and its reset requests, start again from zero.
+                # Proof of the mailbox: failed sign-ins of this address, from
+                # this source and from all, start again from zero.
                 self.throttles.succeeded(session, "password", per_source(user.email, ctx.source))
-                self.throttles.succeeded(session, RESET_PER_ADDRESS, user.email)
+                self.throttles.accounts.succeeded(session, user.email)
                 trail.record(session, "password.reset_used", actor=user.id,
                              organisation_id=user.organisation_id,
                              object_type="password_reset", object_id=link.id, context=ctx,
@@ -224,11 +246,13 @@ class PasswordService:
 
     def _refused(self, action: str, reset_id: str | None, organisation_id: str | None,
                  state: str | None, ctx: trail.Context) -> None:
-        details: dict[str, Any] = {"state": state} if state else {}
-        with self.db.session() as session:
-            trail.record(session, action, actor=None, organisation_id=organisation_id,
-                         object_type="password_reset" if reset_id else None,
-                         object_id=reset_id, outcome="failure", context=ctx, **details)
+        """Through the ``DenialLog``: the first refusal of a window per
+        source (and link) is an event at once, the others one count."""
+        status = 404 if reset_id is None else 410
+        about = Refused("password_reset" if reset_id else None, reset_id, organisation_id,
+                        (("state", state),) if state else ())
+        self.denials.record(action, status, None, RESET_PATH,
+                            "not_found" if reset_id is None else "gone", ctx, about)
 
     # -- forced by an administrator -------------------------------------------------
 
@@ -249,6 +273,7 @@ class PasswordService:
             if user.disabled:
                 raise Conflict("this member is disabled", reason="member_disabled")
             user.password_hash = unusable
+            _revoke_resets(session, user.id, self.clock)
             sessions = _end_sessions(session, user.id, self.clock)
             tokens = _revoke_tokens(session, user.id, self.clock)
             trail.record(session, "password.reset_forced", actor=admin.user_id,

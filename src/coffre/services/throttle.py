@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from coffre.db.engine import Database
 from coffre.db.tables import Throttle
+from coffre.domain.addresses import throttle_bucket
 from coffre.errors import TooManyAttempts
 from coffre.ports import Clock
 
@@ -45,6 +46,10 @@ MAX_DELAY = timedelta(seconds=60)
 #: A key without failure for this long starts again from zero.
 FORGET_AFTER = timedelta(days=1)
 SOURCE = "source"
+ACCOUNT = "account"
+#: An account's failures from every source are counted for this long
+#: after the last one.
+ACCOUNT_WINDOW = timedelta(hours=24)
 
 
 def throttle_key(kind: str, subject: str) -> str:
@@ -52,20 +57,24 @@ def throttle_key(kind: str, subject: str) -> str:
 
 
 def per_source(subject: str, source: str | None) -> str:
-    """The subject of a throttle kept per source address as well."""
-    return f"{subject}\n{source or '-'}"
+    """The subject of a throttle kept per source as well (its bucket: an
+    IPv6 /64 is one source, see ``domain.addresses``)."""
+    return f"{subject}\n{throttle_bucket(source) or '-'}"
 
 
 class Throttles:
     def __init__(self, db: Database, clock: Clock, *, max_failures: int,
                  lockout: timedelta, source_attempts: int = 40,
-                 source_window: timedelta = timedelta(minutes=10)) -> None:
+                 source_window: timedelta = timedelta(minutes=10),
+                 account_attempts: int = 20) -> None:
         self.db = db
         self.clock = clock
         self.max_failures = max_failures
         self.lockout = lockout
         #: The per-source ceiling every password check goes through.
         self.sources = SourceLimit(db, clock, limit=source_attempts, window=source_window)
+        #: The per-account slowdown every password sign-in goes through.
+        self.accounts = AccountLimit(db, clock, free=account_attempts)
 
     def attempt(self, kind: str, subject: str) -> int:
         """Reserve one attempt before checking the secret; returns the
@@ -140,8 +149,8 @@ class Throttles:
 
 
 class SourceLimit:
-    """At most ``limit`` failed password checks per source address and
-    window (a fixed window, kept in a ``throttles`` row: ``failures`` is
+    """At most ``limit`` failed password checks per source (bucket: an
+    IPv6 /64 is one source) and window (a fixed window, kept in a ``throttles`` row: ``failures`` is
     the count, ``last_failure_at`` the window's start)."""
 
     def __init__(self, db: Database, clock: Clock, *, limit: int, window: timedelta) -> None:
@@ -152,10 +161,11 @@ class SourceLimit:
 
     def reserve(self, source: str | None) -> None:
         """Count one check up front; ``TooManyAttempts`` once the window is full."""
-        self._count(source, refuse=True)
+        self._count(throttle_bucket(source), refuse=True)
 
     def check(self, source: str | None) -> None:
         """``TooManyAttempts`` while the source's window is full (no write)."""
+        source = throttle_bucket(source)
         if source is None:
             return
         now = self.clock.now()
@@ -166,7 +176,7 @@ class SourceLimit:
 
     def failed(self, source: str | None) -> None:
         """Count one failure after the check (secrets too long to guess)."""
-        self._count(source, refuse=False)
+        self._count(throttle_bucket(source), refuse=False)
 
     def _count(self, source: str | None, *, refuse: bool) -> None:
         if source is None:
@@ -196,6 +206,7 @@ class SourceLimit:
 
     def release(self, session: Session, source: str | None) -> None:
         """The secret matched: the reserved check does not count."""
+        source = throttle_bucket(source)
         if source is None:
             return
         row = session.get(Throttle, throttle_key(SOURCE, source), with_for_update=True)
@@ -203,6 +214,70 @@ class SourceLimit:
             row.failures -= 1
             if row.failures < self.limit:
                 row.blocked_until = None
+
+
+class AccountLimit:
+    """Failed password checks of one account from every source at once:
+    past ``free`` failures (with less than ``ACCOUNT_WINDOW`` between
+    them), each check of that account, from anywhere, must wait a growing
+    delay after the last (1 s, 2 s, 4 s... at most ``MAX_DELAY``).
+
+    Never a lock: the owner, from any source, gets a check at least once
+    a minute however many sources guess at the account, so a botnet
+    spreading its guesses over many sources gets about one a minute
+    instead of a lockout to trigger. A success clears it. Keyed by the
+    account's address (known or not, alike); rows are purged like the
+    other throttles (a day after the last failure)."""
+
+    def __init__(self, db: Database, clock: Clock, *, free: int) -> None:
+        self.db = db
+        self.clock = clock
+        self.free = free
+
+    def check(self, subject: str) -> None:
+        """``TooManyAttempts`` while the account's delay runs (no write)."""
+        now = self.clock.now()
+        with self.db.session() as session:
+            row = session.get(Throttle, throttle_key(ACCOUNT, subject))
+            if row is not None and row.blocked_until is not None and row.blocked_until > now:
+                raise self._refusal(row.blocked_until, now)
+
+    def attempt(self, subject: str) -> int:
+        """Count one check up front (cleared by ``succeeded``); returns the
+        account's failure count if it fails. ``TooManyAttempts`` while the
+        delay runs (parallel checks cannot slip through together)."""
+        key = throttle_key(ACCOUNT, subject)
+        now = self.clock.now()
+        with self.db.session() as session:
+            _insert_missing(session, key, ACCOUNT)
+            row = session.get(Throttle, key, with_for_update=True)
+            assert row is not None
+            if row.blocked_until is not None and row.blocked_until > now:
+                blocked = row.blocked_until
+            else:
+                if row.last_failure_at is None or row.last_failure_at + ACCOUNT_WINDOW <= now:
+                    row.failures = 0
+                row.failures += 1
+                row.last_failure_at = now
+                if row.failures >= self.free:
+                    delay = timedelta(seconds=2 ** min(row.failures - self.free, 16))
+                    row.blocked_until = now + min(delay, MAX_DELAY)
+                return row.failures
+        raise self._refusal(blocked, now)
+
+    def starts(self, failures: int) -> bool:
+        """This failure is the one that starts the delays (worth a mail)."""
+        return failures == self.free
+
+    def succeeded(self, session: Session, subject: str) -> None:
+        session.execute(delete(Throttle).where(Throttle.key == throttle_key(ACCOUNT, subject)))
+
+    @staticmethod
+    def _refusal(ends: datetime, now: datetime) -> TooManyAttempts:
+        return TooManyAttempts(
+            "too many failed attempts on this account: please wait before trying again",
+            retry_after=max(1, math.ceil((ends - now).total_seconds())),
+        )
 
 
 def _insert_missing(session: Session, key: str, kind: str) -> None:
