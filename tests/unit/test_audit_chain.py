@@ -555,10 +555,17 @@ def test_upgrade_seals_the_trail_a_checkpoint_covers(tmp_path: Path) -> None:
     assert adopted["details"]["signed_up_to"] == 5 and adopted["details"]["sealed"] == 7
     assert log.verify().intact
     assert log.checkpoint() is not None
+    assert log.sealed() is not None and log.sealed().adopted == 8  # type: ignore[union-attr]
     _unseal(db)  # seals stripped to have the trail sealed again: a second adoption
-    assert log.adopt_legacy() == 8
+    assert log.adopt_legacy() == 0  # refused: the marker outside the database says sealed
     seq, reason = _problem(log)
-    assert seq == 9 and "seconde adoption" in reason
+    assert seq == 1 and "sans sceau" in reason
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    log.marker.path.unlink()  # only someone who can write the key directory could
+    assert log.adopt_legacy() == 8  # sealed again, but the database's adoption (8)
+    seq, reason = _problem(log)      # is not the new marker's (9)
+    assert seq == 8 and "marqueur de scellement" in reason
 
 
 def test_upgrade_refuses_to_seal_a_rewritten_trail(tmp_path: Path) -> None:
@@ -642,7 +649,9 @@ def test_forged_purge_does_not_excuse_an_erased_payload(tmp_path: Path) -> None:
     assert seq == 3 and "purge" in reason  # not a prefix: erased outside a purge
     _sql(db, "UPDATE audit_events SET payload = NULL WHERE seq <= 3")
     seq, reason = _problem(log)
-    assert seq == 7 and "sceau" in reason  # the forged purge itself
+    # the forged purge itself: a retention below the settings' minimum (30
+    # days) is refused before its seal is even checked
+    assert seq == 7 and "purge invalide" in reason
 
 
 def test_erased_prefix_needs_a_genuine_purge_past_its_time(tmp_path: Path) -> None:
