@@ -750,3 +750,43 @@ def test_whole_export_with_a_removed_line_fails(tmp_path: Path) -> None:
     assert verify_export(since[:2] + since[3:], log.public_key).problem is not None
     assert verify_export([since[0], since[2], since[1], *since[3:]],
                          log.public_key).problem is not None
+
+
+# -- issue 15, second review: several workers, the ORM's reading of times ----------
+
+
+def test_review_5_checkpoint_signed_meanwhile_by_another_worker_is_no_alarm(
+        tmp_path: Path) -> None:
+    """Two workers on one database and key directory: one signs a bigger
+    tree while the other is between its reads. The anchors are read before
+    the rows, so the other finds at least the rows that tree covers (it
+    used to read the rows first and raise AUDIT TRAIL ALTERED)."""
+    db = _db(tmp_path, 3)
+    first, second = _log(db, tmp_path), _log(db, tmp_path)
+    assert first.checkpoint() is not None
+    witnessed = first._witnessed
+    raced: list[object] = []
+
+    def meanwhile() -> object:
+        if not raced:
+            _add(db, 10, 2)
+            raced.append(second.checkpoint())
+        return witnessed()
+
+    first._witnessed = meanwhile  # type: ignore[method-assign]
+    first.checkpoint()  # no IntegrityError
+    assert raced and raced[0] is not None
+    assert first.verify().intact
+
+
+def test_review_2_orm_converts_an_offset_instead_of_relabelling() -> None:
+    from coffre.db.tables import UTCDateTime
+
+    aware = datetime.fromisoformat("2026-03-02 06:00:00+19:00")
+    assert UTCDateTime().process_result_value(aware, None) == datetime(  # type: ignore[arg-type]
+        2026, 3, 1, 11, tzinfo=UTC)
+    assert trail.canonical_time("2026-03-01 10:02:00.000000")
+    for spelt in ("2026-03-01T10:02:00.000000", "2026-03-01 10:02:00.000000+00:00",
+                  "2026-13-01 10:02:00.000000", "garbage", None,
+                  datetime(2026, 3, 1, tzinfo=UTC)):
+        assert not trail.canonical_time(spelt)
