@@ -303,7 +303,7 @@ def test_upgrade_refuses_to_seal_a_rewritten_trail(data: Path) -> None:
     """An insider's rewrite just before the upgrade is not sealed."""
     rewrite_history(data, victim=12)
     before_seals(data)
-    (data / "keys" / "audit-sealed.json").unlink()  # an install from before the marker
+    no_marker(data)
     start(data)
     done = verify(data)
     assert done.returncode == 3
@@ -579,6 +579,11 @@ def start(data: Path) -> None:
           mailer=MemoryMailer()).close()
 
 
+def no_marker(data: Path) -> None:
+    """The key directory of an install from before the seal marker."""
+    (data / "keys" / "audit-sealed.json").unlink(missing_ok=True)
+
+
 def marker(data: Path) -> dict[str, Any]:
     return dict(json.loads((data / "keys" / "audit-sealed.json").read_text()))
 
@@ -590,20 +595,31 @@ def test_review_1_downgrade_does_not_get_a_forgery_sealed(data: Path) -> None:
     database (written at this trail's first start) refuses the adoption;
     neither `coffre audit verify` nor a start seals anything, verify
     reports the rows and the checkpoint job refuses to sign."""
-    assert marker(data)["adopted_seq"] is None  # sealed from its first event
     top = forge(data, "audit.pruned", up_to_seq=21, count=21, retention_days=0,
                 before=trail.utc_iso(datetime.now(UTC) - timedelta(minutes=1)))
     sql(data, "UPDATE audit_events SET payload = NULL WHERE seq <= 21")
     before_seals(data)
     done = verify(data)  # migrates, never adopts
     assert done.returncode == 3 and "événement 1 " in done.stderr and "sans sceau" in done.stderr
-    start(data)  # the next `coffre serve`
-    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL") == [(0,)]
+    srv = Server(data, env={"COFFRE_AUDIT_CHECKPOINT_SECONDS": "1"})
+    srv.start()  # the next `coffre serve`: refuses to adopt, then to sign
+    try:
+        deadline = time.monotonic() + 30
+        while srv.log().count("AUDIT TRAIL ALTERED") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        srv.stop()
+    assert "seals of the audit trail were removed" in srv.log()
+    assert "refusing to sign" in srv.log()
+    # nothing written before the start got a seal (events the server adds are sealed)
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL AND seq <= ?",
+               top) == [(0,)]
     done = verify(data)
     assert done.returncode == 3 and "sans sceau" in done.stderr
     refused = cli(data, "audit", "checkpoint")
     assert refused.returncode == 3
     assert sql(data, "SELECT max(tree_size) FROM audit_checkpoints") == [(top - 1,)]
+    assert marker(data)["adopted_seq"] is None  # sealed from its first event
 
 
 def test_review_1_upgrade_adopts_once_and_on_trust_needs_acknowledging(data: Path) -> None:
@@ -615,7 +631,7 @@ def test_review_1_upgrade_adopts_once_and_on_trust_needs_acknowledging(data: Pat
     again: no second adoption, reported."""
     tail = forge(data)
     before_seals(data)
-    (data / "keys" / "audit-sealed.json").unlink()  # an install from before the marker
+    no_marker(data)
     done = verify(data)
     assert done.returncode == 3 and "sans sceau" in done.stderr
     assert not (data / "keys" / "audit-sealed.json").exists()
@@ -705,7 +721,7 @@ def test_review_4_garbage_time_on_a_pruned_row_is_a_problem(data: Path) -> None:
     assert done.returncode == 3 and "événement 2 " in done.stderr
     assert "Traceback" not in done.stderr
     before_seals(data)
-    (data / "keys" / "audit-sealed.json").unlink()  # the upgrade path, from before the marker
+    no_marker(data)
     start(data)  # no exception: adoption refused, logged
     assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL") == [(0,)]
     assert verify(data).returncode == 3
@@ -719,10 +735,6 @@ def test_review_3_export_header_is_tied_to_its_signed_event(data: Path, tmp_path
     assert cli(data, "audit", "export", "-o", str(whole)).returncode == 0
     lines = whole.read_text().splitlines(keepends=True)
     header = json.loads(lines[0])
-    assert header["exported_seq"] == header["tree_size"] == len(lines) - 1
-    done = cli(data, "audit", "verify-export", str(whole))
-    assert done.returncode == 0, done.stderr
-    assert f"plage annoncée : événements 1 à {header['tree_size']}" in done.stdout
     cut = [line for i, line in enumerate(lines) if i != 4]
     for edited in ({"since": "1970-01-01T00:00:00.000000Z", "count": header["count"] - 1},
                    {"since": "", "count": header["count"] - 1},
@@ -736,6 +748,10 @@ def test_review_3_export_header_is_tied_to_its_signed_event(data: Path, tmp_path
                        + "\n" + "".join(lines[4:]))
     done = cli(data, "audit", "verify-export", str(dropped))
     assert done.returncode == 3 and "en-tête" in done.stderr
+    done = cli(data, "audit", "verify-export", str(whole))
+    assert done.returncode == 0, done.stderr
+    assert f"plage annoncée : événements 1 à {header['tree_size']}" in done.stdout
+    assert header["exported_seq"] == header["tree_size"] == len(lines) - 1
     since = tmp_path / "since.jsonl"
     stamp = (datetime.now(UTC) - timedelta(days=2)).isoformat()
     assert cli(data, "audit", "export", "--since", stamp, "-o", str(since)).returncode == 0

@@ -790,3 +790,29 @@ def test_review_2_orm_converts_an_offset_instead_of_relabelling() -> None:
                   "2026-13-01 10:02:00.000000", "garbage", None,
                   datetime(2026, 3, 1, tzinfo=UTC)):
         assert not trail.canonical_time(spelt)
+
+
+def test_review_6_purge_from_before_seals_with_the_old_bound_still_verifies(
+        tmp_path: Path) -> None:
+    """The purge before seals took the last seq with a time before the
+    cutoff, and could erase an event of a later time at a lower seq. Such a
+    purge, before the adoption the marker names, verifies; a sealed trail's
+    purge may not do that."""
+    db = _db(tmp_path, 0)
+    old = START - timedelta(days=400)
+    _add(db, 0, 1, old)
+    _add(db, 1, 1, START)  # later time, lower seq than the next old one
+    _add(db, 2, 1, old)
+    log = _log(db, tmp_path)
+    with db.session() as s:
+        trail.record(s, "audit.pruned", actor=None, organisation_id=None,
+                     time=START + timedelta(days=2), up_to_seq=3, count=3,
+                     before=trail.utc_iso(START + timedelta(days=2) - timedelta(days=365)),
+                     retention_days=365)
+    _sql(db, "UPDATE audit_events SET payload = NULL WHERE seq <= 3")
+    seq, reason = _problem(log)  # sealed from the first event: not allowed
+    assert seq == 2 and "purge" in reason
+    _unseal(db)
+    assert log.adopt_legacy() == 4
+    assert log.sealed() is not None and log.sealed().adopted == 5  # type: ignore[union-attr]
+    assert log.verify().intact

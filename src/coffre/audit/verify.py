@@ -93,12 +93,15 @@ class _Purge:
 
 
 def scan(conn: Connection, mac_key: bytes | None = None,
-         progress: Progress | None = None, sealed: Sealed | None = None) -> Scan:
+         progress: Progress | None = None, sealed: Sealed | None = None,
+         legacy: int = 0) -> Scan:
     """Check every row in seq order; stop at the first broken one. With
     ``mac_key``, every row's seal too (without it, the rows prove nothing
     against someone who can write the database). With ``sealed`` (the seal
     marker kept outside the database), the trail's ``audit.adopted``
-    events must be exactly the one it names (or none)."""
+    events must be exactly the one it names (or none). Purges before seq
+    ``legacy`` (or the marker's adoption) ran before seals (see
+    ``_check_erased``)."""
     result = Scan()
     sha = hashlib.sha256
     expected_prev = GENESIS
@@ -179,7 +182,9 @@ def scan(conn: Connection, mac_key: bytes | None = None,
     if result.problem is None:
         # Known only once every row is read: the purge that explains an
         # erased payload comes after it.
-        result.problem = _check_erased(erased, purges)
+        if sealed is not None and sealed.adopted:
+            legacy = max(legacy, sealed.adopted)
+        result.problem = _check_erased(erased, purges, legacy)
     return result
 
 
@@ -204,10 +209,15 @@ def _adoption_mismatch(sealed: Sealed) -> str:
             f"(marqueur de scellement : {where}) : sceaux retirés puis refaits")
 
 
-def _check_erased(erased: list[tuple[int, datetime]], purges: list[_Purge]) -> Problem | None:
+def _check_erased(erased: list[tuple[int, datetime]], purges: list[_Purge],
+                  legacy: int = 0) -> Problem | None:
     """Every erased payload (a prefix 1..P, checked while reading) must be
     covered by a later intact purge event whose cutoff is after the
-    event's sealed time."""
+    event's sealed time. Purges before the adoption (seq ``legacy``, from
+    the seal marker) ran the old bound (the last seq with a time before the
+    cutoff), which could erase an event of a later time at a lower seq:
+    within their reach the time is not compared."""
+    legacy_reach = max((p.up_to for p in purges if p.seq < legacy), default=0)
     by_reach = sorted(purges, key=lambda p: p.up_to, reverse=True)
     best: datetime | None = None
     index = 0
@@ -216,7 +226,7 @@ def _check_erased(erased: list[tuple[int, datetime]], purges: list[_Purge]) -> P
             cutoff = by_reach[index].cutoff
             best = cutoff if best is None or cutoff > best else best
             index += 1
-        if best is None or time >= best:
+        if seq > legacy_reach and (best is None or time >= best):
             return Problem(seq, "contenu de l'événement effacé hors d'une purge (aucune purge "
                                 "intacte ne le couvre)")
     return None
@@ -291,6 +301,7 @@ def verify(
     progress: Progress | None = None,
     mac_key: bytes | None = None,
     sealed: Sealed | None = None,
+    legacy: int = 0,
 ) -> Report:
     """Rows, chain, then every checkpoint (stored and witnessed) in size
     order: signature, root of that many leaves, consistency with the
@@ -298,7 +309,7 @@ def verify(
     missing one was deleted from the database). ``reference``: leaf hashes
     by seq from an earlier export, to name exactly the first rewritten
     event when a checkpoint fails."""
-    result = scan(conn, mac_key, progress, sealed)
+    result = scan(conn, mac_key, progress, sealed, legacy)
     stored = stored_notes(conn)
     known = set(stored)
     witnessed = [n for n in dict.fromkeys(witness_notes) if n not in known]
