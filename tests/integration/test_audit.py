@@ -580,8 +580,21 @@ def start(data: Path) -> None:
 
 
 def no_marker(data: Path) -> None:
-    """The key directory of an install from before the seal marker."""
+    """The key directory and checkpoints of an install from before seals:
+    no seal marker, checkpoints signed without the seals extension."""
+    from coffre.audit.note import Checkpoint, open_checkpoint, sign
+
     (data / "keys" / "audit-sealed.json").unlink(missing_ok=True)
+    key = SigningKeyFile(data / "keys" / "audit-signing.key", create=False)
+    notes = []
+    for size, note in sql(data, "SELECT tree_size, note FROM audit_checkpoints "
+                                "ORDER BY tree_size"):
+        cp = open_checkpoint(note, key.public_key)
+        old = sign(Checkpoint(cp.origin, cp.tree_size, cp.root_hash), cp.origin,
+                   key.public_key, key.sign)
+        sql(data, "UPDATE audit_checkpoints SET note = ? WHERE tree_size = ?", old, size)
+        notes.append(old + "\n")
+    (data / "keys" / "audit-checkpoints.txt").write_text("".join(notes))
 
 
 def marker(data: Path) -> dict[str, Any]:

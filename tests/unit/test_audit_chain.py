@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, text, update
 
 from coffre.audit import trail
 from coffre.audit.log import AuditLog, verify_export
+from coffre.audit.note import SEALS_EXTENSION, Checkpoint, open_checkpoint, sign
 from coffre.audit.verify import reference_leaves
 from coffre.clock import FrozenClock
 from coffre.crypto.signing import SigningKeyFile
@@ -530,9 +531,21 @@ def test_an_issue_2_trail_upgrades_and_verifies(tmp_path: Path) -> None:
     assert report.intact and report.events == 7
 
 
-def _unseal(db: Database) -> None:
-    """The trail as an install from before migration 0008 left it."""
+def _unseal(db: Database, log: AuditLog | None = None) -> None:
+    """The trail as an install from before migration 0008 left it (with
+    ``log``: its checkpoints too, signed without the seals extension)."""
     _sql(db, "UPDATE audit_events SET mac = NULL")
+    if log is None:
+        return
+    notes = []
+    with db.session() as s:
+        for row in s.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size)
+                             ).scalars():
+            cp = open_checkpoint(row.note, log.public_key)
+            row.note = sign(Checkpoint(cp.origin, cp.tree_size, cp.root_hash), cp.origin,
+                            log.public_key, log.key.sign)
+            notes.append(row.note + "\n")
+    log.witness.path.write_text("".join(notes))
 
 
 def test_upgrade_seals_the_trail_a_checkpoint_covers(tmp_path: Path) -> None:
@@ -543,7 +556,7 @@ def test_upgrade_seals_the_trail_a_checkpoint_covers(tmp_path: Path) -> None:
     log = _log(db, tmp_path)
     assert log.checkpoint() is not None
     _add(db, 5, 2)
-    _unseal(db)
+    _unseal(db, log)
     assert not log.verify().intact  # unsealed rows never verify
     with pytest.raises(IntegrityError):
         log.checkpoint()
@@ -563,6 +576,8 @@ def test_upgrade_seals_the_trail_a_checkpoint_covers(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError):
         log.checkpoint()
     log.marker.path.unlink()  # only someone who can write the key directory could
+    assert log.adopt_legacy() == 0  # the signed checkpoint of 8 carries the seals extension
+    _unseal(db, log)  # ... unless checkpoints are re-signed too: someone with the key
     assert log.adopt_legacy() == 8  # sealed again, but the database's adoption (8)
     seq, reason = _problem(log)      # is not the new marker's (9)
     assert seq == 8 and "marqueur de scellement" in reason
@@ -574,7 +589,7 @@ def test_upgrade_refuses_to_seal_a_rewritten_trail(tmp_path: Path) -> None:
     db = _db(tmp_path, 5)
     log = _log(db, tmp_path)
     assert log.checkpoint() is not None
-    _unseal(db)
+    _unseal(db, log)
     _rewrite_history(db, victim=3)
     assert log.adopt_legacy() == 0
     with db.session() as s:
@@ -816,3 +831,22 @@ def test_review_6_purge_from_before_seals_with_the_old_bound_still_verifies(
     assert log.adopt_legacy() == 4
     assert log.sealed() is not None and log.sealed().adopted == 5  # type: ignore[union-attr]
     assert log.verify().intact
+
+
+def test_review_1_checkpoints_signed_over_a_sealed_trail_forbid_adoption(
+        tmp_path: Path) -> None:
+    """Every checkpoint signed by sealing code carries ``coffre-seals/1``
+    (signed): with the marker lost too, seals dropped from the database are
+    never made again while such a checkpoint is stored or witnessed."""
+    db = _db(tmp_path, 4)
+    log = _log(db, tmp_path)
+    signed = log.checkpoint()
+    assert signed is not None and signed.checkpoint.extensions == (SEALS_EXTENSION,)
+    assert f"\n{SEALS_EXTENSION}\n\n" in signed.note
+    log.marker.path.unlink(missing_ok=True)
+    _unseal(db)
+    _sql(db, "DELETE FROM audit_checkpoints")  # the witness file still has it
+    assert log.adopt_legacy() == 0
+    assert not log.marker.path.exists()
+    seq, reason = _problem(log)
+    assert seq == 1 and "sans sceau" in reason

@@ -24,7 +24,14 @@ from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.exc import IntegrityError as DuplicateRow
 
 from coffre.audit import merkle, trail
-from coffre.audit.note import Checkpoint, NoteError, open_checkpoint, sign, vkey
+from coffre.audit.note import (
+    SEALS_EXTENSION,
+    Checkpoint,
+    NoteError,
+    open_checkpoint,
+    sign,
+    vkey,
+)
 from coffre.audit.verify import ADOPTED, Problem, Progress, Report, verify
 from coffre.audit.witness import FILE_NAME as WITNESS_FILE
 from coffre.audit.witness import MARKER_NAME, Sealed, SealMarker, WitnessFile
@@ -128,7 +135,7 @@ class AuditLog:
             self.witness.append(stored.note)
         if stored is not None and stored.checkpoint.tree_size == tree.size:
             return None
-        cp = Checkpoint(self.origin, tree.size, tree.root())
+        cp = Checkpoint(self.origin, tree.size, tree.root(), (SEALS_EXTENSION,))
         note = sign(cp, self.origin, self.key.public_key, self.key.sign)
         try:
             with self.db.session() as session:
@@ -216,6 +223,11 @@ class AuditLog:
             except NoteError:
                 notes = None
             # Every purge so far ran before seals (the old bound: see verify).
+            if notes is not None and self._signed_sealed(session.connection(), notes):
+                log.error("AUDIT TRAIL ALTERED: the seals of the audit trail were removed from "
+                          "the database although a signed checkpoint attests it was sealed: "
+                          "nothing sealed, run `coffre audit verify`")
+                return 0
             report = None if notes is None or sealed or unsealed != top else verify(
                 session.connection(), self.key.public_key, notes,
                 legacy=int(top) + 1)
@@ -252,6 +264,18 @@ class AuditLog:
             log.info("audit: %d event(s) written before the upgrade sealed after checking "
                      "them against the signed checkpoint", top)
         return int(top)
+
+    def _signed_sealed(self, conn: Connection, witnessed: list[str]) -> bool:
+        """Whether a checkpoint signed by this key (stored or witnessed)
+        carries the seals extension: the trail was sealed when it was signed."""
+        stored = [row[0] for row in conn.execute(text("SELECT note FROM audit_checkpoints"))]
+        for note in (*stored, *witnessed):
+            try:
+                if SEALS_EXTENSION in open_checkpoint(note, self.key.public_key).extensions:
+                    return True
+            except NoteError:
+                continue
+        return False
 
     def _adopted_range(self) -> tuple[int, int] | None:
         for event in self.page(action=ADOPTED, limit=1):
@@ -423,7 +447,7 @@ class AuditLog:
         if tree.root() != signed.checkpoint.root_hash or size > tree.size:
             raise InvalidInput("the audit trail does not match its latest checkpoint: "
                                "run `coffre audit verify`")
-        cp = Checkpoint(self.origin, size, tree.root(size))
+        cp = Checkpoint(self.origin, size, tree.root(size), (SEALS_EXTENSION,))
         note = sign(cp, self.origin, self.key.public_key, self.key.sign)
         first = max(from_seq or 1, 1) - 1
         last = min(to_seq or size, size) - 1
