@@ -728,6 +728,8 @@ def test_review_2_respelled_times_are_reported_and_agree_with_the_checkpoint_job
 def test_review_4_garbage_time_on_a_pruned_row_is_a_problem(data: Path) -> None:
     """Review item 4: an unparseable time on a pruned row made the verifier
     (and so the start that adopts) raise; it is reported."""
+    if backends.database_setting(data):
+        pytest.skip("PostgreSQL's timestamp column holds no unparseable time")
     assert cli(data, "audit", "prune").returncode == 0
     sql(data, "UPDATE audit_events SET time = 'pas une date' WHERE seq = 2")
     done = verify(data)
