@@ -17,7 +17,7 @@ from coffre.crypto import credentials
 from coffre.crypto.keyfile import KeyFileProvider, RootKeyProvider, decode_secret
 from coffre.crypto.signing import SigningKey, SigningKeyFile
 from coffre.db.engine import Database
-from coffre.db.migrate import lacks_column, upgrade
+from coffre.db.migrate import upgrade
 from coffre.domain.limits import InstanceLimits
 from coffre.notify.live import InProcessEvents, events_for
 from coffre.notify.mailbox import DevMailbox
@@ -98,13 +98,11 @@ def build(
     mailer: Mailer | None = None,
     migrate: bool = True,
     sms: SmsSender | None = None,
+    adopt: bool = True,
 ) -> Coffre:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     clock = clock or SystemClock()
     db_url = settings.resolved_database_url
-    # A trail from before seals (migration 0008) is sealed once, at the start
-    # that adds them, never later (a later unsealed row is an insider's).
-    unsealed = migrate and lacks_column(db_url, "audit_events", "mac")
     if migrate:
         upgrade(db_url)
     db = Database(db_url)
@@ -249,7 +247,10 @@ def build(
             lifetime=timedelta(minutes=settings.password_reset_minutes), denials=denials,
         ),
     )
-    if unsealed:
+    if adopt:
+        # A trail from before seals (migration 0008) is sealed once, at the
+        # first start, decided by the seal marker outside the database (never
+        # by `coffre audit` commands, which build with ``adopt=False``).
         app.audit.adopt_legacy()
     return app
 

@@ -287,27 +287,6 @@ def before_seals(data: Path) -> None:
     command.downgrade(config, seals.down_revision)
 
 
-def test_upgrade_seals_a_trail_from_before_seals(data: Path) -> None:
-    """Migration 0008: events written before seals existed are sealed at the
-    start that adds them, after checking them against the signed
-    checkpoints; one appended after the last checkpoint is sealed too, but
-    named (``audit.adopted``, and a warning of `coffre audit verify`). A
-    second adoption (seals dropped with the column, to have a forgery
-    sealed) is reported."""
-    tail = forge(data)
-    before_seals(data)
-    done = verify(data)
-    assert done.returncode == 0, done.stderr
-    assert f"événements {tail} à {tail}" in done.stderr and "mise à niveau" in done.stderr
-    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NULL") == [(0,)]
-    (adopted,) = [e for e in trail_events(data) if e["action"] == "audit.adopted"]
-    assert adopted["details"]["signed_up_to"] == tail - 1
-    assert adopted["details"]["unsigned_from"] == tail
-    before_seals(data)
-    again = verify(data)
-    assert again.returncode == 3 and "seconde adoption" in again.stderr
-
-
 def test_stripped_seals_are_never_rebuilt(data: Path) -> None:
     """Without altering the schema, seals set to NULL stay missing (they are
     made once, at the upgrade), so a tail forged meanwhile is reported."""
@@ -324,6 +303,8 @@ def test_upgrade_refuses_to_seal_a_rewritten_trail(data: Path) -> None:
     """An insider's rewrite just before the upgrade is not sealed."""
     rewrite_history(data, victim=12)
     before_seals(data)
+    no_marker(data)
+    start(data)
     done = verify(data)
     assert done.returncode == 3
     assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL") == [(0,)]
@@ -585,3 +566,219 @@ def test_scheduler_refuses_to_sign_a_forged_tail(server: Server, token: str) -> 
     finally:
         sql(server.data_dir, "DELETE FROM audit_events WHERE seq >= ?", forged)
     assert server.coffre("audit", "verify").returncode == 0
+
+
+# -- issue 15, second review of the seals: attacks by someone who can write the
+# database only (the reviewer's scripts, against a real data directory) -------------
+
+
+def start(data: Path) -> None:
+    """A server start (what `coffre serve` builds first): migrations, then the
+    one-time adoption of a trail from before seals."""
+    build(Settings(data_dir=data, database_url=backends.database_setting(data)),
+          mailer=MemoryMailer()).close()
+
+
+def no_marker(data: Path) -> None:
+    """The key directory and checkpoints of an install from before seals:
+    no seal marker, checkpoints signed without the seals extension."""
+    from coffre.audit.note import Checkpoint, open_checkpoint, sign
+
+    (data / "keys" / "audit-sealed.json").unlink(missing_ok=True)
+    key = SigningKeyFile(data / "keys" / "audit-signing.key", create=False)
+    notes = []
+    for size, note in sql(data, "SELECT tree_size, note FROM audit_checkpoints "
+                                "ORDER BY tree_size"):
+        cp = open_checkpoint(note, key.public_key)
+        old = sign(Checkpoint(cp.origin, cp.tree_size, cp.root_hash), cp.origin,
+                   key.public_key, key.sign)
+        sql(data, "UPDATE audit_checkpoints SET note = ? WHERE tree_size = ?", old, size)
+        notes.append(old + "\n")
+    (data / "keys" / "audit-checkpoints.txt").write_text("".join(notes))
+
+
+def marker(data: Path) -> dict[str, Any]:
+    return dict(json.loads((data / "keys" / "audit-sealed.json").read_text()))
+
+
+def test_review_1_downgrade_does_not_get_a_forgery_sealed(data: Path) -> None:
+    """Review item 1: a correctly chained forged ``audit.pruned`` appended,
+    every signed payload erased, then `alembic downgrade` drops the seals so
+    that the next start "adopts" the forgery. The marker outside the
+    database (written at this trail's first start) refuses the adoption;
+    neither `coffre audit verify` nor a start seals anything, verify
+    reports the rows and the checkpoint job refuses to sign."""
+    top = forge(data, "audit.pruned", up_to_seq=21, count=21, retention_days=0,
+                before=trail.utc_iso(datetime.now(UTC) - timedelta(minutes=1)))
+    sql(data, "UPDATE audit_events SET payload = NULL WHERE seq <= 21")
+    before_seals(data)
+    done = verify(data)  # migrates, never adopts
+    assert done.returncode == 3 and "événement 1 " in done.stderr and "sans sceau" in done.stderr
+    srv = Server(data, env={"COFFRE_AUDIT_CHECKPOINT_SECONDS": "1"})
+    srv.start()  # the next `coffre serve`: refuses to adopt, then to sign
+    try:
+        deadline = time.monotonic() + 30
+        while srv.log().count("AUDIT TRAIL ALTERED") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        srv.stop()
+    assert "seals of the audit trail were removed" in srv.log()
+    assert "refusing to sign" in srv.log()
+    # nothing written before the start got a seal (events the server adds are sealed)
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL AND seq <= ?",
+               top) == [(0,)]
+    done = verify(data)
+    assert done.returncode == 3 and "sans sceau" in done.stderr
+    refused = cli(data, "audit", "checkpoint")
+    assert refused.returncode == 3
+    assert sql(data, "SELECT max(tree_size) FROM audit_checkpoints") == [(top - 1,)]
+    assert marker(data)["adopted_seq"] is None  # sealed from its first event
+
+
+def test_review_1_upgrade_adopts_once_and_on_trust_needs_acknowledging(data: Path) -> None:
+    """The genuine upgrade (a trail from before seals and before the marker):
+    `coffre audit verify` does not adopt; the first start does, writes the
+    marker with the adoption's seq and the range sealed on trust; verify
+    exits 4 until the operator runs `coffre audit acknowledge`. Later, the
+    genuine ``audit.adopted`` renamed (as once pruned) and the seals dropped
+    again: no second adoption, reported."""
+    tail = forge(data)
+    before_seals(data)
+    no_marker(data)
+    done = verify(data)
+    assert done.returncode == 3 and "sans sceau" in done.stderr
+    assert not (data / "keys" / "audit-sealed.json").exists()
+    start(data)
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NULL") == [(0,)]
+    (adopted,) = [e for e in trail_events(data) if e["action"] == "audit.adopted"]
+    assert marker(data) == {"format": "coffre-audit-sealed/1", "adopted_seq": adopted["seq"],
+                            "on_trust": [tail, tail], "acknowledged": False}
+    done = verify(data)
+    assert done.returncode == 4, done.stderr
+    assert f"événements {tail} à {tail}" in done.stderr and "acknowledge" in done.stderr
+    done = cli(data, "audit", "acknowledge")
+    assert done.returncode == 0, done.stderr
+    assert [e["details"] for e in trail_events(data) if e["action"] == "audit.acknowledged"] \
+        == [{"on_trust_from": tail, "on_trust_to": tail}]
+    assert verify(data).returncode == 0
+    sql(data, "UPDATE audit_events SET action = 'test.event' WHERE seq = ?", adopted["seq"])
+    before_seals(data)
+    start(data)
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL") == [(0,)]
+    done = verify(data)
+    assert done.returncode == 3 and "sans sceau" in done.stderr
+
+
+def test_review_1_adoption_not_matching_the_marker_is_reported(data: Path) -> None:
+    """The database's ``audit.adopted`` events must be the one the marker
+    names (here: none, the trail was sealed from its first event). With the
+    seals intact, an extra one fails its seal; the marker check names it
+    even for a verifier without the seal key (reported first either way)."""
+    from coffre.audit.verify import verify as verify_rows
+    from coffre.audit.witness import SealMarker
+    from coffre.db.engine import Database
+
+    seq = forge(data, "audit.adopted", sealed=21, signed_up_to=21, unsigned_from=None,
+                unsigned_to=None)
+    db = Database(backends.database_url(data))
+    try:
+        with db.engine.connect() as conn:
+            report = verify_rows(conn, b"\0" * 32, sealed=SealMarker(
+                data / "keys" / "audit-sealed.json").read())
+    finally:
+        db.dispose()
+    assert report.problem is not None and report.problem.seq == seq
+    assert "marqueur de scellement" in report.problem.reason
+
+
+def test_review_2_respelled_times_are_reported_and_agree_with_the_checkpoint_job(
+        data: Path) -> None:
+    """Review item 2: the same instant spelt otherwise in the ``time`` column
+    passed the seal but not the SQL filters (``T``) nor the ORM (an offset,
+    read as another day): the checkpoint job then raised the alert forever
+    while verify said intact. Both now refuse the non-canonical form."""
+    if backends.database_setting(data):
+        pytest.skip("text spellings of a time exist on SQLite only")
+    sql(data, "UPDATE audit_events SET time = replace(time, ' ', 'T') WHERE seq = 3")
+    done = verify(data)
+    assert done.returncode == 3 and "événement 3 " in done.stderr and "canonique" in done.stderr
+    sql(data, "UPDATE audit_events SET time = replace(time, 'T', ' ') WHERE seq = 3")
+    assert verify(data).returncode == 0
+    app = build(Settings(data_dir=data), mailer=MemoryMailer(), migrate=False)
+    try:
+        with app.db.session() as session:
+            event = trail.record(session, "test.event", actor="late", organisation_id="org",
+                                 time=datetime(2026, 3, 1, 11, 0, tzinfo=UTC))
+        sql(data, "UPDATE audit_events SET time = '2026-03-02 06:00:00.000000+19:00' "
+                  "WHERE seq = ?", event.seq)
+        from sqlalchemy import select
+
+        from coffre.db.tables import AuditEvent
+        with app.db.session() as session:  # the ORM converts, never relabels
+            assert session.execute(select(AuditEvent.time).where(
+                AuditEvent.seq == event.seq)).scalar() == datetime(2026, 3, 1, 11, tzinfo=UTC)
+    finally:
+        app.close()
+    done = verify(data)
+    assert done.returncode == 3 and f"événement {event.seq} " in done.stderr
+    assert "canonique" in done.stderr
+    assert cli(data, "audit", "checkpoint").returncode == 3
+
+
+def test_review_4_garbage_time_on_a_pruned_row_is_a_problem(data: Path) -> None:
+    """Review item 4: an unparseable time on a pruned row made the verifier
+    (and so the start that adopts) raise; it is reported."""
+    if backends.database_setting(data):
+        pytest.skip("PostgreSQL's timestamp column holds no unparseable time")
+    assert cli(data, "audit", "prune").returncode == 0
+    sql(data, "UPDATE audit_events SET time = 'pas une date' WHERE seq = 2")
+    done = verify(data)
+    assert done.returncode == 3 and "événement 2 " in done.stderr
+    assert "Traceback" not in done.stderr
+    before_seals(data)
+    no_marker(data)
+    start(data)  # no exception: adoption refused, logged
+    assert sql(data, "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL") == [(0,)]
+    assert verify(data).returncode == 3
+
+
+def test_review_3_export_header_is_tied_to_its_signed_event(data: Path, tmp_path: Path) -> None:
+    """Review item 3 (issue finding 5): lines removed from a whole or a
+    --since export, with the header's count, range or since edited to
+    match, fail verify-export; verify-export prints the declared range."""
+    whole = tmp_path / "whole.jsonl"
+    assert cli(data, "audit", "export", "-o", str(whole)).returncode == 0
+    lines = whole.read_text().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    cut = [line for i, line in enumerate(lines) if i != 4]
+    for edited in ({"since": "1970-01-01T00:00:00.000000Z", "count": header["count"] - 1},
+                   {"since": "", "count": header["count"] - 1},
+                   {"from_seq": 2, "count": header["count"] - 1}):
+        forged = tmp_path / "forged.jsonl"
+        forged.write_text(json.dumps({**header, **edited}) + "\n" + "".join(cut[1:]))
+        done = cli(data, "audit", "verify-export", str(forged))
+        assert done.returncode == 3, edited
+    dropped = tmp_path / "dropped.jsonl"  # the first three lines cut and the range moved
+    dropped.write_text(json.dumps({**header, "from_seq": 4, "count": header["count"] - 3})
+                       + "\n" + "".join(lines[4:]))
+    done = cli(data, "audit", "verify-export", str(dropped))
+    assert done.returncode == 3 and "en-tête" in done.stderr
+    done = cli(data, "audit", "verify-export", str(whole))
+    assert done.returncode == 0, done.stderr
+    assert f"plage annoncée : événements 1 à {header['tree_size']}" in done.stdout
+    assert header["exported_seq"] == header["tree_size"] == len(lines) - 1
+    since = tmp_path / "since.jsonl"
+    stamp = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    assert cli(data, "audit", "export", "--since", stamp, "-o", str(since)).returncode == 0
+    lines = since.read_text().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    assert header["from_seq"] == 6  # the first event after the 5 dated 2000
+    assert [json.loads(x)["seq"] for x in lines[1:]] == list(range(6, header["tree_size"] + 1))
+    done = cli(data, "audit", "verify-export", str(since))
+    assert done.returncode == 0, done.stderr
+    assert "depuis le" in done.stdout and f"événements 6 à {header['tree_size']}" in done.stdout
+    for i in (1, 5, len(lines) - 1):
+        forged = tmp_path / f"since-{i}.jsonl"
+        forged.write_text(json.dumps({**header, "count": header["count"] - 1}) + "\n"
+                          + "".join(x for j, x in enumerate(lines[1:], 1) if j != i))
+        assert cli(data, "audit", "verify-export", str(forged)).returncode == 3, i

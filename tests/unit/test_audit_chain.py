@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, text, update
 
 from coffre.audit import trail
 from coffre.audit.log import AuditLog, verify_export
+from coffre.audit.note import SEALS_EXTENSION, Checkpoint, open_checkpoint, sign
 from coffre.audit.verify import reference_leaves
 from coffre.clock import FrozenClock
 from coffre.crypto.signing import SigningKeyFile
@@ -530,9 +531,21 @@ def test_an_issue_2_trail_upgrades_and_verifies(tmp_path: Path) -> None:
     assert report.intact and report.events == 7
 
 
-def _unseal(db: Database) -> None:
-    """The trail as an install from before migration 0008 left it."""
+def _unseal(db: Database, log: AuditLog | None = None) -> None:
+    """The trail as an install from before migration 0008 left it (with
+    ``log``: its checkpoints too, signed without the seals extension)."""
     _sql(db, "UPDATE audit_events SET mac = NULL")
+    if log is None:
+        return
+    notes = []
+    with db.session() as s:
+        for row in s.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size)
+                             ).scalars():
+            cp = open_checkpoint(row.note, log.public_key)
+            row.note = sign(Checkpoint(cp.origin, cp.tree_size, cp.root_hash), cp.origin,
+                            log.public_key, log.key.sign)
+            notes.append(row.note + "\n")
+    log.witness.path.write_text("".join(notes))
 
 
 def test_upgrade_seals_the_trail_a_checkpoint_covers(tmp_path: Path) -> None:
@@ -543,7 +556,7 @@ def test_upgrade_seals_the_trail_a_checkpoint_covers(tmp_path: Path) -> None:
     log = _log(db, tmp_path)
     assert log.checkpoint() is not None
     _add(db, 5, 2)
-    _unseal(db)
+    _unseal(db, log)
     assert not log.verify().intact  # unsealed rows never verify
     with pytest.raises(IntegrityError):
         log.checkpoint()
@@ -555,10 +568,19 @@ def test_upgrade_seals_the_trail_a_checkpoint_covers(tmp_path: Path) -> None:
     assert adopted["details"]["signed_up_to"] == 5 and adopted["details"]["sealed"] == 7
     assert log.verify().intact
     assert log.checkpoint() is not None
+    assert log.sealed() is not None and log.sealed().adopted == 8  # type: ignore[union-attr]
     _unseal(db)  # seals stripped to have the trail sealed again: a second adoption
-    assert log.adopt_legacy() == 8
+    assert log.adopt_legacy() == 0  # refused: the marker outside the database says sealed
     seq, reason = _problem(log)
-    assert seq == 9 and "seconde adoption" in reason
+    assert seq == 1 and "sans sceau" in reason
+    with pytest.raises(IntegrityError):
+        log.checkpoint()
+    log.marker.path.unlink()  # only someone who can write the key directory could
+    assert log.adopt_legacy() == 0  # the signed checkpoint of 8 carries the seals extension
+    _unseal(db, log)  # ... unless checkpoints are re-signed too: someone with the key
+    assert log.adopt_legacy() == 8  # sealed again, but the database's adoption (8)
+    seq, reason = _problem(log)      # is not the new marker's (9)
+    assert seq == 8 and "marqueur de scellement" in reason
 
 
 def test_upgrade_refuses_to_seal_a_rewritten_trail(tmp_path: Path) -> None:
@@ -567,7 +589,7 @@ def test_upgrade_refuses_to_seal_a_rewritten_trail(tmp_path: Path) -> None:
     db = _db(tmp_path, 5)
     log = _log(db, tmp_path)
     assert log.checkpoint() is not None
-    _unseal(db)
+    _unseal(db, log)
     _rewrite_history(db, victim=3)
     assert log.adopt_legacy() == 0
     with db.session() as s:
@@ -642,7 +664,9 @@ def test_forged_purge_does_not_excuse_an_erased_payload(tmp_path: Path) -> None:
     assert seq == 3 and "purge" in reason  # not a prefix: erased outside a purge
     _sql(db, "UPDATE audit_events SET payload = NULL WHERE seq <= 3")
     seq, reason = _problem(log)
-    assert seq == 7 and "sceau" in reason  # the forged purge itself
+    # the forged purge itself: a retention below the settings' minimum (30
+    # days) is refused before its seal is even checked
+    assert seq == 7 and "purge invalide" in reason
 
 
 def test_erased_prefix_needs_a_genuine_purge_past_its_time(tmp_path: Path) -> None:
@@ -741,3 +765,88 @@ def test_whole_export_with_a_removed_line_fails(tmp_path: Path) -> None:
     assert verify_export(since[:2] + since[3:], log.public_key).problem is not None
     assert verify_export([since[0], since[2], since[1], *since[3:]],
                          log.public_key).problem is not None
+
+
+# -- issue 15, second review: several workers, the ORM's reading of times ----------
+
+
+def test_review_5_checkpoint_signed_meanwhile_by_another_worker_is_no_alarm(
+        tmp_path: Path) -> None:
+    """Two workers on one database and key directory: one signs a bigger
+    tree while the other is between its reads. The anchors are read before
+    the rows, so the other finds at least the rows that tree covers (it
+    used to read the rows first and raise AUDIT TRAIL ALTERED)."""
+    db = _db(tmp_path, 3)
+    first, second = _log(db, tmp_path), _log(db, tmp_path)
+    assert first.checkpoint() is not None
+    witnessed = first._witnessed
+    raced: list[object] = []
+
+    def meanwhile() -> object:
+        if not raced:
+            _add(db, 10, 2)
+            raced.append(second.checkpoint())
+        return witnessed()
+
+    first._witnessed = meanwhile  # type: ignore[method-assign]
+    first.checkpoint()  # no IntegrityError
+    assert raced and raced[0] is not None
+    assert first.verify().intact
+
+
+def test_review_2_orm_converts_an_offset_instead_of_relabelling() -> None:
+    from coffre.db.tables import UTCDateTime
+
+    aware = datetime.fromisoformat("2026-03-02 06:00:00+19:00")
+    assert UTCDateTime().process_result_value(aware, None) == datetime(  # type: ignore[arg-type]
+        2026, 3, 1, 11, tzinfo=UTC)
+    assert trail.canonical_time("2026-03-01 10:02:00.000000")
+    for spelt in ("2026-03-01T10:02:00.000000", "2026-03-01 10:02:00.000000+00:00",
+                  "2026-13-01 10:02:00.000000", "garbage", None,
+                  datetime(2026, 3, 1, tzinfo=UTC)):
+        assert not trail.canonical_time(spelt)
+
+
+def test_review_6_purge_from_before_seals_with_the_old_bound_still_verifies(
+        tmp_path: Path) -> None:
+    """The purge before seals took the last seq with a time before the
+    cutoff, and could erase an event of a later time at a lower seq. Such a
+    purge, before the adoption the marker names, verifies; a sealed trail's
+    purge may not do that."""
+    db = _db(tmp_path, 0)
+    old = START - timedelta(days=400)
+    _add(db, 0, 1, old)
+    _add(db, 1, 1, START)  # later time, lower seq than the next old one
+    _add(db, 2, 1, old)
+    log = _log(db, tmp_path)
+    with db.session() as s:
+        trail.record(s, "audit.pruned", actor=None, organisation_id=None,
+                     time=START + timedelta(days=2), up_to_seq=3, count=3,
+                     before=trail.utc_iso(START + timedelta(days=2) - timedelta(days=365)),
+                     retention_days=365)
+    _sql(db, "UPDATE audit_events SET payload = NULL WHERE seq <= 3")
+    seq, reason = _problem(log)  # sealed from the first event: not allowed
+    assert seq == 2 and "purge" in reason
+    _unseal(db)
+    assert log.adopt_legacy() == 4
+    assert log.sealed() is not None and log.sealed().adopted == 5  # type: ignore[union-attr]
+    assert log.verify().intact
+
+
+def test_review_1_checkpoints_signed_over_a_sealed_trail_forbid_adoption(
+        tmp_path: Path) -> None:
+    """Every checkpoint signed by sealing code carries ``coffre-seals/1``
+    (signed): with the marker lost too, seals dropped from the database are
+    never made again while such a checkpoint is stored or witnessed."""
+    db = _db(tmp_path, 4)
+    log = _log(db, tmp_path)
+    signed = log.checkpoint()
+    assert signed is not None and signed.checkpoint.extensions == (SEALS_EXTENSION,)
+    assert f"\n{SEALS_EXTENSION}\n\n" in signed.note
+    log.marker.path.unlink(missing_ok=True)
+    _unseal(db)
+    _sql(db, "DELETE FROM audit_checkpoints")  # the witness file still has it
+    assert log.adopt_legacy() == 0
+    assert not log.marker.path.exists()
+    seq, reason = _problem(log)
+    assert seq == 1 and "sans sceau" in reason

@@ -24,10 +24,17 @@ from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.exc import IntegrityError as DuplicateRow
 
 from coffre.audit import merkle, trail
-from coffre.audit.note import Checkpoint, NoteError, open_checkpoint, sign, vkey
+from coffre.audit.note import (
+    SEALS_EXTENSION,
+    Checkpoint,
+    NoteError,
+    open_checkpoint,
+    sign,
+    vkey,
+)
 from coffre.audit.verify import ADOPTED, Problem, Progress, Report, verify
 from coffre.audit.witness import FILE_NAME as WITNESS_FILE
-from coffre.audit.witness import WitnessFile
+from coffre.audit.witness import MARKER_NAME, Sealed, SealMarker, WitnessFile
 from coffre.crypto.signing import SigningKey, SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.tables import AuditCheckpoint, AuditEvent
@@ -37,7 +44,7 @@ from coffre.errors import IntegrityError, InvalidInput
 from coffre.ports import Clock
 
 log = logging.getLogger(__name__)
-EXPORT_FORMAT = "coffre-audit-export/1"
+EXPORT_FORMAT = "coffre-audit-export/2"
 MAX_PAGE = 1000
 PRUNE_BATCH = 1000
 
@@ -60,6 +67,8 @@ class AuditLog:
                 raise ValueError("a signing key given without a file needs a witness file")
             witness = WitnessFile(key.path.parent / WITNESS_FILE)
         self.witness = witness
+        #: The fact that this trail is sealed, kept next to the witness file.
+        self.marker = SealMarker(witness.path.with_name(MARKER_NAME))
         self.clock = clock
         self.origin = origin
         self.retention = retention
@@ -89,15 +98,18 @@ class AuditLog:
         scheduler every few seconds, that is the alert of SEC-31. A stored
         checkpoint the witness file lacks (an upgrade, a crash between the
         two writes) is appended to it."""
+        # The anchors first, the rows last: a checkpoint another worker signs
+        # in between then covers fewer rows than were read, never more (no
+        # false alarm with several workers or instances).
         with self.db.session() as session:
-            rows = session.execute(
-                select(AuditEvent.seq, AuditEvent.leaf_hash, AuditEvent.time, AuditEvent.action,
-                       AuditEvent.organisation_id, AuditEvent.mac)
-                .order_by(AuditEvent.seq)).all()
             last = session.execute(select(func.max(AuditCheckpoint.tree_size))).scalar()
-        leaves = [bytes.fromhex(r.leaf_hash) for r in rows]
         stored = self._stored(last) if last is not None else None
         witnessed = self._witnessed()
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(text(  # raw: the seal covers the stored time, not the ORM's
+                "SELECT seq, leaf_hash, time, action, organisation_id, mac FROM audit_events "
+                "ORDER BY seq")).all()
+        leaves = [bytes.fromhex(r.leaf_hash) for r in rows]
         if witnessed is not None:
             size = witnessed.checkpoint.tree_size
             same = self._stored(size) if stored is None or size != last else stored
@@ -123,7 +135,7 @@ class AuditLog:
             self.witness.append(stored.note)
         if stored is not None and stored.checkpoint.tree_size == tree.size:
             return None
-        cp = Checkpoint(self.origin, tree.size, tree.root())
+        cp = Checkpoint(self.origin, tree.size, tree.root(), (SEALS_EXTENSION,))
         note = sign(cp, self.origin, self.key.public_key, self.key.sign)
         try:
             with self.db.session() as session:
@@ -150,9 +162,9 @@ class AuditLog:
         prev = rows[signed - 1].mac if signed else trail.GENESIS
         for index in range(signed, len(rows)):
             row = rows[index]
-            if row.seq != index + 1 or not trail.same_mac(row.mac, trail.row_mac(
-                    self.key.mac_key, prev, row.seq, row.leaf_hash, row.time, row.action,
-                    row.organisation_id)):
+            if row.seq != index + 1 or not trail.canonical_time(row.time) or not trail.same_mac(
+                    row.mac, trail.row_mac(self.key.mac_key, prev, row.seq, row.leaf_hash,
+                                           row.time, row.action, row.organisation_id)):
                 raise IntegrityError("refusing to sign audit events the server did not seal "
                                      "(forged, inserted or edited in the database): run "
                                      "`coffre audit verify`", seq=row.seq)
@@ -163,32 +175,62 @@ class AuditLog:
         """Seal the events written before seals existed (the first start
         after migration 0008); returns how many were sealed.
 
+        Happens once per trail, decided outside the database: the seal
+        marker (next to the witness file) is written at the first start
+        that finds the trail empty or sealed, or by this adoption. With a
+        marker, a trail without seals is an insider's doing (the ``mac``
+        column dropped to have a forgery sealed): nothing is sealed, the
+        alert is logged and ``coffre audit verify`` reports the rows.
+
         Only a trail that verifies against its signed checkpoints (stored
         and witnessed) is adopted, under the chain's lock. Events after the
         last signed checkpoint cannot be told apart from rows an insider
-        appended before the upgrade: they are sealed too, but loudly (an
-        error in the log, and the ``audit.adopted`` event names their range,
-        which ``coffre audit verify`` repeats)."""
-        with self.db.session() as session:
-            first = session.execute(select(AuditEvent.mac).order_by(AuditEvent.seq)
-                                    .limit(1)).first()
+        appended before the upgrade: they are sealed too, but named (in the
+        marker and the ``audit.adopted`` event): ``coffre audit verify``
+        fails until the operator acknowledges them (``coffre audit
+        acknowledge``)."""
+        try:
+            marker = self.marker.read()
+        except NoteError as error:
+            log.error("AUDIT TRAIL ALTERED: %s: nothing sealed, run `coffre audit verify`", error)
+            return 0
+        with self.db.engine.connect() as conn:
+            first = conn.execute(text("SELECT mac FROM audit_events ORDER BY seq LIMIT 1")).first()
+            adopted = conn.execute(text("SELECT min(seq) FROM audit_events WHERE action = :a"),
+                                   {"a": ADOPTED}).scalar()
+        if marker is not None:
+            if first is not None and first.mac is None:
+                log.error("AUDIT TRAIL ALTERED: the seals of the audit trail were removed from "
+                          "the database although it is sealed (marker %s): nothing sealed, "
+                          "run `coffre audit verify`", self.marker.path)
+            return 0
         if first is None or first.mac is not None:
+            # A fresh trail (sealed from its first event) or one sealed by a
+            # version without the marker: record the fact outside the database.
+            trust = self._adopted_range() if adopted is not None else None
+            self.marker.create(Sealed(None if adopted is None else int(adopted), trust))
             return 0
         with self.db.session() as session:
             trail.lock_chain(session)
-            unsealed, top = session.execute(
-                select(func.count(), func.max(AuditEvent.seq)).where(AuditEvent.mac.is_(None))
-            ).one()
+            unsealed, top = session.execute(text(
+                "SELECT count(*), max(seq) FROM audit_events WHERE mac IS NULL")).one()
             if not unsealed:
                 return 0  # another instance adopted them meanwhile
-            sealed = session.execute(select(func.count()).select_from(AuditEvent)
-                                     .where(AuditEvent.mac.is_not(None))).scalar_one()
+            sealed = session.execute(text(
+                "SELECT count(*) FROM audit_events WHERE mac IS NOT NULL")).scalar_one()
             try:
                 notes = self.witness.notes()
             except NoteError:
                 notes = None
+            # Every purge so far ran before seals (the old bound: see verify).
+            if notes is not None and self._signed_sealed(session.connection(), notes):
+                log.error("AUDIT TRAIL ALTERED: the seals of the audit trail were removed from "
+                          "the database although a signed checkpoint attests it was sealed: "
+                          "nothing sealed, run `coffre audit verify`")
+                return 0
             report = None if notes is None or sealed or unsealed != top else verify(
-                session.connection(), self.key.public_key, notes)
+                session.connection(), self.key.public_key, notes,
+                legacy=int(top) + 1)
             if report is None or report.problem is not None:
                 reason = report.problem.reason if report and report.problem else (
                     "unreadable witness file" if notes is None else "not a prefix of the trail")
@@ -198,37 +240,77 @@ class AuditLog:
             signed = report.latest.tree_size if report.latest else 0
             prev = trail.GENESIS
             values = []
-            for row in session.execute(
-                    select(AuditEvent.seq, AuditEvent.leaf_hash, AuditEvent.time,
-                           AuditEvent.action, AuditEvent.organisation_id)
-                    .order_by(AuditEvent.seq)).all():
+            for row in session.execute(text(  # raw: the verifier's reading of each column
+                    "SELECT seq, leaf_hash, time, action, organisation_id FROM audit_events "
+                    "ORDER BY seq")).all():
                 prev = trail.row_mac(self.key.mac_key, prev, row.seq, row.leaf_hash, row.time,
                                      row.action, row.organisation_id)
                 values.append({"seq": row.seq, "mac": prev})
             for start in range(0, len(values), PRUNE_BATCH):
                 session.execute(update(AuditEvent), values[start:start + PRUNE_BATCH])
-            unsigned = (signed + 1, top) if top > signed else None
+            unsigned = (signed + 1, int(top)) if top > signed else None
             trail.record(session, ADOPTED, actor=None, organisation_id=None,
                          time=self.clock.now(), sealed=top, signed_up_to=signed,
                          unsigned_from=unsigned[0] if unsigned else None,
                          unsigned_to=unsigned[1] if unsigned else None)
+            # Written before the commit: a crash in between leaves a marker
+            # and no seals (reported), never seals and no marker (adoptable).
+            self.marker.create(Sealed(int(top) + 1, unsigned))
         if unsigned:
             log.error("audit: %d event(s) written before the upgrade and after the last signed "
                       "checkpoint (seq %d to %d) were sealed on trust: compare them with your "
-                      "own records", top - signed, *unsigned)
+                      "own records, then run `coffre audit acknowledge`", top - signed, *unsigned)
         else:
             log.info("audit: %d event(s) written before the upgrade sealed after checking "
                      "them against the signed checkpoint", top)
         return int(top)
 
-    def adopted_on_trust(self) -> tuple[int, int] | None:
-        """The range of events sealed at the upgrade without a signed
-        checkpoint covering them, if any (for ``coffre audit verify``)."""
-        for event in self.page(action=ADOPTED, limit=MAX_PAGE):
+    def _signed_sealed(self, conn: Connection, witnessed: list[str]) -> bool:
+        """Whether a checkpoint signed by this key (stored or witnessed)
+        carries the seals extension: the trail was sealed when it was signed."""
+        stored = [row[0] for row in conn.execute(text("SELECT note FROM audit_checkpoints"))]
+        for note in (*stored, *witnessed):
+            try:
+                if SEALS_EXTENSION in open_checkpoint(note, self.key.public_key).extensions:
+                    return True
+            except NoteError:
+                continue
+        return False
+
+    def _adopted_range(self) -> tuple[int, int] | None:
+        for event in self.page(action=ADOPTED, limit=1):
             details = event.get("details") or {}
             if details.get("unsigned_from") is not None:
                 return int(details["unsigned_from"]), int(details["unsigned_to"])
         return None
+
+    def sealed(self) -> Sealed | None:
+        """The seal marker's statement (None before the first start)."""
+        try:
+            return self.marker.read()
+        except NoteError as error:
+            raise IntegrityError(f"{error}: run `coffre audit verify`") from error
+
+    def adopted_on_trust(self) -> tuple[int, int] | None:
+        """The range of events sealed at the upgrade without a signed
+        checkpoint covering them and not yet acknowledged by the operator,
+        as the seal marker (outside the database) states it."""
+        sealed = self.sealed()
+        return None if sealed is None or sealed.acknowledged else sealed.on_trust
+
+    def acknowledge(self, context: trail.Context | None = None) -> tuple[int, int] | None:
+        """The operator compared the events sealed on trust with their own
+        records: recorded in the marker and as ``audit.acknowledged``."""
+        sealed = self.sealed()
+        if sealed is None or sealed.on_trust is None:
+            return None
+        if not sealed.acknowledged:
+            self.marker.acknowledge()
+            with self.db.session() as session:
+                trail.record(session, "audit.acknowledged", actor=None, organisation_id=None,
+                             context=context, on_trust_from=sealed.on_trust[0],
+                             on_trust_to=sealed.on_trust[1])
+        return sealed.on_trust
 
     def _witnessed(self) -> Signed | None:
         """The witness file's last checkpoint (the latest it holds)."""
@@ -270,9 +352,15 @@ class AuditLog:
         except NoteError:
             return Report(0, 0, 0, Problem(None, f"fichier témoin des points de contrôle "
                                                  f"illisible ou incomplet : {self.witness.path}"))
+        try:
+            sealed = self.marker.read()
+        except NoteError:
+            return Report(0, 0, 0, Problem(None, f"marqueur de scellement du journal illisible : "
+                                                 f"{self.marker.path}"))
         with self.db.engine.connect() as conn:
             return verify(conn, public_key or self.key.public_key, notes,
-                          reference=reference, progress=progress, mac_key=self.key.mac_key)
+                          reference=reference, progress=progress, mac_key=self.key.mac_key,
+                          sealed=sealed)
 
     def count(self) -> int:
         with self.db.session() as session:
@@ -332,37 +420,41 @@ class AuditLog:
                since: datetime | None = None, actor: str | None = None,
                organisation_id: str | None = None,
                context: trail.Context | None = None) -> Iterator[str]:
-        """JSON Lines: a header with the signed checkpoint, then each event
-        of the range with its leaf hash, chain links and inclusion proof.
-        Records ``audit.exported`` first, then signs a checkpoint covering it."""
+        """JSON Lines: a header with a checkpoint signed over the tree that
+        ends with this export's ``audit.exported`` event (the event, its
+        proof and its seq in the header: the range it records is the one the
+        header declares), then each event of the range with its leaf hash,
+        chain links and inclusion proof. A ``since`` export is the range
+        from the first event stated at or after ``since`` to that event."""
+        if since is not None:
+            from_seq, to_seq = self._first_since(since), None
         with self.db.session() as session:
-            trail.record(session, "audit.exported", actor=actor, organisation_id=organisation_id,
-                         context=context, from_seq=from_seq, to_seq=to_seq,
-                         since=trail.utc_iso(since) if since else None)
+            exported = trail.record(session, "audit.exported", actor=actor,
+                                    organisation_id=organisation_id, context=context,
+                                    from_seq=from_seq, to_seq=to_seq,
+                                    since=trail.utc_iso(since) if since else None)
+        # Checks every event up to the head (the seals of the unsigned tail
+        # too) and signs; the export's own checkpoint then stops at its event.
         signed = self.checkpoint() or self.latest()
         if signed is None:  # pragma: no cover - the event above makes the tree non-empty
             raise InvalidInput("nothing to export")
-        size = signed.checkpoint.tree_size
         with self.db.engine.connect() as conn:
             rows = conn.execute(text(
                 "SELECT seq, payload, leaf_hash, prev_hash, hash FROM audit_events "
-                "ORDER BY seq LIMIT :size"), {"size": size}).all()
+                "ORDER BY seq LIMIT :size"), {"size": signed.checkpoint.tree_size}).all()
         tree = merkle.Tree([bytes.fromhex(r.leaf_hash) for r in rows])
-        if tree.root() != signed.checkpoint.root_hash:
+        size = exported.seq
+        if tree.root() != signed.checkpoint.root_hash or size > tree.size:
             raise InvalidInput("the audit trail does not match its latest checkpoint: "
                                "run `coffre audit verify`")
-        chosen = [
-            (index, r) for index, r in enumerate(rows)
-            if (from_seq is None or r.seq >= from_seq) and (to_seq is None or r.seq <= to_seq)
-            and (since is None or (r.payload is not None  # pruned events are older
-                                   and json.loads(r.payload)["time"] >= trail.utc_iso(since)))
-        ]
-        yield _line({"format": EXPORT_FORMAT, "origin": self.origin, "tree_size": size,
-                     "root_hash": signed.checkpoint.root_hash.hex(), "checkpoint": signed.note,
-                     "count": len(chosen), "from_seq": from_seq, "to_seq": to_seq,
-                     "since": trail.utc_iso(since) if since else None})
-        for index, r in chosen:
-            yield _line({
+        cp = Checkpoint(self.origin, size, tree.root(size), (SEALS_EXTENSION,))
+        note = sign(cp, self.origin, self.key.public_key, self.key.sign)
+        first = max(from_seq or 1, 1) - 1
+        last = min(to_seq or size, size) - 1
+
+        def line(index: int) -> dict[str, Any]:
+            r = rows[index]
+            return {
                 "seq": r.seq,
                 "index": index,
                 "leaf_hash": r.leaf_hash,
@@ -371,7 +463,34 @@ class AuditLog:
                 "payload": r.payload,
                 "event": None if r.payload is None else json.loads(r.payload),
                 "inclusion_proof": [p.hex() for p in tree.inclusion_proof(index, size)],
-            })
+            }
+
+        yield _line({"format": EXPORT_FORMAT, "origin": self.origin, "tree_size": size,
+                     "root_hash": cp.root_hash.hex(), "checkpoint": note,
+                     "count": max(0, last - first + 1), "from_seq": from_seq, "to_seq": to_seq,
+                     "since": trail.utc_iso(since) if since else None,
+                     "exported_seq": size, "exported": line(size - 1)})
+        for index in range(first, last + 1):
+            yield _line(line(index))
+
+    def _first_since(self, since: datetime) -> int | None:
+        """The seq of the first event whose (hashed) payload states a time at
+        or after ``since``: pruned events are older. None when there is none
+        yet (the export then holds its own event only)."""
+        bound = trail.utc_iso(since)
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(text("SELECT seq, payload FROM audit_events "
+                                     "WHERE payload IS NOT NULL ORDER BY seq"))
+            try:
+                while batch := rows.fetchmany(PRUNE_BATCH):
+                    for seq, payload in batch:
+                        stamp = json.loads(payload).get("time")
+                        if isinstance(stamp, str) and stamp >= bound:
+                            return int(seq)
+            finally:
+                rows.close()
+            top = conn.execute(text("SELECT max(seq) FROM audit_events")).scalar()
+        return int(top or 0) + 1
 
     # -- reading (admin API) ------------------------------------------------------
 
@@ -474,14 +593,17 @@ class ExportCheck:
     count: int
     tree_size: int
     problem: Problem | None
+    #: The range the header declares, in French (for `verify-export`).
+    declared: str = ""
 
 
 def verify_export(lines: Iterable[str], public_key: bytes) -> ExportCheck:
-    """Check an export offline: the header's signed checkpoint, then each
-    event's payload, leaf hash, chain link and inclusion proof, and that no
-    event is missing: as many as the header counts, in tree order, and for
-    a range (``from_seq``/``to_seq``, or the whole tree) every index of it
-    from its first to its last (the tree size bounds an open end)."""
+    """Check an export offline: the header's signed checkpoint, which must
+    end with the export's own ``audit.exported`` event (proved by its
+    inclusion proof) recording the very range the header declares; then
+    each event's payload, leaf hash, chain link and inclusion proof, and
+    that no event is missing: every index of the range from its first to
+    its last (the tree size bounds an open end), as many as counted."""
     iterator = iter(lines)
     try:
         header = json.loads(next(iterator))
@@ -489,15 +611,18 @@ def verify_export(lines: Iterable[str], public_key: bytes) -> ExportCheck:
             raise ValueError("format")
         cp = open_checkpoint(header["checkpoint"], public_key)
         declared = int(header["count"])
-        since = header.get("since")
-        span = None if since is not None else _span(header, cp.tree_size)
+        span = _span(header, cp.tree_size)
+        described = _described(header, span)
+        problem = _check_header(header, cp)
     except StopIteration:
         return ExportCheck(0, 0, Problem(None, "fichier d'export vide"))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return ExportCheck(0, 0, Problem(None, "en-tête d'export illisible"))
     except NoteError:
         return ExportCheck(0, 0, Problem(None, "point de contrôle de l'export : signature "
                                                "invalide pour cette clé"))
+    if problem is not None:
+        return ExportCheck(0, cp.tree_size, problem, described)
     checked = 0
     previous: dict[str, Any] | None = None
     for line in iterator:
@@ -507,22 +632,50 @@ def verify_export(lines: Iterable[str], public_key: bytes) -> ExportCheck:
             row = json.loads(line)
             problem = _check_exported(row, previous, cp)
             if problem is None:
-                problem = _check_place(row, previous, span, since)
+                problem = _check_place(row, previous, span)
         except (ValueError, KeyError, TypeError):
             problem = Problem(None, f"ligne {checked + 2} de l'export illisible")
         if problem is not None:
-            return ExportCheck(checked, cp.tree_size, problem)
+            return ExportCheck(checked, cp.tree_size, problem, described)
         previous = row
         checked += 1
     problem = None
     if checked != declared:
         problem = Problem(None, f"l'en-tête annonce {declared} événement(s), l'export en "
                                 f"contient {checked} : événements supprimés ou ajoutés")
-    elif span is not None and checked != max(0, span[1] - span[0] + 1):
+    elif checked != max(0, span[1] - span[0] + 1):
         problem = Problem(span[0] + checked + 1, "événements supprimés à la fin de la plage "
                                                  f"annoncée (événements {span[0] + 1} à "
                                                  f"{span[1] + 1})")
-    return ExportCheck(checked, cp.tree_size, problem)
+    return ExportCheck(checked, cp.tree_size, problem, described)
+
+
+def _check_header(header: dict[str, Any], cp: Checkpoint) -> Problem | None:
+    """The signed tree ends with the export's ``audit.exported`` event, and
+    that event (hashed, proved) records the range the header declares: an
+    edited header (range, since) no longer matches it."""
+    row = header["exported"]
+    if int(header["exported_seq"]) != cp.tree_size or int(row["seq"]) != cp.tree_size \
+            or int(row["index"]) != cp.tree_size - 1:
+        return Problem(None, "l'en-tête ne désigne pas l'événement audit.exported qui clôt "
+                             "l'arbre signé de l'export")
+    problem = _check_exported(row, None, cp)
+    if problem is not None or row["payload"] is None:
+        return problem or Problem(cp.tree_size, "événement audit.exported de l'export effacé")
+    event = row["event"]
+    details = event.get("details") or {}
+    if event.get("action") != "audit.exported" or any(
+            details.get(name) != header.get(name) for name in ("from_seq", "to_seq", "since")):
+        return Problem(cp.tree_size, "en-tête de l'export modifié : sa plage ne correspond "
+                                     "pas à celle de l'événement audit.exported signé")
+    return None
+
+
+def _described(header: dict[str, Any], span: tuple[int, int]) -> str:
+    plage = f"événements {span[0] + 1} à {span[1] + 1}"
+    if header.get("since"):
+        return f"plage annoncée : {plage} (depuis le {header['since']})"
+    return f"plage annoncée : {plage}"
 
 
 def _span(header: dict[str, Any], size: int) -> tuple[int, int]:
@@ -534,21 +687,18 @@ def _span(header: dict[str, Any], size: int) -> tuple[int, int]:
 
 
 def _check_place(row: dict[str, Any], previous: dict[str, Any] | None,
-                 span: tuple[int, int] | None, since: str | None) -> Problem | None:
-    """Each event after the previous one in the tree; in a range, the next
-    index; since a date, no event before it."""
+                 span: tuple[int, int]) -> Problem | None:
+    """Each event after the previous one in the tree, at the next index of
+    the declared range."""
     seq, index = int(row["seq"]), int(row["index"])
     if seq != index + 1:
         return Problem(seq, "numéro de l'événement différent de sa place dans l'arbre signé")
     if previous is not None and index <= int(previous["index"]):
         return Problem(seq, "événements de l'export dans le désordre ou répétés")
-    if span is not None:
-        expected = span[0] if previous is None else int(previous["index"]) + 1
-        if index != expected or index > span[1]:
-            return Problem(expected + 1, f"événement {expected + 1} absent de l'export "
-                                         "(supprimé de la plage annoncée)")
-    elif since is not None and (row.get("event") is None or row["event"]["time"] < since):
-        return Problem(seq, "événement antérieur à la date annoncée par l'export")
+    expected = span[0] if previous is None else int(previous["index"]) + 1
+    if index != expected or index > span[1]:
+        return Problem(expected + 1, f"événement {expected + 1} absent de l'export "
+                                     "(supprimé de la plage annoncée)")
     return None
 
 

@@ -6,7 +6,10 @@ line per signature: an em dash (U+2014), a space, the key name, a space and
 base64(key ID (4 bytes) || signature). The key ID is the first four bytes
 of SHA-256(key name || 0x0A || 0x01 || public key), 0x01 naming Ed25519.
 A checkpoint's text is the origin, the tree size in decimal and the base64
-root hash, one per line. Verifier keys are written
+root hash, one per line, then optional extension lines (C2SP): Coffre
+writes ``coffre-seals/1`` in every checkpoint signed by code that seals
+the trail's rows, so a signed checkpoint proves, outside the database,
+that the trail was sealed when it was signed. Verifier keys are written
 ``<name>+<key ID in hex>+<base64(0x01 || public key)>`` (a "vkey").
 """
 
@@ -23,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 ED25519 = b"\x01"
 DASH = "\u2014 "
+#: The extension line of checkpoints signed over a sealed trail.
+SEALS_EXTENSION = "coffre-seals/1"
 
 
 class NoteError(Exception):
@@ -63,10 +68,12 @@ class Checkpoint:
     origin: str
     tree_size: int
     root_hash: bytes
+    extensions: tuple[str, ...] = ()
 
     def body(self) -> str:
         root = base64.b64encode(self.root_hash).decode()
-        return f"{self.origin}\n{self.tree_size}\n{root}\n"
+        return "".join(f"{line}\n" for line in (self.origin, str(self.tree_size), root,
+                                                  *self.extensions))
 
 
 def _check_name(name: str) -> None:
@@ -132,7 +139,10 @@ def _parse_body(text: str) -> Checkpoint:
         raise NoteError("malformed root hash") from error
     if len(root_hash) != 32:
         raise NoteError("root hash must be 32 bytes")
-    return Checkpoint(origin, int(size), root_hash)
+    extensions = tuple(lines[3:])
+    if any(not line for line in extensions):
+        raise NoteError("empty extension line")
+    return Checkpoint(origin, int(size), root_hash, extensions)
 
 
 def split_notes(text: str) -> list[str]:

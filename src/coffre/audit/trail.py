@@ -112,6 +112,30 @@ def instant(value: object) -> str:
     return utc_iso(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
 
 
+def canonical_time(value: object) -> bool:
+    """Whether a raw ``time`` value (read without the ORM) is in the one form
+    the application stores: SQLite's text ``YYYY-MM-DD HH:MM:SS.ffffff``, a
+    naive datetime on PostgreSQL. The seal covers the instant only: another
+    spelling of it (``T``, an offset) would pass the seal but be read
+    differently by SQL filters and the ORM, so the verifier and the
+    checkpoint job refuse it."""
+    if isinstance(value, datetime):
+        return value.tzinfo is None
+    if not isinstance(value, str) or not _STORED.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def stored_time(value: object) -> datetime:
+    """A canonical stored ``time`` as an aware UTC datetime."""
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
 def _field(value: str | None) -> bytes:
     if value is None:
         return b"\x00"

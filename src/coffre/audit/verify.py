@@ -36,11 +36,15 @@ from sqlalchemy import Connection, text
 from coffre.audit import merkle, trail
 from coffre.audit.note import Checkpoint, NoteError, open_checkpoint
 from coffre.audit.trail import GENESIS
+from coffre.audit.witness import Sealed
 
 BATCH = 5000
 #: The event of the one-time sealing of a trail from before seals.
 ADOPTED = "audit.adopted"
 Progress = Callable[[int], None]
+#: The shortest retention a purge may state (the settings' lower bound of
+#: ``audit_retention_days``): a sealed purge event claiming less is refused.
+MIN_RETENTION_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,15 @@ class _Purge:
 
 
 def scan(conn: Connection, mac_key: bytes | None = None,
-         progress: Progress | None = None) -> Scan:
+         progress: Progress | None = None, sealed: Sealed | None = None,
+         legacy: int = 0) -> Scan:
     """Check every row in seq order; stop at the first broken one. With
     ``mac_key``, every row's seal too (without it, the rows prove nothing
-    against someone who can write the database)."""
+    against someone who can write the database). With ``sealed`` (the seal
+    marker kept outside the database), the trail's ``audit.adopted``
+    events must be exactly the one it names (or none). Purges before seq
+    ``legacy`` (or the marker's adoption) ran before seals (see
+    ``_check_erased``)."""
     result = Scan()
     sha = hashlib.sha256
     expected_prev = GENESIS
@@ -110,7 +119,12 @@ def scan(conn: Connection, mac_key: bytes | None = None,
     while batch := rows.fetchmany(BATCH):
         for seq, payload, leaf_hex, prev, stored, action, organisation, time, mac in batch:
             problem = None
-            if prev != expected_prev:
+            if not trail.canonical_time(time):
+                # Any other spelling of the same instant would pass the seal
+                # but not the SQL filters and the ORM (issue 15 review, 2).
+                problem = Problem(seq, "colonne d'horodatage de l'événement modifiée (forme "
+                                       "non canonique ou illisible)")
+            elif prev != expected_prev:
                 if seq > last_seq + 1:  # a hole in the numbering, where the link breaks
                     problem = Problem(last_seq + 1, "événement supprimé (absent de la chaîne)")
                 else:
@@ -143,10 +157,12 @@ def scan(conn: Connection, mac_key: bytes | None = None,
                     if adopted:
                         problem = Problem(seq, "seconde adoption des événements : leurs sceaux "
                                                "ont été retirés de la base puis refaits")
+                    elif sealed is not None and sealed.adopted != seq:
+                        problem = Problem(seq, _adoption_mismatch(sealed))
                     adopted = True
                 if problem is None and payload is None:
                     result.pruned += 1
-                    erased.append((seq, _sealed_time(time)))
+                    erased.append((seq, trail.stored_time(time)))
             if problem is not None:
                 result.problem = problem
                 break
@@ -160,10 +176,15 @@ def scan(conn: Connection, mac_key: bytes | None = None,
         if result.problem is not None:
             break
     rows.close()
+    if (result.problem is None and sealed is not None and sealed.adopted is not None
+            and not adopted):
+        result.problem = Problem(sealed.adopted, _adoption_mismatch(sealed))
     if result.problem is None:
         # Known only once every row is read: the purge that explains an
         # erased payload comes after it.
-        result.problem = _check_erased(erased, purges)
+        if sealed is not None and sealed.adopted:
+            legacy = max(legacy, sealed.adopted)
+        result.problem = _check_erased(erased, purges, legacy)
     return result
 
 
@@ -181,14 +202,22 @@ def _check_seal(key: bytes, prev_mac: str | None, seq: int, leaf: str, time: obj
     return None
 
 
-def _sealed_time(time: object) -> datetime:
-    return datetime.fromisoformat(trail.instant(time).replace("Z", "+00:00"))
+def _adoption_mismatch(sealed: Sealed) -> str:
+    where = (f"l'événement {sealed.adopted}" if sealed.adopted is not None
+             else "aucune (journal scellé dès son premier événement)")
+    return ("adoption des événements différente de celle enregistrée hors de la base "
+            f"(marqueur de scellement : {where}) : sceaux retirés puis refaits")
 
 
-def _check_erased(erased: list[tuple[int, datetime]], purges: list[_Purge]) -> Problem | None:
+def _check_erased(erased: list[tuple[int, datetime]], purges: list[_Purge],
+                  legacy: int = 0) -> Problem | None:
     """Every erased payload (a prefix 1..P, checked while reading) must be
     covered by a later intact purge event whose cutoff is after the
-    event's sealed time."""
+    event's sealed time. Purges before the adoption (seq ``legacy``, from
+    the seal marker) ran the old bound (the last seq with a time before the
+    cutoff), which could erase an event of a later time at a lower seq:
+    within their reach the time is not compared."""
+    legacy_reach = max((p.up_to for p in purges if p.seq < legacy), default=0)
     by_reach = sorted(purges, key=lambda p: p.up_to, reverse=True)
     best: datetime | None = None
     index = 0
@@ -197,7 +226,7 @@ def _check_erased(erased: list[tuple[int, datetime]], purges: list[_Purge]) -> P
             cutoff = by_reach[index].cutoff
             best = cutoff if best is None or cutoff > best else best
             index += 1
-        if best is None or time >= best:
+        if seq > legacy_reach and (best is None or time >= best):
             return Problem(seq, "contenu de l'événement effacé hors d'une purge (aucune purge "
                                 "intacte ne le couvre)")
     return None
@@ -222,7 +251,8 @@ def _check_columns(seq: int, payload: str, action: str, organisation: str | None
     details = event.get("details") or {}
     up_to, days = details.get("up_to_seq"), details.get("retention_days")
     cutoff: datetime | None = None
-    if isinstance(up_to, int) and isinstance(days, int) and 0 < up_to < seq:
+    if (isinstance(up_to, int) and isinstance(days, int) and 0 < up_to < seq
+            and days >= MIN_RETENTION_DAYS):
         try:
             cutoff = datetime.fromisoformat(str(details.get("before")))
             if cutoff.tzinfo is None or cutoff > (datetime.fromisoformat(event["time"])
@@ -270,6 +300,8 @@ def verify(
     reference: Mapping[int, bytes] | None = None,
     progress: Progress | None = None,
     mac_key: bytes | None = None,
+    sealed: Sealed | None = None,
+    legacy: int = 0,
 ) -> Report:
     """Rows, chain, then every checkpoint (stored and witnessed) in size
     order: signature, root of that many leaves, consistency with the
@@ -277,7 +309,7 @@ def verify(
     missing one was deleted from the database). ``reference``: leaf hashes
     by seq from an earlier export, to name exactly the first rewritten
     event when a checkpoint fails."""
-    result = scan(conn, mac_key, progress)
+    result = scan(conn, mac_key, progress, sealed, legacy)
     stored = stored_notes(conn)
     known = set(stored)
     witnessed = [n for n in dict.fromkeys(witness_notes) if n not in known]

@@ -19,7 +19,9 @@ checkpoints they saw, and each such file anchors and verifies on its own.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from coffre.audit.note import DASH, NoteError, split_notes
@@ -91,3 +93,86 @@ class WitnessFile:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+MARKER_NAME = "audit-sealed.json"
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What the seal marker states: the trail is sealed, since the one
+    genuine adoption at seq ``adopted`` (None: sealed from its first event),
+    with the events ``on_trust`` (a seq range, or None) sealed at that
+    adoption without a signed checkpoint covering them, and whether the
+    operator has acknowledged them."""
+
+    adopted: int | None
+    on_trust: tuple[int, int] | None
+    acknowledged: bool = False
+
+
+class SealMarker:
+    """The fact that a trail is sealed, kept outside the database (next to
+    the witness file): someone who can write the database only cannot make
+    the server seal the trail a second time (dropping the ``mac`` column and
+    having the next start "adopt" a forgery)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> Sealed | None:
+        """The marker's statement, None when there is none; raises
+        ``NoteError`` when the file exists but does not parse."""
+        try:
+            value = json.loads(self.path.read_text(encoding="utf-8"))
+            if value.get("format") != MARKER_FORMAT:
+                raise ValueError("format")
+            adopted = value["adopted_seq"]
+            trust = value.get("on_trust")
+            return Sealed(None if adopted is None else int(adopted),
+                          None if trust is None else (int(trust[0]), int(trust[1])),
+                          bool(value.get("acknowledged")))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError,
+                IndexError, AttributeError) as error:
+            raise NoteError(f"audit seal marker {self.path} is unreadable") from error
+
+    def create(self, sealed: Sealed) -> bool:
+        """Write the marker unless one exists (another instance sharing the
+        directory wrote it first): returns whether this call wrote it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_marker_text(sealed))
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def acknowledge(self) -> Sealed:
+        """Record that the operator compared the events sealed on trust with
+        their own records (``coffre audit acknowledge``)."""
+        current = self.read()
+        if current is None:
+            raise NoteError(f"no audit seal marker at {self.path}")
+        done = Sealed(current.adopted, current.on_trust, True)
+        temporary = self.path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_marker_text(done))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path)
+        return done
+
+
+MARKER_FORMAT = "coffre-audit-sealed/1"
+
+
+def _marker_text(sealed: Sealed) -> str:
+    return json.dumps({"format": MARKER_FORMAT, "adopted_seq": sealed.adopted,
+                       "on_trust": list(sealed.on_trust) if sealed.on_trust else None,
+                       "acknowledged": sealed.acknowledged}, indent=1) + "\n"

@@ -35,6 +35,8 @@ PublicKey = Annotated[str | None, typer.Option(
     "--public-key", help="Verifier key (as printed by `coffre audit public-key`); "
     "default: the data directory's signing key")]
 BROKEN = 3
+#: Intact, but events sealed on trust at the upgrade await the operator's review.
+ON_TRUST = 4
 CLI = Context(source="cli")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -72,7 +74,9 @@ def broken(problem: Problem) -> NoReturn:
 
 @contextmanager
 def opened(data_dir: Path | None) -> Iterator[Coffre]:
-    coffre = build(load_settings(data_dir))
+    # Never adopts a trail without seals: only a server start does, once
+    # (`coffre audit verify` must not seal what it is asked to check).
+    coffre = build(load_settings(data_dir), adopt=False)
     try:
         yield coffre
     finally:
@@ -144,13 +148,29 @@ def verify(
         warn("aucun point de contrôle signé : rien ne prouve que ces événements n'ont pas été "
              "réécrits (normal avant le premier point de contrôle d'une installation neuve ; "
              "lancez `coffre audit checkpoint`).")
-    if on_trust is not None:
-        warn(f"les événements {on_trust[0]} à {on_trust[1]}, écrits avant la mise à niveau "
-             "après le dernier point de contrôle signé, ont été scellés sans preuve (voir "
-             "l'événement audit.adopted) : comparez-les avec vos propres traces.")
     if report.latest is not None and not witness_file.exists():
         warn(f"fichier témoin {witness_file.path} absent : il sera recréé au prochain point "
              "de contrôle ; gardez-en une copie hors de ce serveur.")
+    if on_trust is not None:
+        warn(f"les événements {on_trust[0]} à {on_trust[1]}, écrits avant la mise à niveau "
+             "après le dernier point de contrôle signé, ont été scellés sans preuve (voir "
+             "l'événement audit.adopted) : comparez-les avec vos propres traces, puis "
+             "lancez `coffre audit acknowledge`.")
+        raise typer.Exit(ON_TRUST)
+
+
+@app.command()
+def acknowledge(data_dir: DataDir = None) -> None:
+    """Record that the events sealed on trust at the upgrade (named by
+    `coffre audit verify`) were compared with your own records: verify
+    then exits 0 for them (recorded as audit.acknowledged)."""
+    with opened(data_dir) as coffre:
+        done = coffre.audit.acknowledge(context=CLI)
+    if done is None:
+        say("Aucun événement scellé sans preuve à reconnaître.")
+    else:
+        say(f"Événements {done[0]} à {done[1]} reconnus (scellés sans preuve à la mise à "
+            "niveau).")
 
 
 @app.command()
@@ -243,7 +263,7 @@ def verify_export_command(
     if check.problem is not None:
         broken(check.problem)
     say(f"Export intact : {check.count} événement(s) prouvé(s) dans l'arbre signé de "
-        f"{check.tree_size} événement(s).")
+        f"{check.tree_size} événement(s), {check.declared}.")
 
 
 @app.command()

@@ -49,7 +49,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC)
+        # An aware value (text with an offset written behind the ORM's back)
+        # is converted, never relabelled: 06:00+19:00 is 11:00 UTC the day before.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def new_id() -> str:
