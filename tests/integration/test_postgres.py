@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -170,26 +172,39 @@ def test_a_download_in_progress_on_one_server_blocks_the_other(
     transfer, (token,) = send(client, {"unique.bin": data}, max_downloads=1)
     access = opened(server, mail, transfer, token)
     path = httpx.get(f"{server.url}/api/v1/links/{token}", headers=access).json()["files"][0]
-    here = f"{server.url}{httpx.URL(path['url']).path}"
     there = f"{second.url}{httpx.URL(path['url']).path}"
-    with httpx.Client(headers=access, timeout=60) as a:
-        with a.stream("GET", here) as first:
-            assert first.status_code == 200
-            chunks = first.iter_bytes()  # kept: a dropped iterator closes the response
-            assert next(chunks)
-            refused = httpx.get(there, headers=access, timeout=60)
-            assert refused.status_code == 410, refused.status_code
-            assert refused.json()["error"]["details"]["reason"] == "exhausted"
-        # Cut short: the claim is released and nothing was counted.
-        whole = b""
-        for _ in range(100):
-            response = httpx.get(there, headers=access, timeout=60)
-            if response.status_code == 200:
-                whole = response.content
-                break
-            assert response.status_code == 410
-        assert hashlib.sha256(whole).digest() == hashlib.sha256(data).digest()
-    assert httpx.get(here, headers=access, timeout=60).status_code == 410
+    # A raw GET on the first server with a small receive buffer (what the
+    # server pushed into socket buffers counts as sent): read a little, keep it open.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.connect(("127.0.0.1", server.port))
+        grant = "".join(f"{k}: {v}\r\n" for k, v in access.items())
+        sock.sendall(f"GET {httpx.URL(path['url']).path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"{grant}Connection: close\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received or len(received) < 256 * 1024:
+            block = sock.recv(64 * 1024)
+            assert block
+            received += block
+        assert received.startswith(b"HTTP/1.1 200 ")
+        refused = httpx.get(there, headers=access, timeout=60)
+        assert refused.status_code == 410, refused.status_code
+        assert refused.json()["error"]["details"]["reason"] == "exhausted"
+    got = received.split(b"\r\n\r\n", 1)[1]
+    # Cut short: the claim is released once the first server has counted
+    # what it sent; the download resumes on the other server and counts once.
+    rest = b""
+    for _ in range(100):
+        response = httpx.get(there, headers={**access, "Range": f"bytes={len(got)}-"},
+                             timeout=60)
+        if response.status_code == 206:
+            rest = response.content
+            break
+        assert response.status_code == 410
+        time.sleep(0.1)
+    assert hashlib.sha256(got + rest).digest() == hashlib.sha256(data).digest()
+    assert httpx.get(f"{server.url}{httpx.URL(path['url']).path}", headers=access,
+                     timeout=60).status_code == 410
 
 
 def test_a_stalled_writer_loses_its_upload_to_another_instance(
