@@ -33,6 +33,7 @@ EXPECTED: dict[Action, tuple[Target | None, set[str]]] = {
     Action.FACTOR_MANAGE: (MINE, {"owner"}),
     Action.SESSION_MANAGE: (MINE, {"owner"}),
     Action.TOKEN_MANAGE: (MINE, {"owner"}),
+    Action.PASSWORD_CHANGE: (MINE, {"owner"}),
     Action.UPLOAD_WRITE: (MINE, {"owner"}),
     Action.TRANSFER_CREATE: (None, {"admin", "owner", "colleague", "outsider"}),
     Action.TRANSFER_LIST: (None, {"admin", "owner", "colleague", "outsider"}),
