@@ -786,8 +786,11 @@ def test_sigkill_mid_patch_then_resume(server: Server, client: httpx.Client, tok
     sender.start()
     try:
         deadline = time.monotonic() + uploads.CHECKPOINT_SECONDS + 30
+        # A checkpoint is committed, then the next window reserved (its own
+        # transaction): kill once both are in the database.
         while time.monotonic() < deadline and not sql(
-                server.data_dir, 'SELECT "offset" FROM uploads WHERE id = ?', uid)[0][0]:
+                server.data_dir, 'SELECT "offset" > 0 AND segments_reserved > segments_committed '
+                "FROM uploads WHERE id = ?", uid)[0][0]:
             time.sleep(0.05)
         server.kill()
     finally:
