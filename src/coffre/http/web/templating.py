@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from coffre.domain.accounts import Actor
+from coffre.domain.phones import format_phone
 from coffre.http import deps
 from coffre.http.web import i18n
 from coffre.services.sessions import csrf_for
@@ -72,6 +73,15 @@ def when(value: datetime | float | None) -> str:
 TEMPLATES.env.filters["filesize"] = filesize
 TEMPLATES.env.filters["linkify"] = _linkify
 TEMPLATES.env.filters["datetime"] = when
+
+
+def phone_number(value: str | None) -> str:
+    """A phone number as the reader writes it: ``06 12 34 56 78`` on a
+    French page, ``+33 6 12 34 56 78`` otherwise (masked ones too)."""
+    return format_phone(value or "", "FR" if i18n.current() == "fr" else None)
+
+
+TEMPLATES.env.filters["phone"] = phone_number
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None, *,
