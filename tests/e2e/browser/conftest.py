@@ -208,3 +208,17 @@ def screenshot(page: Any, name: str, tmp: Path | None = None) -> Path:
     path = directory / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def small_touch_targets(page: Any, scope: str = "main") -> list[str]:
+    """Controls in ``scope`` smaller than 44x44 CSS px (WCAG 2.5.5), as
+    "TAG text WxH"; links inside a sentence are exempt (inline targets)."""
+    found: list[str] = page.evaluate("""(scope) => Array.from(document.querySelectorAll(
+        scope + ' :is(a, button, input:not([type=hidden]), select, textarea, summary, label.button)'))
+      .filter((e) => !(e.tagName === 'A' && !e.classList.contains('button')
+                       && e.closest('p, li, td, dd, blockquote')))
+      .map((e) => [e, e.getBoundingClientRect()])
+      .filter(([e, r]) => r.width > 1 && r.height > 1 && (r.width < 44 || r.height < 44))
+      .map(([e, r]) => e.tagName + ' ' + (e.textContent || e.name || '').trim().slice(0, 40)
+           + ' ' + Math.round(r.width) + 'x' + Math.round(r.height))""", scope)
+    return found
