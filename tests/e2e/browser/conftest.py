@@ -214,7 +214,8 @@ def small_touch_targets(page: Any, scope: str = "main") -> list[str]:
     """Controls in ``scope`` smaller than 44x44 CSS px (WCAG 2.5.5), as
     "TAG text WxH"; links inside a sentence are exempt (inline targets)."""
     found: list[str] = page.evaluate("""(scope) => Array.from(document.querySelectorAll(
-        scope + ' :is(a, button, input:not([type=hidden]), select, textarea, summary, label.button)'))
+        scope + ' :is(a, button, input:not([type=hidden]), select, textarea, summary, '
+        + 'label.button)'))
       .filter((e) => !(e.tagName === 'A' && !e.classList.contains('button')
                        && e.closest('p, li, td, dd, blockquote')))
       .map((e) => [e, e.getBoundingClientRect()])

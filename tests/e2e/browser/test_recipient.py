@@ -108,6 +108,7 @@ def test_a_recipient_opens_the_link_on_a_phone_and_downloads(
         expect(item.locator("code.hash")).to_be_visible()  # the hash wraps, it is not hidden
     expect(page.get_by_text("10,0 Ko")).to_be_visible()  # French units
     no_horizontal_scroll(page)
+    assert not small_touch_targets(page)
     check_accessibility(page)
     screenshot(page, "recipient-files-phone")
 

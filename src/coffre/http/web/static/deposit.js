@@ -106,7 +106,7 @@
       : msg("send-many", { num: left.length });
     choose.textContent = chosen.length ? msg("add") : choose.getAttribute("data-first");
     choose.classList.toggle("primary", chosen.length === 0);
-    choose.hidden = sending;
+    zone.hidden = sending;  // nothing can be added while files go
     input.disabled = sending;
     chosen.forEach((c) => {
       c.remove.hidden = sending || c.state === "done";
