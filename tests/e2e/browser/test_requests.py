@@ -26,7 +26,7 @@ from tests.e2e.browser.conftest import (
     signed_in,
     small_touch_targets,
 )
-from tests.integration.flows import wait_code
+from tests.integration.flows import audit_events, wait_code
 from tests.integration.support import api_client, new_address
 
 SCAN = (b"%PDF-1.4 scanner " + bytes(range(256)) * 700)[: 150 * 1024]
@@ -136,6 +136,9 @@ def test_an_upload_request_is_created_completed_and_downloaded(
     for name in files:
         expect(depositor.locator("#handed")).to_contain_text(name)
     expect(depositor.get_by_text("Pas encore remis")).to_have_count(0)  # the scan resumed
+    handed = [e for e in audit_events(web.server.data_dir, "deposit.completed")
+              if e["details"]["bytes"] == len(SCAN) + len(PHOTO)]
+    assert [e["details"]["files"] for e in handed] == [2]
     content = depositor.content()
     assert "coffre deposit" not in content and "ligne de commande" not in content
     assert depositor.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
@@ -277,3 +280,21 @@ def test_a_depositor_pauses_and_resumes_an_upload(page: Any, web: Web, tmp_path:
         names = sorted(f["name"] for r in received if r["request_id"] == made.json()["id"]
                        for f in r["files"])
         assert names == ["compte-rendu.pdf", "irm.dcm"]
+
+        # A refused file stays listed with the reason; removing it hands the
+        # others over (they were kept).
+        (tmp_path / "installe.exe").write_bytes(b"MZ pas un document")
+        (tmp_path / "note.txt").write_bytes(b"note du patient")
+        page.get_by_label("Choisir des fichiers").set_input_files(
+            [str(tmp_path / "installe.exe"), str(tmp_path / "note.txt")])
+        page.get_by_role("button", name="Envoyer 2 fichiers").click()
+        refused = page.locator("#chosen li").filter(has_text="installe.exe")
+        expect(refused).to_contain_text("les programmes et scripts (.exe, .bat, .js…) sont refusés")
+        expect(page.get_by_role("status")).to_have_text(
+            "Certains fichiers n'ont pas pu être envoyés : réessayez, ou retirez-les pour remettre "
+            "les autres.")
+        expect(page.get_by_role("button", name="Réessayer")).to_be_focused()
+        page.get_by_role("button", name="Retirer installe.exe").click()
+        expect(page.get_by_role("heading", name="Votre fichier a été remis")).to_be_visible()
+        expect(page.locator("#handed")).to_contain_text("note.txt")
+        check_accessibility(page)

@@ -184,6 +184,8 @@ def code_refusal(exc: CoffreError, locked_until: datetime | None = None) -> str:
                         "Try again in %(num)d minute.",
                         "Too many codes were asked for this link. "
                         "Try again in %(num)d minutes.", minutes)
+    if reason == "too_many_depositors":
+        return _("This link accepts no new depositors.")
     return _("This code has expired or is no longer valid: ask for a new code.")
 
 
