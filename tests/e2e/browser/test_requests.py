@@ -246,10 +246,13 @@ def test_a_depositor_pauses_and_resumes_an_upload(page: Any, web: Web, tmp_path:
         cdp.send("Network.enable")
         cdp.send("Network.emulateNetworkConditions", {
             "offline": False, "latency": 0, "downloadThroughput": -1,
-            "uploadThroughput": 3 * 1024 * 1024})
+            "uploadThroughput": 1024 * 1024})
         page.get_by_label("Choisir des fichiers").set_input_files(str(tmp_path / "irm.dcm"))
         expect(page.locator("#chosen li")).to_contain_text("irm.dcm")
         page.get_by_role("button", name="Envoyer 1 fichier").click()
+        # Bytes done, the speed and the time left, as it goes.
+        expect(page.locator("#overall-text")).to_contain_text(re.compile(
+            r"sur 12,0 Mo · [\d,]+ \w+/s · encore environ \d+ (s|min)"))
         page.get_by_role("button", name="Pause").click()
         expect(page.get_by_role("status")).to_have_text(
             "En pause. Appuyez sur Reprendre pour continuer.")

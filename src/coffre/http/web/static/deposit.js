@@ -47,6 +47,16 @@
   let paused = false;
   let sending = false;
   let counter = 0;
+  let clock = null;  // since when, and from how many bytes, the speed is measured
+
+  // A time left as people say it: 45 s, 3 min, 1 h 05.
+  function duration(seconds) {
+    const s = Math.max(Math.ceil(seconds), 1);
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.ceil(s / 60) + " min";
+    const minutes = Math.ceil(s / 60);
+    return Math.floor(minutes / 60) + " h " + String(minutes % 60).padStart(2, "0");
+  }
 
   // A size as the server writes it (1,5 Mo in French, 1.5 MB in English).
   function size(bytes) {
@@ -153,7 +163,7 @@
       item.append(head, bar, note, remove);
       list.append(item);
       const entry = { file: file, item: item, bar: bar, note: note, remove: remove,
-        state: "waiting", url: before ? before.url : null };
+        state: "waiting", url: before ? before.url : null, offset: before ? before.offset : 0 };
       remove.addEventListener("click", () => {
         if (entry.state === "failed" && entry.url) forget(entry.url);
         chosen.splice(chosen.indexOf(entry), 1);
@@ -227,9 +237,11 @@
     if (!current) return;
     if (!paused) {
       setPaused(true);
+      overallText.textContent = overallText.textContent.split(" · ")[0];  // no speed while paused
       current.abort();  // the server keeps what it has; start() asks it where to go on
     } else {
       setPaused(false);
+      if (clock) clock = { since: Date.now(), from: clock.done(), done: clock.done };
       status.textContent = msg("sending", { name: current.file.name });
       current.start();
     }
@@ -277,11 +289,20 @@
     }
     showError("");
     const total = todo.reduce((n, c) => n + c.file.size, 0) || 1;
-    const sent = todo.map(() => 0);
+    const sent = todo.map((c) => c.offset);  // a resumed file starts where the server stopped
+    const done = () => sent.reduce((a, b) => a + b, 0);
+    clock = { since: Date.now(), from: done(), done: done };
     const update = () => {
-      const done = sent.reduce((a, b) => a + b, 0);
-      overallBar.value = done / total;
-      overallText.textContent = msg("of", { sent: size(done), total: size(total) });
+      const now = done();  // bytes on the server, this batch
+      overallBar.value = now / total;
+      let text = msg("of", { sent: size(now), total: size(total) });
+      const seconds = (Date.now() - clock.since) / 1000;
+      const speed = (now - clock.from) / seconds;
+      if (seconds >= 2 && speed > 0 && now < total) {
+        text += " · " + msg("speed", { speed: size(Math.round(speed)) })
+          + " · " + msg("left", { time: duration((total - now) / speed) });
+      }
+      overallText.textContent = text;
     };
     sending = true;
     overall.hidden = false;
