@@ -338,6 +338,10 @@ def test_web_page_asks_for_the_code_first(server: Server, client: httpx.Client,
     assert right.status_code == 303
     assert right.headers["location"] == f"/t/{token}"
     access = right.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    # Another browser (no grant): the used code is said to be no longer valid.
+    again = httpx.get(page)
+    assert again.status_code == 401 and "Recevoir mon code par e-mail" in again.text
+    assert "Le dernier code envoyé n'est plus valable" in again.text
     cookie = {"Cookie": f"__Host-coffre-access={access}"}
     # Then the password, then the files.
     asked_password = httpx.get(page, headers=cookie)

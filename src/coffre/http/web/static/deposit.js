@@ -309,6 +309,7 @@
     pause.hidden = false;
     setPaused(false);
     refresh();
+    listTitle.focus();  // the button pressed is gone while the files go
     update();
     for (let i = 0; i < todo.length; i += 1) {
       const entry = todo[i];
