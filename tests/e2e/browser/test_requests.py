@@ -215,6 +215,7 @@ def test_requests_pages_on_a_phone_and_a_refused_form(phone_page: Any, new_page:
     stranger = new_page(PHONE)
     stranger.goto(open_url)
     expect(stranger.get_by_role("heading", name="Déposer des fichiers")).to_be_visible()
+    assert not small_touch_targets(stranger)
     check_accessibility(stranger)
     address = new_address("voisin")
     stranger.get_by_label("Adresse e-mail").fill(address)
