@@ -125,7 +125,10 @@ def test_an_upload_request_is_created_completed_and_downloaded(
     assert depositor.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert not small_touch_targets(depositor)
     check_accessibility(depositor)
-    screenshot(depositor, "deposit-chosen-phone")
+    screenshot(depositor, "deposit-upload-phone")
+    depositor.set_viewport_size(DESKTOP)
+    screenshot(depositor, "deposit-upload")
+    depositor.set_viewport_size(PHONE)
 
     # One button sends; the hand-over follows by itself.
     mails_before = len(web.mail.to(ADMIN_EMAIL))
