@@ -105,7 +105,7 @@ def test_register_a_device_back_up_with_restic_and_revoke(page: Any, web: Web,
     page.goto("/backups")
     item = page.locator(".backup-item", has_text="Cabinet poste accueil")
     expect(item.locator(".last-backup")).not_to_have_text("jamais")
-    expect(item.locator(".last-backup")).to_have_text(re.compile(r"\d\d/\d\d/\d{4} \d\d:\d\d UTC"))
+    expect(item.locator(".last-backup")).to_have_text(re.compile(r"\d\d/\d\d/\d{4} à \d\d:\d\d$"))
     expect(item).to_contain_text("sur 5,0 Go")
     expect(item).to_contain_text(f"Propriétaire : {ADMIN_EMAIL}")
     check_accessibility(page)
