@@ -208,3 +208,75 @@ def screenshot(page: Any, name: str, tmp: Path | None = None) -> Path:
     path = directory / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def fits_the_screen(page: Any) -> None:
+    """No horizontal scrolling: the page is no wider than the viewport."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"horizontal scrolling: {width}px wide"
+
+
+#: What a finger must hit on a phone (WCAG 2.5.5, Apple and Google's 44 px).
+TOUCH_TARGET = 44
+
+
+def small_touch_targets(page: Any, minimum: int = TOUCH_TARGET) -> list[str]:
+    """Visible links, buttons and controls smaller than ``minimum`` px in
+    either dimension (links inside a sentence excepted, as WCAG does)."""
+    found: list[str] = page.evaluate(
+        """(minimum) => {
+          const picked = document.querySelectorAll(
+            'a[href], button, summary, select, input:not([type=hidden]), [role=button]');
+          const small = [];
+          for (const el of picked) {
+            const box = el.getBoundingClientRect();
+            const style = getComputedStyle(el);
+            if (!box.width || !box.height || style.visibility === 'hidden') continue;
+            if (el.closest('.skip')) continue;  // the skip link shows on focus only
+            const inline = el.tagName === 'A' && el.closest('p, li > span, td, dd, pre');
+            if (inline && style.display === 'inline') continue;
+            // A checkbox or radio is hit through its label.
+            if (el.type === 'checkbox' || el.type === 'radio') {
+              const label = el.closest('label') || (el.id && document.querySelector(
+                'label[for="' + el.id + '"]'));
+              if (label) {
+                const lb = label.getBoundingClientRect();
+                if (lb.height >= minimum) continue;
+              }
+            }
+            if (box.width < minimum || box.height < minimum) {
+              small.push((el.getAttribute('aria-label') || el.textContent || el.name || el.tagName)
+                .trim().slice(0, 40) + ' ' + Math.round(box.width) + 'x' + Math.round(box.height));
+            }
+          }
+          return small;
+        }""",
+        minimum,
+    )
+    return found
+
+
+def error_in_view(page: Any) -> str:
+    """The element that has the focus is an error (or a field marked
+    invalid) and is inside the viewport; returns the error's text."""
+    state: dict[str, Any] = page.evaluate(
+        """() => {
+          const el = document.activeElement;
+          if (!el || el === document.body) return {focused: false};
+          const box = el.getBoundingClientRect();
+          const described = (el.getAttribute('aria-describedby') || '').split(/\\s+/)
+            .map((id) => id && document.getElementById(id)).filter(Boolean)
+            .map((node) => node.textContent.trim()).join(' ');
+          return {
+            focused: true,
+            inside: box.top >= 0 && box.bottom <= window.innerHeight && box.height > 0,
+            invalid: el.getAttribute('aria-invalid') === 'true',
+            alert: Boolean(el.closest('[role=alert], .error, .errors')),
+            text: el.closest('[role=alert], .error, .errors') ? el.textContent.trim() : described,
+          };
+        }"""
+    )
+    assert state["focused"], "nothing has the focus after the error"
+    assert state["inside"], f"the focused error is outside the viewport: {state}"
+    assert state["invalid"] or state["alert"], f"the focus is not on an error: {state}"
+    return str(state["text"])
