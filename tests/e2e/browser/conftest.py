@@ -20,9 +20,11 @@ violation or a JavaScript error in the console fails the test.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,46 @@ class Web:
     @property
     def url(self) -> str:
         return self.server.url
+
+
+#: The one-time setup link an empty server prints, as ``make run`` shows it.
+SETUP_LINK = re.compile(r"http://\S+/setup/[A-Za-z0-9_-]{43}")
+
+
+@dataclass
+class Fresh:
+    """A server started empty (no ``coffre setup``), as after ``make run``,
+    answering on ``localhost`` (an IP address cannot be a WebAuthn relying
+    party), with its mail caught."""
+
+    server: Server
+    mail: MailCatcher
+    setup_link: str
+    #: What a first test enrolled, for the ones after it.
+    secret: str = ""
+    recovery: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.server.port}"
+
+
+@contextmanager
+def empty_server(base: Path, **env: str) -> Iterator[Fresh]:
+    with started_mail() as mail:
+        server = Server(base / "data")
+        server.env.update({
+            "COFFRE_SMTP_HOST": "127.0.0.1", "COFFRE_SMTP_PORT": str(mail.port),
+            "COFFRE_SMTP_TLS": "none", "COFFRE_PUBLIC_URL": f"http://localhost:{server.port}",
+            **env,
+        })
+        server.start()
+        try:
+            found = SETUP_LINK.search(server.log())
+            assert found, server.log()
+            yield Fresh(server, mail, found.group(0))
+        finally:
+            server.stop()
 
 
 def chromium_path() -> str:
