@@ -47,7 +47,7 @@ def _focused_and_seen(page: Any, element_id: str) -> None:
         box = page.evaluate(f"(() => {{ const r = document.getElementById('{shown}')"
                             ".getBoundingClientRect(); return [r.top, r.bottom]; })()")
         height = page.evaluate("window.innerHeight")
-        assert 0 <= box[0] and box[1] <= height, (shown, box, height)
+        assert box[0] >= 0 and box[1] <= height, (shown, box, height)
 
 
 def _contact(web: Web, email: str, name: str) -> None:

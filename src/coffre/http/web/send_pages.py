@@ -64,8 +64,8 @@ def addresses(values: list[Any]) -> list[str]:
     without "@" is a contact's name, "Name <address>" an address."""
     found: list[str] = []
     for value in values:
-        for entry in _SEPARATORS.split(str(value)[:10_000]):
-            entry = " ".join(entry.split())
+        for raw in _SEPARATORS.split(str(value)[:10_000]):
+            entry = " ".join(raw.split())
             named = _NAMED.match(entry)
             if named:
                 found.append(named.group(2).strip())

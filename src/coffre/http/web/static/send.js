@@ -577,7 +577,7 @@
       submit.textContent = t("waiting-send");
       submit.setAttribute("aria-disabled", "true");
       cancel.hidden = false;
-      waitingNote.textContent = t("waiting-send");
+      waitingNote.textContent = t("waiting-note");
       return;
     }
     stopWaiting();
