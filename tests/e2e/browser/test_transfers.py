@@ -252,6 +252,7 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
         "An address is not valid: correct it, or remove it.")
     _focused_and_seen(page, "recipient-input")
     _no_horizontal_scroll(page)
+    check_accessibility(page)
     page.get_by_role("button", name="Remove pas-une-adresse@exemple").click()
     page.get_by_role("button", name="Send", exact=True).click()
 
