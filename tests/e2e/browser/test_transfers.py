@@ -50,6 +50,13 @@ def _focused_and_seen(page: Any, element_id: str) -> None:
         assert box[0] >= 0 and box[1] <= height, (shown, box, height)
 
 
+def _policy(web: Web, **limits: Any) -> None:
+    token = login(web.url, scopes=["transfers:read", "transfers:write", "admin"])
+    done = httpx.patch(f"{web.url}/api/v1/organisation", json=limits,
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert done.status_code == 200, done.text
+
+
 def _contact(web: Web, email: str, name: str) -> None:
     token = login(web.url)
     made = httpx.post(f"{web.url}/api/v1/contacts", json={"email": email, "name": name},
@@ -363,6 +370,23 @@ def test_errors_at_the_bottom_of_the_form_are_shown_where_the_sender_is(
     suggestion = page.locator("#recipient-suggestions button", has_text=jean)
     expect(suggestion).to_be_visible()
     check_accessibility(page)
+
+    # What only the server knows (htmx answers 422): next to the field too.
+    field.fill("")
+    page.locator("#file-input").set_input_files(
+        {"name": "cr.txt", "mimeType": "text/plain", "buffer": b"Compte rendu"})
+    expect(page.locator(".upload[data-state=done]")).to_have_count(1)
+    _policy(web, recipient_domains_denied=["refuse-exemple.fr"])
+    try:
+        field.fill("marc@refuse-exemple.fr")
+        field.press("Enter")
+        page.get_by_role("button", name="Envoyer", exact=True).click()
+        expect(page.locator("#recipient-input-error")).to_have_text(
+            "Votre organisation n'autorise pas les envois vers : refuse-exemple.fr.")
+        expect(page.locator("#send-error")).to_contain_text("n'autorise pas les envois vers")
+        _focused_and_seen(page, "recipient-input")
+    finally:
+        _policy(web, recipient_domains_denied=[])
 
 
 def test_send_pressed_during_an_upload_waits_for_it(page: Any, web: Web,
