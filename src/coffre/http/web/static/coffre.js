@@ -57,7 +57,7 @@
 
   function firstError(root) {
     return root.querySelector("[aria-invalid='true']:not([type='hidden'])")
-      || root.querySelector(".form-summary .error, .field-error, .error[role='alert']");
+      || root.querySelector(".form-summary .error, .field-error, .error[role='alert']:not([hidden])");
   }
 
   function describe(field, id, on) {
@@ -120,16 +120,24 @@
 
   function clearErrors(form) { showErrors(form, [], ""); }
 
+  // On a page shown again with its errors: the first faulty field, else the
+  // message (unless the page chose a field to focus itself).
   document.addEventListener("DOMContentLoaded", function () {
     const main = document.getElementById("main");
-    const faulty = main && firstError(main);
+    if (!main) { return; }
+    const faulty = main.querySelector("[aria-invalid='true']:not([type='hidden'])");
+    const message = firstError(main);
     if (faulty) { reveal(faulty); }
+    else if (message && !main.querySelector("[autofocus]")) { reveal(message); }
   });
 
-  // A form's errors answered with 400 or 422 are pages to show, not failures.
+  // A form's errors answered with 400 or 422 are fragments to show, not
+  // failures (for forms built with _forms.html's summary only).
   document.addEventListener("htmx:beforeSwap", function (event) {
     const status = event.detail.xhr.status;
-    if (status === 400 || status === 422) {
+    const elt = event.detail.elt;
+    const form = elt && elt.closest && elt.closest("form");
+    if ((status === 400 || status === 422) && form && summaryOf(form)) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }
