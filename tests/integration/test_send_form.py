@@ -40,7 +40,8 @@ def _form(browser: httpx.Client, upload: str, recipient: str) -> dict[str, str]:
 def test_a_bad_address_is_refused_next_to_the_field_with_what_was_typed(
         browser: httpx.Client, client: httpx.Client) -> None:
     upload = upload_bytes(client, b"compte rendu", "cr.txt")
-    sent = browser.post("/send", data=_form(browser, upload, "Jean Dupont; marie@exemple"))
+    sent = browser.post("/send", data={**_form(browser, upload, "Jean Dupont; marie@exemple"),
+                                       "notify": "1", "max_downloads": "3"})
     assert sent.status_code == 400
     assert re.search(r'id="recipient-input"[^>]*value="Jean Dupont; marie@exemple"', sent.text)
     assert re.search(r'id="recipient-input"[^>]*aria-invalid="true"', sent.text)
@@ -48,6 +49,8 @@ def test_a_bad_address_is_refused_next_to_the_field_with_what_was_typed(
             in sent.text)
     assert 'id="send-error" role="alert"' in sent.text  # near the button, too
     assert 'value="Résultats"' in sent.text
+    assert re.search(r'id="notify"[^>]*checked', sent.text)
+    assert re.search(r'id="max_downloads"[^>]*value="3"', sent.text)
 
 
 def test_htmx_gets_the_faulty_field_with_422(browser: httpx.Client,

@@ -218,7 +218,9 @@ async def send_submit(request: Request, actor: Creator, ctx: Ctx) -> Response:
         if request.headers.get("hx-request"):  # the page stays, with its uploads
             return render(request, "transfers/_send_error.html",
                           {"error": message, "field": field}, status=422, actor=actor)
-        values = {k: str(form.get(k, "")) for k in ("subject", "message", "days")}
+        values = {k: str(form.get(k, ""))[:12_000] for k in (
+            "subject", "message", "days", "max_downloads", "permanent", "notify",
+            "skip_verification")}
         values["recipient"] = ", ".join(str(r) for r in form.getlist("recipient") if str(r))
         return _page(request, actor, options, error=(field, message) if field else message,
                      values=values, status=400)
