@@ -69,8 +69,9 @@ def addresses(values: list[Any]) -> list[str]:
             named = _NAMED.match(entry)
             if named:
                 found.append(named.group(2).strip())
-            elif "@" in entry:
-                found += entry.split(" ")
+            elif "@" in entry:  # "Jean Dupont jean@x.fr": the address only
+                at = [word for word in entry.split(" ") if "@" in word]
+                found += at if len(at) == 1 else entry.split(" ")
             elif entry:
                 found.append(entry)
     return found[:MAX_RECIPIENTS + 1]

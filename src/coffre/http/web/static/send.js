@@ -442,9 +442,9 @@
     replaceLastEntry();
     addChip(contact.email, contact.name);
     hideSuggestions();
-    recipientInput.value = "";
-    if (!badChips()) { recipientError(""); }
     recipientInput.focus();
+    if (recipientInput.value.trim()) { addRecipients(); }  // what was typed before
+    else if (!badChips()) { recipientError(""); }
   }
 
   // What is typed, to chips; an entry that is not one stays in the field,
@@ -463,8 +463,13 @@
             problem = problem || t("bad-address", { address: named[2].trim() });
           }
         } else if (entry.indexOf("@") >= 0) {
-          entry.split(" ").forEach(function (address) {
-            if (!addChip(address, "")) {
+          // "Jean Dupont jean@x.fr": a name and its address, one chip.
+          const words = entry.split(" ");
+          const at = words.filter(function (w) { return w.indexOf("@") >= 0; });
+          const name = at.length === 1 ? words.filter(function (w) { return w !== at[0]; })
+            .join(" ") : "";
+          (at.length === 1 ? at : words).forEach(function (address) {
+            if (!addChip(address, name)) {
               problem = problem || t("bad-address", { address: address });
             }
           });
