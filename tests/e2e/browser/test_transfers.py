@@ -337,7 +337,7 @@ def test_errors_at_the_bottom_of_the_form_are_shown_where_the_sender_is(
     field.press("Enter")
     chip = page.locator("#recipient-list li", has_text="pas-une-adresse@exemple")
     expect(chip).to_have_attribute("data-invalid", "true")
-    expect(chip).to_contain_text("adresse non valide")  # in words, not colour only
+    expect(chip).to_contain_text("adresse invalide")  # in words, not colour only
     expect(page.locator("#recipient-input-error")).to_have_text(
         "Cette adresse n'est pas valide : pas-une-adresse@exemple. Vérifiez-la, ou retirez-la.")
 
