@@ -11,6 +11,7 @@ from fastapi import Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
 from coffre.audit.trail import Context
+from coffre.domain import times
 from coffre.errors import (
     AuthenticationRequired,
     CoffreError,
@@ -159,7 +160,7 @@ def _locked_message(until: datetime | None) -> str:
         return _("Too many wrong codes were entered: this link is locked. "
                  "You can ask for a new code afterwards.")
     return _("Too many wrong codes were entered: this link is locked until %(time)s. "
-             "You can ask for a new code afterwards.", time=until.strftime("%H:%M UTC"))
+             "You can ask for a new code afterwards.", time=times.hour(until))
 
 
 def code_refusal(exc: CoffreError, locked_until: datetime | None = None) -> str:
@@ -190,8 +191,9 @@ def code_refusal(exc: CoffreError, locked_until: datetime | None = None) -> str:
 
 
 def sent_time(moment: datetime | None) -> str:
-    """The time a code was sent, as the code page says it ("at 14:02")."""
-    return moment.strftime("%H:%M UTC") if moment else ""
+    """The time a code was sent, as the code page says it ("at 14:02",
+    in the deployment's zone)."""
+    return times.hour(moment) if moment else ""
 
 
 @router.post("/t/{token}/code")
