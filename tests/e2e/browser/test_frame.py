@@ -155,7 +155,9 @@ def test_the_menu_needs_no_javascript(browser: Any, web: Web) -> None:
         page = signed_in(context.new_page(), web)
         page.goto("/transfers")
         assert not page.get_by_role("button", name="Menu").is_visible()
-        assert page.get_by_role("link", name="Nouveau transfert").is_visible()
+        nav = page.get_by_role("navigation", name="Menu principal")
+        for name in ("Tableau de bord", "Nouveau transfert", "Mon compte"):
+            assert nav.get_by_role("link", name=name).is_visible()
     finally:
         context.close()
 
