@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ADMIN_EMAIL, MailCatcher, Server
+from tests.conftest import ADMIN_EMAIL, MailCatcher, Server, login
 from tests.integration.flows import audit_events
 from tests.integration.support import assert_error, module_server, opened, send
 from tests.integration.test_web_security import _page_session
@@ -219,3 +219,22 @@ def test_every_mail_is_french_and_links_to_pages(server: Server, client: httpx.C
             assert "/api/" not in url, (message["Subject"], url)
             assert re.match(rf"{re.escape(server.url)}/(t|d|transfers|requests|backups|"
                             r"invitation|password|setup)/", url), url
+
+
+def test_the_cli_switches_discreet_mails(server: Server, tmp_path: Any) -> None:
+    admin_token = login(server.url, scopes=["transfers:read", "transfers:write", "admin"])
+    env = {"COFFRE_URL": server.url, "COFFRE_TOKEN": admin_token, "COLUMNS": "250",
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+    def coffre(*args: str) -> str:
+        done = server.coffre(*args, env=env)
+        assert done.returncode == 0, done.stderr + done.stdout
+        return done.stdout
+
+    assert re.search(r"sujets et messages hors des e-mails\s+.\s*non",
+                     coffre("organisation", "show"))
+    try:
+        assert re.search(r"sujets et messages hors des e-mails\s+.\s*oui",
+                         coffre("organisation", "set", "--discreet-mail"))
+    finally:
+        coffre("organisation", "set", "--no-discreet-mail")
