@@ -243,7 +243,7 @@ def deposit_received(*, to: str, depositor: str, count: int, total: int, link: s
         [
             f"{depositor} vous a déposé {files(count)} ({size(total)}).",
             "",
-            "Retrouvez-les sur la page de votre demande de dépôt :",
+            f"Retrouvez-{'le' if count == 1 else 'les'} sur la page de votre demande de dépôt :",
             link,
         ]
     )
