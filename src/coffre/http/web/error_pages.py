@@ -27,7 +27,8 @@ HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/", "/d/", "/login", "/logo
 #: The API: JSON errors only (but for a browser following a download link).
 API_PATHS = ("/api/", "/backup/")
 #: Links whose paths hold a capability: "unknown" and "locked" speak of a link.
-_LINK_PATHS = ("/t/", "/d/", "/api/v1/links/", "/api/v1/deposit/")
+_LINK_PATHS = ("/t/", "/d/", "/api/v1/links/", "/api/v1/deposit/", "/setup/", "/invitation/",
+               "/password/reset/")
 
 _REASONS = {
     "expired": (
