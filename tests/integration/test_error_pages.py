@@ -37,7 +37,7 @@ def page(response: httpx.Response, status: int, title: str) -> str:
     assert response.headers["content-type"].startswith("text/html")
     assert response.headers["cache-control"] == "no-store"
     html = response.text
-    assert '<html lang="fr">' in html
+    assert '<html lang="fr"' in html
     assert f'<h1 id="error-title">{title}</h1>' in html
     assert FRAME in html
     assert 'href="/login"' in html or 'href="/transfers"' in html
