@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote, urlsplit
 from anyio import to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
+from starlette.routing import Match
 
 from coffre.crypto import credentials
 from coffre.domain.accounts import Actor
@@ -80,7 +81,15 @@ def _back(request: Request) -> str:
     current = request.headers.get("hx-current-url")
     if current:
         return safe_next(urlsplit(current).path)
+    if _has_page(request):  # a form posted to its own page (remove_factor...)
+        return safe_next(request.url.path)
     return "/"
+
+
+def _has_page(request: Request) -> bool:
+    """A page answers GET at the path this form was posted to."""
+    scope = {**request.scope, "method": "GET"}
+    return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
 
 
 def _to(page: str, request: Request) -> str:
