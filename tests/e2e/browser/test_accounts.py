@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -328,8 +328,8 @@ def test_passkey_registered_then_used_to_sign_in_and_to_step_up(person: Any,
     page.get_by_role("button", name="Confirmer avec une clé d'accès").click()
     expect(page).to_have_url(at(r"/account"))
     resumed = wait_for_events(fresh.server.data_dir, "reauth.resumed")
-    assert [e["details"]["path"] for e in resumed] == [
-        f"/account/factors/{audit_events(fresh.server.data_dir, 'factor.removed')[0]['object']['id']}/remove"]
+    removed = audit_events(fresh.server.data_dir, "factor.removed")[0]["object"]["id"]
+    assert [e["details"]["path"] for e in resumed] == [f"/account/factors/{removed}/remove"]
     expect(page.get_by_role("link", name=re.compile("^Retirer"))).to_have_count(1)
     assert [e["details"]["kind"] for e in audit_events(fresh.server.data_dir,
                                                         "factor.removed")] == ["totp"]

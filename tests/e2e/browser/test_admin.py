@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
