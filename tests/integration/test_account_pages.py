@@ -15,13 +15,14 @@ from coffre.domain.accounts import Role
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    MailCatcher,
     Server,
     enrol_totp,
     second_factor,
     totp_code,
 )
 from tests.integration.flows import audit_events, make_transfer, sql
-from tests.integration.support import module_server
+from tests.integration.support import module_server, opened, send
 from tests.integration.test_auth import COOKIE, PASSWORD, new_user
 
 mail, server, token, client, admin = module_server("account-pages")
@@ -155,5 +156,29 @@ def test_a_lapsed_intent_is_not_resumed(server: Server, client: httpx.Client) ->
         later = browser.get(f"/reauth/continue?next=/transfers/{transfer}")
         assert later.status_code == 303 and later.headers["location"] == f"/transfers/{transfer}"
         assert client.get(f"/api/v1/transfers/{transfer}").status_code == 200
+    finally:
+        browser.close()
+
+
+def test_the_audit_view_says_who_downloaded_which_file_in_french(
+        server: Server, mail: MailCatcher, client: httpx.Client) -> None:
+    """Issue 16, defect 11: the recipient by address, the file by its name
+    and size (unsealed for the page), the codes behind "Détails"."""
+    transfer, (token,) = send(client, {"compte-rendu.pdf": b"%PDF" + b"x" * 1_258_287})
+    access = opened(server, mail, transfer, token)
+    view = httpx.get(f"{server.url}/api/v1/links/{token}", headers=access, timeout=30).json()
+    (file,) = view["files"]
+    got = httpx.get(file["url"], headers=access, timeout=60)
+    assert got.status_code == 200 and len(got.content) == 1_258_291
+    (address,) = transfer["links"]
+    browser, _csrf = _page_session(server)
+    try:
+        page = unescape(browser.get("/admin/audit?category=reads").text)
+        assert f"{address} a téléchargé « compte-rendu.pdf » (1,2 Mo)" in page
+        assert "a envoyé un transfert" not in page  # another category
+        assert "<summary>Détails" in page and "transfer.downloaded" in page
+        sent = unescape(browser.get("/admin/audit?category=sending").text)
+        assert "a envoyé un transfert (1 fichier)" in sent
+        assert "a téléchargé" not in sent
     finally:
         browser.close()

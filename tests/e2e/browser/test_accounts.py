@@ -110,6 +110,17 @@ def test_first_run_setup_with_totp_then_sign_in_and_api_token(person: Any,
     expect(page).to_have_url(at(r"/account/totp"))
     used = httpx.get(fresh.setup_link)  # the link works once
     assert used.status_code == 410 and "text/html" in used.headers["content-type"]
+    # Defect 10: the account page says a factor is missing as a warning, not
+    # as a success; the menu offers only what works until one exists.
+    page.get_by_role("navigation", name="Menu principal").get_by_role(
+        "link", name="Mon compte").click()
+    banner = page.locator("main > .notice")
+    expect(banner).to_have_class(re.compile(r"\bwarning\b"))
+    expect(banner).to_contain_text("Important : Votre compte demande un second facteur")
+    check_accessibility(page)
+    screenshot(page, "account-must-enrol")
+    page.get_by_role("link", name="Ajouter une application d'authentification").click()
+    expect(page).to_have_url(at(r"/account/totp"))
     expect(page.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
     secret = page.locator("#totp-secret").inner_text().strip()
     assert re.fullmatch(r"[A-Z2-7]{32}", secret)
@@ -157,6 +168,14 @@ def test_first_run_setup_with_totp_then_sign_in_and_api_token(person: Any,
     assert re.search(r"\d{2}/\d{2}/\d{4}$", header)
     assert [line for line in text.splitlines() if line in codes] == codes
     expect(page.get_by_role("button", name="Imprimer")).to_be_visible()
+    page.emulate_media(media="print")  # printed: the codes and what they are for only
+    expect(page.locator(".codes")).to_be_visible()
+    expect(page.get_by_text("Conservez ces codes en lieu sûr")).to_be_visible()
+    for hidden in (page.locator("header"), page.locator("footer"),
+                   page.get_by_role("button", name="Imprimer"),
+                   page.get_by_role("button", name=re.compile("Je les ai conservés"))):
+        expect(hidden).to_be_hidden()
+    page.emulate_media(media="screen")
     check_accessibility(page)
     page.get_by_role("button", name=re.compile("Je les ai conservés")).click()
 
