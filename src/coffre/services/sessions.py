@@ -327,6 +327,17 @@ class SessionService:
                 session, actor.organisation_id, json.dumps(intent), f"intent:{row.id}")
             row.intent_expires_at = self.clock.now() + INTENT_LIFETIME
 
+    def has_intent(self, actor: Actor) -> bool:
+        """Whether this session keeps an intent that has not lapsed."""
+        authorize(actor, Action.ACCOUNT_READ)
+        if actor.session_id is None:
+            return False
+        with self.db.session() as session:
+            row = session.get(UserSession, actor.session_id)
+            return (row is not None and row.intent_sealed is not None
+                    and row.intent_expires_at is not None
+                    and row.intent_expires_at > self.clock.now())
+
     def take_intent(self, actor: Actor, ctx: trail.Context) -> dict[str, Any] | None:
         """The kept intent, once (it is cleared), if it has not lapsed and
         the session has stepped up since; records ``reauth.resumed``."""

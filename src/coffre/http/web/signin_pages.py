@@ -320,7 +320,10 @@ async def reauth_submit(actor: Reader, request: Request, ctx: Ctx) -> Response:
         return _reauth(request, actor, after, error, 401)
     except TooManyAttempts as exc:
         return _reauth(request, actor, after, wait_message(exc), 429)
-    return RedirectResponse(f"/reauth/continue?next={quote(after, safe='/')}", status_code=303)
+    if await to_thread.run_sync(app.sessions.has_intent, actor):  # an action to resume
+        return RedirectResponse(f"/reauth/continue?next={quote(after, safe='/')}",
+                                status_code=303)
+    return RedirectResponse(after, status_code=303)
 
 
 #: What a resumed action is called on its button (by the path it posts to).

@@ -140,7 +140,12 @@
       const done = await window.Coffre.api("POST", "/api/v1/auth/reauth", {
         password: password.value, method: "webauthn", credential: got.credential,
       });
-      if (done.ok) return window.location.assign(local(box.getAttribute("data-next")));
+      // Through /reauth/continue: it resumes the action that asked for the
+      // step-up, if one waits, else goes on to the page.
+      if (done.ok) {
+        return window.location.assign("/reauth/continue?next=" +
+                                      encodeURIComponent(local(box.getAttribute("data-next"))));
+      }
       fail(done.status === 429 ? "wait" : "generic");
     }
 
