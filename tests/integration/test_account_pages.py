@@ -123,7 +123,7 @@ def test_step_up_resumes_the_deletion_asked_for_once(server: Server,
         assert confirmed.status_code == 303
         assert confirmed.headers["location"] == f"/reauth/continue?next=/transfers/{transfer}"
         page = browser.get(confirmed.headers["location"])
-        assert page.status_code == 200
+        assert page.status_code == 200, server.log()[-3000:]
         assert f'action="/transfers/{transfer}/delete"' in page.text
         assert "Supprimer le transfert" in page.text and ADMIN_PASSWORD not in page.text
         resumed = audit_events(server.data_dir, "reauth.resumed")

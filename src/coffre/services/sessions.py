@@ -345,19 +345,23 @@ class SessionService:
         if actor.session_id is None:
             return None
         with self.db.session() as session:
-            row = session.get(UserSession, actor.session_id, with_for_update=True)
-            if row is None or row.intent_sealed is None or row.intent_expires_at is None:
+            # Columns only: a locked row of the session (not its joined user).
+            found = session.execute(
+                select(UserSession.intent_sealed, UserSession.intent_expires_at)
+                .where(UserSession.id == actor.session_id).with_for_update()).one_or_none()
+            if found is None or found[0] is None or found[1] is None:
                 return None
-            sealed, expires = row.intent_sealed, row.intent_expires_at
-            row.intent_sealed = row.intent_expires_at = None
+            sealed, expires = found
+            session.execute(update(UserSession).where(UserSession.id == actor.session_id)
+                            .values(intent_sealed=None, intent_expires_at=None))
             if expires <= self.clock.now() or not actor.stepped_up:
                 return None
             intent: dict[str, Any] = json.loads(
-                self.factors.keys.open_text(session, sealed, f"intent:{row.id}"))
+                self.factors.keys.open_text(session, sealed, f"intent:{actor.session_id}"))
             trail.record(session, "reauth.resumed", actor=actor.user_id,
                          organisation_id=actor.organisation_id, object_type="session",
-                         object_id=row.id, context=ctx, resumed=intent.get("action"),
-                         path=intent.get("path"))
+                         object_id=actor.session_id, context=ctx,
+                         resumed=intent.get("action"), path=intent.get("path"))
             return intent
 
     def step_up_options(self, actor: Actor) -> dict[str, Any]:
