@@ -349,9 +349,9 @@ class SessionService:
             found = session.execute(
                 select(UserSession.intent_sealed, UserSession.intent_expires_at)
                 .where(UserSession.id == actor.session_id).with_for_update()).one_or_none()
-            if found is None or found[0] is None or found[1] is None:
+            sealed, expires = found if found is not None else (None, None)
+            if sealed is None or expires is None:
                 return None
-            sealed, expires = found
             session.execute(update(UserSession).where(UserSession.id == actor.session_id)
                             .values(intent_sealed=None, intent_expires_at=None))
             if expires <= self.clock.now() or not actor.stepped_up:
