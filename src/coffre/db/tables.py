@@ -140,6 +140,9 @@ class SecondFactor(Base):
     secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     #: TOTP: the last accepted time step (a code is never accepted twice).
     last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: TOTP: a digest of the browser mark that gave ``last_step`` (its owner
+    #: typing the same code again is told to wait, not reported).
+    last_step_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     credential_id: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, unique=True)
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -177,6 +180,10 @@ class UserSession(Base):
     source: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: A POST that waited for step-up (SEC-17), sealed under the
+    #: organisation's key and bound to this session, and when it lapses.
+    intent_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    intent_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     user: Mapped[User] = relationship(lazy="joined")
 
 

@@ -3,7 +3,11 @@
 - TOTP (pyotp): a 160-bit seed from the CSPRNG, sealed under the
   organisation's key; 30 s steps, one step of drift either way; a code
   is accepted once: the last accepted step is kept and any code of that
-  step or an earlier one is a replay (refused, logged, notified).
+  step or an earlier one is a replay: refused always (a code is single
+  use). When the browser that just used it presents it again (its owner
+  signing out and in within 30 s), the reuse is only logged and the person
+  told to wait for the next code; from anywhere else it is also counted
+  as a failure and notified (docs/design.md, threat model).
 - WebAuthn (py_webauthn): 128-bit challenges kept on the server-side
   session; origin, rpId, signature counter and user verification checked.
 - Recovery codes: ten single-use codes of 118 bits (24 characters in
@@ -57,6 +61,16 @@ RECOVERY = "recovery"
 RECOVERY_CODES = 10
 CHALLENGE_LIFETIME = timedelta(minutes=5)
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes
+#: A kind of factor as the security notices name it (French, English).
+_KIND_WORDS = {"totp": ("une application d'authentification", "an authenticator app"),
+               "webauthn": ("une clé d'accès", "a passkey")}
+#: Outcomes of checking a TOTP code.
+ACCEPTED = "accepted"
+REFUSED = "refused"
+#: A code of a step already used, by the browser that used it.
+REUSED = "reused"
+#: Seconds a TOTP code lives.
+TOTP_STEP = 30
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,20 @@ class FactorService:
 
     # -- TOTP -------------------------------------------------------------------
 
+    def pending_totp(self, actor: Actor, factor_id: str) -> TotpEnrolment:
+        """The enrolment waiting for its first code, shown again (its QR
+        code and key) after a wrong code; ``NotFound`` once confirmed or
+        replaced by a newer one."""
+        authorize(actor, Action.FACTOR_MANAGE)
+        with self.db.session() as session:
+            row = session.get(SecondFactor, factor_id)
+            if (row is None or row.user_id != actor.user_id or row.kind != TOTP
+                    or row.confirmed_at is not None or row.secret_sealed is None):
+                raise NotFound("no pending TOTP enrolment with this id")
+            user = self._user(session, actor.user_id)
+            secret = self.keys.open_text(session, row.secret_sealed, f"totp:{row.id}")
+            return _enrolment(row.id, secret, user.email)
+
     def begin_totp(self, actor: Actor, name: str, ctx: trail.Context) -> TotpEnrolment:
         authorize(actor, Action.FACTOR_MANAGE)
         secret = pyotp.random_base32(length=32)  # 160 bits
@@ -177,14 +205,13 @@ class FactorService:
             row.secret_sealed = self.keys.seal_text(
                 session, user.organisation_id, secret, f"totp:{row.id}"
             )
-            uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name="Coffre")
-            svg = segno.make(uri, error="m").svg_inline(scale=4)
-            return TotpEnrolment(row.id, secret, uri, svg)
+            return _enrolment(row.id, secret, user.email)
 
     def confirm_totp(self, actor: Actor, factor_id: str, code: str,
-                     ctx: trail.Context) -> list[str]:
+                     ctx: trail.Context, browser: str | None = None) -> list[str]:
         """Confirm a pending TOTP with its first code; returns new recovery
-        codes when this is the user's first factor (shown once)."""
+        codes when this is the user's first factor (shown once). ``browser``
+        is the digest of the browser's mark (``guard.browser_digest``)."""
         authorize(actor, Action.FACTOR_MANAGE)
         with self.db.session() as session:
             row = session.get(SecondFactor, factor_id, with_for_update=True)
@@ -199,7 +226,7 @@ class FactorService:
                              object_id=row.id, outcome="failure", context=ctx, kind=TOTP)
                 raise InvalidInput("this code is not valid: check the time of your device",
                                    field="code")
-            row.last_step = step
+            row.last_step, row.last_step_by = step, browser
             return self._added(session, user, row, actor, ctx)
 
     def _totp_step(self, session: Session, user: User, row: SecondFactor,
@@ -218,8 +245,12 @@ class FactorService:
         return None
 
     def verify_totp(self, session: Session, user: User, code: str,
-                    ctx: trail.Context) -> bool:
-        """Check a login or step-up code; a replayed one is refused and reported."""
+                    ctx: trail.Context, browser: str | None = None) -> str:
+        """Check a login or step-up code: ``ACCEPTED``, ``REFUSED``, or
+        ``REUSED``. A code of a step already used is always refused; when
+        ``browser`` (the digest of the browser's mark) is the one that used
+        it, that is its owner typing it again within its 30 s (``REUSED``:
+        logged, not reported); otherwise a replay (logged and notified)."""
         for row in self._confirmed(session, user.id):
             if row.kind != TOTP:
                 continue
@@ -232,20 +263,30 @@ class FactorService:
                 update(SecondFactor)
                 .where(SecondFactor.id == row.id,
                        or_(SecondFactor.last_step.is_(None), SecondFactor.last_step < step))
-                .values(last_step=step, last_used_at=self.clock.now())
+                .values(last_step=step, last_step_by=browser, last_used_at=self.clock.now())
                 .execution_options(synchronize_session=False)
             )
             assert isinstance(accepted, CursorResult)
             if accepted.rowcount == 0:
+                session.refresh(row)
+                if (browser is not None and row.last_step_by is not None
+                        and credentials.tokens_equal(row.last_step_by, browser)):
+                    trail.record(session, "factor.code_reused", actor=user.id,
+                                 organisation_id=user.organisation_id,
+                                 object_type="second_factor", object_id=row.id,
+                                 outcome="failure", context=ctx, kind=TOTP)
+                    return REUSED
                 trail.record(session, "factor.replay_rejected", actor=user.id,
                              organisation_id=user.organisation_id, object_type="second_factor",
                              object_id=row.id, outcome="failure", context=ctx, kind=TOTP)
-                self._notify(session, user, "Un code TOTP déjà utilisé a été présenté "
-                             "pour votre compte : si ce n'était pas vous, changez votre mot "
-                             "de passe.", "A TOTP code was replayed for your account.")
-                return False
-            return True
-        return False
+                self._notify(session, user, "Un code d'application d'authentification déjà "
+                             "utilisé a été présenté pour votre compte depuis un autre "
+                             "navigateur : si ce n'était pas vous, changez votre mot de passe.",
+                             "An authenticator app code already used was presented again "
+                             "for your account from another browser.")
+                return REFUSED
+            return ACCEPTED
+        return REFUSED
 
     # -- recovery codes ---------------------------------------------------------
 
@@ -437,8 +478,9 @@ class FactorService:
                          organisation_id=user.organisation_id, object_type="second_factor",
                          object_id=factor_id, context=ctx, kind=row.kind)
             self._end_other_sessions(session, user, actor)
-            self._notify(session, user, f"Un second facteur ({row.kind}) a été retiré de "
-                         "votre compte.", f"A second factor ({row.kind}) was removed.")
+            french, english = _KIND_WORDS.get(row.kind, (row.kind, row.kind))
+            self._notify(session, user, f"Un second facteur ({french}) a été retiré de "
+                         "votre compte.", f"A second factor ({english}) was removed.")
 
     def _added(self, session: Session, user: User, row: SecondFactor, actor: Actor,
                ctx: trail.Context) -> list[str]:
@@ -459,8 +501,9 @@ class FactorService:
                      organisation_id=user.organisation_id, object_type="second_factor",
                      object_id=row.id, context=ctx, kind=row.kind, tokens_revoked=revoked)
         self._end_other_sessions(session, user, actor)
-        self._notify(session, user, f"Un second facteur ({row.kind}) a été ajouté à votre "
-                     "compte.", f"A second factor ({row.kind}) was added to your account.")
+        french, english = _KIND_WORDS.get(row.kind, (row.kind, row.kind))
+        self._notify(session, user, f"Un second facteur ({french}) a été ajouté à votre "
+                     "compte.", f"A second factor ({english}) was added to your account.")
         return codes
 
     def _end_other_sessions(self, session: Session, user: User, actor: Actor) -> None:
@@ -482,6 +525,12 @@ class FactorService:
             raise NotFound("user not found")
         return user
 
+
+
+def _enrolment(factor_id: str, secret: str, email: str) -> TotpEnrolment:
+    uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name="Coffre")
+    svg = segno.make(uri, error="m").svg_inline(scale=4)
+    return TotpEnrolment(factor_id, secret, uri, svg)
 
 
 def _json(text: str) -> Any:

@@ -11,6 +11,7 @@ logout, when the account is disabled, or when a factor changes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,12 +28,22 @@ from coffre.domain.policy import Action, authorize
 from coffre.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
 from coffre.ports import Clock
 from coffre.services.accounts import AccountService, mfa_required
-from coffre.services.factors import RECOVERY, TOTP, WEBAUTHN, FactorService
+from coffre.services.factors import (
+    ACCEPTED,
+    RECOVERY,
+    REUSED,
+    TOTP,
+    TOTP_STEP,
+    WEBAUTHN,
+    FactorService,
+)
 from coffre.services.throttle import Throttles
 
 FULL = "full"
 PENDING = "password"
 PENDING_LIFETIME = timedelta(minutes=5)
+#: How long an action waiting for step-up may be resumed (SEC-17).
+INTENT_LIFETIME = timedelta(minutes=5)
 #: last_seen_at is written at most this often (idle limits are in minutes).
 TOUCH_EVERY = timedelta(seconds=30)
 
@@ -69,6 +80,9 @@ class Proof:
     method: str  # totp | recovery | webauthn
     code: str = ""
     credential: dict[str, Any] | None = None
+    #: The digest of the browser's mark, when a browser gives it (a TOTP
+    #: code it has just used itself is then "wait", not a replay).
+    browser: str | None = None
 
 
 def csrf_for(token: str) -> str:
@@ -152,20 +166,27 @@ class SessionService:
         with self.db.session() as session:
             login = (self._pending(session, pending) if pending is not None
                      else session.get(UserSession, session_id) if session_id else None)
-            ok = self._check_proof(session, user, login, proof, ctx)
+            result = self._check_proof(session, user, login, proof, ctx)
+            ok = result is True or result == ACCEPTED
             if ok:
                 self.throttles.succeeded(session, "factor", user.id)
+            elif result == REUSED:  # its owner again: it guessed nothing
+                self.throttles.refund(session, "factor", user.id)
             else:
                 trail.record(session, failure, actor=None,
                              organisation_id=user.organisation_id, object_type="user",
                              object_id=user.id, outcome="failure", context=ctx,
                              method=proof.method, failures=failures)
+        if result == REUSED:
+            left = TOTP_STEP - int(self.clock.now().timestamp()) % TOTP_STEP
+            raise AuthenticationRequired("this code has just been used: wait for the next one",
+                                         reason="second_factor_reused", retry_after=left)
         return ok
 
     def _check_proof(self, session: Session, user: User, row: UserSession | None,
-                     proof: Proof, ctx: trail.Context) -> bool:
+                     proof: Proof, ctx: trail.Context) -> bool | str:
         if proof.method == TOTP:
-            return self.factors.verify_totp(session, user, proof.code, ctx)
+            return self.factors.verify_totp(session, user, proof.code, ctx, proof.browser)
         if proof.method == RECOVERY:
             return self.factors.verify_recovery(session, user, proof.code, ctx)
         if proof.method == WEBAUTHN and row is not None and proof.credential is not None:
@@ -288,6 +309,60 @@ class SessionService:
                          organisation_id=user.organisation_id, object_type="user",
                          object_id=user.id, context=ctx, second_factor=bool(methods))
         return now + self.step_up
+
+    # -- resuming after step-up ------------------------------------------------
+
+    def keep_intent(self, actor: Actor, intent: dict[str, Any]) -> None:
+        """Keep what a browser asked for when step-up stopped it (a form's
+        path and fields), sealed under the organisation's key and bound to
+        this session, for ``INTENT_LIFETIME``; a newer one replaces it."""
+        authorize(actor, Action.ACCOUNT_READ)
+        if actor.session_id is None:
+            return
+        with self.db.session() as session:
+            row = session.get(UserSession, actor.session_id)
+            if row is None:
+                return
+            row.intent_sealed = self.factors.keys.seal_text(
+                session, actor.organisation_id, json.dumps(intent), f"intent:{row.id}")
+            row.intent_expires_at = self.clock.now() + INTENT_LIFETIME
+
+    def has_intent(self, actor: Actor) -> bool:
+        """Whether this session keeps an intent that has not lapsed."""
+        authorize(actor, Action.ACCOUNT_READ)
+        if actor.session_id is None:
+            return False
+        with self.db.session() as session:
+            row = session.get(UserSession, actor.session_id)
+            return (row is not None and row.intent_sealed is not None
+                    and row.intent_expires_at is not None
+                    and row.intent_expires_at > self.clock.now())
+
+    def take_intent(self, actor: Actor, ctx: trail.Context) -> dict[str, Any] | None:
+        """The kept intent, once (it is cleared), if it has not lapsed and
+        the session has stepped up since; records ``reauth.resumed``."""
+        authorize(actor, Action.ACCOUNT_READ)
+        if actor.session_id is None:
+            return None
+        with self.db.session() as session:
+            # Columns only: a locked row of the session (not its joined user).
+            found = session.execute(
+                select(UserSession.intent_sealed, UserSession.intent_expires_at)
+                .where(UserSession.id == actor.session_id).with_for_update()).one_or_none()
+            sealed, expires = found if found is not None else (None, None)
+            if sealed is None or expires is None:
+                return None
+            session.execute(update(UserSession).where(UserSession.id == actor.session_id)
+                            .values(intent_sealed=None, intent_expires_at=None))
+            if expires <= self.clock.now() or not actor.stepped_up:
+                return None
+            intent: dict[str, Any] = json.loads(
+                self.factors.keys.open_text(session, sealed, f"intent:{actor.session_id}"))
+            trail.record(session, "reauth.resumed", actor=actor.user_id,
+                         organisation_id=actor.organisation_id, object_type="session",
+                         object_id=actor.session_id, context=ctx,
+                         resumed=intent.get("action"), path=intent.get("path"))
+            return intent
 
     def step_up_options(self, actor: Actor) -> dict[str, Any]:
         with self.db.session() as session:

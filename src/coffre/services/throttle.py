@@ -128,6 +128,15 @@ class Throttles:
             return now + min(delay, MAX_DELAY)
         return None
 
+    def refund(self, session: Session, kind: str, subject: str) -> None:
+        """Give back the attempt ``attempt`` counted, for a check that
+        guessed nothing (a second factor its own browser had just used)."""
+        row = session.get(Throttle, throttle_key(kind, subject), with_for_update=True)
+        if row is not None and row.failures > 0:
+            row.failures -= 1
+            if row.failures <= FREE_FAILURES:
+                row.blocked_until = None
+
     def succeeded(self, session: Session, kind: str, subject: str) -> None:
         session.execute(delete(Throttle).where(Throttle.key == throttle_key(kind, subject)))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -109,15 +110,42 @@ def test_first_run_setup_with_totp_then_sign_in_and_api_token(person: Any,
     expect(page).to_have_url(at(r"/account/totp"))
     used = httpx.get(fresh.setup_link)  # the link works once
     assert used.status_code == 410 and "text/html" in used.headers["content-type"]
+    # Defect 10: the account page says a factor is missing as a warning, not
+    # as a success; the menu offers only what works until one exists.
+    page.get_by_role("navigation", name="Menu principal").get_by_role(
+        "link", name="Mon compte").click()
+    banner = page.locator("main > .notice")
+    expect(banner).to_have_class(re.compile(r"\bwarning\b"))
+    expect(banner).to_contain_text("Important : Votre compte demande un second facteur")
+    check_accessibility(page)
+    screenshot(page, "account-must-enrol")
+    page.get_by_role("link", name="Ajouter une application d'authentification").click()
+    expect(page).to_have_url(at(r"/account/totp"))
     expect(page.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
     secret = page.locator("#totp-secret").inner_text().strip()
     assert re.fullmatch(r"[A-Z2-7]{32}", secret)
     check_accessibility(page)
     screenshot(page, "account-totp")
+    # Until a factor exists, the menu offers only what works.
+    menu = page.get_by_role("navigation", name="Menu principal")
+    expect(menu.get_by_role("link")).to_have_text(["Mon compte"])
+    expect(menu.get_by_role("button", name="Se déconnecter")).to_be_visible()
+    assert "TOTP" not in page.locator("main").inner_text()
     page.get_by_label("Code de l'application").fill("000000")
     page.get_by_role("button", name="Valider").click()
-    expect(page.get_by_role("alert")).to_contain_text("Ce code n'a pas été accepté")
-    page.get_by_label("Code de l'application").fill(totp_code(secret))
+    # Issue 16, defect 10: the same key and QR code stay; the error is next
+    # to the field, which has the focus, in view.
+    code_field = page.get_by_label("Code de l'application")
+    expect(code_field).to_be_focused()
+    expect(code_field).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#code-error")).to_contain_text("Ce code n'a pas été accepté")
+    expect(page.locator("#code-error")).to_be_in_viewport()
+    expect(page.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
+    assert page.locator("#totp-secret").inner_text().strip() == secret
+    check_accessibility(page)
+    screenshot(page, "account-totp-error")
+    enrolled_with = totp_code(secret)
+    code_field.fill(enrolled_with)
     page.get_by_role("button", name="Valider").click()
 
     expect(page.get_by_role("heading", name="Vos codes de secours")).to_be_visible()
@@ -125,6 +153,30 @@ def test_first_run_setup_with_totp_then_sign_in_and_api_token(person: Any,
     assert len(codes) == 10 and all(re.fullmatch(r"[a-z2-9]{4}(-[a-z2-9]{4}){5}", c)
                                     for c in codes)
     screenshot(page, "account-recovery-codes")
+    # Defect 5: copy (the clipboard holds the codes), download (a .txt file
+    # made in the page, named after the account, with a dated header).
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copier").click()
+    expect(page.get_by_role("status").filter(has_text="codes sont copiés")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()").split() == codes
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Télécharger").click()
+    assert download.value.suggested_filename == f"coffre-codes-de-secours-{EMAIL}.txt"
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    header = text.splitlines()[0]
+    assert header.startswith(f"Codes de secours Coffre de {EMAIL}, créés le ")
+    assert re.search(r"\d{2}/\d{2}/\d{4}$", header)
+    assert [line for line in text.splitlines() if line in codes] == codes
+    expect(page.get_by_role("button", name="Imprimer")).to_be_visible()
+    page.emulate_media(media="print")  # printed: the codes and what they are for only
+    expect(page.locator(".codes")).to_be_visible()
+    expect(page.get_by_text("Conservez ces codes en lieu sûr")).to_be_visible()
+    for hidden in (page.locator("header"), page.locator("footer"),
+                   page.get_by_role("button", name="Imprimer"),
+                   page.get_by_role("button", name=re.compile("Je les ai conservés"))):
+        expect(hidden).to_be_hidden()
+    page.emulate_media(media="screen")
+    check_accessibility(page)
     page.get_by_role("button", name=re.compile("Je les ai conservés")).click()
 
     # The session was opened before the factor existed: sign in with it.
@@ -135,6 +187,21 @@ def test_first_run_setup_with_totp_then_sign_in_and_api_token(person: Any,
     sign_in_with_password(page)
     check_accessibility(page)
     screenshot(page, "account-second-factor")
+    # Defect 10: the code just used for the enrolment, typed again by the
+    # same browser within its 30 s, is refused (single use) with "wait for
+    # the next one": no security alert, not a failure towards a lock.
+    mails_before = sql(fresh.server.data_dir, "SELECT COUNT(*) FROM outgoing_mail")[0][0]
+    page.get_by_label("Code de votre application d'authentification").fill(enrolled_with)
+    page.get_by_role("button", name="Se connecter", exact=True).click()
+    expect(page.locator("#code-error")).to_have_text(
+        "Ce code vient d'être utilisé : attendez le suivant (30 s).")
+    expect(page.get_by_label("Code de votre application d'authentification")).to_be_focused()
+    screenshot(page, "account-code-reused")
+    assert sql(fresh.server.data_dir, "SELECT COUNT(*) FROM outgoing_mail")[0][0] == mails_before
+    assert not audit_events(fresh.server.data_dir, "factor.replay_rejected")
+    assert len(audit_events(fresh.server.data_dir, "factor.code_reused")) == 1
+    assert all(failures == 0 for (failures,) in sql(
+        fresh.server.data_dir, "SELECT failures FROM throttles WHERE kind = 'factor'"))
     page.get_by_label("Code de votre application d'authentification").fill("123456")
     page.get_by_role("button", name="Se connecter", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("Ce code n'a pas été accepté")
@@ -146,6 +213,8 @@ def test_first_run_setup_with_totp_then_sign_in_and_api_token(person: Any,
     menu = page.get_by_role("navigation", name="Menu principal")
     expect(menu.get_by_role("link", name="Administration")).to_be_visible()
     expect(menu.get_by_role("link", name="Mon compte")).to_be_visible()
+    assert not [m for m in fresh.mail.messages
+                if "déjà utilisé" in m.get_body(("plain",)).get_content()]
 
     # API token: created, shown once, works, then revoked in place (htmx).
     menu.get_by_role("link", name="Mon compte").click()
@@ -256,7 +325,7 @@ def test_passkey_registered_then_used_to_sign_in_and_to_step_up(person: Any,
     # SEC-17: an old sign-in must be confirmed before a factor is removed.
     sql(fresh.server.data_dir, "UPDATE user_sessions SET auth_time = '2000-01-01 00:00:00'")
     page.goto("/account")
-    page.get_by_role("link", name="Retirer TOTP").click()
+    page.get_by_role("link", name="Retirer Application d'authentification").click()
     expect(page).to_have_url(at(r"/reauth\?next=/account/factors/\w+/remove"))
     check_accessibility(page)
     page.get_by_label("Mot de passe").fill(PASSWORD)
@@ -269,8 +338,18 @@ def test_passkey_registered_then_used_to_sign_in_and_to_step_up(person: Any,
     page.get_by_label("Mot de passe").fill(PASSWORD)
     page.get_by_role("button", name="Confirmer avec une clé d'accès").click()
     expect(page.get_by_role("heading", name="Retirer un second facteur")).to_be_visible()
+    # Defect 8: the step-up lapses while the page is open; "Retirer" asks
+    # for it again, then the removal is carried out without a second click.
+    sql(fresh.server.data_dir, "UPDATE user_sessions SET auth_time = '2000-01-01 00:00:00'")
     page.get_by_role("button", name="Retirer").click()
+    expect(page).to_have_url(at(r"/reauth\?next=/account/factors/\w+/remove"))
+    assert not audit_events(fresh.server.data_dir, "factor.removed")
+    page.get_by_label("Mot de passe").fill(PASSWORD)
+    page.get_by_role("button", name="Confirmer avec une clé d'accès").click()
     expect(page).to_have_url(at(r"/account"))
+    resumed = wait_for_events(fresh.server.data_dir, "reauth.resumed")
+    removed = audit_events(fresh.server.data_dir, "factor.removed")[0]["object"]["id"]
+    assert [e["details"]["path"] for e in resumed] == [f"/account/factors/{removed}/remove"]
     expect(page.get_by_role("link", name=re.compile("^Retirer"))).to_have_count(1)
     assert [e["details"]["kind"] for e in audit_events(fresh.server.data_dir,
                                                         "factor.removed")] == ["totp"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -122,14 +123,27 @@ def test_administrator_manages_members_policy_and_reads_the_audit_trail(
 
     page.get_by_role("link", name="Journal d'audit").click()
     events = page.locator("ol.events > li")
-    for action in ("invitation.created", "invitation.accepted", "member.role_changed",
-                   "member.disabled", "organisation.policy_changed"):
-        expect(events.filter(has_text=action).first).to_be_visible()
-    expect(events.first).to_contain_text("organisation.policy_changed")  # newest first
-    page.get_by_label("Action", exact=True).select_option("member.disabled")
+    # Issue 16, defect 11: sentences, not codes (those are behind "Détails").
+    for sentence in ("a invité un membre", "Une invitation a été acceptée",
+                     "a changé le rôle d'un membre", "a désactivé un membre",
+                     "a modifié les règles de l'organisation", "s'est connecté"):
+        expect(events.filter(has_text=sentence).first).to_be_visible()
+    newest = events.first
+    expect(newest).to_contain_text("a modifié les règles de l'organisation")  # newest first
+    expect(newest.locator("code.action")).to_be_hidden()
+    newest.get_by_text("Détails").click()
+    expect(newest.locator("code.action")).to_have_text("organisation.policy_changed")
+    # Filters by meaning, and a date range.
+    page.get_by_label("Type d'événement").select_option(label="Administration")
+    page.get_by_label("Du (jour)").fill((datetime.now(UTC) - timedelta(days=1)).date().isoformat())
     page.get_by_role("button", name="Filtrer").click()
-    expect(events).to_have_count(1)
-    expect(events.first).to_contain_text("member.disabled")
+    expect(events.filter(has_text="a désactivé un membre")).to_have_count(1)
+    expect(events.filter(has_text="s'est connecté")).to_have_count(0)
+    page.get_by_label("Type d'événement").select_option(label="Connexions et sécurité")
+    page.get_by_role("button", name="Filtrer").click()
+    expect(events.filter(has_text="s'est connecté").first).to_be_visible()
+    expect(events.filter(has_text="a désactivé un membre")).to_have_count(0)
+    page.get_by_label("Type d'événement").select_option(label="Sauvegardes")
     page.get_by_label("Auteur").select_option(label=MEMBER)
     page.get_by_role("button", name="Filtrer").click()
     expect(page.get_by_text("Aucun événement ne correspond à ces filtres.")).to_be_visible()
@@ -137,7 +151,7 @@ def test_administrator_manages_members_policy_and_reads_the_audit_trail(
     page.get_by_role("button", name="Vérifier l'intégrité").click()
     expect(page.locator(".verdict")).to_contain_text("Journal d'audit intact.")
     expect(page.locator(".verdict")).to_contain_text("événements vérifiés")
-    expect(events.first).to_contain_text("audit.verified")  # who checked, recorded
+    expect(events.first).to_contain_text("a vérifié le journal d'audit")  # who checked
     check_accessibility(page)
     screenshot(page, "admin-audit")
 

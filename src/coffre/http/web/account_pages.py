@@ -104,14 +104,21 @@ async def account_page(actor: FactorReader, request: Request,
 # -- TOTP -------------------------------------------------------------------------
 
 
+def _email(request: Request, actor: Actor) -> str:
+    """The reader's address (named in the recovery codes' file)."""
+    return str(deps.coffre(request).accounts.user(actor).email)
+
+
 @router.get("/account/totp")
 def totp_page(actor: FactorManager, request: Request, ctx: Ctx) -> Response:
     """Starts an enrolment: a new key, shown as a QR code and as text.
     Safe on GET: it only replaces this user's own unconfirmed key, and the
     SameSite=Strict session cookie never comes with another site's request."""
     enrolment = deps.coffre(request).factors.begin_totp(actor, "", ctx)
-    return _page(request, "account/totp.html", actor, enrolment=enrolment, error=None,
-                 first=must_sign_in_again(actor))
+    response = _page(request, "account/totp.html", actor, enrolment=enrolment, error=None,
+                     first=must_sign_in_again(actor), email=_email(request, actor))
+    guard.mark_browser(request, response)
+    return response
 
 
 @router.post("/account/totp/{factor_id}")
@@ -120,24 +127,31 @@ async def totp_confirm(factor_id: str, actor: FactorManager, request: Request,
     app = deps.coffre(request)
     form = await small_form(request)
     code = str(form.get("code", ""))[:64]
+    browser = guard.browser_digest(request)
     try:
         codes = await to_thread.run_sync(
-            lambda: app.factors.confirm_totp(actor, factor_id, code, ctx))
+            lambda: app.factors.confirm_totp(actor, factor_id, code, ctx, browser))
     except NotFound:  # confirmed already, or replaced by a newer enrolment
         return RedirectResponse("/account/totp", status_code=303)
     except InvalidInput:
+        # The same key again (its QR code too): the app already holds it.
+        try:
+            enrolment = await to_thread.run_sync(app.factors.pending_totp, actor, factor_id)
+        except NotFound:
+            return RedirectResponse("/account/totp", status_code=303)
         error = _("This code was not accepted. Check that your device's clock is right and "
                   "type the 6 digits your app shows now.")
-        return _page(request, "account/totp.html", actor, 400, enrolment=None,
-                     factor_id=factor_id, error=error, first=must_sign_in_again(actor))
-    return _recovery_codes(request, actor, codes)
+        return _page(request, "account/totp.html", actor, 400, enrolment=enrolment,
+                     error=error, first=must_sign_in_again(actor),
+                     email=await to_thread.run_sync(_email, request, actor))
+    return await to_thread.run_sync(_recovery_codes, request, actor, codes)
 
 
 def _recovery_codes(request: Request, actor: Actor, codes: list[str]) -> Response:
     if not codes:  # another factor: the recovery codes are unchanged
         return RedirectResponse("/account", status_code=303)
     return _page(request, "account/recovery_codes.html", actor, codes=codes,
-                 relogin=must_sign_in_again(actor))
+                 relogin=must_sign_in_again(actor), email=_email(request, actor))
 
 
 # -- removing a factor, new recovery codes ----------------------------------------------
@@ -184,7 +198,7 @@ async def recovery_codes(actor: FactorManager, request: Request, ctx: Ctx) -> Re
         codes = await to_thread.run_sync(lambda: app.factors.regenerate_recovery(actor, ctx))
     except Conflict:  # no second factor yet
         return RedirectResponse("/account", status_code=303)
-    return _recovery_codes(request, actor, codes)
+    return await to_thread.run_sync(_recovery_codes, request, actor, codes)
 
 
 # -- sessions ---------------------------------------------------------------------

@@ -49,7 +49,7 @@ NUMBERS = (
     ("backup_alert_days", N_("Alert after this many days without a backup"), 1),
 )
 SWITCHES = (
-    ("require_mfa", N_("Every member must use a second factor (TOTP or passkey)")),
+    ("require_mfa", N_("Every member must use a second factor (authenticator app or passkey)")),
     ("allow_unverified_recipients",
      N_("Transfers may skip the recipient's one-time code")),
     ("block_executables",

@@ -1,5 +1,7 @@
 """The audit viewer for administrators: the organisation's events, newest
-first, filtered by action, actor, object and dates, a page at a time; and
+first, each as a sentence (``audit_sentences``) with its raw record behind
+"Details", filtered by category (sign-ins and security, transfers...),
+actor, object and dates, a page at a time; and
 "verify integrity", the same check as ``coffre audit verify`` (every
 event, the chain, the signed checkpoints and the witness file), which
 leaves an ``audit.verified`` event naming who checked and the outcome.
@@ -21,9 +23,11 @@ from coffre.audit.verify import Report
 from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action
 from coffre.http import deps
+from coffre.http.web import audit_sentences as sentences
 from coffre.http.web import guard
 from coffre.http.web.admin_pages import tabs
 from coffre.http.web.templating import page_router, render
+from coffre.services import audit_names
 
 router = page_router()
 Ctx = Annotated[Context, Depends(deps.context)]
@@ -52,20 +56,32 @@ def _end(day: date | None) -> datetime | None:
 
 def _page(request: Request, actor: Actor, filters: dict[str, str], before: int | None,
           report: Report | None = None) -> Response:
-    log = deps.coffre(request).audit
-    members = deps.coffre(request).organisations.members(actor)
+    app = deps.coffre(request)
+    log = app.audit
+    members = app.organisations.members(actor)
     names = {m.id: m.email for m in members}
     since, until = _day(filters["since"]), _day(filters["until"])
     thing = filters["object"] if _ID.match(filters["object"]) else None
+    category = filters["category"] if filters["category"] in sentences.CATEGORIES else ""
     events = log.search(
         actor, before=before, limit=PAGE + 1, action=filters["action"] or None,
+        actions=sentences.actions_of(category) if category else None,
         by=filters["actor"] if filters["actor"] in names else None, object_id=thing,
         since=_start(since), until=_end(until))
     more = len(events) > PAGE
     events = [_timed(e) for e in events[:PAGE]]
+    people, files = audit_names.names(
+        app.db, app.keys, actor, {p for e in events if (p := sentences.person_id(e))},
+        {f for e in events for f in sentences.file_ids(e)})
+    known = sentences.Names(
+        members={m.id: m.display_name or m.email for m in members},
+        people=people, files=files)
+    for event in events:
+        event["sentence"] = sentences.describe(event, known)
+        event["category"] = sentences.category_of(str(event.get("action")))
     return render(request, "admin/audit.html", {
         "tabs": tabs("/admin/audit"), "events": events, "names": names, "members": members,
-        "actions": log.actions(actor), "filters": filters, "before": before,
+        "categories": sentences.CATEGORIES, "filters": filters, "before": before,
         "older": events[-1]["seq"] if more and events else None,
         "filtered": any(filters.values()), "report": report,
     }, actor=actor)
@@ -81,9 +97,10 @@ def _timed(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "when": when}
 
 
-def _filters(action: str, by: str, thing: str, since: str, until: str) -> dict[str, str]:
+def _filters(action: str, by: str, thing: str, since: str, until: str,
+             category: str = "") -> dict[str, str]:
     return {"action": action.strip(), "actor": by.strip(), "object": thing.strip(),
-            "since": since.strip(), "until": until.strip()}
+            "since": since.strip(), "until": until.strip(), "category": category.strip()}
 
 
 @router.get("/admin/audit")
@@ -93,8 +110,9 @@ def audit(request: Request, actor: Auditor,
           object: Annotated[str, Query(max_length=64)] = "",
           since: Annotated[str, Query(max_length=10)] = "",
           until: Annotated[str, Query(max_length=10)] = "",
+          category: Annotated[str, Query(max_length=20)] = "",
           before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None) -> Response:
-    return _page(request, actor, _filters(action, by, object, since, until), before)
+    return _page(request, actor, _filters(action, by, object, since, until, category), before)
 
 
 @router.post("/admin/audit/verify")

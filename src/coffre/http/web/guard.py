@@ -15,13 +15,17 @@ import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote, unquote, urlsplit
 
+from anyio import to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
+from starlette.routing import Match
 
+from coffre.crypto import credentials
 from coffre.domain.accounts import Actor
 from coffre.domain.policy import Action, check_route
 from coffre.errors import AuthenticationRequired, PermissionDenied
 from coffre.http import deps
+from coffre.services.sessions import csrf_for
 
 
 class Redirect(Exception):
@@ -77,7 +81,15 @@ def _back(request: Request) -> str:
     current = request.headers.get("hx-current-url")
     if current:
         return safe_next(urlsplit(current).path)
+    if _has_page(request):  # a form posted to its own page (remove_factor...)
+        return safe_next(request.url.path)
     return "/"
+
+
+def _has_page(request: Request) -> bool:
+    """A page answers GET at the path this form was posted to."""
+    scope = {**request.scope, "method": "GET"}
+    return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
 
 
 def _to(page: str, request: Request) -> str:
@@ -105,12 +117,73 @@ def page(action: Action) -> Callable[[Request], Awaitable[Actor]]:
             raise
         except AuthenticationRequired as exc:
             if exc.details.get("reason") == "reauthentication_required":
+                await _keep_intent(request, found, action)
                 raise Redirect(_to("/reauth", request)) from exc
             raise
         return found
 
     dependency.coffre_action = action  # type: ignore[attr-defined]
     return dependency
+
+
+#: A random mark this browser keeps across sign-outs (not a credential: it
+#: opens nothing). A second factor remembers the digest of the mark that
+#: used its last code, to tell its owner typing it again from an attacker
+#: replaying it (docs/design.md, threat model).
+BROWSER_COOKIE = "__Host-coffre-browser"
+BROWSER_MAX_AGE = 400 * 24 * 3600  # the longest browsers keep a cookie
+
+
+def browser_digest(request: Request) -> str | None:
+    """The digest of this browser's mark, if it has one of ours."""
+    mark = request.cookies.get(BROWSER_COOKIE, "")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{43}", mark):
+        return None
+    return credentials.hash_token(f"browser:{mark}")
+
+
+def mark_browser(request: Request, response: Response) -> None:
+    """Give this browser its mark if it has none (at sign-in and enrolment)."""
+    if browser_digest(request) is None:
+        response.set_cookie(BROWSER_COOKIE, credentials.new_token(),
+                            max_age=BROWSER_MAX_AGE, path="/", secure=True, httponly=True,
+                            samesite="strict")
+
+
+#: Most fields a resumed form may carry, and longest value kept.
+_INTENT_FIELDS = 10
+_INTENT_VALUE = 2000
+
+
+async def _keep_intent(request: Request, actor: Actor, action: Action) -> None:
+    """A form sent while step-up was due is kept on the server (sealed, in
+    this session, bound to its CSRF token: ``SessionService.keep_intent``),
+    to be resumed once the reader has confirmed who they are (GitHub's
+    sudo mode does the same). Forms carrying a secret are not kept."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if (request.method != "POST" or kind != "application/x-www-form-urlencoded"
+            or actor.session_id is None):
+        return
+    form = await request.form(max_files=0, max_fields=_INTENT_FIELDS + 1)
+    fields = [(k, str(v)[:_INTENT_VALUE]) for k, v in form.multi_items()
+              if k != "csrf_token" and isinstance(v, str)]
+    if len(fields) > _INTENT_FIELDS or any("password" in k for k, _v in fields):
+        return
+    cookie = request.cookies.get(deps.SESSION_COOKIE, "")
+    intent = {"path": request.url.path, "fields": fields, "action": str(action),
+              "csrf": credentials.hash_token(csrf_for(cookie))}
+    app = deps.coffre(request)
+    await to_thread.run_sync(app.sessions.keep_intent, actor, intent)
+
+
+def resumable(request: Request, intent: dict[str, object] | None) -> bool:
+    """``intent`` was kept by this session, for a local path."""
+    if not intent or not isinstance(intent.get("path"), str):
+        return False
+    cookie = request.cookies.get(deps.SESSION_COOKIE, "")
+    return (credentials.tokens_equal(str(intent.get("csrf", "")),
+                                     credentials.hash_token(csrf_for(cookie)))
+            and safe_next(str(intent["path"]), "") == intent["path"])
 
 
 def redirect(request: Request, to: str) -> Response:

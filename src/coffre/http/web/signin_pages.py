@@ -10,6 +10,7 @@ to is always a local path (``guard.safe_next``).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -35,7 +36,7 @@ from coffre.http.api.auth import _set_session as set_session
 from coffre.http.api.auth import clear_session
 from coffre.http.web import guard
 from coffre.http.web.forms import small_form
-from coffre.http.web.i18n import _, ngettext
+from coffre.http.web.i18n import N_, _, ngettext
 from coffre.http.web.password_pages import password_error
 from coffre.http.web.templating import page_router, render
 from coffre.services.factors import RECOVERY, TOTP
@@ -118,6 +119,7 @@ async def setup_submit(token: str, request: Request, ctx: Ctx) -> Response:
         lambda: app.sessions.login(fields["email"], fields["password"], ctx))
     response = RedirectResponse("/account/totp", status_code=303)
     set_session(response, sign_in)
+    guard.mark_browser(request, response)
     return response
 
 
@@ -202,6 +204,7 @@ async def login_submit(request: Request, ctx: Ctx) -> Response:
         to = after
     response = RedirectResponse(to, status_code=303)
     set_session(response, sign_in)
+    guard.mark_browser(request, response)
     return response
 
 
@@ -228,14 +231,16 @@ async def second_factor_submit(request: Request, ctx: Ctx) -> Response:
     cookie = request.cookies.get(deps.SESSION_COOKIE)
     if cookie is None:
         return _expired(request, after)
+    proof = Proof(method, code, browser=guard.browser_digest(request))
     try:
         sign_in = await to_thread.run_sync(
-            lambda: app.sessions.second_factor(cookie, Proof(method, code), ctx))
+            lambda: app.sessions.second_factor(cookie, proof, ctx))
     except AuthenticationRequired as exc:
         if exc.details.get("reason") == "session_expired":
             return _expired(request, after)
-        error = (_("This code was not accepted. Codes from your app change every 30 seconds "
-                   "and work once.") if method == TOTP
+        error = (reused_code() if exc.details.get("reason") == "second_factor_reused"
+                 else _("This code was not accepted. Codes from your app change every 30 "
+                        "seconds and work once.") if method == TOTP
                  else _("This recovery code was not accepted (each one works once)."))
         return _second_factor(request, after, error, 401, method)
     except TooManyAttempts as exc:
@@ -243,6 +248,11 @@ async def second_factor_submit(request: Request, ctx: Ctx) -> Response:
     response = RedirectResponse(after, status_code=303)
     set_session(response, sign_in)
     return response
+
+
+def reused_code() -> str:
+    """A code this browser has just used itself (``second_factor_reused``)."""
+    return _("This code has just been used: wait for the next one (30 s).")
 
 
 def _expired(request: Request, after: str) -> Response:
@@ -296,16 +306,57 @@ async def reauth_submit(actor: Reader, request: Request, ctx: Ctx) -> Response:
     after = guard.safe_next(str(form.get("next", "")), "/account")
     password = str(form.get("password", ""))[:256]
     code = str(form.get("code", "")).strip()[:64]
-    proof = Proof(TOTP if code.replace(" ", "").isdigit() else RECOVERY, code) if code else None
+    proof = (Proof(TOTP if code.replace(" ", "").isdigit() else RECOVERY, code,
+                   browser=guard.browser_digest(request)) if code else None)
     try:
         await to_thread.run_sync(
             lambda: app.sessions.reauthenticate(actor, None, password, proof, ctx))
     except AuthenticationRequired as exc:
         if exc.details.get("reason") == "second_factor_required":
             error = _("Enter a code from your authenticator app (or a recovery code) as well.")
+        elif exc.details.get("reason") == "second_factor_reused":
+            error = reused_code()
         else:
             error = _("Wrong password or code.")
         return _reauth(request, actor, after, error, 401)
     except TooManyAttempts as exc:
         return _reauth(request, actor, after, wait_message(exc), 429)
+    if await to_thread.run_sync(app.sessions.has_intent, actor):  # an action to resume
+        return RedirectResponse(f"/reauth/continue?next={quote(after, safe='/')}",
+                                status_code=303)
     return RedirectResponse(after, status_code=303)
+
+
+#: What a resumed action is called on its button (by the path it posts to).
+_RESUMED = (
+    (re.compile(r"^/transfers/[^/]+/delete$"), N_("Delete the transfer")),
+    (re.compile(r"^/account/factors/[^/]+/remove$"), N_("Remove the second factor")),
+    (re.compile(r"^/account/recovery-codes$"), N_("Create new recovery codes")),
+    (re.compile(r"^/account/tokens$"), N_("Create the token")),
+)
+
+
+def _resumed_label(path: str) -> str:
+    for pattern, text in _RESUMED:
+        if pattern.match(path):
+            return text
+    return N_("Continue")
+
+
+@router.get("/reauth/continue")
+async def reauth_continue(actor: Reader, request: Request, ctx: Ctx,
+                          next: str = "/account") -> Response:
+    """After step-up: the action that sent the reader to ``/reauth`` is
+    carried out (the page re-sends its form, ``static/account.js``; one
+    click without JavaScript), else back to the page they were on. The
+    intent is taken once, so a reload goes back to the page."""
+    after = guard.safe_next(next, "/account")
+    app = deps.coffre(request)
+    intent = await to_thread.run_sync(app.sessions.take_intent, actor, ctx)
+    if intent is None or not guard.resumable(request, intent):
+        return RedirectResponse(after, status_code=303)
+    path = str(intent["path"])
+    label = _resumed_label(path)
+    return _page(request, "account/resume.html", 200, actor, path=path,
+                 fields=[(str(k), str(v)) for k, v in intent.get("fields", [])],
+                 label=_(label), back=after)

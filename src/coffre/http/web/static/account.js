@@ -140,7 +140,12 @@
       const done = await window.Coffre.api("POST", "/api/v1/auth/reauth", {
         password: password.value, method: "webauthn", credential: got.credential,
       });
-      if (done.ok) return window.location.assign(local(box.getAttribute("data-next")));
+      // Through /reauth/continue: it resumes the action that asked for the
+      // step-up, if one waits, else goes on to the page.
+      if (done.ok) {
+        return window.location.assign("/reauth/continue?next=" +
+                                      encodeURIComponent(local(box.getAttribute("data-next"))));
+      }
       fail(done.status === 429 ? "wait" : "generic");
     }
 
@@ -182,4 +187,81 @@
   }
 
   document.querySelectorAll("[data-passkey]").forEach(setUp);
+})();
+
+// After step-up (/reauth/continue): the form the reader had sent, kept on
+// the server while they confirmed who they are, is sent again at once
+// (without JavaScript, its one button does it).
+(function () {
+  const form = document.querySelector("form[data-resume]");
+  if (form) form.submit();
+})();
+
+// Recovery codes: copy them, download them as a .txt file made here from
+// the codes on the page (no server endpoint keeps them), print them (the
+// print stylesheet shows only the codes and their instructions).
+(function () {
+  function codesOf(box) {
+    const section = box.closest(".recovery") || document;
+    return Array.prototype.map.call(section.querySelectorAll(".codes code"), function (c) {
+      return c.textContent.trim();
+    }).filter(Boolean);
+  }
+
+  function say(box, text) {
+    const said = box.querySelector("[data-said]");
+    said.textContent = "";
+    window.setTimeout(function () { said.textContent = text; }, 50);
+  }
+
+  function today() {
+    const lang = document.documentElement.lang || "fr";
+    return new Date().toLocaleDateString(lang === "fr" ? "fr-FR" : "en-GB");
+  }
+
+  function fileText(box) {
+    return [box.getAttribute("data-header") + " " + today(),
+            box.getAttribute("data-instructions"), ""].concat(codesOf(box)).join("\r\n") + "\r\n";
+  }
+
+  function selectCodes(box) {
+    const list = (box.closest(".recovery") || document).querySelector(".codes");
+    if (!list) return;
+    const range = document.createRange();
+    range.selectNodeContents(list);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  document.querySelectorAll("[data-codes]").forEach(function (box) {
+    box.hidden = false;
+    box.querySelector("[data-copy]").addEventListener("click", function () {
+      const text = codesOf(box).join("\n");
+      const copied = function () { say(box, box.getAttribute("data-copied")); };
+      const refused = function () {
+        selectCodes(box);
+        say(box, box.getAttribute("data-not-copied"));
+      };
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(text).then(copied, refused);
+      } else {
+        refused();
+      }
+    });
+    box.querySelector("[data-download]").addEventListener("click", function () {
+      const blob = new Blob([fileText(box)], { type: "text/plain;charset=utf-8" });
+      const url = URL.createObjectURL(blob);
+      const link = document.createElement("a");
+      link.href = url;
+      link.download = box.getAttribute("data-filename");
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      window.setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
+    });
+    box.querySelector("[data-print]").addEventListener("click", function () {
+      window.print();
+    });
+  });
 })();
