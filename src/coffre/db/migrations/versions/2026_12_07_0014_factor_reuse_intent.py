@@ -2,7 +2,7 @@
 sessions keep a sealed step-up intent (the action to resume)
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-07
 """
 
