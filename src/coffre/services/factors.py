@@ -60,6 +60,8 @@ WEBAUTHN = "webauthn"
 RECOVERY = "recovery"
 RECOVERY_CODES = 10
 CHALLENGE_LIFETIME = timedelta(minutes=5)
+#: How long an unconfirmed authenticator key is shown again rather than replaced.
+PENDING_TOTP = timedelta(minutes=30)
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes
 #: A kind of factor as the security notices name it (French, English).
 _KIND_WORDS = {"totp": ("une application d'authentification", "an authenticator app"),
@@ -184,6 +186,25 @@ class FactorService:
             if (row is None or row.user_id != actor.user_id or row.kind != TOTP
                     or row.confirmed_at is not None or row.secret_sealed is None):
                 raise NotFound("no pending TOTP enrolment with this id")
+            user = self._user(session, actor.user_id)
+            secret = self.keys.open_text(session, row.secret_sealed, f"totp:{row.id}")
+            return _enrolment(row.id, secret, user.email)
+
+    def resume_totp(self, actor: Actor) -> TotpEnrolment | None:
+        """The latest enrolment still waiting for its first code, if it
+        began less than ``PENDING_TOTP`` ago: a page reloaded (or reached
+        with Back) after the QR code was scanned shows the same key, so the
+        app's codes keep working."""
+        authorize(actor, Action.FACTOR_MANAGE)
+        since = self.clock.now() - PENDING_TOTP
+        with self.db.session() as session:
+            row = session.execute(select(SecondFactor).where(
+                SecondFactor.user_id == actor.user_id, SecondFactor.kind == TOTP,
+                SecondFactor.confirmed_at.is_(None), SecondFactor.created_at > since,
+                SecondFactor.secret_sealed.is_not(None),
+            ).order_by(SecondFactor.created_at.desc()).limit(1)).scalar_one_or_none()
+            if row is None or row.secret_sealed is None:
+                return None
             user = self._user(session, actor.user_id)
             secret = self.keys.open_text(session, row.secret_sealed, f"totp:{row.id}")
             return _enrolment(row.id, secret, user.email)

@@ -139,9 +139,13 @@ def test_setup_and_enrolment(story: Story) -> None:
     # Before a factor exists, the menu offers only what works.
     expect(page).to_have_url(re.compile(r"/account/totp"))
     menu = page.get_by_role("navigation", name="Menu principal")
-    expect(menu.get_by_role("link", name="Nouvel envoi")).to_have_count(0)
-    expect(page.locator(".notice.warning, .warning").first).to_be_visible()
+    expect(menu.get_by_role("link", name="Nouveau transfert")).to_have_count(0)
     secret = page.locator("#totp-secret").inner_text().strip()
+    menu.get_by_role("link", name="Mon compte").click()  # a warning, not a success
+    expect(page.locator(".notice.warning")).to_contain_text("Important")
+    page.go_back()
+    page.reload()  # the key the app scanned stays the same
+    assert page.locator("#totp-secret").inner_text().strip() == secret
 
     # A wrong code: the QR code stays, the error is next to the field, focused.
     page.get_by_label(re.compile("Code de l'application")).fill("000000")
@@ -173,7 +177,7 @@ def test_setup_and_enrolment(story: Story) -> None:
         totp_code(secret, steps_ahead=1))
     page.get_by_role("button", name="Se connecter", exact=True).click()
     expect(page).to_have_url(re.compile(r"/transfers$"))
-    expect(menu.get_by_role("link", name="Nouvel envoi")).to_be_visible()
+    expect(menu.get_by_role("link", name="Nouveau transfert")).to_be_visible()
 
 
 def test_sending_with_an_error_at_the_bottom_of_the_form(story: Story, tmp_path: Path) -> None:

@@ -110,11 +110,15 @@ def _email(request: Request, actor: Actor) -> str:
 
 
 @router.get("/account/totp")
-def totp_page(actor: FactorManager, request: Request, ctx: Ctx) -> Response:
-    """Starts an enrolment: a new key, shown as a QR code and as text.
-    Safe on GET: it only replaces this user's own unconfirmed key, and the
-    SameSite=Strict session cookie never comes with another site's request."""
-    enrolment = deps.coffre(request).factors.begin_totp(actor, "", ctx)
+def totp_page(actor: FactorManager, request: Request, ctx: Ctx, new: bool = False) -> Response:
+    """An enrolment's key, shown as a QR code and as text: the one still
+    waiting for its first code (a reload must not void what the app just
+    scanned), or a new one (``?new=1``, or none pending). Safe on GET: it
+    only replaces this user's own unconfirmed key, and the SameSite=Strict
+    session cookie never comes with another site's request."""
+    factors = deps.coffre(request).factors
+    enrolment = (None if new else factors.resume_totp(actor)) or factors.begin_totp(
+        actor, "", ctx)
     response = _page(request, "account/totp.html", actor, enrolment=enrolment, error=None,
                      first=must_sign_in_again(actor), email=_email(request, actor))
     guard.mark_browser(request, response)
