@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 
 from coffre.domain.accounts import Actor
 from coffre.http import deps
-from coffre.http.web import i18n
+from coffre.http.web import i18n, qr
 from coffre.services.sessions import csrf_for
 
 
@@ -72,6 +72,7 @@ def when(value: datetime | float | None) -> str:
 TEMPLATES.env.filters["filesize"] = filesize
 TEMPLATES.env.filters["linkify"] = _linkify
 TEMPLATES.env.filters["datetime"] = when
+TEMPLATES.env.globals["qr_svg"] = qr.svg
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None, *,

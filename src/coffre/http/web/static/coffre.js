@@ -45,3 +45,34 @@
 
   window.Coffre = { api: api, csrf: csrf };
 })();
+
+// <button data-copy="field-id" data-copy-status="status-id" data-copied="…"
+// data-copy-failed="…" hidden>: copies the field's value (a link to pass
+// on) and says so; shown only with JavaScript. Where the clipboard is not
+// available, the field is selected for the person to copy it themselves.
+(function () {
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    button.hidden = false;
+  });
+  document.addEventListener("click", async function (event) {
+    const button = event.target.closest && event.target.closest("button[data-copy]");
+    if (!button) { return; }
+    const field = document.getElementById(button.getAttribute("data-copy"));
+    const status = document.getElementById(button.getAttribute("data-copy-status"));
+    if (!field) { return; }
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(field.value);
+      copied = true;
+    } catch (e) { copied = false; }
+    if (!copied) {
+      field.focus();
+      field.select();
+    }
+    if (status) {
+      // Emptied first: the same words said again are announced again.
+      status.textContent = "";
+      status.textContent = button.getAttribute(copied ? "data-copied" : "data-copy-failed");
+    }
+  });
+})();
