@@ -69,7 +69,9 @@ def sanitise_filename(name: str) -> str:
 def archive_name(subject: str, created_at: datetime) -> str:
     """The name of a transfer's ZIP, after its subject as the sender wrote
     it (accents kept, no path characters); without one, its date."""
-    stem = sanitise_filename(subject)[:120].strip().strip(".") if subject.strip() else ""
+    # A subject is one name: its slashes separate words, not folders.
+    words = subject.replace("/", "-").replace("\\", "-").strip()
+    stem = sanitise_filename(words)[:120].strip().strip(".") if words else ""
     return f"{stem or f'fichiers-{created_at:%Y-%m-%d}'}.zip"
 
 
