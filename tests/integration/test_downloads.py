@@ -471,8 +471,8 @@ def test_zip_archive(server: Server, client: httpx.Client, admin: dict[str, Any]
     assert response.status_code == 200
     assert len(response.content) == size
     h = response.headers
-    assert h["content-disposition"].startswith(
-        f"attachment; filename=\"coffre-{transfer['id'][:8]}.zip\"")
+    day = transfer["created_at"][:10]  # no subject: named after its date
+    assert h["content-disposition"].startswith(f"attachment; filename=\"fichiers-{day}.zip\"")
     assert h["x-content-type-options"] == "nosniff"
     assert h["cache-control"] == "no-store"
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
