@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +239,41 @@ def test_a_depositor_pauses_and_resumes_an_upload(page: Any, web: Web, tmp_path:
         received = client.get("/api/v1/received").json()
         mine = next(r for r in received if r["request_id"] == made.json()["id"])
         assert [(f["name"], f["sha256"]) for f in mine["files"]] == [("irm.dcm", sha256(data))]
+
+
+def test_a_request_is_made_once_however_often_its_page_is_reloaded(
+        page: Any, web: Web) -> None:
+    """Issue 16: the form's answer redirects to the request's page (POST,
+    redirect, GET): reloading it makes no second request and no second
+    mail. Its open link is shown once, to copy or to scan."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sender = signed_in(page, web)
+    depositor = new_address("patient")
+    message = f"Déposez votre ordonnance {depositor[:16]}"
+    sender.goto("/requests")
+    sender.get_by_label("Adresses e-mail des déposants").fill(depositor)
+    sender.get_by_label("Message aux déposants").fill(message)
+    sender.get_by_label("Créer aussi un lien ouvert").check()
+    sender.get_by_role("button", name="Envoyer la demande").click()
+    sender.wait_for_url(re.compile(r"/requests/[0-9a-f]+\?done=created$"))
+    expect(sender.locator(".notice")).to_contain_text("La demande a été créée")
+    field = sender.get_by_label(re.compile("Lien ouvert à tous"))
+    open_url = field.input_value()
+    assert re.search(r"/d/open/[A-Za-z0-9_-]+$", open_url), open_url
+    sender.get_by_role("button", name="Copier le lien").click()
+    expect(sender.locator(".share-status")).to_have_text("Lien copié")
+    assert sender.evaluate("navigator.clipboard.readText()") == open_url
+    sender.get_by_text("Afficher le QR code").click()
+    expect(sender.get_by_role("img", name="QR code du lien de dépôt ouvert à tous")).to_be_visible()
+    check_accessibility(sender)
+
+    sender.reload()
+    sender.reload()
+    expect(sender.locator(".notice")).to_contain_text("La demande a été créée")
+    expect(sender.get_by_role("button", name="Copier le lien")).to_have_count(0)  # shown once
+    deposit_link(web.mail, depositor)  # the first mail arrived...
+    time.sleep(1)  # ...and no other follows
+    assert len(web.mail.to(depositor)) == 1
+    token = login(web.url)
+    mine = httpx.get(f"{web.url}/api/v1/requests", headers={"Authorization": f"Bearer {token}"})
+    assert [r["message"] for r in mine.json()].count(message) == 1

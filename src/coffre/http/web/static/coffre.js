@@ -46,33 +46,35 @@
   window.Coffre = { api: api, csrf: csrf };
 })();
 
-// <button data-copy="field-id" data-copy-status="status-id" data-copied="…"
-// data-copy-failed="…" hidden>: copies the field's value (a link to pass
-// on) and says so; shown only with JavaScript. Where the clipboard is not
-// available, the field is selected for the person to copy it themselves.
+// <button data-copy="source-id" data-copy-status="status-id" data-copied="…"
+// data-copy-failed="…" hidden>: copies the source's value (a field) or
+// text (a link to pass on) and says so in the status element; shown only
+// with JavaScript. Where the clipboard cannot be written, a field is
+// selected for the person to copy it themselves.
 (function () {
-  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+  const selector = "button[data-copy][data-copy-status]";
+  document.querySelectorAll(selector).forEach(function (button) {
     button.hidden = false;
   });
   document.addEventListener("click", async function (event) {
-    const button = event.target.closest && event.target.closest("button[data-copy]");
+    const button = event.target.closest && event.target.closest(selector);
     if (!button) { return; }
-    const field = document.getElementById(button.getAttribute("data-copy"));
+    const source = document.getElementById(button.getAttribute("data-copy"));
     const status = document.getElementById(button.getAttribute("data-copy-status"));
-    if (!field) { return; }
+    if (!source) { return; }
+    const text = "value" in source ? source.value : source.textContent;
     let copied = false;
     try {
-      await navigator.clipboard.writeText(field.value);
+      await navigator.clipboard.writeText(text);
       copied = true;
     } catch (e) { copied = false; }
-    if (!copied) {
-      field.focus();
-      field.select();
+    if (!copied && source.select) {
+      source.focus();
+      source.select();
     }
     if (status) {
-      // Emptied first: the same words said again are announced again.
-      status.textContent = "";
       status.textContent = button.getAttribute(copied ? "data-copied" : "data-copy-failed");
+      status.classList.toggle("copied", copied);
     }
   });
 })();
