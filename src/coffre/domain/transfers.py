@@ -70,7 +70,7 @@ def archive_name(subject: str, created_at: datetime) -> str:
     """The name of a transfer's ZIP, after its subject as the sender wrote
     it (accents kept, no path characters); without one, its date."""
     # A subject is one name: its slashes separate words, not folders.
-    words = subject.replace("/", "-").replace("\\", "-").strip()
+    words = subject.replace("/", "-").replace("\\", "-").strip().strip(".")
     stem = sanitise_filename(words)[:120].strip().strip(".") if words else ""
     return f"{stem or f'fichiers-{created_at:%Y-%m-%d}'}.zip"
 

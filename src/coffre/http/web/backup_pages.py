@@ -5,9 +5,10 @@ administrators (after step-up, as the JSON API asks).
 
 Thin, like the API handlers (``http.api.backups``): parse the form, call
 ``BackupService`` (which authorises), render. A device's secret and a
-maintenance secret are shown once, in the answer to the POST that made
-them (``Cache-Control: no-store``): never in a URL, a log or the browser's
-storage (SEC-27). The maintenance form has a page of its own (a GET) so
+maintenance secret are shown once (``Cache-Control: no-store``): a
+device's on the page its registration redirects to (``http.web.flash``),
+a maintenance key's in the answer to the POST that made it; never in a
+URL, a log or the browser's storage (SEC-27). The maintenance form has a page of its own (a GET) so
 that the step-up on ``/reauth`` comes back to it.
 """
 
@@ -26,7 +27,7 @@ from coffre.domain.policy import Action
 from coffre.domain.requests import parse_size
 from coffre.errors import InvalidInput
 from coffre.http import deps
-from coffre.http.web import guard
+from coffre.http.web import flash, guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _, pick
 from coffre.http.web.templating import page_router, render
@@ -93,12 +94,37 @@ async def register(request: Request, actor: Registrar, ctx: Ctx) -> Response:
         error = (_("A quota must be a positive size.") if exc.details.get("field") == "quota"
                  else _("Give the device a name of 1 to 100 characters."))
         return await to_thread.run_sync(lambda: _list(request, actor, 400, error, values))
-    repository = credential.restic_repository
+    # Then to a page of its own (a reload registers no second device); the
+    # secret is handed to it once, sealed to this session (never in the URL).
+    page = f"/backups/{device.id}/registered"
+    response = guard.redirect(request, page)
+    shown = {"url": credential.url, "username": credential.username,
+             "secret": credential.secret, "restic_repository": credential.restic_repository}
+    if not flash.put(request, response, page, {"credential": shown}):
+        return _registered(request, actor, device, shown, status=201)
+    return response
+
+
+def _registered(request: Request, actor: Actor, device: DeviceView, credential: dict[str, str],
+                status: int = 200) -> Response:
+    repository = credential["restic_repository"]
     return render(request, "backups/created.html", {
         "device": device, "credential": credential,
         "init": f"restic -r {repository} init",
         "backup": f"restic -r {repository} backup {EXAMPLE_FOLDER}",
-    }, status=201, actor=actor)
+    }, status=status, actor=actor)
+
+
+@router.get("/backups/{device_id}/registered")
+async def registered(device_id: str, request: Request, actor: Reader) -> Response:
+    """The device's secret, once, right after it was registered; later,
+    the device's page (the secret is not kept)."""
+    shown = flash.take(request, request.url.path).get("credential")
+    if not isinstance(shown, dict):
+        return guard.redirect(request, f"/backups/{device_id}")
+    found = await to_thread.run_sync(deps.coffre(request).backups.device, actor, device_id)
+    return flash.spent(request, _registered(request, actor, found,
+                                            {k: str(v) for k, v in shown.items()}))
 
 
 @router.get("/backups/{device_id}")
