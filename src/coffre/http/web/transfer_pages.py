@@ -312,7 +312,10 @@ async def forward(transfer_id: str, request: Request, actor: Forwarder, ctx: Ctx
     error = await _attempt(work)
     if error is not None:
         return guard.redirect(request, f"/transfers/{transfer_id}?error={error}")
-    return guard.redirect(request, f"/transfers/{made[0].id}?done=forwarded")
+    page = f"/transfers/{made[0].id}"
+    response = guard.redirect(request, f"{page}?done=forwarded")
+    flash.put(request, response, page, {"links": made[0].links or {}})
+    return response
 
 
 @router.post("/transfers/{transfer_id}/delete")
