@@ -44,6 +44,8 @@ EXPIRIES = [("1d", N_("1 day")), ("3d", N_("3 days")), ("7d", N_("1 week")),
 _DONE = {
     "created": N_("The request has been created; each depositor has received their link "
                   "by e-mail."),
+    "open": N_("The request has been created: share its open link with the people who "
+               "should deposit files."),
     "closed": N_("The request is closed: nobody can deposit files any more."),
 }
 STATES = {"open": N_("Request open"), "closed": N_("Request closed"),
@@ -111,7 +113,7 @@ async def create_page(actor: Creator, request: Request, ctx: Ctx) -> Response:
     # Then to the request's page (a reload does not make another one); the
     # open link, not kept in clear, is handed to it once (never in the URL).
     page = f"/requests/{view.id}"
-    response = guard.redirect(request, f"{page}?done=created")
+    response = guard.redirect(request, f"{page}?done={'created' if view.depositors else 'open'}")
     if view.open_url:
         flash.put(request, response, page, {"open_url": view.open_url})
     return response
