@@ -146,6 +146,8 @@ def test_two_files_to_two_recipients_followed_live(page: Any, web: Web, new_page
     _open_and_download(new_page(), web, bob, sources)
     expect(card.locator("li", has_text=bob).locator(".recipient-state")).to_have_text(
         "Téléchargé")
+    # Two files, then the ZIP: three downloads as Bob made them (not four files).
+    expect(card.locator("li", has_text=bob)).to_contain_text("(3 téléchargements)")
     assert page.evaluate("window.stillTheSamePage") is True
     expect(page.locator("#usage-text")).to_contain_text("utilisés sur 4,0 Go")
     expect(page.locator("progress.usage-bar")).to_be_visible()
