@@ -186,6 +186,7 @@ def test_a_maintenance_key_needs_step_up_and_prunes(page: Any, web: Web,
     expect(page.get_by_role("alert")).to_contain_text("n'est affiché qu'une fois")
     forget = page.locator("#command-forget").inner_text()
     assert forget.endswith(" forget --keep-last 7 --prune")
+    expect(page).to_have_url(re.compile(rf"/backups/{device_id}/maintenance/issued$"))
     check_accessibility(page)
     restic(forget.replace("--keep-last 7", "--keep-last 1"))
     listed = restic(forget.replace("forget --keep-last 7 --prune", "snapshots --json"))
@@ -195,6 +196,9 @@ def test_a_maintenance_key_needs_step_up_and_prunes(page: Any, web: Web,
     assert [e["object"]["id"] for e in issued] == [device_id]
     assert issued[0]["details"]["credential"] == page.locator(
         "#credential-username").inner_text()
+    page.reload()  # POST, redirect, GET: no second key; shown once, then the device
+    expect(page).to_have_url(re.compile(rf"/backups/{device_id}$"))
+    assert len(audit_events(web.server.data_dir, "backup.maintenance_key_issued")) == 1
 
 
 def _member(web: Web) -> str:

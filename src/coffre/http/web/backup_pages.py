@@ -175,10 +175,38 @@ async def maintenance_key(device_id: str, request: Request, actor: Maintainer,
         return _maintenance_form(request, actor, found, 400, error, hours)
     issued = await to_thread.run_sync(
         lambda: service.issue_maintenance_key(actor, device_id, lifetime, ctx))
+    # As for a device's secret: a page of its own, the key handed to it once.
+    page = f"/backups/{device_id}/maintenance/issued"
+    response = guard.redirect(request, page)
+    shown = {"username": issued.username, "secret": issued.secret,
+             "restic_repository": issued.restic_repository,
+             "expires_at": issued.expires_at.isoformat() if issued.expires_at else None}
+    if not flash.put(request, response, page, {"credential": shown}):
+        return _maintenance_issued(request, actor, found, shown, status=201)
+    return response
+
+
+def _maintenance_issued(request: Request, actor: Actor, found: DeviceView,
+                        credential: dict[str, Any], status: int = 200) -> Response:
+    expires = credential.get("expires_at")
     context: dict[str, Any] = {
-        "device": found, "credential": issued,
-        "forget": f"restic -r {issued.restic_repository} forget --keep-last {KEEP_LAST} --prune",
+        "device": found,
+        "credential": {**credential,
+                       "expires_at": datetime.fromisoformat(expires) if expires else None},
+        "forget": f"restic -r {credential['restic_repository']} forget --keep-last {KEEP_LAST}"
+                  " --prune",
         "keep_last": KEEP_LAST,
     }
-    return render(request, "backups/maintenance_created.html", context, status=201,
+    return render(request, "backups/maintenance_created.html", context, status=status,
                   actor=actor)
+
+
+@router.get("/backups/{device_id}/maintenance/issued")
+async def maintenance_issued(device_id: str, request: Request, actor: Maintainer) -> Response:
+    """The maintenance key, once, right after it was issued; later, the
+    device's page (the secret is not kept)."""
+    shown = flash.take(request, request.url.path).get("credential")
+    if not isinstance(shown, dict):
+        return guard.redirect(request, f"/backups/{device_id}")
+    found = await to_thread.run_sync(deps.coffre(request).backups.device, actor, device_id)
+    return flash.spent(request, _maintenance_issued(request, actor, found, shown))
