@@ -18,6 +18,7 @@ from coffre.crypto.keyfile import KeyFileProvider, RootKeyProvider, decode_secre
 from coffre.crypto.signing import SigningKey, SigningKeyFile
 from coffre.db.engine import Database
 from coffre.db.migrate import upgrade
+from coffre.domain import times
 from coffre.domain.limits import InstanceLimits
 from coffre.notify.live import InProcessEvents, events_for
 from coffre.notify.mailbox import DevMailbox
@@ -101,6 +102,7 @@ def build(
     adopt: bool = True,
 ) -> Coffre:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    times.use_zone(settings.timezone)
     clock = clock or SystemClock()
     db_url = settings.resolved_database_url
     if migrate:

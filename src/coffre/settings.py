@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from coffre.domain import times
 from coffre.errors import ConfigurationError
 
 GiB = 1 << 30
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
     #: Public base URL used in links sent by mail, e.g. https://coffre.example.fr
     public_url: str | None = None
     host: str = "127.0.0.1"
+    #: The time zone people read times in (pages, mail, the CLI's human
+    #: output), an IANA name; storage and the API stay in UTC.
+    timezone: str = "Europe/Paris"
     port: int = 8000
     #: Set when a TLS-terminating proxy sits in front of a non-loopback listener.
     behind_tls_proxy: bool = False
@@ -163,6 +167,10 @@ class Settings(BaseSettings):
                     ip_network(part.strip(), strict=False)
         except ValueError as error:
             raise ConfigurationError(f"COFFRE_TRUSTED_PROXIES: {error}") from error
+        try:
+            times.zone(self.timezone)
+        except ValueError as error:
+            raise ConfigurationError(f"COFFRE_TIMEZONE: {error}") from error
         if self.mode == "production":
             if not (self.public_url or "").startswith("https://"):
                 raise ConfigurationError("production mode needs an https:// COFFRE_PUBLIC_URL")

@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from tests import backends
 from tests.conftest import ADMIN_EMAIL, login
-from tests.integration.flows import audit_events, sql
+from tests.integration.flows import audit_events, sql, wait_for
 from tests.integration.support import api_client, events_for, module_server
 
 pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic not installed")
@@ -155,17 +154,6 @@ def object_rows(server: Any, repository_id: str) -> list[tuple[Any, ...]]:
     return sql(server.data_dir,
                "SELECT o.kind, o.name, o.size, o.blob_id FROM backup_objects o "
                "WHERE o.repository_id = ? ORDER BY o.kind, o.name", repository_id)
-
-
-def wait_for(found: Any, timeout: float = 45) -> Any:
-    """Poll ``found()`` until it is truthy (sessions are closed by the
-    scheduler every ten seconds, after a second of quiet)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = found()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.3)
 
 
 def backup_events(server: Any, device_id: str) -> list[dict[str, Any]]:

@@ -60,6 +60,17 @@ def sql(data_dir: Path, statement: str, *params: Any) -> list[tuple[Any, ...]]:
     return backends.run_sql(data_dir, statement, *params)
 
 
+def wait_for(found: Any, timeout: float = 45, pause: float = 0.3) -> Any:
+    """Poll ``found()`` until it is truthy or ``timeout`` seconds pass;
+    returns its last result (what the background work had done by then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = found()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(pause)
+
+
 def wait_for_events(data_dir: Path, action: str, count: int = 1,
                     timeout: float = 10) -> list[dict[str, Any]]:
     """Events are recorded right after the last byte leaves; poll for them."""

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.flows import wait_for
 from tests.integration.support import (
     api_client,
     events_for,
@@ -82,15 +83,6 @@ def session_events(server: Any, repo: Repo) -> list[dict[str, Any]]:
     return events_for(server.data_dir, "backup.session", repo.id)
 
 
-def wait(found: Any, timeout: float = 40) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = found()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.3)
-
-
 def test_stalled_bodies_of_one_device_do_not_stop_another(
         server: Any, client: httpx.Client, repo: Repo) -> None:
     """The reviewed attack: chunked bodies that never send a byte. Before,
@@ -106,7 +98,7 @@ def test_stalled_bodies_of_one_device_do_not_stop_another(
             sent = repo.post("data", os.urandom(100))
             return sent if sent.status_code == 429 else None
 
-        refused = wait(next_body, timeout=30)
+        refused = wait_for(next_body, timeout=30)
         assert refused is not None, "the device's bodies in flight were never capped"
         assert refused.json()["error"]["code"] == "too_many_attempts"
         assert refused.json()["error"]["details"]["reason"] == "too_many_bodies"
@@ -129,12 +121,12 @@ def test_stalled_bodies_of_one_device_do_not_stop_another(
             sock.close()
         other.close()
     # Audited: the first drop at once, then the session's count of drops.
-    dropped = wait(lambda: events_for(server.data_dir, "backup.body_dropped", repo.id))
+    dropped = wait_for(lambda: events_for(server.data_dir, "backup.body_dropped", repo.id))
     assert len(dropped) == 1, dropped
     assert dropped[0]["outcome"] == "failure"
     assert dropped[0]["details"]["credential"] == repo.credential["username"]
     # (the session may pause, and close, between the refusals)
-    assert wait(lambda: sum(e["details"]["bodies_dropped"] for e in session_events(
+    assert wait_for(lambda: sum(e["details"]["bodies_dropped"] for e in session_events(
         server, repo)) >= PER_CREDENTIAL + 1), session_events(server, repo)
     assert not events_for(server.data_dir, "backup.body_dropped", other.id)
 

@@ -20,7 +20,18 @@ def test_sizes(text: str | int, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "G", "-1", "1.5G", "²", "1X"])
+@pytest.mark.parametrize(("text", "size"), [
+    ("500 Mo", 500 << 20), ("2 Go", 2 << 30), ("1,5 Go", 3 << 29), ("1.5G", 3 << 29),
+    ("500 MB", 500 << 20), ("500 mo", 500 << 20), ("2 go", 2 << 30), ("10 Ko", 10 << 10),
+    ("1 To", 1 << 40), ("0,5 Go", 1 << 29), ("1000 octets", 1000), ("2\u00a0Go", 2 << 30),
+    (" 500M ", 500 << 20), ("2 GiB", 2 << 30)])
+def test_sizes_as_people_write_them(text: str, size: int) -> None:
+    """Issue 16, defect 11: the form says "500 Mo ou 2 Go", and means it."""
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "G", "-1", "1,5", "1.5 octets", "²", "1X", "2 Gx",
+                                  "1,2,3 Go", "Go 2", "5 G o"])
 def test_bad_sizes(text: str) -> None:
     with pytest.raises(InvalidInput):
         parse_size(text)

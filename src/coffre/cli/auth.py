@@ -20,6 +20,7 @@ from coffre.cli.client import (
     print_json,
     save_credentials,
     stepped_up,
+    when,
 )
 
 token_app = typer.Typer(help="API tokens for scripts and other machines.", no_args_is_help=True)
@@ -149,8 +150,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             t["id"],
             t["name"],
             " ".join(t["scopes"]),
-            t["created_at"][:16],
-            (t["expires_at"] or "—")[:16],
+            when(t["created_at"]),
+            when(t["expires_at"]),
         )
     out.print(table)
 

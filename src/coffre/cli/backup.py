@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from coffre.cli.client import api, check, error_details, fail, out, print_json, stepped_up
+from coffre.cli.client import api, check, error_details, fail, out, print_json, stepped_up, when
 from coffre.cli.usage import human
 
 app = typer.Typer(help="Backups with restic: devices, maintenance keys, status.",
@@ -53,7 +53,7 @@ def _checked(response: httpx.Response, what: str = "appareil") -> Any:
 
 
 def _date(value: str | None, never: str = "jamais") -> str:
-    return value[:16].replace("T", " ") + " UTC" if value else never
+    return when(value, never)
 
 
 def _shown(line: str) -> None:

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from coffre.domain import times
+
 console = Console(stderr=True)
 out = Console()
 TIMEOUT = httpx.Timeout(60.0, read=600.0)
@@ -54,6 +56,13 @@ def load_credentials() -> tuple[str | None, str | None]:
     url = os.environ.get("COFFRE_URL") or saved.get("url")
     token = os.environ.get("COFFRE_TOKEN") or saved.get("token")
     return (url.rstrip("/") if url else None), token
+
+
+def when(value: str | None, never: str = "—", *, seconds: bool = False) -> str:
+    """An API time (UTC, ISO 8601) as people read it, in the zone of
+    ``COFFRE_TIMEZONE`` (Europe/Paris by default); ``--json`` keeps the ISO
+    text with its offset."""
+    return times.people(value, seconds=seconds) if value else never
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

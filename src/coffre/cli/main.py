@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from coffre.cli import (
@@ -19,6 +21,7 @@ from coffre.cli import (
     transfers,
 )
 from coffre.cli.usage import usage
+from coffre.domain import times
 
 app = typer.Typer(
     name="coffre",
@@ -47,6 +50,10 @@ app.add_typer(storage.app, name="storage")
 
 
 def main() -> None:
+    try:
+        times.use_zone(os.environ.get("COFFRE_TIMEZONE") or times.DEFAULT_ZONE)
+    except ValueError as error:
+        raise SystemExit(f"COFFRE_TIMEZONE: {error}") from error
     app()
 
 

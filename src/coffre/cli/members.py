@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from coffre.cli.client import api, check, fail, out, print_json
+from coffre.cli.client import api, check, fail, out, print_json, when
 from coffre.cli.usage import human
 
 app = typer.Typer(
@@ -27,7 +27,7 @@ Limit = Annotated[str | None, typer.Option(help="A number (sizes: 10G, 500M) or 
 
 
 def _date(value: str | None) -> str:
-    return value[:16].replace("T", " ") if value else "—"
+    return when(value)
 
 
 def _member_line(m: dict[str, Any]) -> str:
@@ -75,7 +75,7 @@ def invite(
         return
     out.print(
         f"Invitation envoyée à {invitation['email']} ({ROLES.get(role, role)}), "
-        f"valable jusqu'au {_date(invitation['expires_at'])} UTC. "
+        f"valable jusqu'au {_date(invitation['expires_at'])}. "
         f"Identifiant : {invitation['id']}"
     )
 

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from coffre.cli.client import api, check, out, print_json
+from coffre.cli.client import api, check, out, print_json, when
 
 app = typer.Typer(help="Upload requests: ask a patient or a colleague to deposit files.",
                   no_args_is_help=True)
@@ -31,7 +31,7 @@ def _show(r: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(r)
         return
-    out.print(f"[bold]{r['id']}[/]  {r['status']}  expire {r['expires_at'][:16]}")
+    out.print(f"[bold]{r['id']}[/]  {r['status']}  expire le {when(r['expires_at'])}")
     out.print(f"  au plus {r['max_files']} fichier(s), {_size(r['max_total_size'])} en tout")
     if r["message"]:
         out.print(f"  message : {escape(r['message'])}")
@@ -87,7 +87,7 @@ def list_(as_json: JSON = False) -> None:
             ", ".join(d["email"] for d in r["depositors"]) or ("lien ouvert"
                                                                 if r["open_link"] else ""),
             str(sum(d["files"] for d in r["depositors"])), str(len(r["received"])),
-            r["expires_at"][:16],
+            when(r["expires_at"]),
         )
     out.print(table)
 
@@ -119,7 +119,8 @@ def show(
                 if as_json:
                     print_json(step)
                 else:
-                    out.print(f"{step['time'][:19]}  {escape(step['depositor'] or '')} a "
+                    moment = when(step["time"], seconds=True)
+                    out.print(f"{moment}  {escape(step['depositor'] or '')} a "
                               f"déposé des fichiers : transfert reçu {step['transfer_id']}")
 
 

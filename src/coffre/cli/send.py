@@ -31,7 +31,17 @@ from rich.progress import (
 )
 
 from coffre.cli.auth import read_secret
-from coffre.cli.client import api, check, console, fail, out, print_json, same_origin, state_dir
+from coffre.cli.client import (
+    api,
+    check,
+    console,
+    fail,
+    out,
+    print_json,
+    same_origin,
+    state_dir,
+    when,
+)
 from coffre.cli.contacts import resolve_recipients
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -258,7 +268,7 @@ def send(
         return
     out.print(
         f"Transfert [bold]{transfer['id']}[/] envoyé "
-        f"(expire : {transfer['expires_at'] or 'jamais'})."
+        f"(expire : {when(transfer['expires_at'], 'jamais')})."
     )
     for f in transfer["files"]:
         out.print(f"  {f['name']}  {f['size']} octets  sha256 {f['sha256']}")

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from coffre.cli.client import api, check, fail, out, print_json, stepped_up
+from coffre.cli.client import api, check, fail, out, print_json, stepped_up, when
 
 app = typer.Typer(help="Your transfers.", no_args_is_help=False, invoke_without_command=True)
 JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
@@ -29,7 +29,7 @@ def _show(t: dict[str, Any], as_json: bool) -> None:
     hold = "  [bold red]gel juridique[/]" if t.get("legal_hold") else ""
     out.print(f"  conservation : {MODES.get(t.get('mode', ''), t.get('mode'))}{hold}")
     out.print(
-        f"  créé {t['created_at'][:16]}  expire {(t['expires_at'] or 'jamais')[:16]}"
+        f"  créé le {when(t['created_at'])}  expire : {when(t['expires_at'], 'jamais')}"
         f"  limite {t['max_downloads'] or '—'}"
         f"{'  mot de passe' if t['password_protected'] else ''}"
     )
@@ -38,7 +38,7 @@ def _show(t: dict[str, Any], as_json: bool) -> None:
     for f in t["files"]:
         out.print(f"  fichier {f['name']}  {f['size']} octets  sha256 {f['sha256']}")
     for r in t["recipients"]:
-        opened = r["first_opened_at"][:16] if r["first_opened_at"] else "pas encore ouvert"
+        opened = when(r["first_opened_at"], "pas encore ouvert")
         revoked = "  [bold red]lien révoqué[/]" if r.get("revoked_at") else ""
         times = r.get("times_downloaded", r["downloads"])
         out.print(f"  → {r['email']}  {times} téléchargement(s)  ({opened}){revoked}")
@@ -62,7 +62,7 @@ def list_(ctx: typer.Context, as_json: JSON = False) -> None:
             t["subject"],
             str(len(t["files"])),
             ", ".join(r["email"] for r in t["recipients"]),
-            (t["expires_at"] or "jamais")[:16],
+            when(t["expires_at"], "jamais"),
         )
     out.print(table)
 
@@ -157,12 +157,12 @@ _KINDS = {
 
 
 def _step_line(step: dict[str, Any]) -> str:
-    when = str(step["time"])[:19].replace("T", " ")
+    moment = when(str(step["time"]), seconds=True)
     who = step.get("recipient") or (f"administrateur {step['actor_id']}"
                                     if step.get("actor_id") else "—")
     what = _KINDS.get(step["kind"], step["kind"])
     file = f"  (fichier {step['file_id']})" if step.get("file_id") else ""
-    return f"{when} UTC  {escape(who)}  {what}{file}"
+    return f"{moment}  {escape(who)}  {what}{file}"
 
 
 def _emit(step: dict[str, Any], as_json: bool) -> None:

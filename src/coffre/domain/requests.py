@@ -9,6 +9,7 @@ limits and see or append its own uploads, nothing else (see
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -65,20 +66,29 @@ def check_room(length: int | None, files: int, used: int, max_files: int,
 
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+#: "500M", "500 Mo", "500 MB", "2GiB", "1,5 Go", "1.5G", "1000" or "1000 octets".
+_SIZE = re.compile(
+    r"(\d{1,19})(?:[.,](\d{1,9}))?\s*(?:([kmgt])(?:i?[bo])?|octets?|bytes?|[bo])?",
+    re.ASCII | re.IGNORECASE,
+)
 
 
 def parse_size(text: str | int, field: str = "max_size") -> int:
-    """``500M``, ``2G``, ``1T`` or a number of bytes, at most ``MAX_BYTES``
-    (a larger one would overflow a database column: a 500, not a 400)."""
+    """A size as people write it (``500 Mo``, ``2 Go``, ``1,5 Go``,
+    ``500M``, ``2G``, ``500 MB``, binary units) or a number of bytes, at
+    most ``MAX_BYTES`` (a larger one would overflow a database column: a
+    500, not a 400)."""
     if isinstance(text, int):
         size = text
     else:
-        value = text.strip().lower().removesuffix("o").removesuffix("b").removesuffix("i")
-        unit = value[-1:] if value[-1:] in _UNITS and not value[-1:].isdigit() else ""
-        number = value[: len(value) - len(unit)].strip()
-        if not number.isascii() or not number.isdigit() or len(number) > 19:
-            raise InvalidInput("a size looks like 500M, 2G or a number of bytes", field=field)
-        size = int(number) * _UNITS[unit]
+        found = _SIZE.fullmatch(text.strip().replace("\u00a0", " "))
+        unit = _UNITS[(found.group(3) or "").lower()] if found else 0
+        if found is None or (found.group(2) and unit == 1):
+            raise InvalidInput("a size looks like 500M, 2G, 1.5 GB or a number of bytes",
+                               field=field)
+        fraction = found.group(2) or ""
+        size = int(found.group(1)) * unit + (
+            int(fraction) * unit // 10 ** len(fraction) if fraction else 0)
     if not 0 <= size <= MAX_BYTES:
         raise InvalidInput(f"a size is between 0 and {MAX_BYTES} bytes", field=field,
                            maximum=MAX_BYTES)

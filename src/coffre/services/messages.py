@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from coffre.domain import times
 from coffre.ports import Mail
 
 
 def _date(value: datetime | None) -> str:
-    return value.strftime("%d/%m/%Y %H:%M UTC") if value else "sans limite / no limit"
+    return times.people(value) if value else "sans limite"
 
 
 def transfer_link(

@@ -17,12 +17,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.dialects import postgresql, sqlite
-
 from coffre.db.engine import Database
-from coffre.db.tables import Throttle
 from coffre.ports import Clock
-from coffre.services.throttle import throttle_key
+from coffre.services.throttle import locked_row, throttle_key
 
 
 @dataclass(frozen=True)
@@ -59,12 +56,7 @@ class Rates:
         key = throttle_key(f"rate:{kind}", subject)
         now = self.clock.now()
         with self.db.session() as session:
-            insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql"
-                      else sqlite.insert)
-            session.execute(insert(Throttle).values(key=key, kind=kind[:32], failures=0)
-                            .on_conflict_do_nothing())
-            row = session.get(Throttle, key, with_for_update=True)
-            assert row is not None
+            row = locked_row(session, key, kind)
             if row.blocked_until is None or row.blocked_until <= now:
                 row.failures = 0
                 row.blocked_until = now + window

@@ -103,9 +103,7 @@ class Throttles:
         key = throttle_key(kind, subject)
         now = self.clock.now()
         with self.db.session() as session:
-            _insert_missing(session, key, kind)
-            row = session.get(Throttle, key, with_for_update=True)
-            assert row is not None
+            row = locked_row(session, key, kind)
             blocked = row.blocked_until
             if force or blocked is None or blocked <= now:
                 row.failures += 1
@@ -184,9 +182,7 @@ class SourceLimit:
         key = throttle_key(SOURCE, source)
         now = self.clock.now()
         with self.db.session() as session:
-            _insert_missing(session, key, SOURCE)
-            row = session.get(Throttle, key, with_for_update=True)
-            assert row is not None
+            row = locked_row(session, key, SOURCE)
             if row.last_failure_at is None or row.last_failure_at + self.window <= now:
                 row.failures, row.last_failure_at, row.blocked_until = 0, now, None
             if row.failures < self.limit or not refuse:
@@ -249,9 +245,7 @@ class AccountLimit:
         key = throttle_key(ACCOUNT, subject)
         now = self.clock.now()
         with self.db.session() as session:
-            _insert_missing(session, key, ACCOUNT)
-            row = session.get(Throttle, key, with_for_update=True)
-            assert row is not None
+            row = locked_row(session, key, ACCOUNT)
             if row.blocked_until is not None and row.blocked_until > now:
                 blocked = row.blocked_until
             else:
@@ -280,10 +274,15 @@ class AccountLimit:
         )
 
 
-def _insert_missing(session: Session, key: str, kind: str) -> None:
-    """Create the row if absent, without racing another creator."""
+def locked_row(session: Session, key: str, kind: str) -> Throttle:
+    """The row of ``key``, created if absent without racing another
+    creator, and locked until the transaction ends (every instance counts
+    in it one after the other)."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else (
         sqlite.insert)
     session.execute(
-        insert(Throttle).values(key=key, kind=kind, failures=0).on_conflict_do_nothing()
+        insert(Throttle).values(key=key, kind=kind[:32], failures=0).on_conflict_do_nothing()
     )
+    row = session.get(Throttle, key, with_for_update=True)
+    assert row is not None
+    return row

@@ -20,9 +20,11 @@ violation or a JavaScript error in the console fails the test.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,46 @@ class Web:
     @property
     def url(self) -> str:
         return self.server.url
+
+
+#: The one-time setup link an empty server prints, as ``make run`` shows it.
+SETUP_LINK = re.compile(r"http://\S+/setup/[A-Za-z0-9_-]{43}")
+
+
+@dataclass
+class Fresh:
+    """A server started empty (no ``coffre setup``), as after ``make run``,
+    answering on ``localhost`` (an IP address cannot be a WebAuthn relying
+    party), with its mail caught."""
+
+    server: Server
+    mail: MailCatcher
+    setup_link: str
+    #: What a first test enrolled, for the ones after it.
+    secret: str = ""
+    recovery: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.server.port}"
+
+
+@contextmanager
+def empty_server(base: Path, **env: str) -> Iterator[Fresh]:
+    with started_mail() as mail:
+        server = Server(base / "data")
+        server.env.update({
+            "COFFRE_SMTP_HOST": "127.0.0.1", "COFFRE_SMTP_PORT": str(mail.port),
+            "COFFRE_SMTP_TLS": "none", "COFFRE_PUBLIC_URL": f"http://localhost:{server.port}",
+            **env,
+        })
+        server.start()
+        try:
+            found = SETUP_LINK.search(server.log())
+            assert found, server.log()
+            yield Fresh(server, mail, found.group(0))
+        finally:
+            server.stop()
 
 
 def chromium_path() -> str:
@@ -208,3 +250,75 @@ def screenshot(page: Any, name: str, tmp: Path | None = None) -> Path:
     path = directory / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def fits_the_screen(page: Any) -> None:
+    """No horizontal scrolling: the page is no wider than the viewport."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"horizontal scrolling: {width}px wide"
+
+
+#: What a finger must hit on a phone (WCAG 2.5.5, Apple and Google's 44 px).
+TOUCH_TARGET = 44
+
+
+def small_touch_targets(page: Any, minimum: int = TOUCH_TARGET) -> list[str]:
+    """Visible links, buttons and controls smaller than ``minimum`` px in
+    either dimension (links inside a sentence excepted, as WCAG does)."""
+    found: list[str] = page.evaluate(
+        """(minimum) => {
+          const picked = document.querySelectorAll(
+            'a[href], button, summary, select, input:not([type=hidden]), [role=button]');
+          const small = [];
+          for (const el of picked) {
+            const box = el.getBoundingClientRect();
+            const style = getComputedStyle(el);
+            if (!box.width || !box.height || style.visibility === 'hidden') continue;
+            if (el.closest('.skip')) continue;  // the skip link shows on focus only
+            const inline = el.tagName === 'A' && el.closest('p, li > span, td, dd, pre');
+            if (inline && style.display === 'inline') continue;
+            // A checkbox or radio is hit through its label.
+            if (el.type === 'checkbox' || el.type === 'radio') {
+              const label = el.closest('label') || (el.id && document.querySelector(
+                'label[for="' + el.id + '"]'));
+              if (label) {
+                const lb = label.getBoundingClientRect();
+                if (lb.height >= minimum) continue;
+              }
+            }
+            if (box.width < minimum || box.height < minimum) {
+              small.push((el.getAttribute('aria-label') || el.textContent || el.name || el.tagName)
+                .trim().slice(0, 40) + ' ' + Math.round(box.width) + 'x' + Math.round(box.height));
+            }
+          }
+          return small;
+        }""",
+        minimum,
+    )
+    return found
+
+
+def error_in_view(page: Any) -> str:
+    """The element that has the focus is an error (or a field marked
+    invalid) and is inside the viewport; returns the error's text."""
+    state: dict[str, Any] = page.evaluate(
+        """() => {
+          const el = document.activeElement;
+          if (!el || el === document.body) return {focused: false};
+          const box = el.getBoundingClientRect();
+          const described = (el.getAttribute('aria-describedby') || '').split(/\\s+/)
+            .map((id) => id && document.getElementById(id)).filter(Boolean)
+            .map((node) => node.textContent.trim()).join(' ');
+          return {
+            focused: true,
+            inside: box.top >= 0 && box.bottom <= window.innerHeight && box.height > 0,
+            invalid: el.getAttribute('aria-invalid') === 'true',
+            alert: Boolean(el.closest('[role=alert], .error, .errors')),
+            text: el.closest('[role=alert], .error, .errors') ? el.textContent.trim() : described,
+          };
+        }"""
+    )
+    assert state["focused"], "nothing has the focus after the error"
+    assert state["inside"], f"the focused error is outside the viewport: {state}"
+    assert state["invalid"] or state["alert"], f"the focus is not on an error: {state}"
+    return str(state["text"])

@@ -76,7 +76,7 @@ def test_register_a_device_back_up_with_restic_and_revoke(page: Any, web: Web,
     page.get_by_label("Quota (facultatif)").fill("beaucoup")
     page.get_by_role("button", name="Enregistrer l'appareil").click()
     expect(page.get_by_role("alert")).to_have_text(
-        "Un quota s'écrit comme 500G, 2T ou un nombre d'octets.")
+        "Écrivez un quota comme 500 Go, 2 To ou 1,5 To.")
     expect(page.get_by_label("Nom de l'appareil")).to_have_value("Poste accueil")
 
     devices = len(page.context.request.get("/api/v1/backup/devices").json())
@@ -110,7 +110,7 @@ def test_register_a_device_back_up_with_restic_and_revoke(page: Any, web: Web,
     page.goto("/backups")
     item = page.locator(".backup-item", has_text="Cabinet poste accueil")
     expect(item.locator(".last-backup")).not_to_have_text("jamais")
-    expect(item.locator(".last-backup")).to_have_text(re.compile(r"\d\d/\d\d/\d{4} \d\d:\d\d UTC"))
+    expect(item.locator(".last-backup")).to_have_text(re.compile(r"\d\d/\d\d/\d{4} à \d\d:\d\d$"))
     expect(item).to_contain_text("sur 5,0 Go")
     expect(item).to_contain_text(f"Propriétaire : {ADMIN_EMAIL}")
     check_accessibility(page)

@@ -66,6 +66,10 @@ def test_contacts_add_search_edit_delete_import_and_export(page: Any, web: Web) 
     importing.get_by_role("button", name="Importer").click()
     expect(page.locator("#contact-import-result")).to_have_text(
         "Ce fichier dépasse 1 Mo : découpez-le en fichiers plus petits.")
+    # Next to the file field too, which gets the focus (issue 16).
+    expect(page.locator("#contact-file-error")).to_have_text(
+        "Ce fichier dépasse 1 Mo : découpez-le en fichiers plus petits.")
+    expect(page.locator("#contact-file")).to_be_focused()
 
     with page.expect_download() as info:
         page.get_by_role("link", name="Exporter tous les contacts (.vcf)").click()

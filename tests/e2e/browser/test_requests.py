@@ -177,9 +177,24 @@ def test_requests_pages_on_a_phone_and_a_refused_form(phone_page: Any, new_page:
     page.get_by_role("button", name="Envoyer la demande").click()
     expect(page.get_by_role("alert")).to_contain_text("Indiquez au moins une adresse e-mail valide")
     expect(page.get_by_label("Adresses e-mail des déposants")).to_have_value("pas-une-adresse")
+    # Next to the field, near the button, and the field focused (issue 16).
+    expect(page.locator("#depositors-error")).to_contain_text("Indiquez au moins une adresse")
+    assert page.evaluate("document.activeElement.id") == "depositors"
     page.get_by_label("Adresses e-mail des déposants").fill("")
     page.get_by_label("Créer aussi un lien ouvert").check()
+    size = page.get_by_label("Taille totale maximale")
+    expect(page.locator("#size-hint")).to_have_text("Par exemple 500 Mo ou 2 Go.")
+    size.fill("beaucoup")
     page.get_by_role("button", name="Envoyer la demande").click()
+    expect(page.locator("#max_size-error")).to_have_text(
+        "Écrivez une taille comme 500 Mo, 2 Go ou 1,5 Go (4 Po au plus).")
+    expect(size).to_have_attribute("aria-invalid", "true")
+    assert page.evaluate("document.activeElement.id") == "max_size"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    check_accessibility(page)
+    size.fill("1,5 Go")
+    page.get_by_role("button", name="Envoyer la demande").click()
+    expect(page.locator(".requests .facts")).to_contain_text("1,5 Go")
     open_link = page.locator(".open-link input")
     expect(open_link).to_have_value(re.compile("/d/open/"))
     open_url = open_link.input_value().strip()

@@ -51,6 +51,30 @@ def _hashes_shown(page: Any, digests: list[str], summary: str = "Détails techni
         expect(page.get_by_text(digest)).to_be_visible()
 
 
+def _focused_and_seen(page: Any, element_id: str) -> None:
+    """The element has the focus, and it and its message are in the viewport."""
+    assert page.evaluate("document.activeElement.id") == element_id
+    for shown in (element_id, f"{element_id}-error"):
+        box = page.evaluate(f"(() => {{ const r = document.getElementById('{shown}')"
+                            ".getBoundingClientRect(); return [r.top, r.bottom]; })()")
+        height = page.evaluate("window.innerHeight")
+        assert box[0] >= 0 and box[1] <= height, (shown, box, height)
+
+
+def _policy(web: Web, **limits: Any) -> None:
+    token = login(web.url, scopes=["transfers:read", "transfers:write", "admin"])
+    done = httpx.patch(f"{web.url}/api/v1/organisation", json=limits,
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert done.status_code == 200, done.text
+
+
+def _contact(web: Web, email: str, name: str) -> None:
+    token = login(web.url)
+    made = httpx.post(f"{web.url}/api/v1/contacts", json={"email": email, "name": name},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert made.status_code in {200, 201}, made.text
+
+
 def _user_quota(web: Web, size: int | None) -> None:
     """The organisation's per-user quota (administrator's API)."""
     token = login(web.url, scopes=["transfers:read", "transfers:write", "admin"])
@@ -222,7 +246,8 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
 
     # Sending with no file, or a file over the quota, is refused clearly.
     page.get_by_role("button", name="Send", exact=True).click()
-    expect(page.locator("#send-error")).to_have_text("Add at least one file.")
+    expect(page.locator("#file-input-error")).to_have_text("Add at least one file.")
+    expect(page.locator("#send-error")).to_contain_text("Add at least one file.")
     _user_quota(web, 1)
     try:
         page.locator("#file-input").set_input_files(note)
@@ -239,11 +264,15 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     _no_horizontal_scroll(page)
     screenshot(page, "transfers-new-phone")
     page.get_by_label("Subject").fill("Ordonnance")
-    _add_recipient(page, "pas-une-adresse")
+    _add_recipient(page, "pas-une-adresse@exemple")
+    expect(page.locator("#recipient-list li[data-invalid]")).to_contain_text("invalid address")
     page.get_by_role("button", name="Send", exact=True).click()
     expect(page.locator("#send-error")).to_have_text(
-        "One of the recipients' addresses is not valid.")
-    page.get_by_role("button", name="Remove pas-une-adresse").click()
+        "An address is not valid: correct it, or remove it.")
+    _focused_and_seen(page, "recipient-input")
+    _no_horizontal_scroll(page)
+    check_accessibility(page)
+    page.get_by_role("button", name="Remove pas-une-adresse@exemple").click()
     page.get_by_role("button", name="Send", exact=True).click()
 
     page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"))
@@ -409,3 +438,115 @@ def test_extending_a_revoked_transfer_shows_an_error(page: Any, web: Web) -> Non
     expect(page.locator(".transfer-detail .state")).to_have_text("Révoqué")
     expect(page.get_by_role("button", name="Modifier l'expiration")).to_have_count(0)
     check_accessibility(page)
+
+
+def test_errors_at_the_bottom_of_the_form_are_shown_where_the_sender_is(
+        page: Any, web: Web) -> None:
+    """Issue 16, defects 1 and 11: a bad address is marked when its chip is
+    added; "Envoyer" at the bottom of the form scrolls to and focuses the
+    first error, shown next to its cause and near the button; a contact is
+    found by name ("Jean Dupont": one chip, the contact's address)."""
+    jean = _address("jean.dupont")
+    _contact(web, jean, "Jean Dupont")
+    signed_in(page, web)
+    page.goto("/send")
+    field = page.locator("#recipient-input")
+    field.fill("pas-une-adresse@exemple")
+    field.press("Enter")
+    chip = page.locator("#recipient-list li", has_text="pas-une-adresse@exemple")
+    expect(chip).to_have_attribute("data-invalid", "true")
+    expect(chip).to_contain_text("adresse invalide")  # in words, not colour only
+    expect(page.locator("#recipient-input-error")).to_have_text(
+        "Cette adresse n'est pas valide : pas-une-adresse@exemple. Vérifiez-la, ou retirez-la.")
+
+    page.get_by_label("Message aux destinataires").fill("Bonjour,\nvoici les résultats.")
+    page.locator("#notify").check()  # at the bottom of the form
+    page.get_by_role("button", name="Envoyer", exact=True).click()
+    expect(page.locator("#file-input-error")).to_have_text("Ajoutez au moins un fichier.")
+    expect(page.locator("#send-error")).to_contain_text("Ajoutez au moins un fichier.")
+    expect(page.locator("#send-error")).to_contain_text("Une adresse n'est pas valide")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    _focused_and_seen(page, "file-input")
+    check_accessibility(page)
+    screenshot(page, "transfers-new-errors")
+
+    # By name: one chip with the contact's address; an unknown name is said so.
+    page.get_by_role("button", name="Retirer pas-une-adresse@exemple").click()
+    field.fill("Jean Dupont")
+    field.press("Enter")
+    chips = page.locator("#recipient-list li")
+    expect(chips).to_have_count(1)
+    expect(chips.first).to_contain_text(jean)
+    expect(chips.first.locator("input[name=recipient]")).to_have_value(jean)
+    field.fill("Inconnu")
+    page.get_by_role("button", name="Ajouter", exact=True).click()
+    expect(page.locator("#recipient-input-error")).to_contain_text(
+        "Aucun contact ne s'appelle « Inconnu »")
+    expect(chips).to_have_count(1)
+    field.fill("")
+    field.press_sequentially("Dupo")
+    suggestion = page.locator("#recipient-suggestions button", has_text=jean)
+    expect(suggestion).to_be_visible()
+    check_accessibility(page)
+
+    # What only the server knows (htmx answers 422): next to the field too.
+    field.fill("")
+    page.locator("#file-input").set_input_files(
+        {"name": "cr.txt", "mimeType": "text/plain", "buffer": b"Compte rendu"})
+    expect(page.locator(".upload[data-state=done]")).to_have_count(1)
+    _policy(web, recipient_domains_denied=["refuse-exemple.fr"])
+    try:
+        field.fill("marc@refuse-exemple.fr")
+        field.press("Enter")
+        page.get_by_role("button", name="Envoyer", exact=True).click()
+        expect(page.locator("#recipient-input-error")).to_have_text(
+            "Votre organisation n'autorise pas les envois vers : refuse-exemple.fr.")
+        expect(page.locator("#send-error")).to_contain_text("n'autorise pas les envois vers")
+        _focused_and_seen(page, "recipient-input")
+    finally:
+        _policy(web, recipient_domains_denied=[])
+
+
+def test_send_pressed_during_an_upload_waits_for_it(page: Any, web: Web,
+                                                    tmp_path: Path) -> None:
+    """Issue 16, defect 6: bytes sent, speed and time left; "Envoyer" during
+    an upload waits for it, says so, and then sends."""
+    source = tmp_path / "echographie.bin"
+    source.write_bytes(os.urandom(20 * MB))
+    signed_in(page, web)
+    page.goto("/send")
+    held: list[Any] = []
+    passed: list[int] = []
+
+    def slow(route: Any) -> None:  # the first chunk goes, the second waits
+        if route.request.method == "PATCH" and passed and not passed[-1] < 0:
+            held.append(route)
+            return
+        if route.request.method == "PATCH":
+            passed.append(1)
+        route.continue_()
+
+    page.route(lambda url: "/api/v1/uploads/" in url, slow)
+    page.locator("#file-input").set_input_files(source)
+    _add_recipient(page, _address("fanny"))
+    detail = page.locator(".upload .progress-detail")
+    expect(detail).to_contain_text(re.compile(r"8,0\sMo sur 20,0\sMo"))
+    expect(detail).to_contain_text(re.compile(r"Mo/s · encore \d+ (s|min)"))
+    expect(page.locator("#overall-detail")).to_contain_text(re.compile(r"sur 20,0\sMo"))
+
+    send = page.get_by_role("button", name="Envoyer", exact=True)
+    send.click()
+    waiting = page.locator("#send-submit")
+    expect(waiting).to_have_text("Envoi dès la fin des téléversements…")
+    page.get_by_role("button", name="Annuler l'envoi").click()  # cancellable...
+    expect(waiting).to_have_text("Envoyer")
+    waiting.click()  # ...and asked again
+    expect(waiting).to_have_text("Envoi dès la fin des téléversements…")
+    screenshot(page, "transfers-new-waiting")
+    assert page.url.endswith("/send")
+    passed.append(-1)
+    for route in held:
+        route.continue_()
+    page.unroute_all(behavior="ignoreErrors")
+    page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"), timeout=60_000)
+    expect(page.get_by_text(_sha256(source))).to_be_visible()

@@ -92,7 +92,8 @@ def _roles() -> list[tuple[str, str]]:
 
 
 def _members_page(request: Request, actor: Actor, *, notice: str | None = None,
-                  error: str | None = None, invite: dict[str, str] | None = None,
+                  error: str | tuple[str, str] | None = None,
+                  invite: dict[str, str] | None = None,
                   status: int = 200) -> Response:
     service = deps.coffre(request).organisations
     return render(request, "admin/members.html", {
@@ -109,12 +110,13 @@ def members(request: Request, actor: Lister,
     return _members_page(request, actor, notice=pick(_DONE, done))
 
 
-def _invite_error(exc: CoffreError) -> str:
+def _invite_error(exc: CoffreError) -> tuple[str, str]:
+    """The message, next to the invitation's address field."""
     if isinstance(exc, Conflict) and "pending" in str(exc):
-        return _("An invitation is already pending for this address: revoke it first.")
+        return "email", _("An invitation is already pending for this address: revoke it first.")
     if isinstance(exc, Conflict):
-        return _("Someone already has an account with this address.")
-    return _("Enter a valid e-mail address.")
+        return "email", _("Someone already has an account with this address.")
+    return "email", _("Enter a valid e-mail address.")
 
 
 @router.post("/admin/invitations")

@@ -60,7 +60,8 @@ def quiet_days(device: DeviceView, now: datetime) -> int:
     return max((now - since).days, 0)
 
 
-def _list(request: Request, actor: Actor, status: int = 200, error: str | None = None,
+def _list(request: Request, actor: Actor, status: int = 200,
+          error: tuple[str, str] | None = None,
           values: dict[str, str] | None = None, notice: str | None = None) -> Response:
     devices = deps.coffre(request).backups.devices(actor)
     return render(request, "backups/list.html", {
@@ -85,14 +86,15 @@ async def register(request: Request, actor: Registrar, ctx: Ctx) -> Response:
     try:
         quota = parse_size(values["quota"], "quota") if values["quota"].strip() else None
     except InvalidInput:
-        error = _("A quota looks like 500G, 2T or a number of bytes.")
+        error = ("quota", _("Write a quota such as 500 GB, 2 TB or 1.5 TB."))
         return await to_thread.run_sync(lambda: _list(request, actor, 400, error, values))
     try:
         device, credential = await to_thread.run_sync(
             lambda: service.register_device(actor, values["name"], quota, ctx))
     except InvalidInput as exc:
-        error = (_("A quota must be a positive size.") if exc.details.get("field") == "quota"
-                 else _("Give the device a name of 1 to 100 characters."))
+        error = (("quota", _("A quota must be a positive size."))
+                 if exc.details.get("field") == "quota"
+                 else ("name", _("Give the device a name of 1 to 100 characters.")))
         return await to_thread.run_sync(lambda: _list(request, actor, 400, error, values))
     # Then to a page of its own (a reload registers no second device); the
     # secret is handed to it once, sealed to this session (never in the URL).
@@ -145,7 +147,7 @@ async def revoke(device_id: str, request: Request, actor: Revoker, ctx: Ctx) -> 
 
 
 def _maintenance_form(request: Request, actor: Actor, found: DeviceView, status: int = 200,
-                      error: str | None = None, hours: str = "") -> Response:
+                      error: tuple[str, str] | None = None, hours: str = "") -> Response:
     default = int(MAINTENANCE_DEFAULT.total_seconds() // 3600)
     return render(request, "backups/maintenance.html", {
         "device": found, "error": error, "hours": hours or str(default),
@@ -171,7 +173,7 @@ async def maintenance_key(device_id: str, request: Request, actor: Maintainer,
         if not 1 <= lifetime <= MAINTENANCE_MAX.total_seconds() / 3600:
             raise ValueError(hours)
     except ValueError:
-        error = _("Choose a lifetime of 1 to 24 hours.")
+        error = ("hours", _("Choose a lifetime of 1 to 24 hours."))
         return _maintenance_form(request, actor, found, 400, error, hours)
     issued = await to_thread.run_sync(
         lambda: service.issue_maintenance_key(actor, device_id, lifetime, ctx))

@@ -11,6 +11,7 @@ from fastapi import Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
 from coffre.audit.trail import Context
+from coffre.domain import times
 from coffre.errors import (
     AuthenticationRequired,
     CoffreError,
@@ -147,7 +148,7 @@ def _locked_message(until: datetime | None) -> str:
         return _("Too many wrong codes were entered: this link is locked. "
                  "You can ask for a new code afterwards.")
     return _("Too many wrong codes were entered: this link is locked until %(time)s. "
-             "You can ask for a new code afterwards.", time=until.strftime("%H:%M UTC"))
+             "You can ask for a new code afterwards.", time=times.hour(until))
 
 
 def code_refusal(exc: CoffreError, locked_until: datetime | None = None) -> str:

@@ -81,7 +81,7 @@ async def forgotten_submit(request: Request, ctx: Ctx) -> Response:
         await to_thread.run_sync(lambda: app.passwords.request_reset(email, ctx))
     except (InvalidInput, TooManyAttempts) as exc:
         error = (_wait(exc) if isinstance(exc, TooManyAttempts)
-                 else _("Enter a valid e-mail address."))
+                 else ("email", _("Enter a valid e-mail address.")))
         return render(request, "account/forgotten.html", {
             "sent": False, "error": error, "email": email, "minutes": _minutes(request)},
             status=exc.status)
@@ -105,14 +105,15 @@ async def reset_submit(token: str, request: Request, ctx: Ctx) -> Response:
     password = str(form.get("password", ""))[:256]
     again = str(form.get("password_again", ""))[:256]
     preview = await to_thread.run_sync(app.passwords.preview_reset, token, ctx)
+    error: tuple[str, str]
     if password != again:
-        error = _("The two passwords differ: type the same one twice.")
+        error = ("password_again", _("The two passwords differ: type the same one twice."))
     else:
         try:
             await to_thread.run_sync(
                 lambda: app.passwords.complete_reset(token, password, ctx))
         except InvalidInput as exc:
-            error = password_error(exc)
+            error = ("password", password_error(exc))
         else:
             # Any session this browser had ended with the reset.
             response = render(request, "account/reset.html", {
@@ -138,17 +139,18 @@ async def change_submit(actor: Changer, request: Request, ctx: Ctx) -> Response:
     current = str(form.get("current_password", ""))[:256]
     password = str(form.get("password", ""))[:256]
     again = str(form.get("password_again", ""))[:256]
-    error: str
+    error: str | tuple[str, str]
     status = 400
     if password != again:
-        error = _("The two passwords differ: type the same one twice.")
+        error = ("password_again", _("The two passwords differ: type the same one twice."))
     else:
         try:
             await to_thread.run_sync(lambda: app.passwords.change(actor, current, password, ctx))
         except InvalidInput as exc:
-            error = password_error(exc)
+            error = ("password", password_error(exc))
         except AuthenticationRequired as exc:
-            error, status = _("Your current password is not the right one."), exc.status
+            error, status = (("current_password", _("Your current password is not the right one.")),
+                             exc.status)
         except TooManyAttempts as exc:
             error, status = _wait(exc), exc.status
         else:

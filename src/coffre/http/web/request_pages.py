@@ -57,16 +57,19 @@ _FIELD_ERRORS = {
                 "or choose an open link."),
     "message": N_("The message is too long."),
     "expires_in": N_("A request lasts at most 90 days."),
-    "max_size": N_("A size looks like 500M, 2G or a number of bytes."),
+    "max_size": N_("Write a size such as 500 MB, 2 GB or 1.5 GB (at most 4 PB)."),
     "max_files": N_("The number of files must be between 1 and 1000."),
 }
 _ADDRESSES = re.compile(r"[\s,;]+")
 _DEFAULTS = {"depositors": "", "open_link": "", "message": "", "expires_in": "7d",
              "max_size": "10G", "max_files": "20"}
+#: The form's field for each of the service's fields.
+_FIELDS = {"depositors": "depositors", "email": "depositors", "message": "message",
+           "expires_in": "expires_in", "max_size": "max_size", "max_files": "max_files"}
 
 
 def _form_page(request: Request, actor: Actor, requests: list[RequestView],
-               values: dict[str, str], error: str | None = None,
+               values: dict[str, str], error: str | tuple[str, str] | None = None,
                status: int = 200) -> Response:
     return render(request, "requests/list.html", {
         "requests": requests, "values": values, "error": error, "states": STATES,
@@ -77,7 +80,7 @@ def _form_page(request: Request, actor: Actor, requests: list[RequestView],
 @router.get("/requests")
 def list_page(actor: Lister, request: Request) -> Response:
     mine = deps.coffre(request).requests.list_own(actor)
-    return _form_page(request, actor, mine, dict(_DEFAULTS))
+    return _form_page(request, actor, mine, {**_DEFAULTS, "max_size": _("10 GB")})
 
 
 def _new_request(values: dict[str, str]) -> NewRequest:
@@ -105,11 +108,12 @@ async def create_page(actor: Creator, request: Request, ctx: Ctx) -> Response:
         new = _new_request(values)
         view = await to_thread.run_sync(app.requests.create, actor, new, ctx)
     except InvalidInput as exc:
-        message = _FIELD_ERRORS.get(str(exc.details.get("field")),
-                                    N_("The request could not be created."))
+        field = str(exc.details.get("field"))
+        message = _(_FIELD_ERRORS.get(field, N_("The request could not be created.")),
+                    max=MAX_DEPOSITORS)
         mine = await to_thread.run_sync(app.requests.list_own, actor)
-        return _form_page(request, actor, mine, values, _(message, max=MAX_DEPOSITORS),
-                          status=400)
+        return _form_page(request, actor, mine, values,
+                          (_FIELDS[field], message) if field in _FIELDS else message, status=400)
     # Then to the request's page (a reload does not make another one); the
     # open link, not kept in clear, is handed to it once (never in the URL).
     page = f"/requests/{view.id}"

@@ -10,6 +10,7 @@ Never puts an address, a file name or a password in a URL or a log.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from fastapi import Depends, Request, Response
 from starlette.datastructures import FormData
 
 from coffre.audit.trail import Context
-from coffre.domain.accounts import Actor
+from coffre.domain.accounts import Actor, normalise_email
 from coffre.domain.policy import Action
 from coffre.errors import (
     CoffreError,
@@ -42,7 +43,10 @@ Ctx = Annotated[Context, Depends(deps.context)]
 #: Recipients and files one form may carry (the API's own ceilings are higher).
 MAX_RECIPIENTS = 100
 MAX_FILES = 200
-_SEPARATORS = re.compile(r"[,;\s]+")
+#: Between recipients: commas, semicolons, new lines; spaces only between
+#: addresses ("Jean Dupont" is one contact's name).
+_SEPARATORS = re.compile(r"[,;\r\n]+")
+_NAMED = re.compile(r"^(.*)<([^<>]+)>$")
 _FIELD_ERRORS = {
     "recipients": N_("Add at least one recipient, with a valid e-mail address."),
     "email": N_("One of the recipients' addresses is not valid."),
@@ -56,11 +60,43 @@ _FIELD_ERRORS = {
 
 def addresses(values: list[Any]) -> list[str]:
     """Recipients from the form: each field may hold several, separated by
-    commas, semicolons or spaces."""
+    commas, semicolons or new lines (or spaces between addresses); an entry
+    without "@" is a contact's name, "Name <address>" an address."""
     found: list[str] = []
     for value in values:
-        found += [a for a in _SEPARATORS.split(str(value)[:10_000]) if a]
+        for raw in _SEPARATORS.split(str(value)[:10_000]):
+            entry = " ".join(raw.split())
+            named = _NAMED.match(entry)
+            if named:
+                found.append(named.group(2).strip())
+            elif "@" in entry:  # "Jean Dupont jean@x.fr": the address only
+                at = [word for word in entry.split(" ") if "@" in word]
+                found += at if len(at) == 1 else entry.split(" ")
+            elif entry:
+                found.append(entry)
     return found[:MAX_RECIPIENTS + 1]
+
+
+def _resolve(app: Any, actor: Actor, entries: list[str]) -> list[str]:
+    """Names to their contact's address; each bad entry is refused by name
+    (``InvalidInput`` with the entry), before the service sees the list."""
+    out = []
+    for entry in entries:
+        if "@" in entry:
+            try:
+                normalise_email(entry)
+            except InvalidInput:
+                raise InvalidInput("invalid e-mail address", field="email",
+                                   address=entry[:254]) from None
+            out.append(entry)
+            continue
+        try:
+            out += [r.email for r in app.contacts.resolve(actor, [entry])]
+        except (InvalidInput, PermissionDenied) as exc:
+            raise InvalidInput("no single contact has this name", field="recipients",
+                               name=entry[:200], reason="contact_name",
+                               candidates=exc.details.get("candidates") or []) from None
+    return out
 
 
 def _options(request: Request, actor: Actor) -> dict[str, Any]:
@@ -71,7 +107,8 @@ def _options(request: Request, actor: Actor) -> dict[str, Any]:
             "usage": app.quotas.report(actor).user}
 
 
-def _page(request: Request, actor: Actor, options: dict[str, Any], *, error: str | None = None,
+def _page(request: Request, actor: Actor, options: dict[str, Any], *,
+          error: str | tuple[str, str] | None = None,
           values: dict[str, Any] | None = None, status: int = 200) -> Response:
     return render(request, "transfers/send.html", {
         **options, "error": error, "values": values or {},
@@ -113,35 +150,56 @@ def _new_transfer(form: FormData) -> NewTransfer:
     )
 
 
-def refusal(exc: CoffreError, policy: dict[str, Any]) -> str:
-    """What went wrong, in the reader's language (never the exception's text)."""
+#: The page's field that caused an error, by the service's field name.
+_FIELD_IDS = {"recipients": "recipient-input", "email": "recipient-input", "files": "file-input",
+              "max_downloads": "max_downloads", "password": "password", "message": "message",
+              "subject": "subject", "expires_in": "days"}
+
+
+def refusal(exc: CoffreError, policy: dict[str, Any]) -> tuple[str | None, str]:
+    """What went wrong, in the reader's language (never the exception's
+    text), and the id of the field that caused it (None: the whole form)."""
     reason = exc.details.get("reason")
-    if isinstance(exc, QuotaExceeded):
-        return _("Your storage quota is full: delete old transfers, or ask your "
-                 "administrator for more space.")
-    if isinstance(exc, TooLarge):
-        return _("These files together are larger than one transfer may be (%(max)s).",
-                 max=filesize(int(exc.details.get("max_transfer_size") or 0)))
-    if reason == "too_many_recipients":
-        return _("Too many recipients: at most %(max)s per transfer.",
-                 max=exc.details.get("maximum"))
-    if reason in {"recipient_domain_denied", "recipient_domain_not_allowed"}:
-        return _("Your organisation does not allow sending to: %(domains)s.",
-                 domains=", ".join(exc.details.get("domains") or []))
-    if reason == "permanent_not_allowed":
-        return _("Your organisation does not allow permanent storage: choose an expiry.")
-    if reason == "verification_required":
-        return _("Your organisation requires recipients to confirm their address with a code.")
-    if isinstance(exc, Conflict | NotFound):
-        return _("A file is not uploaded yet, or no longer available: wait for the upload to "
-                 "finish, or remove the file and add it again.")
     field = str(exc.details.get("field") or "")
+    if isinstance(exc, QuotaExceeded):
+        return "file-input", _("Your storage quota is full: delete old transfers, or ask your "
+                               "administrator for more space.")
+    if isinstance(exc, TooLarge):
+        return "file-input", _(
+            "These files together are larger than one transfer may be (%(max)s).",
+            max=filesize(int(exc.details.get("max_transfer_size") or 0)))
+    if reason == "contact_name":
+        if exc.details.get("candidates"):
+            return "recipient-input", _(
+                "Several contacts match “%(name)s”: choose one in the list, or type the "
+                "address.", name=exc.details.get("name"))
+        return "recipient-input", _(
+            "No contact is named “%(name)s”: type their e-mail address, or add them to "
+            "your contacts.", name=exc.details.get("name"))
+    if field == "email" and exc.details.get("address"):
+        return "recipient-input", _("This address is not valid: %(address)s. Check it, or "
+                                    "remove it.", address=exc.details.get("address"))
+    if reason == "too_many_recipients":
+        return "recipient-input", _("Too many recipients: at most %(max)s per transfer.",
+                                    max=exc.details.get("maximum"))
+    if reason in {"recipient_domain_denied", "recipient_domain_not_allowed"}:
+        return "recipient-input", _("Your organisation does not allow sending to: %(domains)s.",
+                                    domains=", ".join(exc.details.get("domains") or []))
+    if reason == "permanent_not_allowed":
+        return "days", _("Your organisation does not allow permanent storage: choose an expiry.")
+    if reason == "verification_required":
+        return None, _("Your organisation requires recipients to confirm their address with "
+                       "a code.")
+    if isinstance(exc, Conflict | NotFound):
+        return "file-input", _(
+            "A file is not uploaded yet, or no longer available: wait for the upload to "
+            "finish, or remove the file and add it again.")
     if field == "expires_in":
-        return _("Choose an expiry between 1 and %(max)s days.",
-                 max=policy.get("max_expiry_days"))
+        return "days", _("Choose an expiry between 1 and %(max)s days.",
+                         max=policy.get("max_expiry_days"))
     if field in _FIELD_ERRORS:
-        return _(_FIELD_ERRORS[field])
-    return _("The transfer could not be created.")
+        return _FIELD_IDS.get(field), _(_FIELD_ERRORS[field])
+    return None, _("The transfer could not be created.")
 
 
 @router.post("/send")
@@ -150,17 +208,23 @@ async def send_submit(request: Request, actor: Creator, ctx: Ctx) -> Response:
     app = deps.coffre(request)
     try:
         new = _new_transfer(form)
+        new = replace(new, recipients=await to_thread.run_sync(
+            _resolve, app, actor, new.recipients))
         view = await to_thread.run_sync(app.transfers.create, actor, new, ctx)
     except (InvalidInput, Conflict, NotFound, TooLarge, PermissionDenied) as exc:
         if isinstance(exc, PermissionDenied) and exc.details.get("reason") is None:
             raise
         options = await to_thread.run_sync(_options, request, actor)
-        message = refusal(exc, options["policy"])
+        field, message = refusal(exc, options["policy"])
         if request.headers.get("hx-request"):  # the page stays, with its uploads
-            return render(request, "transfers/_send_error.html", {"error": message},
-                          actor=actor)
-        values = {k: str(form.get(k, "")) for k in ("subject", "message", "days")}
-        return _page(request, actor, options, error=message, values=values, status=400)
+            return render(request, "transfers/_send_error.html",
+                          {"error": message, "field": field}, status=422, actor=actor)
+        values = {k: str(form.get(k, ""))[:12_000] for k in (
+            "subject", "message", "days", "max_downloads", "permanent", "notify",
+            "skip_verification")}
+        values["recipient"] = ", ".join(str(r) for r in form.getlist("recipient") if str(r))
+        return _page(request, actor, options, error=(field, message) if field else message,
+                     values=values, status=400)
     page = f"/transfers/{view.id}"
     response = guard.redirect(request, f"{page}?done=created")
     # The personal links, shown once on the transfer's page (never in a URL).

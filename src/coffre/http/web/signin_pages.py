@@ -73,15 +73,16 @@ def wait_message(exc: TooManyAttempts) -> str:
 # -- first run and invitations ------------------------------------------------------
 
 
-def _setup_error(exc: CoffreError) -> str:
-    field = exc.details.get("field")
+def _setup_error(exc: CoffreError) -> str | tuple[str, str]:
+    """The message, and the field it is about (shown next to it)."""
+    field = str(exc.details.get("field"))
     if field == "password":
-        return password_error(exc)
-    return {
+        return field, password_error(exc)
+    message = {
         "email": _("This e-mail address is not valid."),
-        "password": _("The password must be 12 to 256 characters long and varied."),
         "organisation": _("Give the organisation's name."),
-    }.get(str(field), _("The information entered is not valid."))
+    }.get(field)
+    return (field, message) if message else _("The information entered is not valid.")
 
 
 @router.get("/setup/{token}", dependencies=[Public])
@@ -154,7 +155,7 @@ def _invitation_form(
     request: Request,
     token: str,
     invitation: InvitationPreview,
-    error: str | None,
+    error: str | tuple[str, str] | None,
     display_name: str,
     status: int = 200,
 ) -> Response:

@@ -6,7 +6,7 @@ language, the signed-in user's navigation and CSRF token, and
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
+from coffre.domain import times
 from coffre.domain.accounts import Actor
 from coffre.http import deps
 from coffre.http.web import i18n, qr
@@ -24,7 +25,8 @@ def _frame(request: Request) -> dict[str, Any]:
     """What every page's frame needs; sets the language the page is
     rendered in (the ``coffre-lang`` cookie, else French)."""
     i18n.use_language(request.cookies.get(i18n.COOKIE))
-    return {"lang": i18n.current(), "languages": i18n.LANGUAGES, "here": request.url.path}
+    return {"lang": i18n.current(), "languages": i18n.LANGUAGES, "here": request.url.path,
+            "timezone": times.current_zone().key}
 
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates",
@@ -57,16 +59,9 @@ def _linkify(text: str) -> Markup:
     return Markup(linked)  # noqa: S704
 
 
-def when(value: datetime | float | None) -> str:
-    """A date and time, UTC, in the reader's language."""
-    if value is None:
-        return ""
-    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if i18n.current() == "fr":
-        return moment.astimezone(UTC).strftime("%d/%m/%Y %H:%M UTC")
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def when(value: datetime | float | str | None) -> str:
+    """A date and time in the deployment's zone, in the reader's language."""
+    return times.people(value, i18n.current())
 
 
 TEMPLATES.env.filters["filesize"] = filesize

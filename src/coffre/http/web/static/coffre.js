@@ -43,7 +43,123 @@
     return { ok: response.ok, status: response.status, data: data };
   }
 
-  window.Coffre = { api: api, csrf: csrf };
+  // -- Forms that show their errors (templates/_forms.html): the first
+  // faulty field, else the message near the button, is scrolled to and
+  // focused when a page or an htmx fragment shows one.
+  function reveal(element) {
+    if (!element) { return; }
+    if (!element.matches("input, select, textarea, button, a[href], [tabindex]")) {
+      element.setAttribute("tabindex", "-1");
+    }
+    element.scrollIntoView({ block: "center" });
+    element.focus({ preventScroll: true });
+  }
+
+  function firstError(root) {
+    return root.querySelector("[aria-invalid='true']:not([type='hidden'])")
+      || root.querySelector(".form-summary .error, .field-error, .error[role='alert']:not([hidden])");
+  }
+
+  function describe(field, id, on) {
+    const ids = (field.getAttribute("aria-describedby") || "").split(/\s+/)
+      .filter(function (x) { return x && x !== id; });
+    if (on) { ids.push(id); }
+    if (ids.length) { field.setAttribute("aria-describedby", ids.join(" ")); }
+    else { field.removeAttribute("aria-describedby"); }
+  }
+
+  // One field's message, after ``place`` (the field itself by default).
+  function fieldError(field, text, place) {
+    const id = (field.id || field.name) + "-error";
+    let note = document.getElementById(id);
+    if (!text) {
+      if (note) { note.remove(); }
+      field.removeAttribute("aria-invalid");
+      describe(field, id, false);
+      const box = field.closest(".form-field");
+      if (box) { box.classList.remove("has-error"); }
+      return;
+    }
+    if (!note) {
+      note = document.createElement("p");
+      note.id = id;
+      note.className = "error field-error";
+      (place || field).insertAdjacentElement("afterend", note);
+    }
+    note.textContent = text;
+    field.setAttribute("aria-invalid", "true");
+    describe(field, id, true);
+    const box = field.closest(".form-field");
+    if (box) { box.classList.add("has-error"); }
+  }
+
+  function summaryOf(form) {
+    return form.querySelector("[data-form-summary]");
+  }
+
+  // Errors found in the browser: [{field, message, place}], each shown next
+  // to its field and all of them near the button; the first is focused.
+  function showErrors(form, errors, general) {
+    const summary = summaryOf(form);
+    form.querySelectorAll("[aria-invalid='true']").forEach(function (f) { fieldError(f, ""); });
+    if (summary) {
+      summary.textContent = "";
+      const lines = errors.map(function (e) { return e.message; });
+      if (general) { lines.push(general); }
+      lines.forEach(function (text) {
+        const p = document.createElement("p");
+        p.className = "error";
+        p.textContent = text;
+        summary.appendChild(p);
+      });
+    }
+    errors.forEach(function (e) { fieldError(e.field, e.message, e.place); });
+    if (errors.length) { reveal(errors[0].field); }
+    else if (summary && general) { reveal(summary); }
+  }
+
+  function clearErrors(form) { showErrors(form, [], ""); }
+
+  // On a page shown again with its errors: the first faulty field, else the
+  // message (unless the page chose a field to focus itself).
+  document.addEventListener("DOMContentLoaded", function () {
+    const main = document.getElementById("main");
+    if (!main) { return; }
+    const faulty = main.querySelector("[aria-invalid='true']:not([type='hidden'])");
+    const message = firstError(main);
+    if (faulty) { reveal(faulty); }
+    else if (message && !main.querySelector("[autofocus]")) { reveal(message); }
+  });
+
+  // A form's errors answered with 400 or 422 are fragments to show, not
+  // failures (for forms built with _forms.html's summary only).
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const status = event.detail.xhr.status;
+    const elt = event.detail.elt;
+    const form = elt && elt.closest && elt.closest("form");
+    if ((status === 400 || status === 422) && form && summaryOf(form)) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+  // A fragment may name the field at fault: <p class="error" data-field="id">.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    const target = event.detail.target;
+    const form = target && target.closest && target.closest("form");
+    if (!form) { return; }
+    form.querySelectorAll("[aria-invalid='true']").forEach(function (f) { fieldError(f, ""); });
+    const named = target.querySelectorAll("[data-field]");
+    named.forEach(function (p) {
+      const field = document.getElementById(p.getAttribute("data-field"));
+      const place = document.getElementById(p.getAttribute("data-place") || "");
+      if (field) { fieldError(field, p.textContent, place); }
+    });
+    const first = named.length && document.getElementById(named[0].getAttribute("data-field"));
+    reveal(first || firstError(target));
+  });
+
+  window.Coffre = { api: api, csrf: csrf, showErrors: showErrors, clearErrors: clearErrors,
+                    fieldError: fieldError, reveal: reveal };
 })();
 
 // <button data-copy="source-id" data-copy-status="status-id" data-copied="…"

@@ -13,6 +13,12 @@
   }
 
   function show(box, lines, isError) {
+    // An error is also next to the file field, which gets the focus (coffre.js).
+    const input = document.getElementById("contact-file");
+    if (input && window.Coffre && window.Coffre.fieldError) {
+      window.Coffre.fieldError(input, isError ? lines[0] : "");
+      if (isError) { window.Coffre.reveal(input); }
+    }
     box.textContent = "";
     box.className = isError ? "error" : "notice";
     lines.forEach(function (line) {

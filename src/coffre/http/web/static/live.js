@@ -33,15 +33,21 @@
     });
   }
 
-  function pad(n) { return String(n).padStart(2, "0"); }
-
+  // Times in the deployment's zone (<html data-timezone>), written as the
+  // server writes them (templating's "datetime" filter).
   function when(iso, lang) {
     const d = new Date(iso);
     if (isNaN(d.getTime())) { return ""; }
-    const date = lang === "fr"
-      ? pad(d.getUTCDate()) + "/" + pad(d.getUTCMonth() + 1) + "/" + d.getUTCFullYear()
-      : d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate());
-    return date + " " + pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + " UTC";
+    const zone = document.documentElement.getAttribute("data-timezone") || "Europe/Paris";
+    const parts = {};
+    new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    }).formatToParts(d).forEach(function (p) { parts[p.type] = p.value; });
+    const time = parts.hour + ":" + parts.minute;
+    return lang === "fr"
+      ? parts.day + "/" + parts.month + "/" + parts.year + " à " + time
+      : parts.year + "-" + parts.month + "-" + parts.day + " " + time;
   }
 
   function data(element, name) {

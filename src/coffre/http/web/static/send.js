@@ -15,7 +15,10 @@
   const overall = document.getElementById("overall");
   const overallBar = document.getElementById("overall-progress");
   const overallText = document.getElementById("overall-text");
-  const errorBox = document.getElementById("send-error");
+  const submit = document.getElementById("send-submit");
+  const cancel = document.getElementById("send-cancel");
+  const waitingNote = document.getElementById("send-waiting");
+  const overallDetail = document.getElementById("overall-detail");
   const items = [];
   const claimed = new Set(); // server uploads already used by this page
 
@@ -29,14 +32,50 @@
 
   function percentText(value) { return t("percent", { p: String(value) }); }
 
-  function showError(text) {
-    errorBox.textContent = "";
-    if (text) {
-      const p = document.createElement("p");
-      p.className = "error";
-      p.textContent = text;
-      errorBox.appendChild(p);
+  // -- errors: next to what caused them and near the button (coffre.js).
+  function showErrors(errors, general) {
+    if (window.Coffre.showErrors) { window.Coffre.showErrors(form, errors, general); }
+  }
+
+  function fileError(text) {
+    return { field: input, message: text, place: zone };
+  }
+
+  // -- sizes, speed and time left, in the page's language.
+  function formatSize(bytes) {
+    const french = document.documentElement.lang === "fr";
+    const units = french ? ["octets", "Ko", "Mo", "Go", "To"] : ["bytes", "KB", "MB", "GB", "TB"];
+    let size = bytes;
+    let unit = 0;
+    while (size >= 1024 && unit < units.length - 1) { size /= 1024; unit += 1; }
+    const text = unit === 0 ? String(Math.round(size)) : size.toFixed(1);
+    return (french ? text.replace(".", ",") : text) + (french ? "\u00a0" : " ") + units[unit];
+  }
+
+  function timeLeft(seconds) {
+    const s = Math.max(1, Math.ceil(seconds));
+    if (s < 60) { return t("left-s", { n: String(s) }); }
+    if (s < 3600) { return t("left-min", { n: String(Math.ceil(s / 60)) }); }
+    return t("left-h", { h: String(Math.floor(s / 3600)),
+                         min: String(Math.floor((s % 3600) / 60)) });
+  }
+
+  // Speed over the last few seconds (a sliding window of samples).
+  function speedOf(samples, now, sent) {
+    samples.push([now, sent]);
+    while (samples.length > 2 && now - samples[0][0] > 10000) { samples.shift(); }
+    const first = samples[0];
+    const elapsed = (now - first[0]) / 1000;
+    return elapsed >= 0.5 ? (sent - first[1]) / elapsed : 0;
+  }
+
+  function detailText(sent, total, speed) {
+    const parts = [t("bytes", { sent: formatSize(sent), total: formatSize(total) })];
+    if (sent < total && speed > 0) {
+      parts.push(t("speed", { size: formatSize(speed) }));
+      parts.push(timeLeft((total - sent) / speed));
     }
+    return parts.join(" \u00b7 ");
   }
 
   function fingerprint(file) {
@@ -61,6 +100,8 @@
     addUpload: function () { return Promise.resolve(""); },
   };
 
+  const overallSamples = [];
+
   function updateOverall() {
     const total = items.reduce(function (sum, it) { return sum + it.file.size; }, 0);
     const sent = items.reduce(function (sum, it) { return sum + it.sent; }, 0);
@@ -68,6 +109,10 @@
     overall.hidden = items.length === 0;
     overallBar.value = value;
     overallText.textContent = percentText(value);
+    const running = items.some(function (it) { return it.state === "uploading"; });
+    const speed = running ? speedOf(overallSamples, Date.now(), sent) : 0;
+    if (!running) { overallSamples.length = 0; }
+    overallDetail.textContent = items.length ? detailText(sent, total, speed) : "";
   }
 
   function setProgress(item, sent) {
@@ -75,8 +120,15 @@
     const value = item.file.size ? Math.floor(100 * sent / item.file.size) : 100;
     item.bar.value = value;
     item.percent.textContent = percentText(value);
+    const speed = item.state === "uploading" ? speedOf(item.samples, Date.now(), sent) : 0;
+    item.detail.textContent = detailText(sent, item.file.size, speed);
     updateOverall();
   }
+
+  // Speed and time left move on between progress events (a slow chunk).
+  setInterval(function () {
+    items.forEach(function (it) { if (it.state === "uploading") { setProgress(it, it.sent); } });
+  }, 1000);
 
   function setState(item, state, text) {
     item.state = state;
@@ -84,6 +136,10 @@
     item.toggle.hidden = state === "done" || state === "failed";
     item.toggle.textContent = state === "paused" ? t("resume") : t("pause");
     item.li.setAttribute("data-state", state);
+    if (state !== "uploading") { item.samples.length = 0; }
+    else if (!item.samples.length) { item.samples.push([Date.now(), item.sent]); }
+    updateOverall();
+    afterUploads();
   }
 
   function errorText(error) {
@@ -147,6 +203,9 @@
         const from = Math.floor(100 * (previous[0].offset || 0) / size);
         setProgress(item, previous[0].offset || 0);
         item.resumedFrom = previous[0].offset || 0;
+        item.samples.length = 0;  // bytes sent before the reload are not speed
+        item.samples.push([Date.now(), item.resumedFrom]);
+        overallSamples.length = 0;
         item.li.setAttribute("data-resumed-from", String(item.resumedFrom));
         item.note.textContent = t("resumed", { p: String(from) });
       }
@@ -167,7 +226,8 @@
   }
 
   function addFile(file) {
-    const item = { file: file, sent: 0, state: "waiting", id: null, upload: null, hidden: null };
+    const item = { file: file, sent: 0, state: "waiting", id: null, upload: null, hidden: null,
+                   samples: [] };
     const index = items.length;
     item.li = document.createElement("li");
     item.li.className = "upload";
@@ -192,6 +252,11 @@
     item.percent = document.createElement("span");
     item.percent.className = "percent";
     item.percent.textContent = percentText(0);
+    item.detail = document.createElement("span");
+    item.detail.className = "progress-detail";
+    item.detail.id = barId + "-detail";
+    item.detail.textContent = detailText(0, file.size, 0);
+    item.bar.setAttribute("aria-describedby", item.detail.id);
     const row = document.createElement("div");
     row.className = "upload-row";
     row.append(label, item.bar, item.percent);
@@ -220,6 +285,7 @@
       items.splice(items.indexOf(item), 1);
       item.li.remove();
       updateOverall();
+      afterUploads();
       input.focus();
     });
     remove.className = "remove";
@@ -227,25 +293,16 @@
     const actions = document.createElement("div");
     actions.className = "upload-actions";
     actions.append(item.status, item.note, item.toggle, remove);
-    item.li.append(head, row, actions);
+    item.li.append(head, row, item.detail, actions);
     list.appendChild(item.li);
     items.push(item);
     updateOverall();
     start(item);
   }
 
-  function formatSize(bytes) {
-    const french = document.documentElement.lang === "fr";
-    const units = french ? ["octets", "Ko", "Mo", "Go", "To"] : ["bytes", "KB", "MB", "GB", "TB"];
-    let size = bytes;
-    let unit = 0;
-    while (size >= 1024 && unit < units.length - 1) { size /= 1024; unit += 1; }
-    const text = unit === 0 ? String(size) : size.toFixed(1);
-    return (french ? text.replace(".", ",") : text) + " " + units[unit];
-  }
 
   function addFiles(files) {
-    showError("");
+    if (input.getAttribute("aria-invalid") === "true") { window.Coffre.fieldError(input, ""); }
     Array.prototype.forEach.call(files, addFile);
   }
 
@@ -269,75 +326,282 @@
     if (event.dataTransfer && event.dataTransfer.files) { addFiles(event.dataTransfer.files); }
   });
 
-  // Recipients: chips with a hidden field each; contacts suggested.
+  // -- recipients: one chip per address, checked as it is added; a name is
+  // looked up in the contacts ("Jean Dupont" is one name, not two chips).
   const recipientInput = document.getElementById("recipient-input");
+  const recipientRow = document.getElementById("recipient-row");
   const recipientList = document.getElementById("recipient-list");
-  const options = document.getElementById("contact-options");
-  const chosen = new Set();
+  const suggestions = document.getElementById("recipient-suggestions");
+  const recipientStatus = document.getElementById("recipient-status");
+  const chosen = new Map();
+  // A syntax check only: the server validates every address again.
+  const EMAIL = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$/;
+  const NAMED = /^(.*)<([^<>]+)>$/;
 
-  function addRecipients() {
-    const values = recipientInput.value.split(/[,;\s]+/).filter(Boolean);
-    values.forEach(function (address) {
-      const key = address.toLowerCase();
-      if (chosen.has(key)) { return; }
-      chosen.add(key);
-      const li = document.createElement("li");
-      const text = document.createElement("span");
-      text.textContent = address;
-      const hidden = document.createElement("input");
-      hidden.type = "hidden";
-      hidden.name = "recipient";
-      hidden.value = address;
-      const remove = button("\u00d7", function () {
-        chosen.delete(key);
-        li.remove();
-        recipientInput.focus();
-      });
-      remove.setAttribute("aria-label", t("remove-recipient", { who: address }));
-      li.append(text, hidden, remove);
-      recipientList.appendChild(li);
+  function fold(text) {
+    return text.normalize("NFD").replace(/[\u0300-\u036f]/g, "").toLowerCase().trim();
+  }
+
+  function recipientError(text) {
+    window.Coffre.fieldError(recipientInput, text, recipientRow);
+  }
+
+  function badChips() {
+    return recipientList.querySelectorAll("li[data-invalid]").length;
+  }
+
+  function addChip(address, name) {
+    const key = address.toLowerCase();
+    if (chosen.has(key)) { return true; }
+    const valid = EMAIL.test(address) && address.length <= 254;
+    const li = document.createElement("li");
+    const text = document.createElement("span");
+    text.textContent = name ? name + " <" + address + ">" : address;
+    li.appendChild(text);
+    if (!valid) {
+      li.className = "invalid";
+      li.setAttribute("data-invalid", "true");
+      const mark = document.createElement("span");
+      mark.className = "chip-mark";
+      mark.textContent = "\u26a0 " + t("bad-chip");
+      li.appendChild(mark);
+    }
+    const hidden = document.createElement("input");
+    hidden.type = "hidden";
+    hidden.name = "recipient";
+    hidden.value = address;
+    const remove = button("\u00d7", function () {
+      chosen.delete(key);
+      li.remove();
+      if (!badChips() && recipientInput.getAttribute("aria-invalid") === "true") {
+        recipientError("");
+      }
+      recipientInput.focus();
     });
-    recipientInput.value = "";
+    remove.setAttribute("aria-label", t("remove-recipient", { who: address }));
+    li.append(hidden, remove);
+    recipientList.appendChild(li);
+    chosen.set(key, li);
+    recipientStatus.textContent = t("added", { who: name || address });
+    return valid;
+  }
+
+  function unique(contacts) {
+    const seen = new Set();
+    return contacts.filter(function (c) {
+      if (seen.has(c.email)) { return false; }
+      seen.add(c.email);
+      return true;
+    });
+  }
+
+  async function findContacts(query, limit) {
+    const answer = await window.Coffre.api(
+      "GET", "/api/v1/contacts?limit=" + limit + "&q=" + encodeURIComponent(query));
+    return answer.ok && Array.isArray(answer.data) ? unique(answer.data) : [];
+  }
+
+  // A name to one contact: an exact name wins, else the only match.
+  async function byName(name) {
+    const found = await findContacts(name, 10);
+    const exact = found.filter(function (c) { return fold(c.name || "") === fold(name); });
+    return exact.length ? exact : found;
+  }
+
+  function hideSuggestions() {
+    suggestions.hidden = true;
+    suggestions.textContent = "";
+  }
+
+  function showSuggestions(contacts, onPick) {
+    suggestions.textContent = "";
+    contacts.forEach(function (contact) {
+      const li = document.createElement("li");
+      const b = button(contact.name ? contact.name + " <" + contact.email + ">" : contact.email,
+        function () { onPick(contact); });
+      b.className = "suggestion";
+      li.appendChild(b);
+      suggestions.appendChild(li);
+    });
+    suggestions.hidden = contacts.length === 0;
+    if (contacts.length) { recipientStatus.textContent = t("suggested", { n: String(contacts.length) }); }
+  }
+
+  function lastEntry() {
+    const parts = recipientInput.value.split(/[,;\n]/);
+    return parts[parts.length - 1];
+  }
+
+  function replaceLastEntry() {
+    const value = recipientInput.value;
+    const cut = value.length - lastEntry().length;
+    recipientInput.value = value.slice(0, cut).replace(/[,;\s]+$/, "");
+  }
+
+  function pick(contact) {
+    replaceLastEntry();
+    addChip(contact.email, contact.name);
+    hideSuggestions();
+    recipientInput.focus();
+    if (recipientInput.value.trim()) { addRecipients(); }  // what was typed before
+    else if (!badChips()) { recipientError(""); }
+  }
+
+  // What is typed, to chips; an entry that is not one stays in the field,
+  // with its message next to it. Resolves to true when all were added.
+  let adding = Promise.resolve(true);
+  function addRecipients() {
+    adding = adding.then(async function () {
+      const entries = recipientInput.value.split(/[,;\n]+/)
+        .map(function (e) { return e.replace(/\s+/g, " ").trim(); }).filter(Boolean);
+      const left = [];
+      let problem = "";
+      for (const entry of entries) {
+        const named = NAMED.exec(entry);
+        if (named) {
+          if (!addChip(named[2].trim(), named[1].trim())) {
+            problem = problem || t("bad-address", { address: named[2].trim() });
+          }
+        } else if (entry.indexOf("@") >= 0) {
+          // "Jean Dupont jean@x.fr": a name and its address, one chip.
+          const words = entry.split(" ");
+          const at = words.filter(function (w) { return w.indexOf("@") >= 0; });
+          const name = at.length === 1 ? words.filter(function (w) { return w !== at[0]; })
+            .join(" ") : "";
+          (at.length === 1 ? at : words).forEach(function (address) {
+            if (!addChip(address, name)) {
+              problem = problem || t("bad-address", { address: address });
+            }
+          });
+        } else {
+          const found = await byName(entry);
+          if (found.length === 1) {
+            addChip(found[0].email, found[0].name);
+          } else {
+            left.push(entry);
+            problem = problem || t(found.length ? "several" : "no-contact", { name: entry });
+            if (found.length) { showSuggestions(found.slice(0, 8), pick); }
+          }
+        }
+      }
+      recipientInput.value = left.join(", ");
+      if (!left.length) { hideSuggestions(); }
+      recipientError(problem);
+      return !problem;
+    });
+    return adding;
   }
 
   document.getElementById("recipient-add").addEventListener("click", function () {
-    addRecipients();
-    recipientInput.focus();
+    addRecipients().then(function () { recipientInput.focus(); });
   });
   recipientInput.addEventListener("keydown", function (event) {
     if (event.key === "Enter") {
       event.preventDefault();
       addRecipients();
+    } else if (event.key === "ArrowDown" && !suggestions.hidden) {
+      event.preventDefault();
+      suggestions.querySelector("button").focus();
+    } else if (event.key === "Escape") {
+      hideSuggestions();
+    }
+  });
+  suggestions.addEventListener("keydown", function (event) {
+    const all = Array.prototype.slice.call(suggestions.querySelectorAll("button"));
+    const at = all.indexOf(document.activeElement);
+    if (event.key === "ArrowDown" && at < all.length - 1) {
+      event.preventDefault();
+      all[at + 1].focus();
+    } else if (event.key === "ArrowUp") {
+      event.preventDefault();
+      (at > 0 ? all[at - 1] : recipientInput).focus();
+    } else if (event.key === "Escape") {
+      hideSuggestions();
+      recipientInput.focus();
     }
   });
 
   let searching = null;
+  let asked = 0;
   recipientInput.addEventListener("input", function () {
-    const q = recipientInput.value.trim();
+    const typed = lastEntry().trim();
     clearTimeout(searching);
-    if (q.length < 2 || q.includes(",")) { return; }
+    if (/[,;]$/.test(recipientInput.value)) { addRecipients(); return; }
+    if (typed.length < 2) { hideSuggestions(); return; }
     searching = setTimeout(async function () {
-      const answer = await window.Coffre.api(
-        "GET", "/api/v1/contacts?limit=8&q=" + encodeURIComponent(q));
-      if (!answer.ok || !Array.isArray(answer.data)) { return; }
-      options.textContent = "";
-      answer.data.forEach(function (contact) {
-        const option = document.createElement("option");
-        option.value = contact.email;
-        option.label = contact.name ? contact.name + " <" + contact.email + ">" : contact.email;
-        options.appendChild(option);
-      });
+      const mine = ++asked;
+      const found = await findContacts(typed, 8);
+      if (mine !== asked) { return; }  // a later keystroke has its own answer
+      showSuggestions(found, pick);
     }, 200);
   });
+  if (recipientInput.value) { addRecipients(); }  // re-shown by the server
 
-  // Sending: only once every file is uploaded.
-  form.addEventListener("htmx:confirm", function (event) {
-    if (items.length === 0) {
-      event.preventDefault();
-      showError(t("no-file"));
-    } else if (items.some(function (it) { return it.state !== "done"; })) {
-      event.preventDefault();
-      showError(t("wait"));
+  // -- sending: every problem shown at once, next to its cause and near the
+  // button; while uploads run, "Send" waits for them (cancellable).
+  let waiting = null;
+
+  function running() {
+    return items.some(function (it) { return it.state === "uploading" || it.state === "waiting"; });
+  }
+
+  function stopWaiting() {
+    waiting = null;
+    submit.textContent = t("send");
+    submit.removeAttribute("aria-disabled");
+    cancel.hidden = true;
+    waitingNote.textContent = "";
+  }
+
+  async function trySend(issue) {
+    const errors = [];
+    if (items.length === 0) { errors.push(fileError(t("no-file"))); }
+    else if (items.some(function (it) { return it.state === "failed"; })) {
+      errors.push(fileError(t("failed-files")));
+    } else if (items.some(function (it) { return it.state === "paused"; })) {
+      errors.push(fileError(t("paused-files")));
     }
+    const typed = recipientInput.value.trim() ? await addRecipients() : true;
+    const recipientProblem = document.getElementById("recipient-input-error");
+    if (!typed && recipientProblem) {
+      errors.push({ field: recipientInput, message: recipientProblem.textContent,
+                    place: recipientRow });
+    } else if (badChips()) {
+      errors.push({ field: recipientInput, message: t("bad-chips"), place: recipientRow });
+    } else if (chosen.size === 0) {
+      errors.push({ field: recipientInput, message: t("no-recipient"), place: recipientRow });
+    }
+    if (errors.length) {
+      stopWaiting();
+      showErrors(errors, "");
+      return;
+    }
+    window.Coffre.clearErrors(form);
+    if (running()) {
+      waiting = issue;
+      submit.textContent = t("waiting-send");
+      submit.setAttribute("aria-disabled", "true");
+      cancel.hidden = false;
+      waitingNote.textContent = t("waiting-note");
+      return;
+    }
+    stopWaiting();
+    issue();
+  }
+
+  function afterUploads() {
+    if (waiting && !running()) { trySend(waiting); }
+  }
+
+  cancel.addEventListener("click", function () {
+    stopWaiting();
+    submit.focus();
+  });
+
+  form.addEventListener("htmx:confirm", function (event) {
+    event.preventDefault();
+    if (waiting) { return; }  // already waiting for the uploads
+    const detail = event.detail;
+    trySend(function () { detail.issueRequest(true); });
   });
 })();
