@@ -549,4 +549,4 @@ def test_send_pressed_during_an_upload_waits_for_it(page: Any, web: Web,
         route.continue_()
     page.unroute_all(behavior="ignoreErrors")
     page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"), timeout=60_000)
-    expect(page.get_by_text(_sha256(source))).to_be_visible()
+    _hashes_shown(page, [_sha256(source)])
