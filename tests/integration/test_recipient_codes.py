@@ -9,6 +9,7 @@ nor phone number in logs, audit payloads or the data directory).
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -136,7 +137,11 @@ def test_code_by_mail_before_file_names(server: Server, client: httpx.Client,
     page = httpx.get(f"{server.url}/t/{token}")
     assert page.status_code == 401
     assert "Confirmez que ce lien vous est destiné" in page.text
-    assert 'name="code"' in page.text and "Recevoir un code" in page.text
+    # Opening the link sends nothing (mail scanners open links too): one
+    # button sends the code, and the page says none was sent yet.
+    assert "Recevoir mon code par e-mail" in page.text and 'name="code"' not in page.text
+    assert "Aucun code n'a encore été envoyé." in page.text
+    assert not code_mails(mail, address)
     assert "CANARY" not in page.text
     assert local not in page.text  # masked
     # The mail with the link says a code will follow.
@@ -310,10 +315,15 @@ def test_web_page_asks_for_the_code_first(server: Server, client: httpx.Client,
     address = _address(transfer)
     page = f"{server.url}/t/{token}"
     asked = httpx.post(f"{page}/code")
-    assert asked.status_code == 200
-    assert "Un code vient de vous être envoyé par e-mail à" in asked.text
-    assert "Renvoyer le code" in asked.text
+    assert asked.status_code == 303  # then the page says where and when it went
+    assert asked.headers["location"] == f"/t/{token}"
+    shown = httpx.get(page)
+    assert re.search(r"Un code à 8 chiffres a été envoyé par e-mail à \w•••@[\w.-]+ à "
+                     r"\d\d:\d\d", shown.text)
+    assert re.search(r'id="code"[^>]*autofocus', shown.text)
+    assert "Renvoyer le code" in shown.text
     code = wait_code(mail, address, 1)
+    assert httpx.get(page).status_code == 401 and len(code_mails(mail, address)) == 1
     resent = httpx.post(f"{page}/code")
     assert resent.status_code == 429
     assert "Patientez" in resent.text
@@ -328,6 +338,10 @@ def test_web_page_asks_for_the_code_first(server: Server, client: httpx.Client,
     assert right.status_code == 303
     assert right.headers["location"] == f"/t/{token}"
     access = right.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    # Another browser (no grant): the used code is said to be no longer valid.
+    again = httpx.get(page)
+    assert again.status_code == 401 and "Recevoir mon code par e-mail" in again.text
+    assert "Le dernier code envoyé n'est plus valable" in again.text
     cookie = {"Cookie": f"__Host-coffre-access={access}"}
     # Then the password, then the files.
     asked_password = httpx.get(page, headers=cookie)
@@ -360,6 +374,9 @@ def test_code_by_sms_through_the_provider(server: Server, client: httpx.Client,
     details = httpx.get(_link(server, token)).json()["error"]["details"]
     assert details["channel"] == "sms"
     assert details["recipient"] == "+33•••••••78"
+    # The page writes the masked number as people do, and offers the SMS.
+    page = httpx.get(f"{server.url}/t/{token}").text
+    assert "par SMS au 0• •• •• •• 78." in page and "Recevoir mon code par SMS" in page
     before = len(sms.received)
     sent = _code_sent(server, token)
     assert sent.status_code == 202, sent.text

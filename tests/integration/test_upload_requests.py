@@ -395,9 +395,11 @@ def test_the_depositor_pages(server: Server, mail: MailCatcher, client: httpx.Cl
     page = f"{server.url}/d/{deposit_token}"
     same_site = {"Origin": server.url}
     first = httpx.get(page)
-    assert first.status_code == 401 and "saisissez le code" in first.text
+    assert first.status_code == 401 and "Recevoir mon code par e-mail" in first.text
+    assert "Aucun code n'a encore été envoyé." in first.text  # opening it sends nothing
     sent = httpx.post(f"{page}/code", headers=same_site)
-    assert sent.status_code == 200 and "Un code vient de vous être envoyé" in sent.text
+    assert sent.status_code == 303 and sent.headers["location"] == f"/d/{deposit_token}"
+    assert "Un code à 8 chiffres a été envoyé par e-mail à" in httpx.get(page).text
     wrong = httpx.post(f"{page}/verify", data={"code": "00000000"}, headers=same_site)
     assert wrong.status_code == 401 and "Code incorrect" in wrong.text
     verified = httpx.post(f"{page}/verify", data={"code": wait_code(mail, patient, 1)},
@@ -410,6 +412,7 @@ def test_the_depositor_pages(server: Server, mail: MailCatcher, client: httpx.Cl
     shown = httpx.get(page, headers=cookie)
     assert shown.status_code == 200 and "Merci pour la radio" in shown.text
     assert "/static/deposit.js" in shown.text
+    assert "coffre deposit" not in shown.text  # no command line for patients
     assert httpx.get(f"{server.url}/static/deposit.js").status_code == 200
 
     by_page = {**TUS, **cookie, **same_site, "X-Coffre-Deposit-Cookie": "1",
@@ -426,9 +429,13 @@ def test_the_depositor_pages(server: Server, mail: MailCatcher, client: httpx.Cl
         **OFFSET, **cookie, **same_site, "X-Coffre-Deposit-Cookie": "1", "Upload-Offset": "0"})
     assert patched.status_code == 204, patched.text
     listed = httpx.get(page, headers=cookie)
-    assert "radio é.pdf" in listed.text and "Terminer et remettre" in listed.text
+    # Sent but not handed over (the page's script hands over by itself once
+    # every chosen file is sent; a page left before that offers it).
+    assert "radio é.pdf" in listed.text and "Remettre ce fichier à" in listed.text
     handed = httpx.post(f"{page}/deposit", headers={**cookie, **same_site})
-    assert handed.status_code == 200 and "vos fichiers ont été remis" in handed.text
+    assert handed.status_code == 303 and handed.headers["location"] == f"/d/{deposit_token}?done=1"
+    confirmed = httpx.get(f"{page}?done=1", headers=cookie).text
+    assert "Votre fichier a été remis" in confirmed and "radio é.pdf" in confirmed
     assert httpx.post(f"{page}/deposit", headers={**cookie, "Origin": "https://ailleurs.example"}
                       ).status_code == 403
 

@@ -36,6 +36,7 @@ from coffre.db.tables import (
 from coffre.domain import codes
 from coffre.domain.accounts import normalise_email
 from coffre.domain.addresses import throttle_bucket
+from coffre.domain.phones import mask_phone
 from coffre.domain.requests import Depositor, check_request_open, check_room
 from coffre.domain.transfers import sanitise_filename
 from coffre.errors import AuthenticationRequired, Conflict, NotFound, TooManyAttempts
@@ -48,10 +49,10 @@ from coffre.services.tracking import track
 from coffre.services.uploads import UploadInfo, UploadService
 from coffre.services.verification import (
     ACCESS_LIFETIME,
+    Challenge,
     CodeSent,
     RecipientVerification,
     mask_email,
-    mask_phone,
 )
 
 #: Depositors an open link may take in (each one who gives an address).
@@ -68,6 +69,8 @@ class DepositUpload:
     offset: int
     completed: bool
     deposited: bool
+    #: When it was handed over (with the others of the same hand-over).
+    deposited_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,23 @@ class DepositService:
             "requester": (owner.display_name or owner.email) if owner else "",
             "channel": "sms" if phone else "email",
         }
+
+    def challenge_for(self, token: str) -> Challenge:
+        """What the code page may tell a depositor who has proved nothing
+        yet: where the code goes, whether one is pending and since when."""
+        now = self.clock.now()
+        with self.db.session() as session:
+            depositor = self._depositor(session, token)
+            shown = self._challenge(session, depositor)
+            locked = depositor.locked_until
+            return Challenge(
+                recipient=shown["recipient"], sender=shown["requester"],
+                channel=shown["channel"],
+                code_pending=depositor.code_hash is not None
+                and depositor.code_expires_at is not None and depositor.code_expires_at > now,
+                locked_until=locked if locked is not None and locked > now else None,
+                password_required=False, code_sent_at=depositor.code_sent_at,
+            )
 
     def _phone(self, session: Session, depositor: RequestDepositor) -> str | None:
         if depositor.phone_sealed is None or self.codes.sms is None:
@@ -399,12 +419,17 @@ class DepositService:
                 select(Upload).where(Upload.depositor_id == depositor.id)
                 .order_by(Upload.created_at)
             ).scalars().all()
+            handed = self._handed_names(session, depositor.id)
             uploads = []
             for upload in rows:
-                info = self.uploads._info(session, upload)
+                if upload.attached_at is None:
+                    name = self.uploads._info(session, upload).metadata.get("filename", "")
+                else:  # its name now lives, sealed, with the requester's file
+                    name = handed.get(upload.blob_id, "")
                 uploads.append(DepositUpload(
-                    upload.id, info.metadata.get("filename", ""), upload.length, upload.offset,
-                    upload.completed_at is not None, upload.attached_at is not None))
+                    upload.id, name, upload.length, upload.offset,
+                    upload.completed_at is not None, upload.attached_at is not None,
+                    upload.attached_at))
             message = ""
             if request.message_sealed:
                 message = self.keys.open_text(session, request.message_sealed,
@@ -418,6 +443,16 @@ class DepositService:
                 remaining_files=max(request.max_files - files, 0), uploads=uploads,
                 upload_url=f"{self.public_url}/api/v1/uploads/",
             )
+
+    def _handed_names(self, session: Session, depositor_id: str) -> dict[str, str]:
+        """The names of the files this depositor handed over, by blob (the
+        requester's copies: a file they deleted is no longer named)."""
+        files = session.execute(
+            select(TransferFile).join(Transfer, Transfer.id == TransferFile.transfer_id)
+            .where(Transfer.received_from == depositor_id)
+        ).scalars().all()
+        return {f.blob_id: self.keys.open_text(session, f.name_sealed, f"file:{f.id}")
+                for f in files}
 
     def create_upload(self, depositor: Depositor, length: int | None,
                       metadata: dict[str, str], ctx: trail.Context) -> UploadInfo:

@@ -26,6 +26,7 @@ from coffre.crypto import credentials
 from coffre.db.engine import Database
 from coffre.db.tables import LinkAccess, Recipient, Transfer, User
 from coffre.domain import codes
+from coffre.domain.phones import mask_phone
 from coffre.domain.transfers import check_link_usable, check_recipient_usable
 from coffre.errors import Conflict, InvalidInput, NotFound
 from coffre.ports import Clock, SmsSender
@@ -53,11 +54,6 @@ def mask_email(email: str) -> str:
     """``dupont@exemple.fr`` -> ``d•••@exemple.fr``."""
     local, _, domain = email.partition("@")
     return f"{local[:1]}•••@{domain}"
-
-
-def mask_phone(phone: str) -> str:
-    """``+33612345678`` -> ``+33•••••••78``."""
-    return f"{phone[:3]}{'•' * max(len(phone) - 5, 1)}{phone[-2:]}"
 
 
 def phone_context(recipient_id: str) -> str:
@@ -124,6 +120,8 @@ class Challenge:
     code_pending: bool
     locked_until: datetime | None
     password_required: bool
+    #: When the last code was sent (pending, expired or used), if ever.
+    code_sent_at: datetime | None = None
 
     def details(self) -> dict[str, str]:
         return {"recipient": self.recipient, "sender": self.sender, "channel": self.channel}
@@ -176,6 +174,7 @@ class RecipientVerification:
             and recipient.code_expires_at > now,
             locked_until=locked,
             password_required=transfer.password_hash is not None,
+            code_sent_at=recipient.code_sent_at,
         )
 
     def challenge_for(self, token: str) -> Challenge:

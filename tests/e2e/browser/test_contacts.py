@@ -48,7 +48,11 @@ def test_contacts_add_search_edit_delete_import_and_export(page: Any, web: Web) 
     page.get_by_role("button", name="Enregistrer").click()
     expect(page.locator("p.notice")).to_have_text("Contact enregistré.")
     expect(rows.filter(has_text="Paul Durand")).to_contain_text("Kinésithérapeute")
-    expect(rows.filter(has_text="Paul Durand")).to_contain_text("+33612345678")
+    # Stored in E.164, shown as people write it, and read back the same way.
+    expect(rows.filter(has_text="Paul Durand")).to_contain_text("06 12 34 56 78")
+    page.get_by_role("link", name="Modifier Paul Durand").click()
+    expect(page.get_by_label("Téléphone mobile")).to_have_value("06 12 34 56 78")
+    page.get_by_role("link", name="Annuler").click()
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Supprimer Paul Durand").click()

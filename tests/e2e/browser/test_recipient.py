@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,14 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import login
-from tests.e2e.browser.conftest import PHONE, Web, check_accessibility, screenshot
-from tests.integration.flows import make_transfer, wait_code
+from tests.e2e.browser.conftest import (
+    PHONE,
+    Web,
+    check_accessibility,
+    screenshot,
+    small_touch_targets,
+)
+from tests.integration.flows import audit_events, code_mails, make_transfer, wait_code
 from tests.integration.support import api_client, expire, new_address
 
 REPORT = (b"%PDF-1.4 compte rendu " + bytes(range(256)) * 40)[:10 * 1024]  # 10,0 Ko
@@ -41,6 +48,14 @@ def send(client: httpx.Client, web: Web, files: dict[str, bytes]) -> tuple[str, 
     return transfer["id"], address, web.mail.link_for(address)
 
 
+def content_touch_targets(page: Any) -> list[str]:
+    """Targets under 44 px in what this page shows; the frame's own (brand,
+    language switch) are the frame's tests' and the walkthrough's."""
+    frame = page.evaluate("""Array.from(document.querySelectorAll(
+        'header a, header button, footer a, footer button')).map((e) => e.textContent.trim())""")
+    return [t for t in small_touch_targets(page) if t.rsplit(" ", 1)[0] not in frame]
+
+
 def no_horizontal_scroll(page: Any) -> None:
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
@@ -49,23 +64,50 @@ def test_a_recipient_opens_the_link_on_a_phone_and_downloads(
         phone_page: Any, web: Web, client: httpx.Client, tmp_path: Path) -> None:
     page = phone_page
     files = {"Compte rendu IRM é.pdf": REPORT, "radio.png": IMAGE}
-    _, address, link = send(client, web, files)
+    transfer_id, address, link = send(client, web, files)
+    # Opening the link sends nothing (mail scanners open links too): one
+    # obvious first step, and the page says no code was sent yet.
     assert page.goto(link).status == 401
     expect(page.get_by_role("heading", name="Confirmez que ce lien vous est destiné")
            ).to_be_visible()
+    local, domain = address.split("@")
+    expect(page.locator("main")).to_contain_text(
+        f"Nous allons vous envoyer un code à 8 chiffres par e-mail à {local[0]}•••@{domain}. "
+        "Aucun code n'a encore été envoyé.")
+    expect(page.get_by_label("Code reçu par e-mail")).to_have_count(0)
+    assert not code_mails(web.mail, address)
+    no_horizontal_scroll(page)
+    assert not content_touch_targets(page)
     check_accessibility(page)
     screenshot(page, "recipient-code-phone")
 
-    page.get_by_role("button", name="Recevoir un code").click()
-    expect(page.get_by_role("status")).to_contain_text(
-        "Un code vient de vous être envoyé par e-mail")
+    page.get_by_role("button", name="Recevoir mon code par e-mail").click()
+    # The page says what happened (to whom, when) and the field is ready.
+    expect(page.get_by_role("status")).to_have_text(re.compile(
+        rf"Un code à 8 chiffres a été envoyé par e-mail à {local[0]}•••@{re.escape(domain)} "
+        r"à \d\d:\d\d"))
+    field = page.get_by_label("Code reçu par e-mail")
+    expect(field).to_be_focused()
+    assert field.get_attribute("autocomplete") == "one-time-code"
+    assert field.get_attribute("inputmode") == "numeric"
     code = wait_code(web.mail, address, 1)
+    sent = [e for e in audit_events(web.server.data_dir, "link.code_sent")
+            if e["details"].get("transfer") == transfer_id]
+    assert [e["details"]["channel"] for e in sent] == ["email"]
+    expect(page.get_by_role("button", name="Renvoyer le code")).to_be_visible()
+    no_horizontal_scroll(page)
+    assert not content_touch_targets(page)
+    check_accessibility(page)
+    screenshot(page, "recipient-code-sent-phone")
     wrong = f"{(int(code) + 1) % 10**8:08d}"
-    page.get_by_label("Code reçu par e-mail").fill(wrong)
+    field.fill(wrong)
     page.get_by_role("button", name="Valider").click()
+    # The error sits under the field, which keeps the focus.
     expect(page.get_by_role("alert")).to_have_text("Code incorrect. Il vous reste 4 essais.")
+    expect(field).to_be_focused()
+    expect(field).to_have_attribute("aria-invalid", "true")
 
-    page.get_by_label("Code reçu par e-mail").fill(code)
+    field.fill(code)
     page.get_by_role("button", name="Valider").click()
     expect(page.get_by_role("heading", name="Résultats d'examens")).to_be_visible()
     for name, data in files.items():
@@ -76,6 +118,7 @@ def test_a_recipient_opens_the_link_on_a_phone_and_downloads(
         expect(item.locator("code.hash")).to_be_visible()  # the hash wraps, it is not cut
     expect(page.get_by_text("10,0 Ko")).to_be_visible()  # French units
     no_horizontal_scroll(page)
+    assert not content_touch_targets(page)
     check_accessibility(page)
     screenshot(page, "recipient-files-phone")
 
@@ -104,8 +147,10 @@ def test_code_page_and_file_list_on_a_desktop_in_english(
     page.get_by_role("button", name="English").click()
     expect(page.get_by_role("heading", name="Confirm that this link is meant for you")
            ).to_be_visible()
-    page.get_by_role("button", name="Get a code").click()
-    expect(page.get_by_role("status")).to_contain_text("A code has just been sent to you by e-mail")
+    expect(page.get_by_text("No code has been sent yet.")).to_be_visible()
+    page.get_by_role("button", name="Get my code by e-mail").click()
+    expect(page.get_by_role("status")).to_contain_text("An 8-digit code was sent by e-mail to")
+    expect(page.get_by_label("Code received by e-mail")).to_be_focused()
     page.get_by_label("Code received by e-mail").fill(wait_code(web.mail, address, 1))
     page.get_by_role("button", name="Confirm").click()
     expect(page.get_by_role("link", name="Download bilan.txt")).to_be_visible()

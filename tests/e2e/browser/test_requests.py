@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import expect
 
-from tests.conftest import MailCatcher, login
+from tests.conftest import ADMIN_EMAIL, MailCatcher, login
 from tests.e2e.browser.conftest import (
     DESKTOP,
     PHONE,
@@ -24,8 +24,9 @@ from tests.e2e.browser.conftest import (
     check_accessibility,
     screenshot,
     signed_in,
+    small_touch_targets,
 )
-from tests.integration.flows import wait_code
+from tests.integration.flows import audit_events, wait_code
 from tests.integration.support import api_client, new_address
 
 SCAN = (b"%PDF-1.4 scanner " + bytes(range(256)) * 700)[: 150 * 1024]
@@ -45,6 +46,14 @@ def deposit_link(mail: MailCatcher, address: str) -> str:
         if found:
             return found.group(0)
     raise AssertionError(f"no deposit link mailed to {address}")
+
+
+def content_touch_targets(page: Any) -> list[str]:
+    """Targets under 44 px in what this page shows; the frame's own (brand,
+    language switch) are the frame's tests' and the walkthrough's."""
+    frame = page.evaluate("""Array.from(document.querySelectorAll(
+        'header a, header button, footer a, footer button')).map((e) => e.textContent.trim())""")
+    return [t for t in small_touch_targets(page) if t.rsplit(" ", 1)[0] not in frame]
 
 
 def interrupted_upload(web: Web, grant: str, name: str, data: bytes) -> None:
@@ -83,12 +92,16 @@ def test_an_upload_request_is_created_completed_and_downloaded(
     expect(sender.get_by_text("Aucun dépôt pour l'instant.")).to_be_visible()
 
     # The depositor, on a phone: the mailed link, the mailed code.
-    depositor = new_page(PHONE)
+    depositor = new_page(PHONE, is_mobile=True, has_touch=True)
     link = deposit_link(web.mail, depositor_address)
     assert depositor.goto(link).status == 401
-    depositor.get_by_role("button", name="Recevoir un code").click()
-    expect(depositor.get_by_role("status")).to_contain_text("Un code vient de vous être envoyé")
-    depositor.get_by_label("Code reçu").fill(wait_code(web.mail, depositor_address, 1))
+    expect(depositor.get_by_text("Aucun code n'a encore été envoyé.")).to_be_visible()
+    depositor.get_by_role("button", name="Recevoir mon code par e-mail").click()
+    expect(depositor.get_by_role("status")).to_contain_text(
+        "Un code à 8 chiffres a été envoyé par e-mail à")
+    expect(depositor.get_by_label("Code reçu par e-mail")).to_be_focused()
+    depositor.get_by_label("Code reçu par e-mail").fill(
+        wait_code(web.mail, depositor_address, 1))
     depositor.get_by_role("button", name="Valider").click()
     expect(depositor.get_by_role("heading", name=re.compile("Déposer des fichiers pour")))\
         .to_be_visible()
@@ -98,46 +111,65 @@ def test_an_upload_request_is_created_completed_and_downloaded(
                  if c["name"] == "__Host-coffre-deposit")
     interrupted_upload(web, grant, "scanner.pdf", SCAN)
     depositor.reload()
-    expect(depositor.get_by_text(re.compile(r"scanner\.pdf — 75,0 Ko sur 150,0 Ko")))\
-        .to_be_visible()
+    expect(depositor.locator("#waiting")).to_contain_text(
+        "75,0 Ko sur 150,0 Ko envoyés (interrompu")
     check_accessibility(depositor)
 
+    # Chosen files are listed at once, with their sizes, and can be removed.
     files = {"scanner.pdf": SCAN, "photo.jpg": PHOTO}
-    paths = []
-    for name, data in files.items():
+    for name, data in {**files, "erreur.txt": b"pas celui-ci"}.items():
         (tmp_path / name).write_bytes(data)
-        paths.append(str(tmp_path / name))
-    depositor.get_by_label("Fichiers", exact=True).set_input_files(paths)
-    depositor.get_by_role("button", name="Envoyer", exact=True).click()
-    # A progress bar per file and one for the whole, all full at the end.
-    expect(depositor.get_by_role("status")).to_have_text(
-        "Fichiers envoyés et chiffrés. Vérifiez la liste puis remettez-les.")
-    bars = depositor.locator("#progress-list progress")
-    expect(bars).to_have_count(2)
-    for index in range(2):
-        expect(bars.nth(index)).to_have_js_property("value", 1)
-    expect(depositor.get_by_role("progressbar", name="Total")).to_have_js_property("value", 1)
-    expect(depositor.locator("#progress-list li").filter(has_text="scanner.pdf"))\
-        .to_contain_text("reprend après les 75,0 Ko déjà envoyés")
-    # Both on the server: the scan resumed (two uploads, not three).
-    sent = depositor.locator("#pending li")
-    expect(sent).to_have_count(2)
-    expect(sent.filter(has_text="scanner.pdf")).to_contain_text("150,0 Ko, complet")
-    expect(sent.filter(has_text="photo.jpg")).to_contain_text("90,0 Ko, complet")
+    choose = depositor.get_by_label("Choisir des fichiers")
+    choose.set_input_files([str(tmp_path / "scanner.pdf"), str(tmp_path / "erreur.txt")])
+    depositor.get_by_label("Ajouter des fichiers").set_input_files(str(tmp_path / "photo.jpg"))
+    chosen = depositor.locator("#chosen li")
+    expect(chosen).to_have_count(3)
+    expect(chosen.filter(has_text="scanner.pdf")).to_contain_text("150,0 Ko")
+    expect(chosen.filter(has_text="scanner.pdf")).to_contain_text(
+        "reprend après les 75,0 Ko déjà envoyés")
+    expect(chosen.filter(has_text="photo.jpg")).to_contain_text("90,0 Ko")
+    depositor.get_by_role("button", name="Retirer erreur.txt").click()
+    expect(chosen).to_have_count(2)
     assert depositor.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert not content_touch_targets(depositor)
+    check_accessibility(depositor)
     screenshot(depositor, "deposit-upload-phone")
     depositor.set_viewport_size(DESKTOP)
     screenshot(depositor, "deposit-upload")
+    depositor.set_viewport_size(PHONE)
+
+    # One button sends; the hand-over follows by itself.
+    mails_before = len(web.mail.to(ADMIN_EMAIL))
+    depositor.get_by_role("button", name="Envoyer 2 fichiers").click()
+    expect(depositor.get_by_role("heading", name="Vos 2 fichiers ont été remis")).to_be_visible()
+    expect(depositor.locator("#handed")).to_be_focused()
+    expect(depositor.locator("#handed")).to_contain_text("les a bien reçus")
+    for name in files:
+        expect(depositor.locator("#handed")).to_contain_text(name)
+    expect(depositor.get_by_text("Pas encore remis")).to_have_count(0)  # the scan resumed
+    handed = [e for e in audit_events(web.server.data_dir, "deposit.completed")
+              if e["details"]["bytes"] == len(SCAN) + len(PHOTO)]
+    assert [e["details"]["files"] for e in handed] == [2]
+    content = depositor.content()
+    assert "coffre deposit" not in content and "ligne de commande" not in content
+    assert depositor.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert not content_touch_targets(depositor)
+    check_accessibility(depositor)
+    screenshot(depositor, "deposit-handed-phone")
+    depositor.set_viewport_size(DESKTOP)
+    screenshot(depositor, "deposit-handed")
     depositor.get_by_role("button", name="English").click()
-    expect(depositor.get_by_role("button", name="Finish and hand over my files")).to_be_visible()
-    depositor.get_by_role("button", name="Finish and hand over my files").click()
-    expect(depositor.get_by_role("heading", name="Thank you, your files have been handed over"))\
+    expect(depositor.get_by_role("heading", name="Your 2 files have been handed over"))\
         .to_be_visible()
 
     # The sender's page shows the deposit without a reload.
     assert sender.url == request_url
     deposit = sender.locator(".deposit-received")
     expect(deposit).to_contain_text(depositor_address)
+    deadline = time.monotonic() + 20  # and is told by mail
+    while len(web.mail.to(ADMIN_EMAIL)) == mails_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(web.mail.to(ADMIN_EMAIL)) == mails_before + 1
     expect(sender.locator(".depositors")).to_contain_text("2 fichiers envoyés, 240,0 Ko")
     for name, data in files.items():
         expect(deposit.get_by_role("listitem").filter(has_text=name).locator("code.hash"))\
@@ -209,12 +241,15 @@ def test_requests_pages_on_a_phone_and_a_refused_form(phone_page: Any, new_page:
     stranger = new_page(PHONE)
     stranger.goto(open_url)
     expect(stranger.get_by_role("heading", name="Déposer des fichiers")).to_be_visible()
+    assert not content_touch_targets(stranger)
     check_accessibility(stranger)
     address = new_address("voisin")
     stranger.get_by_label("Adresse e-mail").fill(address)
     stranger.get_by_role("button", name="Recevoir un code").click()
-    expect(stranger.get_by_label("Code reçu")).to_be_visible()
-    stranger.get_by_label("Code reçu").fill(wait_code(web.mail, address, 1))
+    expect(stranger.get_by_role("status")).to_contain_text(
+        "Un code à 8 chiffres a été envoyé par e-mail à")
+    expect(stranger.get_by_label("Code reçu par e-mail")).to_be_focused()
+    stranger.get_by_label("Code reçu par e-mail").fill(wait_code(web.mail, address, 1))
     stranger.get_by_role("button", name="Valider").click()
     expect(stranger.get_by_role("heading", name=re.compile("Déposer des fichiers pour")))\
         .to_be_visible()
@@ -229,8 +264,8 @@ def test_a_depositor_pauses_and_resumes_an_upload(page: Any, web: Web, tmp_path:
         made = client.post("/api/v1/requests", json={"depositors": [address]})
         assert made.status_code == 201, made.text
         page.goto(deposit_link(web.mail, address))
-        page.get_by_role("button", name="Recevoir un code").click()
-        page.get_by_label("Code reçu").fill(wait_code(web.mail, address, 1))
+        page.get_by_role("button", name="Recevoir mon code par e-mail").click()
+        page.get_by_label("Code reçu par e-mail").fill(wait_code(web.mail, address, 1))
         page.get_by_role("button", name="Valider").click()
         data = bytes(range(256)) * (12 * 4096)  # 12 Mo: two tus chunks
         (tmp_path / "irm.dcm").write_bytes(data)
@@ -238,22 +273,61 @@ def test_a_depositor_pauses_and_resumes_an_upload(page: Any, web: Web, tmp_path:
         cdp.send("Network.enable")
         cdp.send("Network.emulateNetworkConditions", {
             "offline": False, "latency": 0, "downloadThroughput": -1,
-            "uploadThroughput": 3 * 1024 * 1024})
-        page.get_by_label("Fichiers", exact=True).set_input_files(str(tmp_path / "irm.dcm"))
-        page.get_by_role("button", name="Envoyer", exact=True).click()
+            "uploadThroughput": 1024 * 1024})
+        page.get_by_label("Choisir des fichiers").set_input_files(str(tmp_path / "irm.dcm"))
+        expect(page.locator("#chosen li")).to_contain_text("irm.dcm")
+        page.get_by_role("button", name="Envoyer 1 fichier").click()
+        # Bytes done, the speed and the time left, as it goes.
+        expect(page.locator("#overall-text")).to_contain_text(re.compile(
+            r"sur 12,0 Mo · [\d,]+ \w+/s · encore environ \d+ (s|min)"))
         page.get_by_role("button", name="Pause").click()
         expect(page.get_by_role("status")).to_have_text(
             "En pause. Appuyez sur Reprendre pour continuer.")
+        # What is done, in bytes, for the file and for the whole.
+        expect(page.locator("#chosen li")).to_contain_text(re.compile(r"[\d,]+ \w+ sur 12,0 Mo"))
+        expect(page.locator("#overall-text")).to_contain_text("sur 12,0 Mo")
+        screenshot(page, "deposit-paused")
         cdp.send("Network.emulateNetworkConditions", {
             "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
         page.get_by_role("button", name="Reprendre").click()
-        expect(page.locator("#pending li")).to_have_text("irm.dcm — 12,0 Mo, complet")
-        page.get_by_role("button", name="Terminer et remettre mes fichiers").click()
-        expect(page.get_by_role("heading", name="Merci, vos fichiers ont été remis"))\
-            .to_be_visible()
+        # Handed over by itself once sent.
+        expect(page.get_by_role("heading", name="Votre fichier a été remis")).to_be_visible()
+        expect(page.locator("#handed")).to_contain_text("irm.dcm")
         received = client.get("/api/v1/received").json()
-        mine = next(r for r in received if r["request_id"] == made.json()["id"])
-        assert [(f["name"], f["sha256"]) for f in mine["files"]] == [("irm.dcm", sha256(data))]
+        mine = [r for r in received if r["request_id"] == made.json()["id"]]
+        assert [(f["name"], f["sha256"]) for r in mine for f in r["files"]] == [
+            ("irm.dcm", sha256(data))]
+
+        # More files later through the same link: a second hand-over, the
+        # first one kept.
+        (tmp_path / "compte-rendu.pdf").write_bytes(b"%PDF-1.4 compte rendu")
+        page.get_by_label("Choisir des fichiers").set_input_files(
+            str(tmp_path / "compte-rendu.pdf"))
+        page.get_by_role("button", name="Envoyer 1 fichier").click()
+        expect(page.locator("#handed")).to_contain_text("compte-rendu.pdf")
+        expect(page.locator("#handed")).not_to_contain_text("irm.dcm")
+        received = client.get("/api/v1/received").json()
+        names = sorted(f["name"] for r in received if r["request_id"] == made.json()["id"]
+                       for f in r["files"])
+        assert names == ["compte-rendu.pdf", "irm.dcm"]
+
+        # A refused file stays listed with the reason; removing it hands the
+        # others over (they were kept).
+        (tmp_path / "installe.exe").write_bytes(b"MZ pas un document")
+        (tmp_path / "note.txt").write_bytes(b"note du patient")
+        page.get_by_label("Choisir des fichiers").set_input_files(
+            [str(tmp_path / "installe.exe"), str(tmp_path / "note.txt")])
+        page.get_by_role("button", name="Envoyer 2 fichiers").click()
+        refused = page.locator("#chosen li").filter(has_text="installe.exe")
+        expect(refused).to_contain_text("les programmes et scripts (.exe, .bat, .js…) sont refusés")
+        expect(page.get_by_role("status")).to_have_text(
+            "Certains fichiers n'ont pas pu être envoyés : réessayez, ou retirez-les pour remettre "
+            "les autres.")
+        expect(page.get_by_role("button", name="Réessayer")).to_be_focused()
+        page.get_by_role("button", name="Retirer installe.exe").click()
+        expect(page.get_by_role("heading", name="Votre fichier a été remis")).to_be_visible()
+        expect(page.locator("#handed")).to_contain_text("note.txt")
+        check_accessibility(page)
 
 
 def test_a_request_is_made_once_however_often_its_page_is_reloaded(

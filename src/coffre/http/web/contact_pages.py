@@ -23,7 +23,7 @@ from coffre.http import deps
 from coffre.http.web import guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _, pick
-from coffre.http.web.templating import page_router, render
+from coffre.http.web.templating import page_router, phone_number, render
 
 router = page_router()
 Reader = Annotated[Actor, Depends(guard.page(Action.CONTACT_READ))]
@@ -117,6 +117,7 @@ async def add_contact(request: Request, actor: Writer, ctx: Ctx) -> Response:
 async def edit_contact(contact_id: str, request: Request, actor: Writer) -> Response:
     view = await to_thread.run_sync(deps.coffre(request).contacts.get, actor, contact_id)
     values = {name: str(getattr(view, name)) for name, _label in FIELDS}
+    values["phone"] = phone_number(view.phone)  # as people write it; read back the same
     return _form(request, actor, values, contact_id=view.id)
 
 

@@ -23,7 +23,7 @@ from coffre.http import deps
 from coffre.http.tus import DEPOSIT_COOKIE
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import _
-from coffre.http.web.pages import code_refusal, code_sent_notice
+from coffre.http.web.pages import code_context, code_refusal
 from coffre.http.web.templating import page_router, render
 from coffre.services.verification import ACCESS_LIFETIME
 
@@ -45,51 +45,51 @@ def _closed(request: Request, exc: Gone) -> Response:
     return _page(request, "deposit/closed.html", 410, why=why)
 
 
-def _code_page(request: Request, token: str, challenge: dict[str, str], *,
-               error: str | None = None, notice: str | None = None,
-               status: int = 401) -> Response:
-    settings = deps.coffre(request).settings
-    return _page(request, "deposit/code.html", status, token=token, challenge=challenge,
-                 error=error, notice=notice, minutes=settings.recipient_code_minutes,
-                 attempts=settings.recipient_code_attempts)
+def _code_page(request: Request, token: str, *, error: str | None = None,
+               error_at: str | None = None, status: int = 401) -> Response:
+    """The one-time code's steps (the recipients' ones): get a code, enter it."""
+    challenge = deps.coffre(request).deposits.challenge_for(token)
+    return _page(request, "deposit/code.html", status, token=token,
+                 **code_context(request, f"/d/{token}", challenge, error=error,
+                                error_at=error_at))
 
 
 @router.get("/d/{token}")
 def deposit_page(token: str, request: Request) -> Response:
+    """The request, the depositor's files and the upload form; after a
+    hand-over (``?done=1``), what was handed over, to whom."""
     deposits = deps.coffre(request).deposits
     try:
         view = deposits.view(token, _grant(request))
     except Gone as exc:
         return _closed(request, exc)
-    except AuthenticationRequired as exc:
-        return _code_page(request, token, {k: str(v) for k, v in exc.details.items()})
-    pending = [u for u in view.uploads if not u.deposited]
-    return _page(request, "deposit/upload.html", token=token, view=view, pending=pending,
-                 complete=any(u.completed for u in pending),
-                 done=[u for u in view.uploads if u.deposited],
+    except AuthenticationRequired:
+        return _code_page(request, token)
+    waiting = [u for u in view.uploads if not u.deposited]
+    done = [u for u in view.uploads if u.deposited]
+    last = max((u.deposited_at for u in done if u.deposited_at), default=None)
+    handed = [u for u in done if u.deposited_at == last] if (
+        last and request.query_params.get("done")) else []
+    return _page(request, "deposit/upload.html", token=token, view=view,
+                 waiting=waiting, ready=[u for u in waiting if u.completed],
+                 done=done, handed=handed,
                  nothing=bool(request.query_params.get("nothing")))
-
-
-async def _challenge(request: Request, token: str) -> dict[str, str]:
-    try:
-        await to_thread.run_sync(deps.coffre(request).deposits.view, token, None)
-    except AuthenticationRequired as exc:
-        return {k: str(v) for k, v in exc.details.items()}
-    return {}
 
 
 @router.post("/d/{token}/code")
 async def deposit_code(token: str, request: Request, ctx: Ctx) -> Response:
+    """Send (or send again) the code, then back to the page, which says
+    where and when it went; opening the link sends nothing."""
     deposits = deps.coffre(request).deposits
     try:
-        sent = await to_thread.run_sync(deposits.send_code, token, ctx)
+        await to_thread.run_sync(deposits.send_code, token, ctx)
     except Gone as exc:
         return _closed(request, exc)
     except TooManyAttempts as exc:
-        return _code_page(request, token, await _challenge(request, token),
-                          error=code_refusal(exc), status=429)
-    return _code_page(request, token, await _challenge(request, token), status=200,
-                      notice=code_sent_notice(sent.channel, sent.recipient))
+        refusal = code_refusal(exc)
+        return await to_thread.run_sync(lambda: _code_page(
+            request, token, error=refusal, error_at="send", status=429))
+    return RedirectResponse(f"/d/{token}", status_code=303)
 
 
 @router.post("/d/{token}/verify")
@@ -103,8 +103,9 @@ async def deposit_verify(token: str, request: Request, ctx: Ctx) -> Response:
         return _closed(request, exc)
     except (AuthenticationRequired, TooManyAttempts) as exc:
         status = 429 if isinstance(exc, TooManyAttempts) else 401
-        return _code_page(request, token, await _challenge(request, token),
-                          error=code_refusal(exc), status=status)
+        refusal = code_refusal(exc)
+        return await to_thread.run_sync(lambda: _code_page(
+            request, token, error=refusal, error_at="code", status=status))
     response = RedirectResponse(f"/d/{token}", status_code=303)
     response.set_cookie(DEPOSIT_COOKIE, access, max_age=int(ACCESS_LIFETIME.total_seconds()),
                         path="/", secure=True, httponly=True, samesite="strict")
@@ -113,6 +114,9 @@ async def deposit_verify(token: str, request: Request, ctx: Ctx) -> Response:
 
 @router.post("/d/{token}/deposit")
 async def deposit_submit(token: str, request: Request, ctx: Ctx) -> Response:
+    """Hand the depositor's completed files over to the requester; the
+    page's script posts this by itself once every chosen file is sent.
+    Then back to the page, which confirms what went to whom (POST/redirect/GET)."""
     deposits = deps.coffre(request).deposits
     try:
         await to_thread.run_sync(deposits.deposit, token, _grant(request), None, ctx)
@@ -122,7 +126,7 @@ async def deposit_submit(token: str, request: Request, ctx: Ctx) -> Response:
         return RedirectResponse(f"/d/{token}", status_code=303)
     except CoffreError:
         return RedirectResponse(f"/d/{token}?nothing=1", status_code=303)
-    return _page(request, "deposit/closed.html", 200, why=None)
+    return RedirectResponse(f"/d/{token}?done=1", status_code=303)
 
 
 @router.get("/d/open/{token}")

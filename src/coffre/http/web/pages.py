@@ -126,20 +126,32 @@ def render_error(
     }, status=status)
 
 
-def _code_page(
-    request: Request, token: str, challenge: Challenge, *, error: str | None = None,
-    notice: str | None = None, status: int = 200,
-) -> Response:
-    """The one-time code form (and the button that sends, or resends, a code)."""
+def code_context(request: Request, base: str, challenge: Challenge, *,
+                 error: str | None = None, error_at: str | None = None) -> dict[str, Any]:
+    """What the one-time code steps (``_code.html``) show, for recipients'
+    and depositors' pages alike; ``base``: the link's path. ``error_at``:
+    "code" (next to the field) or "send" (next to the button that sends)."""
     settings = deps.coffre(request).settings
     locked = challenge.locked_until is not None
     if locked and error is None:
         error = _locked_message(challenge.locked_until)
-    return render(request, "recipient/code.html", {
-        "token": token, "challenge": challenge, "error": error, "notice": notice,
-        "locked": locked, "minutes": settings.recipient_code_minutes,
+    return {
+        "base": base, "challenge": challenge, "error": error, "error_at": error_at or "send",
+        "locked": locked, "sent_time": sent_time(challenge.code_sent_at),
+        "minutes": settings.recipient_code_minutes,
         "attempts": settings.recipient_code_attempts,
         "lock_minutes": settings.recipient_lock_minutes,
+    }
+
+
+def _code_page(
+    request: Request, token: str, challenge: Challenge, *, error: str | None = None,
+    error_at: str | None = None, status: int = 200,
+) -> Response:
+    """The one-time code's steps: get a code, then enter it."""
+    return render(request, "recipient/code.html", {
+        "token": token,
+        **code_context(request, f"/t/{token}", challenge, error=error, error_at=error_at),
     }, status=status)
 
 
@@ -167,36 +179,38 @@ def code_refusal(exc: CoffreError, locked_until: datetime | None = None) -> str:
                         "before asking for another one.",
                         "A code has just been sent. Wait %(num)d seconds "
                         "before asking for another one.", int(wait or 1))
-    if reason == "too_many_codes":
+    if reason in {"too_many_codes", "too_many_codes_for_address"}:
         minutes = max(int(wait or 60) // 60, 1)
         return ngettext("Too many codes were asked for this link. "
                         "Try again in %(num)d minute.",
                         "Too many codes were asked for this link. "
                         "Try again in %(num)d minutes.", minutes)
+    if reason == "too_many_depositors":
+        return _("This link accepts no new depositors.")
     return _("This code has expired or is no longer valid: ask for a new code.")
 
 
-def code_sent_notice(channel: str, recipient: str) -> str:
-    """Where the code just sent went (masked address or number)."""
-    if channel == "sms":
-        return _("A code has just been sent to you by SMS to %(to)s.", to=recipient)
-    return _("A code has just been sent to you by e-mail to %(to)s.", to=recipient)
+def sent_time(moment: datetime | None) -> str:
+    """The time a code was sent, as the code page says it ("at 14:02",
+    in the deployment's zone)."""
+    return times.hour(moment) if moment else ""
 
 
 @router.post("/t/{token}/code")
 async def code_send_page(token: str, request: Request, ctx: Ctx) -> Response:
+    """Send (or send again) the code, then back to the link's page, which
+    says where and when it went (POST/redirect/GET: a reload sends nothing).
+    Opening the link never sends a code: mail scanners open links too."""
     app = deps.coffre(request)  # the form has no field: its body is not read
     try:
-        sent = await to_thread.run_sync(app.codes.send_code, token, ctx)
+        await to_thread.run_sync(app.codes.send_code, token, ctx)
     except Conflict:  # this link needs no code
         return RedirectResponse(f"/t/{token}", status_code=303)
     except TooManyAttempts as exc:
         challenge = await to_thread.run_sync(app.codes.challenge_for, token)
-        return _code_page(request, token, challenge,
+        return _code_page(request, token, challenge, error_at="send",
                           error=code_refusal(exc, challenge.locked_until), status=429)
-    challenge = await to_thread.run_sync(app.codes.challenge_for, token)
-    return _code_page(request, token, challenge,
-                      notice=code_sent_notice(sent.channel, sent.recipient))
+    return RedirectResponse(f"/t/{token}", status_code=303)
 
 
 @router.post("/t/{token}/verify")
@@ -212,7 +226,7 @@ async def code_verify_page(token: str, request: Request, ctx: Ctx) -> Response:
         return RedirectResponse(f"/t/{token}", status_code=303)
     except (AuthenticationRequired, TooManyAttempts) as exc:
         challenge = await to_thread.run_sync(app.codes.challenge_for, token)
-        return _code_page(request, token, challenge,
+        return _code_page(request, token, challenge, error_at="code",
                           error=code_refusal(exc, challenge.locked_until),
                           status=429 if isinstance(exc, TooManyAttempts) else 401)
     response = RedirectResponse(f"/t/{token}", status_code=303)

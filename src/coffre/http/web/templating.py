@@ -16,6 +16,7 @@ from markupsafe import Markup, escape
 
 from coffre.domain import times
 from coffre.domain.accounts import Actor
+from coffre.domain.phones import format_phone
 from coffre.http import deps
 from coffre.http.web import i18n, qr
 from coffre.services.sessions import csrf_for
@@ -68,6 +69,15 @@ TEMPLATES.env.filters["filesize"] = filesize
 TEMPLATES.env.filters["linkify"] = _linkify
 TEMPLATES.env.filters["datetime"] = when
 TEMPLATES.env.globals["qr_svg"] = qr.svg
+
+
+def phone_number(value: str | None) -> str:
+    """A phone number as the reader writes it: ``06 12 34 56 78`` on a
+    French page, ``+33 6 12 34 56 78`` otherwise (masked ones too)."""
+    return format_phone(value or "", "FR" if i18n.current() == "fr" else None)
+
+
+TEMPLATES.env.filters["phone"] = phone_number
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None, *,
