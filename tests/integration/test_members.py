@@ -448,7 +448,8 @@ def test_organisation_policy_changes_are_audited(server: Server, client: httpx.C
     shown = client.get("/api/v1/organisation").json()
     assert {k: v for k, v in shown.items() if k not in {"policy", "effective"}} == {
         "id": org, "name": "Cabinet Exemple", "require_mfa": False,
-        "allow_unverified_recipients": False, "block_executables": True}
+        "allow_unverified_recipients": False, "block_executables": True,
+        "discreet_mail": False}
     changed = client.patch("/api/v1/organisation",
                            json={"allow_unverified_recipients": True, "name": "  Cabinet Neuf "})
     assert changed.status_code == 200, changed.text

@@ -167,6 +167,10 @@ def deposit_and_download(server: Server, mail: MailCatcher, client: httpx.Client
     while not notices() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert notices()
+    # The mail opens the request's page (never the API), in French.
+    text = notices()[0].get_body(preferencelist=("plain",)).get_content()
+    assert f"{server.url}/requests/{request['id']}" in text and "/api/" not in text
+    assert f"{patient} vous a déposé 1 fichier (" in text
 
     received = client.get("/api/v1/received").json()
     mine = next(r for r in received if r["id"] == transfer_id)

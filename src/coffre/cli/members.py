@@ -165,6 +165,8 @@ def _show_organisation(org: dict[str, Any], as_json: bool) -> None:
     table.add_row("destinataires sans code autorisés", yes_no[org["allow_unverified_recipients"]])
     table.add_row("programmes et scripts refusés",
                   yes_no[bool(org.get("block_executables", True))])
+    table.add_row("sujets et messages hors des e-mails",
+                  yes_no[bool(org.get("discreet_mail", False))])
     limits = org.get("effective") or {}
     if limits:
         own = org.get("policy") or {}
@@ -246,6 +248,11 @@ def set_(
         typer.Option("--block-executables/--no-block-executables",
                      help="Refuse programs and scripts by name and content (SEC-19)"),
     ] = None,
+    discreet_mail: Annotated[
+        bool | None,
+        typer.Option("--discreet-mail/--no-discreet-mail",
+                     help="Keep transfers' subjects and messages out of mails"),
+    ] = None,
     default_expiry_days: Limit = None,
     max_expiry_days: Limit = None,
     allow_permanent: Annotated[
@@ -286,6 +293,7 @@ def set_(
             "require_mfa": require_mfa,
             "allow_unverified_recipients": allow_unverified_recipients,
             "block_executables": block_executables,
+            "discreet_mail": discreet_mail,
             "allow_permanent": allow_permanent,
         }.items()
         if value is not None

@@ -77,6 +77,8 @@ class Organisation(Base):
     allow_unverified_recipients: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Refuse executables and scripts by name and content (SEC-19).
     block_executables: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Mails leave out transfers' subjects and messages (read on the link's page).
+    discreet_mail: Mapped[bool] = mapped_column(Boolean, default=False)
     # Retention and limits (None: the instance's); see domain/limits.py.
     default_expiry_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_expiry_days: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from anyio import to_thread
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from coffre import __version__
 from coffre.bootstrap import Coffre
-from coffre.http import backup, errors, metrics, tus
+from coffre.http import backup, deps, errors, metrics, tus
 from coffre.http.api import (
     accounts,
     audit,
@@ -34,6 +34,7 @@ from coffre.http.middleware import BodyLimit, SecurityHeaders, TrustedHosts
 from coffre.http.web import (
     backup_pages,
     deposit_pages,
+    error_pages,
     guard,
     language,
     pages,
@@ -82,7 +83,7 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
         coffre.settings.backup_body_budget, coffre.settings.backup_bodies_per_credential,
         coffre.settings.backup_body_idle_seconds)
     app.state.metrics = metrics.Metrics()
-    errors.install(app, pages.render_error)
+    errors.install(app, error_pages.render_error)
     guard.install(app)
     for router in (accounts.router, auth.router, transfers.router, links.router, tus.router,
                    pages.router, organisations.router):
@@ -110,6 +111,15 @@ def create_app(coffre: Coffre, *, run_jobs: bool = True) -> FastAPI:
     app.mount(
         "/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static"
     )
+
+    favicon = Path(pages.__file__).parent / "static" / "favicon.ico"
+
+    @app.get("/favicon.ico", include_in_schema=False,
+             dependencies=[Depends(deps.public("the site's icon, the same for everyone"))])
+    async def favicon_ico() -> FileResponse:
+        """Browsers ask for it on every site (pages link the SVG icon)."""
+        return FileResponse(favicon, media_type="image/x-icon",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

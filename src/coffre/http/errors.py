@@ -2,7 +2,9 @@
 
     {"error": {"code": "not_found", "message": "...", "details": {...}}}
 
-Web pages get the same information as a small French HTML page.
+A client that wants a page (a browser navigating) gets the same
+information as a French HTML page instead (``render_page``); a fault's
+details are never shown to anyone.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def install(app: FastAPI, render_page: Any) -> None:
         fault = status >= 500 and status != 507 and code != "busy"
         if fault:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        page = render_page(request, status, code, exc.message, exc.details)
+        page = render_page(request, status, code, "" if fault else exc.message,
+                           {} if fault else exc.details)
         if page is not None:
             return page  # type: ignore[no-any-return]
         if status == 401 and request.url.path.startswith("/api/") and (
@@ -136,6 +139,9 @@ def install(app: FastAPI, render_page: Any) -> None:
         details: dict[str, Any] = {"problems": problems}
         if len(problems) == 1:  # named like the services' InvalidInput(field=...)
             details["field"] = problems[0]["field"]
+        page = render_page(request, 400, "invalid_input", "the request is malformed", {})
+        if page is not None:
+            return page  # type: ignore[no-any-return]
         return error_response(
             400,
             "invalid_input",
@@ -157,6 +163,9 @@ def install(app: FastAPI, render_page: Any) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.scope.get("route"))
+        page = render_page(request, 500, "internal_error", "", {})
+        if page is not None:
+            return page  # type: ignore[no-any-return]
         return error_response(
             500, "internal_error", "an internal error occurred", None, _extra_headers(request)
         )

@@ -709,7 +709,7 @@ class BackupService:
                 repo.alerted_at = now
                 self.mail.enqueue(session, repo.organisation_id, messages.backup_stale(
                     to=owner.email, device=repo.name, days=days,
-                    last=repo.last_snapshot_at))
+                    last=repo.last_snapshot_at, link=f"{self.public_url}/backups"))
                 trail.record(session, "backup.stale_alerted", actor=None,
                              organisation_id=repo.organisation_id,
                              object_type="backup_repository", object_id=repo.id, days=days)

@@ -541,7 +541,7 @@ class DepositService:
             owner = session.get(User, request.owner_id)
             assert owner is not None
             self.mail.enqueue(session, org, messages.deposit_received(
-                to=owner.email, depositor=depositor.email, files=len(chosen), size=total,
-                link=f"{self.public_url}/api/v1/received",
+                to=owner.email, depositor=depositor.email, count=len(chosen), total=total,
+                link=f"{self.public_url}/requests/{request.id}",
             ))
             return transfer.id

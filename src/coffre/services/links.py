@@ -471,8 +471,6 @@ class LinkService:
                 sender = session.get(User, transfer.sender_id)
                 assert sender is not None
                 subject, _ = self.transfers.texts(session, transfer)
-                what = ("tous les fichiers (ZIP)" if archive and complete
-                        else f"{len(counted)} fichier(s)")
                 self.transfers.notify_sender(
                     session,
                     transfer,
@@ -480,6 +478,9 @@ class LinkService:
                         to=sender.email,
                         recipient=recipient.email,
                         transfer_subject=subject,
-                        what=what,
+                        count=len(counted),
+                        archive=archive and complete,
+                        link=f"{self.transfers.public_url}/transfers/{transfer.id}",
+                        discreet=messages.discreet(session, transfer.organisation_id),
                     ),
                 )

@@ -81,6 +81,8 @@ class OrganisationInfo:
     allow_unverified_recipients: bool
     #: Executables and scripts are refused by name and content (SEC-19).
     block_executables: bool = True
+    #: Mails leave out transfers' subjects and messages (issue 16).
+    discreet_mail: bool = False
     #: Retention and limits as set (None: the instance's), and in force.
     policy: dict[str, Any] = field(default_factory=dict)
     effective: dict[str, Any] = field(default_factory=dict)
@@ -498,6 +500,7 @@ class OrganisationService:
         require_mfa: bool | None = None,
         allow_unverified_recipients: bool | None = None,
         block_executables: bool | None = None,
+        discreet_mail: bool | None = None,
         limits: dict[str, Any] | None = None,
     ) -> OrganisationInfo:
         """SEC-29: one event with each changed setting's before and after.
@@ -518,6 +521,7 @@ class OrganisationService:
             "require_mfa": require_mfa,
             "allow_unverified_recipients": allow_unverified_recipients,
             "block_executables": block_executables,
+            "discreet_mail": discreet_mail,
         }
         if name is not None:
             wanted["name"] = name.strip()
@@ -615,7 +619,7 @@ def _members(session: Session, where: Any) -> list[MemberInfo]:
 
 def _organisation_info(org: Organisation) -> OrganisationInfo:
     return OrganisationInfo(org.id, org.name, org.require_mfa, org.allow_unverified_recipients,
-                            org.block_executables)
+                            org.block_executables, org.discreet_mail)
 
 
 def _aware(value: Any) -> datetime | None:

@@ -181,6 +181,7 @@ class RequestService:
                     to=email, requester=owner.display_name or owner.email,
                     requester_email=owner.email, message=new.message, link=links[email],
                     expires_at=request.expires_at, channel="sms" if phone else "email",
+                    discreet=messages.discreet(session, actor.organisation_id),
                 ))
             session.flush()
             trail.record(

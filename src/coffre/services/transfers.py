@@ -246,6 +246,7 @@ class TransferService:
                 upload.metadata_sealed = None
                 total += file.size
             rules.check_transfer_size(total, limits)
+            discreet = messages.discreet(session, org)
             for position, email in enumerate(recipients):
                 token = credentials.new_token()
                 recipient = Recipient(
@@ -276,6 +277,7 @@ class TransferService:
                         password=bool(password_hash),
                         code=("sms" if email in phones else "email")
                         if new.verify_recipients else None,
+                        discreet=discreet,
                     ),
                     recipient_id=recipient.id,
                 )

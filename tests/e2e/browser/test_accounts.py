@@ -215,6 +215,7 @@ def test_sign_in_with_a_recovery_code_in_english_on_a_phone(person: Any, fresh: 
 
     # Signing out ends the session on the server, not only in this browser.
     cookie = next(c for c in page.context.cookies() if c["name"] == "__Host-coffre-session")
+    page.get_by_role("button", name="Menu").click()  # on a phone, the menu is folded
     page.get_by_role("button", name="Sign out", exact=True).first.click()
     expect(page).to_have_url(at(r"/login"))
     stale = httpx.get(f"{fresh.url}/api/v1/me",

@@ -111,6 +111,7 @@ def update_organisation(
         require_mfa=body.require_mfa,
         allow_unverified_recipients=body.allow_unverified_recipients,
         block_executables=body.block_executables,
+        discreet_mail=body.discreet_mail,
         limits={k: getattr(body, k) for k in body.model_fields_set if k in LIMIT_FIELDS},
     )
     return info

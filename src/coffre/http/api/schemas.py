@@ -246,6 +246,8 @@ class OrganisationUpdate(Strict):
     allow_unverified_recipients: bool | None = None
     block_executables: bool | None = Field(
         default=None, description="refuse executables and scripts by name and content")
+    discreet_mail: bool | None = Field(
+        default=None, description="keep transfers' subjects and messages out of mails")
     # Retention and limits: null restores the instance's value.
     default_expiry_days: int | None = Field(default=None, le=MAX_DAYS)
     max_expiry_days: int | None = Field(default=None, le=MAX_DAYS)

@@ -56,6 +56,9 @@ SWITCHES = (
      N_("Refuse programs and scripts (.exe, .msi, .bat, .js, .sh...); medical formats, "
         "documents, images and archives are accepted")),
     ("allow_permanent", N_("Members may keep transfers permanently (no expiry)")),
+    ("discreet_mail",
+     N_("Keep subjects and messages out of mails: mails only say who sent files; the "
+        "recipient reads the subject and message on the link's page, after verification")),
 )
 DOMAINS = (
     ("recipient_domains_allowed", N_("Only these recipient domains (one per line)")),
@@ -196,6 +199,7 @@ def _policy_page(request: Request, actor: Actor, *, notice: str | None = None,
         values = {"name": info.name, "require_mfa": info.require_mfa,
                   "allow_unverified_recipients": info.allow_unverified_recipients,
                   "block_executables": info.block_executables,
+                  "discreet_mail": info.discreet_mail,
                   "allow_permanent": info.policy["allow_permanent"]}
         values |= {name: _shown(info.policy[name], unit) for name, _l, unit in NUMBERS}
         values |= {name: "\n".join(info.policy[name]) for name, _l in DOMAINS}
@@ -264,7 +268,8 @@ def _save_policy(request: Request, actor: Actor, ctx: Context,
         deps.coffre(request).organisations.update_organisation(
             actor, ctx, name=values["name"], require_mfa=values["require_mfa"],
             allow_unverified_recipients=values["allow_unverified_recipients"],
-            block_executables=values["block_executables"], limits=limits)
+            block_executables=values["block_executables"],
+            discreet_mail=values["discreet_mail"], limits=limits)
     except InvalidInput as exc:
         unit = units.get(str(exc.details.get("field")), 1)
         return _policy_page(request, actor, error=_policy_error(exc, unit), values=values,

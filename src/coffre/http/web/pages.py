@@ -1,5 +1,5 @@
-"""Web pages: a recipient's link (one-time code, password, files), the
-error pages every browser page shares, the development mailbox."""
+"""Web pages: a recipient's link (one-time code, password, files) and the
+development mailbox (error pages: ``error_pages``)."""
 
 from __future__ import annotations
 
@@ -21,109 +21,14 @@ from coffre.errors import (
 )
 from coffre.http import deps
 from coffre.http.api.links import access_of, set_access_cookie
-from coffre.http.web import i18n
 from coffre.http.web.forms import small_form
-from coffre.http.web.i18n import N_, _, ngettext
+from coffre.http.web.i18n import _, ngettext
 from coffre.http.web.templating import page_router, render
 from coffre.services.verification import Challenge
 
 router = page_router(public="personal links: the token in the path is the capability, checked "
                      "by the service (and the dev mailbox: dev mode, loopback only)")
 Ctx = Annotated[Context, Depends(deps.context)]
-#: Paths answered with HTML pages (errors included); everything else is JSON.
-HTML_PATHS = ("/t/", "/setup/", "/invitation/", "/dev/", "/d/", "/login", "/logout", "/reauth",
-              "/account", "/send", "/transfers", "/received", "/requests", "/contacts",
-              "/admin", "/lang", "/password")
-
-
-_ERRORS = {
-    "expired": (
-        N_("Link expired"),
-        N_("This transfer has expired: its files are no longer available."),
-        N_("Ask the sender to send them to you again."),
-    ),
-    "revoked": (N_("Link revoked"), N_("The sender has revoked this transfer."), None),
-    "deleted": (N_("Transfer deleted"), N_("This transfer has been deleted."), None),
-    "exhausted": (
-        N_("Limit reached"),
-        N_("The number of downloads allowed has been reached."),
-        N_("Ask the sender for a new transfer if needed."),
-    ),
-    "invitation_used": (
-        N_("Invitation already used"),
-        N_("This invitation has already been used to create an account."),
-        N_("Sign in with the invited e-mail address."),
-    ),
-    "invitation_expired": (
-        N_("Invitation expired"),
-        N_("This invitation is no longer valid."),
-        N_("Ask your organisation's administrator for a new invitation."),
-    ),
-    "reset_used": (
-        N_("Link already used"),
-        N_("This link to choose a new password has already been used, or a newer one "
-           "replaced it."),
-        N_("Ask for a new one from the sign-in page (Forgotten password?)."),
-    ),
-    "reset_expired": (
-        N_("Link expired"),
-        N_("This link to choose a new password has expired."),
-        N_("Ask for a new one from the sign-in page (Forgotten password?)."),
-    ),
-    "invitation_revoked": (
-        N_("Invitation cancelled"),
-        N_("The administrator has cancelled this invitation."),
-        N_("Ask them for a new invitation if needed."),
-    ),
-    "address_taken": (
-        N_("Address already in use"),
-        N_("This e-mail address already has an account on this service, in another "
-           "organisation: an address can belong to only one organisation."),
-        N_("Sign in with it, or ask to be invited with another address."),
-    ),
-}
-_UNKNOWN = (
-    N_("Unknown link"),
-    N_("This link does not exist, or no longer does."),
-    N_("Check that it was copied in full."),
-)
-_LOCKED = (
-    N_("Too many attempts"),
-    N_("Too many wrong passwords were entered: this link is locked."),
-    N_("Ask the sender for a new transfer."),
-)
-
-
-def _browser_download(request: Request) -> bool:
-    """A browser following a download link of a page (the recipient's
-    files, an owner's file) gets a French page, not JSON, when it is refused."""
-    path = request.url.path
-    return request.headers.get("sec-fetch-mode") == "navigate" and (
-        path.startswith("/api/v1/links/")
-        or (path.startswith("/api/v1/transfers/") and "/files/" in path))
-
-
-def render_error(
-    request: Request, status: int, code: str, message: str, details: dict[str, Any]
-) -> Response | None:
-    """An HTML error page for browser pages; None for the API (JSON)."""
-    path = request.url.path
-    if not path.startswith(HTML_PATHS) and not _browser_download(request):
-        return None
-    i18n.use_language(request.cookies.get(i18n.COOKIE))
-    reason = details.get("reason")
-    hint: str | None
-    if isinstance(reason, str) and reason in _ERRORS:
-        title, explanation, hint = _ERRORS[reason]
-    elif status == 404:
-        title, explanation, hint = _UNKNOWN
-    elif status == 429:
-        title, explanation, hint = _LOCKED
-    else:  # the service's message is English: shown as it is
-        title, explanation, hint = N_("Error"), message, None
-    return render(request, "error.html", {
-        "title": _(title), "explanation": _(explanation), "hint": _(hint) if hint else None,
-    }, status=status)
 
 
 def code_context(request: Request, base: str, challenge: Challenge, *,

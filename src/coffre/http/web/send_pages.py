@@ -104,6 +104,7 @@ def _options(request: Request, actor: Actor) -> dict[str, Any]:
     organisation = app.organisations.organisation(actor)
     return {"policy": organisation.effective,
             "allow_unverified": organisation.allow_unverified_recipients,
+            "discreet_mail": organisation.discreet_mail,
             "usage": app.quotas.report(actor).user}
 
 

@@ -158,6 +158,25 @@
     reveal(first || firstError(target));
   });
 
+  // The main menu on a phone: a "Menu" button folds and unfolds the list
+  // (without JavaScript the button stays hidden and the list shows).
+  function foldMenu(toggle, open) {
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  }
+  const toggle = document.querySelector(".menu-toggle");
+  if (toggle) {
+    toggle.hidden = false;
+    toggle.addEventListener("click", function () {
+      foldMenu(toggle, toggle.getAttribute("aria-expanded") !== "true");
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && toggle.getAttribute("aria-expanded") === "true") {
+        foldMenu(toggle, false);
+        toggle.focus();
+      }
+    });
+  }
+
   window.Coffre = { api: api, csrf: csrf, showErrors: showErrors, clearErrors: clearErrors,
                     fieldError: fieldError, reveal: reveal };
 })();
