@@ -1,7 +1,7 @@
 """A sender may revoke one recipient's link and keep the others
 
-Revision ID: MIGNUM
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-07
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import coffre.db.tables
 
-revision = "MIGNUM"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
