@@ -328,3 +328,23 @@ def test_sec17_cli_confirms_identity_before_deleting(server: Server, cli: Cli,
     assert done.returncode == 0, done.stdout + done.stderr
     assert "confirmer votre identité" in done.stdout + done.stderr
     assert "Transfert supprimé." in done.stdout
+
+
+def test_revoke_one_recipient_from_the_command_line(server: Server, cli: Cli,
+                                                    tmp_path: Path) -> None:
+    note = tmp_path / "ordonnance.txt"
+    note.write_text("Ordonnance du 7 décembre.\n")
+    sent = json.loads(cli.run("send", str(note), "--to", "gardee@exemple.fr", "--to",
+                              "Retiree@Exemple.fr", "--json").stdout)
+    done = json.loads(cli.run("transfers", "revoke", sent["id"], "--recipient",
+                              "retiree@exemple.fr", "--json").stdout)
+    assert {r["email"]: r["state"] for r in done["recipients"]} == {
+        "gardee@exemple.fr": "mail_sent", "retiree@exemple.fr": "revoked"}
+    assert done["status"] == "active"
+    shown = cli.run("transfers", "show", sent["id"]).stdout
+    assert "retiree@exemple.fr  0 téléchargement(s)  (pas encore ouvert)  lien révoqué" in shown
+    assert "lien révoqué par l'expéditeur" in cli.run("transfers", "events", sent["id"]).stdout
+    unknown = cli.run("transfers", "revoke", sent["id"], "--recipient", "x@exemple.fr",
+                      check=False)
+    assert unknown.returncode != 0
+    assert "n'est pas un destinataire de ce transfert" in unknown.stderr

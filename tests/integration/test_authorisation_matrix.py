@@ -135,7 +135,9 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
         pending = c.post("/api/v1/uploads/", headers={**TUS, "Upload-Length": "10"})
         pending_id = pending.headers["location"].rstrip("/").rsplit("/", 1)[-1]
         token_id = c.get("/api/v1/tokens").json()[0]["id"]
-        file_id = c.get(f"/api/v1/transfers/{transfer}").json()["files"][0]["id"]
+        shown = c.get(f"/api/v1/transfers/{transfer}").json()
+        file_id = shown["files"][0]["id"]
+        recipient_id = shown["recipients"][0]["id"]
         upload_request = c.post("/api/v1/requests", json={
             "depositors": [new_address("depose")]}).json()["id"]
         factor_id = c.get("/api/v1/account/factors").json()["factors"][0]["id"]
@@ -166,6 +168,7 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
                model(outsider_me["id"], outsider_me["organisation_id"], Role.ADMIN, rw, True)),
     ]
     mine = Target(org, owner_id)
+    last_transfer: dict[str, Any] = {}
 
     def fresh(param: str, path: str) -> str:
         with api_client(server, owner) as c:
@@ -173,7 +176,10 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
                 upload = upload_bytes(c, b"compte rendu", "cr.txt")
                 made = c.post("/api/v1/transfers", json={"files": [upload],
                                                           "recipients": [new_address()]})
+                last_transfer.update(made.json())
                 return str(made.json()["id"])
+            if param == "recipient_id":  # of the fresh transfer just made
+                return str(last_transfer["recipients"][0]["id"])
             if param == "request_id":
                 made = c.post("/api/v1/requests", json={"depositors": [new_address("depose")]})
                 return str(made.json()["id"])
@@ -211,11 +217,12 @@ def world(server: Server, client: httpx.Client, admin: dict[str, Any]) -> World:
                  "factor_id": factor_id, "session_id": session_id,
                  "member_id": colleague_id, "invitation_id": invitation.json()["id"],
                  "contact_id": contact_id, "request_id": upload_request, "file_id": file_id,
-                 "device_id": device_id},
+                 "device_id": device_id, "recipient_id": recipient_id},
         targets={"transfer_id": mine, "upload_id": mine, "token_id": mine, "factor_id": mine,
                  "session_id": mine, "member_id": Target(org, colleague_id),
                  "invitation_id": Target(org, None), "contact_id": mine,
-                 "request_id": mine, "file_id": mine, "device_id": mine},
+                 "request_id": mine, "file_id": mine, "device_id": mine,
+                 "recipient_id": mine},
     )
 
 

@@ -34,6 +34,7 @@ from tests.integration.support import (
     opened,
     other_organisation_admin,
     send,
+    wait_events_for,
 )
 
 # -- one server for the module ----------------------------------------------------
@@ -50,6 +51,10 @@ def other(server: Server) -> Iterator[httpx.Client]:
 
 def _link(server: Server, token: str) -> str:
     return f"{server.url}/api/v1/links/{token}"
+
+
+def _recipient_ids(transfer: dict[str, Any]) -> list[str]:
+    return [r["id"] for r in transfer["recipients"]]
 
 
 def _parse_time(value: str) -> datetime:
@@ -265,6 +270,84 @@ def test_revoke(server: Server, client: httpx.Client, mail: MailCatcher,
     assert page.headers["cache-control"] == "no-store"
     assert "Lien révoqué" in page.text
     assert "a révoqué ce transfert" in page.text
+
+
+def test_revoke_one_recipient(server: Server, client: httpx.Client, mail: MailCatcher,
+                              admin: dict[str, Any], other: httpx.Client) -> None:
+    """Issue 16: one recipient's link closes (410, "revoked"); the other
+    recipient's keeps working; recorded once, seen on the timeline."""
+    transfer, (gone_token, kept_token) = send(client, {"a.txt": b"a"}, recipients=2)
+    tid = transfer["id"]
+    gone_id, kept_id = _recipient_ids(transfer)
+    kept_access = opened(server, mail, transfer, kept_token)
+    url = f"/api/v1/transfers/{tid}/recipients/{gone_id}/revoke"
+
+    # Another organisation, or a recipient of another transfer: not found.
+    unknown = assert_error(other.post(f"/api/v1/transfers/{'f' * 32}/recipients/x/revoke"),
+                           404, "not_found")
+    assert assert_error(other.post(url), 404, "not_found") == unknown
+    elsewhere, _ = send(client, {"b.txt": b"b"})
+    assert_error(client.post(f"/api/v1/transfers/{elsewhere['id']}/recipients/{gone_id}/revoke"),
+                 404, "not_found")
+    assert not events_for(server.data_dir, "transfer.recipient_revoked", gone_id)
+
+    revoked = client.post(url)
+    assert revoked.status_code == 200, revoked.text
+    shown = {r["id"]: r for r in revoked.json()["recipients"]}
+    assert shown[gone_id]["state"] == "revoked" and shown[gone_id]["revoked_at"]
+    assert shown[kept_id]["state"] != "revoked" and shown[kept_id]["revoked_at"] is None
+    assert revoked.json()["status"] == "active"
+    assert client.post(url).status_code == 200  # idempotent, and recorded once
+    event = one_event(server.data_dir, "transfer.recipient_revoked", object_type="recipient",
+                      object_id=gone_id, organisation=admin["organisation_id"],
+                      actor=admin["id"], secrets=(gone_token, kept_token))
+    assert event["details"]["transfer"] == tid
+
+    assert_error(httpx.get(_link(server, gone_token)), 410, "gone", {"reason": "revoked"})
+    assert_error(httpx.post(f"{_link(server, gone_token)}/code"), 410, "gone",
+                 {"reason": "revoked"})
+    page = httpx.get(f"{server.url}/t/{gone_token}")
+    assert page.status_code == 410 and "Lien révoqué" in page.text
+    assert httpx.get(_link(server, kept_token), headers=kept_access).status_code == 200
+    steps = client.get(f"/api/v1/transfers/{tid}/events").json()
+    assert [s["kind"] for s in steps if s["recipient_id"] == gone_id][-1] == "recipient_revoked"
+
+
+def test_a_revoked_transfer_cannot_be_extended(server: Server, client: httpx.Client) -> None:
+    transfer, _ = send(client, {"a.txt": b"a"}, expires_in="1d")
+    assert client.post(f"/api/v1/transfers/{transfer['id']}/revoke").status_code == 200
+    assert_error(client.post(f"/api/v1/transfers/{transfer['id']}/extend",
+                             json={"expires_in": "2w"}), 409, "conflict", {"reason": "revoked"})
+    shown = client.get(f"/api/v1/transfers/{transfer['id']}").json()
+    assert shown["expires_at"] == transfer["expires_at"]
+    assert not events_for(server.data_dir, "transfer.extended", transfer["id"])
+
+
+def test_the_zip_is_named_after_the_subject_and_downloads_count_as_made(
+        server: Server, client: httpx.Client, mail: MailCatcher) -> None:
+    transfer, (token,) = send(client, {"a.txt": b"a" * 10, "b.txt": b"b" * 20},
+                              subject="Résultats IRM / genou: été")
+    access = opened(server, mail, transfer, token)
+    archive = httpx.get(f"{_link(server, token)}/archive.zip", headers=access)
+    assert archive.status_code == 200
+    assert archive.headers["content-disposition"] == (
+        "attachment; filename=\"Resultats IRM - genou_ ete.zip\"; "
+        "filename*=UTF-8''R%C3%A9sultats%20IRM%20-%20genou_%20%C3%A9t%C3%A9.zip")
+    for file in transfer["files"]:
+        got = httpx.get(f"{_link(server, token)}/files/{file['id']}", headers=access)
+        assert got.status_code == 200
+    wait_events_for(server.data_dir, "transfer.downloaded", _recipient_ids(transfer)[0], 3)
+    (shown,) = client.get(f"/api/v1/transfers/{transfer['id']}").json()["recipients"]
+    # Three downloads as the recipient made them; four files delivered in full.
+    assert (shown["times_downloaded"], shown["downloads"]) == (3, 4)
+    assert shown["state"] == "file_downloaded"
+
+    untitled, (token,) = send(client, {"a.txt": b"a"})
+    access = opened(server, mail, untitled, token)
+    head = httpx.head(f"{_link(server, token)}/archive.zip", headers=access)
+    day = untitled["created_at"][:10]
+    assert head.headers["content-disposition"] == (
+        f"attachment; filename=\"fichiers-{day}.zip\"; filename*=UTF-8''fichiers-{day}.zip")
 
 
 def test_extend(server: Server, client: httpx.Client, mail: MailCatcher,

@@ -17,15 +17,19 @@ from coffre.domain.accounts import ALL_SCOPES, Actor, Role
 from coffre.domain.transfers import (
     MAX_FILENAME_BYTES,
     ByteRange,
+    archive_name,
     check_downloads_left,
     check_expiry,
     check_link_usable,
+    check_recipient_usable,
     downloads_left,
     parse_expiry,
     parse_range,
+    recipient_state,
     sanitise_filename,
 )
 from coffre.errors import Gone, InvalidInput
+from coffre.services.tracking import Step, collapse
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 YEAR = timedelta(days=365)
@@ -281,3 +285,48 @@ def test_intervals_merge_and_cover() -> None:
     assert not covers(delivered, 41)
     assert add_interval(delivered, 5, 5) == delivered
     assert not covers([], 0)
+
+
+# -- what the sender's pages show (issue 16) ----------------------------------------------
+
+
+def test_one_state_per_recipient_from_their_furthest_step() -> None:
+    assert recipient_state([]) == "mail_sent"
+    assert recipient_state([], opened=True) == "link_opened"
+    # Opened, then a code sent: "Code sent" everywhere, not "Opened" somewhere.
+    assert recipient_state(["mail_sent", "link_opened", "code_sent", "link_opened"],
+                           opened=True) == "code_sent"
+    assert recipient_state(["code_verified", "zip_downloaded"]) == "file_downloaded"
+    assert recipient_state(["file_downloaded"], revoked=True) == "revoked"
+
+
+def test_a_revoked_recipient_link_answers_gone() -> None:
+    check_recipient_usable(None)
+    with pytest.raises(Gone) as caught:
+        check_recipient_usable(datetime(2026, 12, 7, tzinfo=UTC))
+    assert caught.value.details["reason"] == "revoked"
+
+
+def test_the_zip_is_named_after_the_subject() -> None:
+    day = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+    assert archive_name("Résultats IRM / genou", day) == "Résultats IRM - genou.zip"
+    assert archive_name("../../etc/passwd", day) == "-..-etc-passwd.zip"
+    assert archive_name("a\\b:c*?\x00d", day) == "a-b_c__d.zip"
+    assert archive_name("  ", day) == "fichiers-2026-12-07.zip"
+    assert archive_name("...", day) == "fichiers-2026-12-07.zip"
+    assert len(archive_name("é" * 300, day)) == 124
+
+
+def test_repeated_steps_are_collapsed_in_the_order_they_first_came() -> None:
+    def step(n: int, kind: str, file_id: str | None = None) -> Step:
+        return Step(n, kind, datetime(2026, 12, 7, 9, n, tzinfo=UTC), "r", "a@x.fr", file_id,
+                    None)
+
+    steps = [step(1, "mail_sent"), step(2, "link_opened"), step(3, "code_sent"),
+             step(4, "link_opened"), step(5, "file_downloaded", "f1"),
+             step(6, "file_downloaded", "f2"), step(7, "link_opened")]
+    lines = collapse(steps)
+    assert [(g.kind, g.file_id, g.count) for g in lines] == [
+        ("mail_sent", None, 1), ("link_opened", None, 3), ("code_sent", None, 1),
+        ("file_downloaded", "f1", 1), ("file_downloaded", "f2", 1)]
+    assert (lines[1].first.minute, lines[1].last.minute) == (2, 7)

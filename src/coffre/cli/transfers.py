@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from coffre.cli.client import api, check, out, print_json, stepped_up, when
+from coffre.cli.client import api, check, fail, out, print_json, stepped_up, when
 
 app = typer.Typer(help="Your transfers.", no_args_is_help=False, invoke_without_command=True)
 JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
@@ -39,7 +39,9 @@ def _show(t: dict[str, Any], as_json: bool) -> None:
         out.print(f"  fichier {f['name']}  {f['size']} octets  sha256 {f['sha256']}")
     for r in t["recipients"]:
         opened = when(r["first_opened_at"], "pas encore ouvert")
-        out.print(f"  → {r['email']}  {r['downloads']} téléchargement(s)  ({opened})")
+        revoked = "  [bold red]lien révoqué[/]" if r.get("revoked_at") else ""
+        times = r.get("times_downloaded", r["downloads"])
+        out.print(f"  → {r['email']}  {times} téléchargement(s)  ({opened}){revoked}")
 
 
 @app.callback()
@@ -73,10 +75,26 @@ def show(transfer_id: str, as_json: JSON = False) -> None:
 
 
 @app.command()
-def revoke(transfer_id: str, as_json: JSON = False) -> None:
-    """Revoke a transfer: its links stop working at once."""
+def revoke(
+    transfer_id: str,
+    recipient: Annotated[str | None, typer.Option(
+        "--recipient", help="Only this recipient's link (address or id); the others keep "
+        "theirs")] = None,
+    as_json: JSON = False,
+) -> None:
+    """Revoke a transfer (its links stop working at once), or with
+    --recipient one recipient's link only."""
     with api() as client:
-        _show(check(client.post(f"/api/v1/transfers/{transfer_id}/revoke")), as_json)
+        if recipient is None:
+            _show(check(client.post(f"/api/v1/transfers/{transfer_id}/revoke")), as_json)
+            return
+        shown = check(client.get(f"/api/v1/transfers/{transfer_id}"))
+        wanted = recipient.strip().lower()
+        found = [r for r in shown["recipients"] if wanted in {r["id"], r["email"].lower()}]
+        if not found:
+            fail(f"{recipient} n'est pas un destinataire de ce transfert")
+        _show(check(client.post(f"/api/v1/transfers/{transfer_id}/recipients/"
+                                f"{found[0]['id']}/revoke")), as_json)
 
 
 @app.command()
@@ -134,6 +152,7 @@ _KINDS = {
     "file_downloaded": "fichier téléchargé",
     "zip_downloaded": "tout téléchargé (ZIP)",
     "admin_access": "consulté par un administrateur",
+    "recipient_revoked": "lien révoqué par l'expéditeur",
 }
 
 

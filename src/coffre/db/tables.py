@@ -385,6 +385,8 @@ class Recipient(OneTimeCode, Base):
     phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     first_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The sender revoked this recipient's link alone (the others keep theirs).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     transfer: Mapped[Transfer] = relationship(back_populates="recipients")
 
 

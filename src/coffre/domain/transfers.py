@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -65,6 +66,15 @@ def sanitise_filename(name: str) -> str:
     return name or "fichier"
 
 
+def archive_name(subject: str, created_at: datetime) -> str:
+    """The name of a transfer's ZIP, after its subject as the sender wrote
+    it (accents kept, no path characters); without one, its date."""
+    # A subject is one name: its slashes separate words, not folders.
+    words = subject.replace("/", "-").replace("\\", "-").strip().strip(".")
+    stem = sanitise_filename(words)[:120].strip().strip(".") if words else ""
+    return f"{stem or f'fichiers-{created_at:%Y-%m-%d}'}.zip"
+
+
 class TransferState(Protocol):
     sender_id: str
     organisation_id: str
@@ -82,6 +92,39 @@ def check_link_usable(transfer: TransferState, now: datetime) -> None:
         raise Gone("this transfer has been revoked by its sender", reason="revoked")
     if transfer.expires_at is not None and transfer.expires_at <= now:
         raise Gone("this transfer has expired", reason="expired")
+
+
+def check_recipient_usable(revoked_at: datetime | None) -> None:
+    """One recipient's link, revoked alone by the sender, answers as a
+    revoked transfer would (410); the other recipients keep theirs."""
+    if revoked_at is not None:
+        raise Gone("the sender has revoked this link", reason="revoked")
+
+
+#: A recipient's state is the furthest step of their timeline they reached
+#: (a ZIP downloaded counts as downloaded); "revoked" overrides them all.
+RECIPIENT_STATES = ("mail_sent", "link_opened", "code_sent", "code_verified",
+                    "file_downloaded")
+REVOKED = "revoked"
+#: Timeline steps that are a download as the recipient made it: a file, or
+#: the whole ZIP, arrived in full (ranges and cut-short reads are not).
+DOWNLOAD_STEPS = frozenset({"file_downloaded", "zip_downloaded"})
+
+
+def recipient_state(kinds: Collection[str], *, revoked: bool = False,
+                    opened: bool = False) -> str:
+    """The one state shown for a recipient, wherever it is shown
+    (dashboard, transfer page, live updates), from the kinds of their
+    timeline's steps; ``opened`` stands for a first opening without a step."""
+    if revoked:
+        return REVOKED
+    reached = {"file_downloaded" if k in DOWNLOAD_STEPS else k for k in kinds}
+    if opened:
+        reached.add("link_opened")
+    for state in reversed(RECIPIENT_STATES):
+        if state in reached:
+            return state
+    return RECIPIENT_STATES[0]
 
 
 def check_downloads_left(transfer: TransferState, completed: int) -> None:

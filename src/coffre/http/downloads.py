@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 from urllib.parse import quote
@@ -38,8 +39,11 @@ OCTET = "application/octet-stream"
 
 
 def content_disposition(name: str) -> str:
-    """RFC 6266 attachment with an ASCII fallback and the UTF-8 name (RFC 5987)."""
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in name)
+    """RFC 6266 attachment with an ASCII fallback (accents dropped:
+    "Résultats" gives "Resultats") and the UTF-8 name (RFC 5987)."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", name)
+                    if not unicodedata.combining(c))
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in plain)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 

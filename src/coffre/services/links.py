@@ -30,7 +30,12 @@ from coffre.db.tables import (
     User,
 )
 from coffre.domain.deliveries import Delivered, check_delivery, downloads_left
-from coffre.domain.transfers import ByteRange, check_downloads_left, unique_name
+from coffre.domain.transfers import (
+    ByteRange,
+    archive_name,
+    check_downloads_left,
+    unique_name,
+)
 from coffre.errors import AuthenticationRequired, NotFound, TooManyAttempts
 from coffre.ports import BlobStore, Clock
 from coffre.services import blobs, messages
@@ -360,7 +365,8 @@ class LinkService:
                     )
                 )
             recipient_id = recipient.id
-            transfer_id = recipient.transfer_id
+            subject, _ = self.transfers.texts(session, recipient.transfer)
+            name = archive_name(subject, recipient.transfer.created_at)
         archive = ZipStream(compress_type=ZIP_STORED, sized=True)
         used: set[str] = set()
         tally = ArchiveTally(len(entries))
@@ -370,7 +376,6 @@ class LinkService:
                 arcname=unique_name(view.name, used),
                 size=view.size,
             )
-        name = f"coffre-{transfer_id[:8]}.zip"
         whole = [Span(e[0].id, e[0].size, 0, e[0].size) for e in entries]
         if not body:
             for span in whole:

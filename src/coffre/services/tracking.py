@@ -10,6 +10,7 @@ A timeline never holds a secret, a code, a phone number or a file name.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,6 +39,7 @@ KINDS = frozenset(
         "zip_downloaded",
         "admin_access",
         "deposit_received",
+        "recipient_revoked",
     }
 )
 PAGE = 500
@@ -100,6 +102,30 @@ class Step:
     recipient: str | None  # the recipient's address
     file_id: str | None
     actor_id: str | None
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """Steps of one kind (for one file) in a timeline, shown once where it
+    first happened: "Link opened 5 times, last on …"."""
+
+    kind: str
+    file_id: str | None
+    first: datetime
+    last: datetime
+    count: int
+
+
+def collapse(steps: Iterable[Step]) -> list[Repeated]:
+    """A timeline as people read it: each kind of step (per file) once, in
+    the order they first happened, with how many times and the last time."""
+    seen: dict[tuple[str, str | None], Repeated] = {}
+    for step in steps:
+        key = (step.kind, step.file_id)
+        found = seen.get(key)
+        seen[key] = Repeated(step.kind, step.file_id, step.time, step.time, 1) if found is None \
+            else Repeated(step.kind, step.file_id, found.first, step.time, found.count + 1)
+    return list(seen.values())
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from coffre.db.tables import (
     Organisation,
     Recipient,
     Transfer,
+    TransferEvent,
     TransferFile,
     Upload,
     User,
@@ -31,7 +32,9 @@ from coffre.domain import limits as rules
 from coffre.domain.accounts import Actor, normalise_email
 from coffre.domain.policy import Action, Target, authorize
 from coffre.domain.transfers import (
+    DOWNLOAD_STEPS,
     MAX_MESSAGE_CHARS,
+    recipient_state,
     sanitise_filename,
 )
 from coffre.errors import Conflict, Gone, InvalidInput, NotFound, PermissionDenied
@@ -40,7 +43,7 @@ from coffre.services import contacts, messages
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
 from coffre.services.quotas import Quotas
-from coffre.services.tracking import record_admin_access
+from coffre.services.tracking import record_admin_access, track
 from coffre.services.verification import check_phone, phone_context
 
 
@@ -76,10 +79,16 @@ class FileView:
 class RecipientView:
     id: str
     email: str
+    #: Files delivered in full (a ZIP counts each of its files), as limits count.
     downloads: int
     first_opened_at: datetime | None
     #: Bytes of the files the link has sent, ranges and cut-short downloads included.
     bytes_sent: int = 0
+    #: The furthest step reached (``domain.transfers.recipient_state``).
+    state: str = "mail_sent"
+    #: Downloads as the recipient made them: each file or ZIP that arrived whole.
+    times_downloaded: int = 0
+    revoked_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -351,6 +360,14 @@ class TransferService:
                 .group_by(FileRead.recipient_id)
             ).all()
         )
+        steps: dict[str, dict[str, int]] = {}
+        for recipient_id, kind, number in session.execute(
+            select(TransferEvent.recipient_id, TransferEvent.kind, func.count())
+            .where(TransferEvent.transfer_id == transfer.id,
+                   TransferEvent.recipient_id.is_not(None))
+            .group_by(TransferEvent.recipient_id, TransferEvent.kind)
+        ).all():
+            steps.setdefault(str(recipient_id), {})[kind] = int(number)
         if transfer.purged_at is not None:
             status = "deleted"
         elif transfer.revoked_at is not None:
@@ -375,11 +392,20 @@ class TransferService:
             mode=rules.mode_of(transfer.expires_at),
             legal_hold=transfer.held_at is not None,
             files=[self.file_view(session, f) for f in transfer.files] if not purged else [],
-            recipients=[
-                RecipientView(r.id, r.email, counts.get(r.id, 0), r.first_opened_at,
-                              int(sent.get(r.id) or 0))
-                for r in transfer.recipients
-            ],
+            recipients=[self._recipient_view(r, counts.get(r.id, 0), int(sent.get(r.id) or 0),
+                                             steps.get(r.id, {}))
+                        for r in transfer.recipients],
+        )
+
+    @staticmethod
+    def _recipient_view(recipient: Recipient, downloads: int, sent: int,
+                        steps: dict[str, int]) -> RecipientView:
+        return RecipientView(
+            recipient.id, recipient.email, downloads, recipient.first_opened_at, sent,
+            state=recipient_state(steps, revoked=recipient.revoked_at is not None,
+                                  opened=recipient.first_opened_at is not None),
+            times_downloaded=sum(n for kind, n in steps.items() if kind in DOWNLOAD_STEPS),
+            revoked_at=recipient.revoked_at,
         )
 
     def texts(self, session: Session, transfer: Transfer) -> tuple[str, str]:
@@ -416,15 +442,48 @@ class TransferService:
                 )
             return self._view(session, transfer)
 
+    def revoke_recipient(self, actor: Actor, transfer_id: str, recipient_id: str,
+                         ctx: trail.Context) -> TransferView:
+        """Revoke one recipient's link: it answers as a revoked transfer
+        (410) at once, while the other recipients keep theirs. Idempotent
+        (recorded once); a recipient of another transfer is not found."""
+        with self.db.session() as session:
+            transfer = self._managed(session, actor, transfer_id, Action.TRANSFER_MANAGE)
+            recipient = session.get(Recipient, recipient_id)
+            if recipient is None or recipient.transfer_id != transfer.id:
+                raise NotFound("recipient not found")
+            if transfer.purged_at is not None:
+                raise Gone("this transfer has been deleted")
+            if recipient.revoked_at is None:
+                now = self.clock.now()
+                recipient.revoked_at = now
+                trail.record(
+                    session,
+                    "transfer.recipient_revoked",
+                    actor=actor.user_id,
+                    organisation_id=transfer.organisation_id,
+                    object_type="recipient",
+                    object_id=recipient.id,
+                    context=ctx,
+                    transfer=transfer.id,
+                )
+                track(session, transfer.id, "recipient_revoked", time=now,
+                      recipient_id=recipient.id, actor_id=actor.user_id)
+            return self._view(session, transfer)
+
     def extend(
         self, actor: Actor, transfer_id: str, expires_in: timedelta | None, ctx: trail.Context
     ) -> TransferView:
         """Set a new expiry counted from now (None = permanent); within the
-        organisation's policy, and never earlier under a legal hold."""
+        organisation's policy, and never earlier under a legal hold. A
+        revoked transfer stays revoked: extending it is refused (409)."""
         with self.db.session() as session:
             transfer = self._managed(session, actor, transfer_id, Action.TRANSFER_MANAGE)
             if transfer.purged_at is not None:
                 raise Gone("this transfer has been deleted; it cannot be extended")
+            if transfer.revoked_at is not None:
+                raise Conflict("this transfer is revoked: its links stay closed, so its "
+                               "expiry cannot be changed", reason="revoked")
             limits = self.quotas.limits(session, transfer.organisation_id)
             expires_in = rules.resolve_expiry(expires_in, permanent=expires_in is None,
                                               limits=limits)

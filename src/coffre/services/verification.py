@@ -27,7 +27,7 @@ from coffre.db.engine import Database
 from coffre.db.tables import LinkAccess, Recipient, Transfer, User
 from coffre.domain import codes
 from coffre.domain.phones import mask_phone
-from coffre.domain.transfers import check_link_usable
+from coffre.domain.transfers import check_link_usable, check_recipient_usable
 from coffre.errors import Conflict, InvalidInput, NotFound
 from coffre.ports import Clock, SmsSender
 from coffre.services import messages
@@ -74,6 +74,7 @@ def recipient_for_link(session: Session, token: str, now: datetime,
     if recipient is None:
         raise NotFound("unknown link")
     check_link_usable(recipient.transfer, now)
+    check_recipient_usable(recipient.revoked_at)
     return recipient
 
 

@@ -55,10 +55,10 @@ def _register(page: Any, name: str, quota: str = "") -> dict[str, str]:
     page.goto("/backups")
     page.get_by_label("Nom de l'appareil").fill(name)
     page.get_by_label("Quota (facultatif)").fill(quota)
-    with page.expect_response(lambda r: r.request.method == "POST"
-                              and r.url.endswith("/backups")) as answer:
+    # POST, redirect, GET: a reload registers no second device.
+    with page.expect_response(lambda r: r.url.endswith("/registered")) as answer:
         page.get_by_role("button", name="Enregistrer l'appareil").click()
-    assert answer.value.status == 201
+    assert answer.value.status == 200
     assert answer.value.headers["cache-control"] == "no-store"  # SEC-27
     expect(page.get_by_role("heading", name=f"Appareil « {name} » enregistré")).to_be_visible()
     return {key: page.locator(f"#{key}").inner_text() for key in (
@@ -79,6 +79,7 @@ def test_register_a_device_back_up_with_restic_and_revoke(page: Any, web: Web,
         "Écrivez un quota comme 500 Go, 2 To ou 1,5 To.")
     expect(page.get_by_label("Nom de l'appareil")).to_have_value("Poste accueil")
 
+    devices = len(page.context.request.get("/api/v1/backup/devices").json())
     shown = _register(page, "Cabinet poste accueil", "5G")
     expect(page.get_by_role("alert")).to_contain_text("n'est affiché qu'une fois")
     expect(page.get_by_text("Coffre ne le voit jamais")).to_be_visible()
@@ -94,6 +95,10 @@ def test_register_a_device_back_up_with_restic_and_revoke(page: Any, web: Web,
     copy.click()
     expect(copy).to_have_text("Copié")
     assert page.evaluate("navigator.clipboard.readText()") == shown["command-init"]
+    page.reload()  # shown once: the device's page, without the secret
+    expect(page).to_have_url(re.compile(rf"/backups/{device_id}$"))
+    assert shown["credential-secret"] not in page.content()
+    assert len(page.context.request.get("/api/v1/backup/devices").json()) == devices + 1
 
     documents = tmp_path / "Documents"
     documents.mkdir()
@@ -181,6 +186,7 @@ def test_a_maintenance_key_needs_step_up_and_prunes(page: Any, web: Web,
     expect(page.get_by_role("alert")).to_contain_text("n'est affiché qu'une fois")
     forget = page.locator("#command-forget").inner_text()
     assert forget.endswith(" forget --keep-last 7 --prune")
+    expect(page).to_have_url(re.compile(rf"/backups/{device_id}/maintenance/issued$"))
     check_accessibility(page)
     restic(forget.replace("--keep-last 7", "--keep-last 1"))
     listed = restic(forget.replace("forget --keep-last 7 --prune", "snapshots --json"))
@@ -190,6 +196,9 @@ def test_a_maintenance_key_needs_step_up_and_prunes(page: Any, web: Web,
     assert [e["object"]["id"] for e in issued] == [device_id]
     assert issued[0]["details"]["credential"] == page.locator(
         "#credential-username").inner_text()
+    page.reload()  # POST, redirect, GET: no second key; shown once, then the device
+    expect(page).to_have_url(re.compile(rf"/backups/{device_id}$"))
+    assert len(audit_events(web.server.data_dir, "backup.maintenance_key_issued")) == 1
 
 
 def _member(web: Web) -> str:

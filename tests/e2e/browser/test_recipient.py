@@ -113,7 +113,9 @@ def test_a_recipient_opens_the_link_on_a_phone_and_downloads(
     for name, data in files.items():
         item = page.get_by_role("listitem").filter(has_text=name)
         expect(item.locator("code.hash")).to_have_text(sha256(data))
-        expect(item.locator("code.hash")).to_be_visible()  # the hash wraps, it is not hidden
+        expect(item.locator("code.hash")).to_be_hidden()  # behind "Détails techniques"
+        item.get_by_text("Détails techniques").click()
+        expect(item.locator("code.hash")).to_be_visible()  # the hash wraps, it is not cut
     expect(page.get_by_text("10,0 Ko")).to_be_visible()  # French units
     no_horizontal_scroll(page)
     assert not content_touch_targets(page)
@@ -152,6 +154,7 @@ def test_code_page_and_file_list_on_a_desktop_in_english(
     page.get_by_label("Code received by e-mail").fill(wait_code(web.mail, address, 1))
     page.get_by_role("button", name="Confirm").click()
     expect(page.get_by_role("link", name="Download bilan.txt")).to_be_visible()
+    page.get_by_text("Technical details").click()
     expect(page.get_by_text(sha256(b"bilan sanguin\n"))).to_be_visible()
     check_accessibility(page)
     page.get_by_role("button", name="Français").click()

@@ -227,9 +227,9 @@ def test_requests_pages_on_a_phone_and_a_refused_form(phone_page: Any, new_page:
     size.fill("1,5 Go")
     page.get_by_role("button", name="Envoyer la demande").click()
     expect(page.locator(".requests .facts")).to_contain_text("1,5 Go")
-    open_link = page.locator(".open-link code")
-    expect(open_link).to_contain_text("/d/open/")
-    open_url = open_link.text_content().strip()
+    open_link = page.locator(".open-link input")
+    expect(open_link).to_have_value(re.compile("/d/open/"))
+    open_url = open_link.input_value().strip()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     check_accessibility(page)
     screenshot(page, "requests-detail-phone")
@@ -328,3 +328,41 @@ def test_a_depositor_pauses_and_resumes_an_upload(page: Any, web: Web, tmp_path:
         expect(page.get_by_role("heading", name="Votre fichier a été remis")).to_be_visible()
         expect(page.locator("#handed")).to_contain_text("note.txt")
         check_accessibility(page)
+
+
+def test_a_request_is_made_once_however_often_its_page_is_reloaded(
+        page: Any, web: Web) -> None:
+    """Issue 16: the form's answer redirects to the request's page (POST,
+    redirect, GET): reloading it makes no second request and no second
+    mail. Its open link is shown once, to copy or to scan."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sender = signed_in(page, web)
+    depositor = new_address("patient")
+    message = f"Déposez votre ordonnance {depositor[:16]}"
+    sender.goto("/requests")
+    sender.get_by_label("Adresses e-mail des déposants").fill(depositor)
+    sender.get_by_label("Message aux déposants").fill(message)
+    sender.get_by_label("Créer aussi un lien ouvert").check()
+    sender.get_by_role("button", name="Envoyer la demande").click()
+    sender.wait_for_url(re.compile(r"/requests/[0-9a-f]+\?done=created$"))
+    expect(sender.locator(".notice")).to_contain_text("La demande a été créée")
+    field = sender.get_by_label(re.compile("Lien ouvert à tous"))
+    open_url = field.input_value()
+    assert re.search(r"/d/open/[A-Za-z0-9_-]+$", open_url), open_url
+    sender.get_by_role("button", name="Copier le lien").click()
+    expect(sender.locator(".share-status")).to_have_text("Lien copié")
+    assert sender.evaluate("navigator.clipboard.readText()") == open_url
+    sender.get_by_text("Afficher le QR code").click()
+    expect(sender.get_by_role("img", name="QR code du lien de dépôt ouvert à tous")).to_be_visible()
+    check_accessibility(sender)
+
+    sender.reload()
+    sender.reload()
+    expect(sender.locator(".notice")).to_contain_text("La demande a été créée")
+    expect(sender.get_by_role("button", name="Copier le lien")).to_have_count(0)  # shown once
+    deposit_link(web.mail, depositor)  # the first mail arrived...
+    time.sleep(1)  # ...and no other follows
+    assert len(web.mail.to(depositor)) == 1
+    token = login(web.url)
+    mine = httpx.get(f"{web.url}/api/v1/requests", headers={"Authorization": f"Bearer {token}"})
+    assert [r["message"] for r in mine.json()].count(message) == 1

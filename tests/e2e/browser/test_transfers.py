@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import login
 from tests.e2e.browser.conftest import Web, check_accessibility, screenshot, signed_in
-from tests.integration.flows import wait_code
+from tests.integration.flows import upload_bytes, wait_code
 
 MB = 1 << 20
 
@@ -38,6 +38,17 @@ def _sha256(path: Path) -> str:
 def _no_horizontal_scroll(page: Any) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= page.viewport_size["width"], f"{width}px wide"
+
+
+def _hashes_shown(page: Any, digests: list[str], summary: str = "Détails techniques") -> None:
+    """SHA-256 lines are folded away until "Technical details" is opened."""
+    for digest in digests:
+        expect(page.get_by_text(digest)).to_be_hidden()
+    details = page.locator("details.technical summary", has_text=summary)
+    for index in range(details.count()):
+        details.nth(index).click()
+    for digest in digests:
+        expect(page.get_by_text(digest)).to_be_visible()
 
 
 def _focused_and_seen(page: Any, element_id: str) -> None:
@@ -136,8 +147,7 @@ def test_two_files_to_two_recipients_followed_live(page: Any, web: Web, new_page
 
     page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"))
     expect(page.locator(".notice")).to_contain_text("Transfert envoyé")
-    for source in sources.values():
-        expect(page.get_by_text(_sha256(source))).to_be_visible()
+    _hashes_shown(page, [_sha256(source) for source in sources.values()])
     check_accessibility(page)
     screenshot(page, "transfers-detail")
 
@@ -160,6 +170,8 @@ def test_two_files_to_two_recipients_followed_live(page: Any, web: Web, new_page
     _open_and_download(new_page(), web, bob, sources)
     expect(card.locator("li", has_text=bob).locator(".recipient-state")).to_have_text(
         "Téléchargé")
+    # Two files, then the ZIP: three downloads as Bob made them (not four files).
+    expect(card.locator("li", has_text=bob)).to_contain_text("(3 téléchargements)")
     assert page.evaluate("window.stillTheSamePage") is True
     expect(page.locator("#usage-text")).to_contain_text("utilisés sur 4,0 Go")
     expect(page.locator("progress.usage-bar")).to_be_visible()
@@ -216,7 +228,7 @@ def test_an_upload_cut_by_a_reload_resumes_from_the_server_offset(
     _add_recipient(page, _address("carole"))
     page.get_by_role("button", name="Envoyer", exact=True).click()
     page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"))
-    expect(page.get_by_text(_sha256(source))).to_be_visible()
+    _hashes_shown(page, [_sha256(source)])
 
 
 def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
@@ -266,7 +278,7 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"))
     expect(page.locator(".notice")).to_have_text(
         "Transfer sent: each recipient gets their own link by e-mail.")
-    expect(page.get_by_text(_sha256(note))).to_be_visible()
+    _hashes_shown(page, [_sha256(note)], "Technical details")
     _no_horizontal_scroll(page)
     check_accessibility(page)
     screenshot(page, "transfers-detail-phone")
@@ -279,7 +291,7 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     page.get_by_role("button", name="Forward", exact=True).click()
     expect(page.locator(".notice")).to_have_text("Files forwarded: this is the new transfer.")
     expect(page.get_by_role("heading", name="Ordonnance")).to_be_visible()
-    expect(page.get_by_text(_sha256(note))).to_be_visible()
+    _hashes_shown(page, [_sha256(note)], "Technical details")
 
     page.get_by_label("Reason for the legal hold").fill("Litige en cours")
     page.get_by_role("button", name="Place a legal hold").click()
@@ -320,6 +332,112 @@ def test_a_program_is_refused_with_a_clear_message(page: Any, web: Web, tmp_path
             "Votre organisation refuse les programmes et scripts")
         page.get_by_role("button", name=f"Retirer {source.name}").click()
         expect(page.locator(".upload")).to_have_count(0)
+
+
+def _state(page: Any, address: str) -> Any:
+    return page.locator("li.recipient", has_text=address).locator(".recipient-state")
+
+
+def test_links_to_copy_one_state_everywhere_collapsed_timeline_and_one_recipient_revoked(
+        page: Any, web: Web, new_page: Any, tmp_path: Path) -> None:
+    """Issue 16: the personal links shown once after sending, with "Copier
+    le lien" and a QR code; one recipient's state the same on the dashboard
+    and the transfer's page; repeated steps on one line; one recipient's
+    link revoked while the other's still opens."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.on("dialog", lambda dialog: dialog.accept())
+    note = tmp_path / "compte-rendu.txt"
+    note.write_bytes(b"Compte rendu de consultation.\n")
+    alice, bob = _address("alice"), _address("bob")
+    signed_in(page, web)
+    page.goto("/send")
+    page.locator("#file-input").set_input_files(note)
+    _add_recipient(page, alice)
+    _add_recipient(page, bob)
+    page.get_by_label("Objet").fill("Compte rendu partagé")
+    expect(page.locator(".upload[data-state=done]")).to_have_count(1)
+    page.get_by_role("button", name="Envoyer", exact=True).click()
+    page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"))
+    detail = page.url.split("?")[0]
+
+    alice_row = page.locator("li.recipient", has_text=alice)
+    field = alice_row.get_by_label(f"Lien personnel (affiché cette fois seulement) ({alice})")
+    link = field.input_value()
+    assert link == web.mail.link_for(alice)
+    alice_row.get_by_role("button", name="Copier le lien").click()
+    expect(alice_row.get_by_role("status").filter(has_text="Lien copié")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    alice_row.get_by_text("Afficher le QR code").click()
+    expect(alice_row.get_by_role("img", name=f"QR code du lien personnel de {alice}")
+           ).to_be_visible()
+    check_accessibility(page)
+    screenshot(page, "transfers-links")
+    page.reload()  # shown once: the links are not kept
+    expect(page.get_by_role("button", name="Copier le lien")).to_have_count(0)
+
+    # Alice opens her link four times and asks for a code: "Code envoyé"
+    # on both pages; "Lien ouvert" once in her timeline, counted.
+    token = link.rsplit("/", 1)[-1]
+    for _ in range(2):
+        assert httpx.get(f"{web.url}/api/v1/links/{token}").status_code == 401
+    assert httpx.post(f"{web.url}/api/v1/links/{token}/code").status_code == 202
+    expect(_state(page, alice)).to_have_text("Code envoyé")  # live
+    for _ in range(2):
+        assert httpx.get(f"{web.url}/api/v1/links/{token}").status_code == 401
+    opened_line = alice_row.locator(".timeline li", has_text="Lien ouvert")
+    expect(opened_line).to_have_count(1)
+    expect(opened_line).to_contain_text(re.compile(r"4 fois, dernière le \d\d/\d\d/\d{4}"))
+    page.reload()
+    expect(opened_line).to_contain_text(re.compile(r"4 fois, dernière le \d\d/\d\d/\d{4}"))
+    expect(_state(page, alice)).to_have_text("Code envoyé")
+    page.goto("/transfers")
+    card = page.locator(".transfer-card", has_text="Compte rendu partagé")
+    expect(card.locator("li", has_text=alice).locator(".recipient-state")).to_have_text(
+        "Code envoyé")
+
+    # Alice's link alone is revoked: hers answers "Lien révoqué", Bob's opens.
+    page.goto(detail)
+    alice_row.get_by_role("button", name="Révoquer ce lien").click()
+    expect(page.locator(".notice")).to_contain_text("Le lien de ce destinataire est révoqué")
+    expect(_state(page, alice)).to_have_text("Lien révoqué")
+    expect(_state(page, bob)).to_have_text("Envoyé")
+    expect(alice_row.get_by_role("button", name="Révoquer ce lien")).to_have_count(0)
+    expect(page.locator("li.recipient", has_text=bob).get_by_role(
+        "button", name="Révoquer ce lien")).to_have_count(1)
+    expect(alice_row.locator(".timeline")).to_contain_text("Lien révoqué par l'expéditeur")
+    check_accessibility(page)
+    recipient = new_page()
+    answer = recipient.goto(link)
+    assert answer is not None and answer.status == 410
+    expect(recipient.get_by_role("heading", name="Lien révoqué")).to_be_visible()
+    other = new_page()
+    answer = other.goto(web.mail.link_for(bob))
+    assert answer is not None and answer.status in {200, 401}
+    expect(other.get_by_role("heading", name="Lien révoqué")).to_have_count(0)
+    page.goto("/transfers")
+    expect(card.locator("li", has_text=alice).locator(".recipient-state")).to_have_text(
+        "Lien révoqué")
+
+
+def test_extending_a_revoked_transfer_shows_an_error(page: Any, web: Web) -> None:
+    token = login(web.url)
+    with httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {token}"},
+                      timeout=30) as client:
+        upload = upload_bytes(client, b"ordonnance", "ordonnance.txt")
+        made = client.post("/api/v1/transfers", json={
+            "files": [upload], "recipients": [_address("claire")], "subject": "Ordonnance"})
+        assert made.status_code == 201, made.text
+        transfer = made.json()["id"]
+        signed_in(page, web)
+        page.goto(f"/transfers/{transfer}")
+        # Revoked meanwhile (another tab, a colleague): the page still offers it.
+        assert client.post(f"/api/v1/transfers/{transfer}/revoke").status_code == 200
+    page.get_by_label("Nouvelle expiration, en jours à partir de maintenant").fill("30")
+    page.get_by_role("button", name="Modifier l'expiration").click()
+    expect(page.get_by_role("alert")).to_contain_text("Ce transfert est révoqué")
+    expect(page.locator(".transfer-detail .state")).to_have_text("Révoqué")
+    expect(page.get_by_role("button", name="Modifier l'expiration")).to_have_count(0)
+    check_accessibility(page)
 
 
 def test_errors_at_the_bottom_of_the_form_are_shown_where_the_sender_is(
@@ -431,4 +549,4 @@ def test_send_pressed_during_an_upload_waits_for_it(page: Any, web: Web,
         route.continue_()
     page.unroute_all(behavior="ignoreErrors")
     page.wait_for_url(re.compile(r"/transfers/[0-9a-f]+\?done=created"), timeout=60_000)
-    expect(page.get_by_text(_sha256(source))).to_be_visible()
+    _hashes_shown(page, [_sha256(source)])

@@ -119,9 +119,16 @@ class FileOut(BaseModel):
 class RecipientOut(BaseModel):
     id: str
     email: str
-    downloads: int
+    downloads: int = Field(description="files delivered in full (a ZIP counts each of its "
+                           "files), as download limits count them")
     first_opened_at: datetime | None
     bytes_sent: int = 0
+    state: str = Field(default="mail_sent", description="the furthest step reached: "
+                       "mail_sent, link_opened, code_sent, code_verified, file_downloaded; "
+                       "or revoked")
+    times_downloaded: int = Field(default=0, description="downloads as the recipient made "
+                                  "them: each file or whole ZIP that arrived in full")
+    revoked_at: datetime | None = None
 
 
 class TransferOut(BaseModel):

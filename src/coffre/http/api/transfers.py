@@ -80,7 +80,23 @@ def revoke(transfer_id: str, actor: Manager, request: Request, ctx: Ctx) -> Tran
     return _out(deps.coffre(request).transfers.revoke(actor, transfer_id, ctx))
 
 
-@router.post("/{transfer_id}/extend")
+@router.post(
+    "/{transfer_id}/recipients/{recipient_id}/revoke",
+    summary="Revoke one recipient's link (the other recipients keep theirs)",
+    responses={404: {"description": "No such transfer of yours, or no such recipient in it"},
+               410: {"description": "The transfer has been deleted"}},
+)
+def revoke_recipient(transfer_id: str, recipient_id: str, actor: Manager, request: Request,
+                     ctx: Ctx) -> TransferOut:
+    """The recipient's link answers 410 (``reason: revoked``) at once, as a
+    revoked transfer's; idempotent. Their state becomes ``revoked``."""
+    return _out(deps.coffre(request).transfers.revoke_recipient(actor, transfer_id,
+                                                                recipient_id, ctx))
+
+
+@router.post("/{transfer_id}/extend", responses={
+    409: {"description": "The transfer is revoked (reason: revoked), or under legal hold "
+                         "and the new expiry is earlier (reason: legal_hold)"}})
 def extend(
     transfer_id: str, body: Extend, actor: Manager, request: Request, ctx: Ctx
 ) -> TransferOut:

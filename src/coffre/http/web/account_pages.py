@@ -26,7 +26,7 @@ from coffre.domain.policy import Action
 from coffre.errors import Conflict, InvalidInput, NotFound
 from coffre.http import deps
 from coffre.http.api.auth import clear_session
-from coffre.http.web import guard
+from coffre.http.web import flash, guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _, pick
 from coffre.http.web.templating import page_router, render
@@ -258,8 +258,31 @@ async def create_token(actor: TokenManager, request: Request, ctx: Ctx) -> Respo
     except InvalidInput:
         error = _("These permissions or this lifetime cannot be given to a token.")
         return _token_form(request, actor, 400, error, name, chosen, days)
-    return _page(request, "account/token_created.html", actor, name=name, token=token,
-                 scopes=[_(SCOPE_LABELS[s]) for s in sorted(scopes)])
+    # Then to a page of its own (a reload makes no second token); the token
+    # is handed to it once, sealed to this session (never in the URL).
+    shown = {"name": name, "token": token, "scopes": [str(s) for s in sorted(scopes)]}
+    response = guard.redirect(request, TOKEN_CREATED)
+    if not flash.put(request, response, TOKEN_CREATED, shown):
+        return _token_created(request, actor, shown)
+    return response
+
+
+TOKEN_CREATED = "/account/tokens/created"  # noqa: S105 - a page, not a secret
+
+
+def _token_created(request: Request, actor: Actor, shown: dict[str, Any]) -> Response:
+    scopes = [Scope(s) for s in shown.get("scopes", []) if s in {str(v) for v in Scope}]
+    return _page(request, "account/token_created.html", actor, name=str(shown.get("name")),
+                 token=str(shown.get("token")), scopes=[_(SCOPE_LABELS[s]) for s in scopes])
+
+
+@router.get(TOKEN_CREATED)
+def token_created(actor: TokenManager, request: Request) -> Response:
+    """The new token, once; later, the account's page (it is not kept)."""
+    shown = flash.take(request, TOKEN_CREATED)
+    if "token" not in shown:
+        return guard.redirect(request, "/account")
+    return flash.spent(request, _token_created(request, actor, shown))
 
 
 @router.post("/account/tokens/{token_id}/revoke")

@@ -5,9 +5,10 @@ administrators (after step-up, as the JSON API asks).
 
 Thin, like the API handlers (``http.api.backups``): parse the form, call
 ``BackupService`` (which authorises), render. A device's secret and a
-maintenance secret are shown once, in the answer to the POST that made
-them (``Cache-Control: no-store``): never in a URL, a log or the browser's
-storage (SEC-27). The maintenance form has a page of its own (a GET) so
+maintenance secret are shown once (``Cache-Control: no-store``): a
+device's on the page its registration redirects to (``http.web.flash``),
+a maintenance key's in the answer to the POST that made it; never in a
+URL, a log or the browser's storage (SEC-27). The maintenance form has a page of its own (a GET) so
 that the step-up on ``/reauth`` comes back to it.
 """
 
@@ -26,7 +27,7 @@ from coffre.domain.policy import Action
 from coffre.domain.requests import parse_size
 from coffre.errors import InvalidInput
 from coffre.http import deps
-from coffre.http.web import guard
+from coffre.http.web import flash, guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _, pick
 from coffre.http.web.templating import page_router, render
@@ -95,12 +96,37 @@ async def register(request: Request, actor: Registrar, ctx: Ctx) -> Response:
                  if exc.details.get("field") == "quota"
                  else ("name", _("Give the device a name of 1 to 100 characters.")))
         return await to_thread.run_sync(lambda: _list(request, actor, 400, error, values))
-    repository = credential.restic_repository
+    # Then to a page of its own (a reload registers no second device); the
+    # secret is handed to it once, sealed to this session (never in the URL).
+    page = f"/backups/{device.id}/registered"
+    response = guard.redirect(request, page)
+    shown = {"url": credential.url, "username": credential.username,
+             "secret": credential.secret, "restic_repository": credential.restic_repository}
+    if not flash.put(request, response, page, {"credential": shown}):
+        return _registered(request, actor, device, shown, status=201)
+    return response
+
+
+def _registered(request: Request, actor: Actor, device: DeviceView, credential: dict[str, str],
+                status: int = 200) -> Response:
+    repository = credential["restic_repository"]
     return render(request, "backups/created.html", {
         "device": device, "credential": credential,
         "init": f"restic -r {repository} init",
         "backup": f"restic -r {repository} backup {EXAMPLE_FOLDER}",
-    }, status=201, actor=actor)
+    }, status=status, actor=actor)
+
+
+@router.get("/backups/{device_id}/registered")
+async def registered(device_id: str, request: Request, actor: Reader) -> Response:
+    """The device's secret, once, right after it was registered; later,
+    the device's page (the secret is not kept)."""
+    shown = flash.take(request, request.url.path).get("credential")
+    if not isinstance(shown, dict):
+        return guard.redirect(request, f"/backups/{device_id}")
+    found = await to_thread.run_sync(deps.coffre(request).backups.device, actor, device_id)
+    return flash.spent(request, _registered(request, actor, found,
+                                            {k: str(v) for k, v in shown.items()}))
 
 
 @router.get("/backups/{device_id}")
@@ -151,10 +177,38 @@ async def maintenance_key(device_id: str, request: Request, actor: Maintainer,
         return _maintenance_form(request, actor, found, 400, error, hours)
     issued = await to_thread.run_sync(
         lambda: service.issue_maintenance_key(actor, device_id, lifetime, ctx))
+    # As for a device's secret: a page of its own, the key handed to it once.
+    page = f"/backups/{device_id}/maintenance/issued"
+    response = guard.redirect(request, page)
+    shown = {"username": issued.username, "secret": issued.secret,
+             "restic_repository": issued.restic_repository,
+             "expires_at": issued.expires_at.isoformat() if issued.expires_at else None}
+    if not flash.put(request, response, page, {"credential": shown}):
+        return _maintenance_issued(request, actor, found, shown, status=201)
+    return response
+
+
+def _maintenance_issued(request: Request, actor: Actor, found: DeviceView,
+                        credential: dict[str, Any], status: int = 200) -> Response:
+    expires = credential.get("expires_at")
     context: dict[str, Any] = {
-        "device": found, "credential": issued,
-        "forget": f"restic -r {issued.restic_repository} forget --keep-last {KEEP_LAST} --prune",
+        "device": found,
+        "credential": {**credential,
+                       "expires_at": datetime.fromisoformat(expires) if expires else None},
+        "forget": f"restic -r {credential['restic_repository']} forget --keep-last {KEEP_LAST}"
+                  " --prune",
         "keep_last": KEEP_LAST,
     }
-    return render(request, "backups/maintenance_created.html", context, status=201,
+    return render(request, "backups/maintenance_created.html", context, status=status,
                   actor=actor)
+
+
+@router.get("/backups/{device_id}/maintenance/issued")
+async def maintenance_issued(device_id: str, request: Request, actor: Maintainer) -> Response:
+    """The maintenance key, once, right after it was issued; later, the
+    device's page (the secret is not kept)."""
+    shown = flash.take(request, request.url.path).get("credential")
+    if not isinstance(shown, dict):
+        return guard.redirect(request, f"/backups/{device_id}")
+    found = await to_thread.run_sync(deps.coffre(request).backups.device, actor, device_id)
+    return flash.spent(request, _maintenance_issued(request, actor, found, shown))

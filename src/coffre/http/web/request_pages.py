@@ -16,7 +16,7 @@ import re
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor
@@ -25,9 +25,9 @@ from coffre.domain.requests import MAX_DEPOSITORS, parse_size
 from coffre.domain.transfers import parse_expiry
 from coffre.errors import InvalidInput
 from coffre.http import deps
-from coffre.http.web import guard
+from coffre.http.web import flash, guard
 from coffre.http.web.forms import small_form
-from coffre.http.web.i18n import N_, _
+from coffre.http.web.i18n import N_, _, pick
 from coffre.http.web.templating import page_router, render
 from coffre.services.requests import NewRequest, Received, RequestView
 
@@ -41,6 +41,13 @@ Closer = Annotated[Actor, Depends(guard.page(Action.REQUEST_CLOSE))]
 #: The form's choices of duration (the API accepts any up to 90 days).
 EXPIRIES = [("1d", N_("1 day")), ("3d", N_("3 days")), ("7d", N_("1 week")),
             ("14d", N_("2 weeks")), ("30d", N_("1 month")), ("90d", N_("3 months"))]
+_DONE = {
+    "created": N_("The request has been created; each depositor has received their link "
+                  "by e-mail."),
+    "open": N_("The request has been created: share its open link with the people who "
+               "should deposit files."),
+    "closed": N_("The request is closed: nobody can deposit files any more."),
+}
 STATES = {"open": N_("Request open"), "closed": N_("Request closed"),
           "expired": N_("Request expired")}
 _FIELD_ERRORS = {
@@ -107,8 +114,13 @@ async def create_page(actor: Creator, request: Request, ctx: Ctx) -> Response:
         mine = await to_thread.run_sync(app.requests.list_own, actor)
         return _form_page(request, actor, mine, values,
                           (_FIELDS[field], message) if field in _FIELDS else message, status=400)
-    # Shown here, once: the open link is not kept in clear (no redirect).
-    return await to_thread.run_sync(lambda: _detail(request, actor, view.id, ctx, view))
+    # Then to the request's page (a reload does not make another one); the
+    # open link, not kept in clear, is handed to it once (never in the URL).
+    page = f"/requests/{view.id}"
+    response = guard.redirect(request, f"{page}?done={'created' if view.depositors else 'open'}")
+    if view.open_url:
+        flash.put(request, response, page, {"open_url": view.open_url})
+    return response
 
 
 def _deposits(request: Request, actor: Actor, request_id: str,
@@ -121,19 +133,22 @@ def _deposits(request: Request, actor: Actor, request_id: str,
 
 
 def _detail(request: Request, actor: Actor, request_id: str, ctx: Context,
-            created: RequestView | None = None, status: int = 200) -> Response:
+            done: str = "") -> Response:
     view, received = _deposits(request, actor, request_id, ctx)
+    open_url = flash.take(request, request.url.path).get("open_url")
     context: dict[str, Any] = {
         "view": view, "received": received, "states": STATES,
-        "open_url": created.open_url if created else None, "created": created is not None,
+        "open_url": open_url if isinstance(open_url, str) else None,
+        "notice": pick(_DONE, done),
         "can_close": view.status == "open",  # whoever may read it may close it (the service checks)
     }
-    return render(request, "requests/detail.html", context, status=status, actor=actor)
+    return flash.spent(request, render(request, "requests/detail.html", context, actor=actor))
 
 
 @router.get("/requests/{request_id}")
-def detail_page(request_id: str, actor: Reader, request: Request, ctx: Ctx) -> Response:
-    return _detail(request, actor, request_id, ctx)
+def detail_page(request_id: str, actor: Reader, request: Request, ctx: Ctx,
+                done: Annotated[str, Query(max_length=20)] = "") -> Response:
+    return _detail(request, actor, request_id, ctx, done)
 
 
 @router.get("/requests/{request_id}/deposits")
@@ -148,4 +163,4 @@ def deposits_fragment(request_id: str, actor: Reader, request: Request, ctx: Ctx
 async def close_page(request_id: str, actor: Closer, request: Request, ctx: Ctx) -> Response:
     await small_form(request)
     await to_thread.run_sync(deps.coffre(request).requests.close, actor, request_id, ctx)
-    return guard.redirect(request, f"/requests/{request_id}")
+    return guard.redirect(request, f"/requests/{request_id}?done=closed")

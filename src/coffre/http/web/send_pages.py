@@ -31,7 +31,7 @@ from coffre.errors import (
     TooLarge,
 )
 from coffre.http import deps
-from coffre.http.web import guard
+from coffre.http.web import flash, guard
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _
 from coffre.http.web.templating import filesize, page_router, render
@@ -226,4 +226,8 @@ async def send_submit(request: Request, actor: Creator, ctx: Ctx) -> Response:
         values["recipient"] = ", ".join(str(r) for r in form.getlist("recipient") if str(r))
         return _page(request, actor, options, error=(field, message) if field else message,
                      values=values, status=400)
-    return guard.redirect(request, f"/transfers/{view.id}?done=created")
+    page = f"/transfers/{view.id}"
+    response = guard.redirect(request, f"{page}?done=created")
+    # The personal links, shown once on the transfer's page (never in a URL).
+    flash.put(request, response, page, {"links": view.links or {}})
+    return response

@@ -18,7 +18,7 @@ from coffre.domain import times
 from coffre.domain.accounts import Actor
 from coffre.domain.phones import format_phone
 from coffre.http import deps
-from coffre.http.web import i18n
+from coffre.http.web import i18n, qr
 from coffre.services.sessions import csrf_for
 
 
@@ -68,6 +68,7 @@ def when(value: datetime | float | str | None) -> str:
 TEMPLATES.env.filters["filesize"] = filesize
 TEMPLATES.env.filters["linkify"] = _linkify
 TEMPLATES.env.filters["datetime"] = when
+TEMPLATES.env.globals["qr_svg"] = qr.svg
 
 
 def phone_number(value: str | None) -> str:

@@ -25,6 +25,7 @@ from coffre.audit.trail import Context
 from coffre.domain.accounts import Actor, Role
 from coffre.domain.limits import MAX_DATABASE_INT
 from coffre.domain.policy import Action
+from coffre.domain.transfers import RECIPIENT_STATES, REVOKED
 from coffre.errors import (
     CoffreError,
     Conflict,
@@ -35,12 +36,12 @@ from coffre.errors import (
 )
 from coffre.http import deps
 from coffre.http.api.events import live_stream
-from coffre.http.web import guard, send_pages
+from coffre.http.web import flash, guard, send_pages
 from coffre.http.web.forms import small_form
 from coffre.http.web.i18n import N_, _, pick
-from coffre.http.web.templating import page_router, render
-from coffre.services.tracking import Change, Step
-from coffre.services.transfers import NewTransfer, RecipientView, TransferView
+from coffre.http.web.templating import page_router, render, when
+from coffre.services.tracking import Change, Repeated, Step, collapse
+from coffre.services.transfers import NewTransfer, TransferView
 
 router = page_router()
 router.include_router(send_pages.router)
@@ -67,15 +68,16 @@ STEPS = {
     "zip_downloaded": N_("Downloaded (ZIP)"),
     "admin_access": N_("Viewed by an administrator"),
     "deposit_received": N_("Files deposited"),
+    "recipient_revoked": N_("Link revoked by the sender"),
 }
-#: A recipient's status is their furthest step.
-STATUS_RANK = ("mail_sent", "link_opened", "code_sent", "code_verified", "file_downloaded")
+#: A recipient's state (``domain.transfers.recipient_state``), as people read it.
 STATUS = {
     "mail_sent": N_("Sent"),
     "link_opened": N_("Opened"),
     "code_sent": N_("Code sent"),
     "code_verified": N_("Verified"),
     "file_downloaded": N_("Downloaded"),
+    REVOKED: N_("Link revoked"),
 }
 TRANSFER_STATUS = {
     "active": N_("Active"),
@@ -86,6 +88,8 @@ TRANSFER_STATUS = {
 _DONE = {
     "created": N_("Transfer sent: each recipient gets their own link by e-mail."),
     "revoked": N_("Transfer revoked: its links no longer open."),
+    "recipient_revoked": N_("This recipient's link is revoked: it no longer opens. The "
+                            "other recipients keep theirs."),
     "extended": N_("Expiry changed."),
     "forwarded": N_("Files forwarded: this is the new transfer."),
     "deleted": N_("Transfer deleted: its files are destroyed."),
@@ -96,6 +100,8 @@ _ERRORS = {
     "legal_hold": N_("This transfer is under legal hold: it cannot be deleted, nor its "
                      "expiry brought forward."),
     "gone": N_("This transfer has been deleted."),
+    "revoked": N_("This transfer is revoked: its links no longer open, so its expiry "
+                  "cannot be changed. Send the files again in a new transfer if needed."),
     "expiry": N_("Choose a number of days within your organisation's limit."),
     "permanent": N_("Your organisation does not allow permanent storage."),
     "recipients": N_("Enter a valid recipient address."),
@@ -110,24 +116,15 @@ def step_label(kind: str) -> str:
     return _(STEPS[kind]) if kind in STEPS else kind
 
 
-def recipient_status(recipient: RecipientView, steps: list[Step] | None = None) -> str:
-    """The furthest a recipient went (a key of STATUS), from their timeline
-    (or, without one, from their downloads and first opening)."""
-    if steps is not None:
-        reached = [STATUS_RANK.index(s.kind) for s in steps if s.kind in STATUS_RANK]
-        if any(s.kind == "zip_downloaded" for s in steps):
-            reached.append(len(STATUS_RANK) - 1)
-        if reached:
-            return STATUS_RANK[max(reached)]
-    if recipient.downloads:
-        return "file_downloaded"
-    if recipient.first_opened_at is not None:
-        return "link_opened"
-    return "mail_sent"
-
-
 def _statuses() -> dict[str, str]:
     return {kind: _(label) for kind, label in STATUS.items()}
+
+
+def repeat_note(group: Repeated) -> str:
+    """", 5 times, last on …" after a step seen more than once."""
+    if group.count < 2:
+        return ""
+    return _("%(num)s times, last on %(when)s", num=group.count, when=when(group.last))
 
 
 # -- the dashboard --------------------------------------------------------------------
@@ -148,7 +145,7 @@ async def dashboard(request: Request, actor: Lister,
                     done: Annotated[str, Query(max_length=20)] = "") -> Response:
     found = await to_thread.run_sync(_dashboard, request, actor)
     return render(request, "transfers/dashboard.html", {
-        **found, "notice": pick(_DONE, done), "status_of": recipient_status,
+        **found, "notice": pick(_DONE, done),
         "statuses": _statuses(), "transfer_status": TRANSFER_STATUS,
     }, actor=actor)
 
@@ -176,8 +173,7 @@ def transfer_card(transfer_id: str, request: Request, actor: Reader, ctx: Ctx) -
     """One transfer's card on the dashboard, drawn again when it changed."""
     view = deps.coffre(request).transfers.get(actor, transfer_id, ctx)
     return render(request, "transfers/_card.html", {
-        "t": view, "status_of": recipient_status, "statuses": _statuses(),
-        "transfer_status": TRANSFER_STATUS,
+        "t": view, "statuses": _statuses(), "transfer_status": TRANSFER_STATUS,
     }, actor=actor)
 
 
@@ -201,24 +197,30 @@ async def detail(transfer_id: str, request: Request, actor: Reader, ctx: Ctx,
     for step in steps:
         timelines.get(step.recipient_id or "", general).append(step)
     files = {f.id: f.name for f in view.files}
-    return render(request, "transfers/detail.html", {
-        "t": view, "timelines": timelines, "general": general, "files": files,
+    # The personal links, once, right after the transfer was made (never stored).
+    links = flash.take(request, request.url.path).get("links") or {}
+    response = render(request, "transfers/detail.html", {
+        "t": view, "timelines": {rid: collapse(found) for rid, found in timelines.items()},
+        "general": collapse(general), "files": files,
         "last_step": steps[-1].id if steps else 0,
-        "status_of": recipient_status, "step_label": step_label,
+        "step_label": step_label, "repeat_note": repeat_note,
         "transfer_status": TRANSFER_STATUS,
         "labels": {kind: _(label) for kind, label in STEPS.items()},
+        "repeat": _("%(num)s times, last on %(when)s", num="{num}", when="{when}"),
         "statuses": _statuses(),
-        "status_rank": list(STATUS_RANK),
+        "status_rank": list(RECIPIENT_STATES),
+        "links": links if isinstance(links, dict) else {},
         "admin": actor.role is Role.ADMIN,
         "notice": pick(_DONE, done), "error": pick(_ERRORS, error),
     }, actor=actor)
+    return flash.spent(request, response)
 
 
 def _refusal(exc: CoffreError) -> str:
     """An error code for the page (shown translated, never the exception's text)."""
     reason = exc.details.get("reason")
-    if reason == "legal_hold":
-        return "legal_hold"
+    if reason in {"legal_hold", "revoked"}:
+        return str(reason)
     if reason == "permanent_not_allowed":
         return "permanent"
     if isinstance(exc, Gone):
@@ -270,6 +272,17 @@ async def revoke(transfer_id: str, request: Request, actor: Manager, ctx: Ctx) -
                       lambda: transfers.revoke(actor, transfer_id, ctx), "revoked")
 
 
+@router.post("/transfers/{transfer_id}/recipients/{recipient_id}/revoke")
+async def revoke_recipient(transfer_id: str, recipient_id: str, request: Request,
+                           actor: Manager, ctx: Ctx) -> Response:
+    await small_form(request)
+    transfers = deps.coffre(request).transfers
+    return await _act(
+        request, transfer_id,
+        lambda: transfers.revoke_recipient(actor, transfer_id, recipient_id, ctx),
+        "recipient_revoked")
+
+
 @router.post("/transfers/{transfer_id}/extend")
 async def extend(transfer_id: str, request: Request, actor: Manager, ctx: Ctx) -> Response:
     form = await small_form(request)
@@ -299,7 +312,10 @@ async def forward(transfer_id: str, request: Request, actor: Forwarder, ctx: Ctx
     error = await _attempt(work)
     if error is not None:
         return guard.redirect(request, f"/transfers/{transfer_id}?error={error}")
-    return guard.redirect(request, f"/transfers/{made[0].id}?done=forwarded")
+    page = f"/transfers/{made[0].id}"
+    response = guard.redirect(request, f"{page}?done=forwarded")
+    flash.put(request, response, page, {"links": made[0].links or {}})
+    return response
 
 
 @router.post("/transfers/{transfer_id}/delete")

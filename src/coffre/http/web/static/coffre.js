@@ -180,3 +180,36 @@
   window.Coffre = { api: api, csrf: csrf, showErrors: showErrors, clearErrors: clearErrors,
                     fieldError: fieldError, reveal: reveal };
 })();
+
+// <button data-copy="source-id" data-copy-status="status-id" data-copied="…"
+// data-copy-failed="…" hidden>: copies the source's value (a field) or
+// text (a link to pass on) and says so in the status element; shown only
+// with JavaScript. Where the clipboard cannot be written, a field is
+// selected for the person to copy it themselves.
+(function () {
+  const selector = "button[data-copy][data-copy-status]";
+  document.querySelectorAll(selector).forEach(function (button) {
+    button.hidden = false;
+  });
+  document.addEventListener("click", async function (event) {
+    const button = event.target.closest && event.target.closest(selector);
+    if (!button) { return; }
+    const source = document.getElementById(button.getAttribute("data-copy"));
+    const status = document.getElementById(button.getAttribute("data-copy-status"));
+    if (!source) { return; }
+    const text = "value" in source ? source.value : source.textContent;
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(text);
+      copied = true;
+    } catch (e) { copied = false; }
+    if (!copied && source.select) {
+      source.focus();
+      source.select();
+    }
+    if (status) {
+      status.textContent = button.getAttribute(copied ? "data-copied" : "data-copy-failed");
+      status.classList.toggle("copied", copied);
+    }
+  });
+})();

@@ -60,6 +60,7 @@
     const statuses = data(list, "statuses");
     const rank = data(list, "rank");
     const files = data(list, "files");
+    const repeat = list.getAttribute("data-repeat") || "";
     const lang = list.getAttribute("data-lang");
     let last = parseInt(list.getAttribute("data-last") || "0", 10);
     const reached = {};
@@ -69,26 +70,53 @@
       last = step.id;
       const timeline = step.recipient_id && document.getElementById("timeline-" + step.recipient_id);
       if (!timeline) { return; }
-      const li = document.createElement("li");
-      const time = document.createElement("time");
-      time.dateTime = step.time;
-      time.textContent = when(step.time, lang);
-      li.append(time, " " + (labels[step.kind] || step.kind));
-      if (step.file_id && files[step.file_id]) {
-        const file = document.createElement("span");
-        file.className = "step-file";
-        file.textContent = files[step.file_id];
-        li.append(" ", file);
+      // A kind of step already in the timeline (for the same file) is
+      // counted on its line: "Link opened 3 times, last on …".
+      const key = step.kind + ":" + (step.file_id || "");
+      const seen = Array.prototype.find.call(timeline.children, function (item) {
+        return item.getAttribute("data-step") === key;
+      });
+      if (seen) {
+        const count = parseInt(seen.getAttribute("data-count") || "1", 10) + 1;
+        seen.setAttribute("data-count", String(count));
+        const note = seen.querySelector(".step-repeat");
+        if (note) {
+          note.textContent = " " + repeat.replace("{num}", String(count))
+            .replace("{when}", when(step.time, lang));
+        }
+      } else {
+        const li = document.createElement("li");
+        li.setAttribute("data-step", key);
+        li.setAttribute("data-count", "1");
+        const time = document.createElement("time");
+        time.dateTime = step.time;
+        time.textContent = when(step.time, lang);
+        li.append(time, " " + (labels[step.kind] || step.kind));
+        if (step.file_id && files[step.file_id]) {
+          const file = document.createElement("span");
+          file.className = "step-file";
+          file.textContent = files[step.file_id];
+          li.append(" ", file);
+        }
+        const note = document.createElement("span");
+        note.className = "step-repeat";
+        li.append(note);
+        timeline.appendChild(li);
       }
-      timeline.appendChild(li);
+      const state = document.getElementById("state-" + step.recipient_id);
+      if (step.kind === "recipient_revoked" && state) {
+        state.setAttribute("data-kind", "revoked");
+        state.textContent = statuses.revoked || step.kind;
+        return;
+      }
       const kind = step.kind === "zip_downloaded" ? "file_downloaded" : step.kind;
       const index = rank.indexOf(kind);
-      const state = document.getElementById("state-" + step.recipient_id);
-      if (index < 0 || !state) { return; }
+      if (index < 0 || !state || state.getAttribute("data-kind") === "revoked") { return; }
       const current = reached[step.recipient_id] === undefined
         ? rank.indexOf(state.getAttribute("data-kind")) : reached[step.recipient_id];
       if (index > current) {
         reached[step.recipient_id] = index;
+        state.setAttribute("data-kind", kind);
         state.textContent = statuses[kind] || kind;
       }
     });
