@@ -118,6 +118,7 @@ SENTENCES: dict[str, tuple[str, str]] = {
     "transfer.hold_released": (SENDING, N_("%(who)s released a legal hold")),
     "transfer.purge_skipped": (SENDING, N_("An expired transfer was kept (legal hold)")),
     "transfer.purged": (SENDING, N_("An expired transfer was destroyed")),
+    "transfer.recipient_revoked": (SENDING, N_("%(who)s revoked one recipient's link")),
     "transfer.revoked": (SENDING, N_("%(who)s revoked a transfer")),
     "upload.completed": (SENDING, N_("%(who)s finished uploading a file (%(size)s)")),
     "upload.created": (SENDING, N_("%(who)s started uploading a file")),
