@@ -18,14 +18,18 @@ from coffre.bootstrap import build
 from coffre.crypto import credentials
 from coffre.db.tables import Organisation, User
 from coffre.domain.accounts import Role
+from coffre.http.deps import SESSION_COOKIE
 from coffre.ports import Mail
 from coffre.settings import Settings
 from tests import backends
 from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
     MailCatcher,
     Server,
     login,
     running_server,
+    second_factor,
     started_mail,
 )
 from tests.integration.flows import audit_events, link_token, sql, upload_bytes, verify_link
@@ -227,3 +231,16 @@ def opened(server: Server, mail: MailCatcher, transfer: dict[str, Any], token: s
     access header for the link's other requests."""
     address = next(a for a, link in transfer["links"].items() if link_token(link) == token)
     return verify_link(server.url, mail, token, address, access)
+
+
+def page_session(server: Server, cookie: str = SESSION_COOKIE) -> httpx.Client:
+    """The administrator signed in through the pages (password, then a
+    recovery code), with the session cookie sent back by hand (it is Secure)."""
+    browser = httpx.Client(base_url=server.url, timeout=30, headers={"Origin": server.url})
+    signed = browser.post("/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    pending = signed.cookies[cookie]
+    done = browser.post("/login/second-factor", headers={"Cookie": f"{cookie}={pending}"},
+                        data={"method": "recovery", "code": second_factor(server.url)})
+    assert done.status_code == 303, done.text
+    browser.headers["Cookie"] = f"{cookie}={done.cookies[cookie]}"
+    return browser

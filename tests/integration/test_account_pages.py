@@ -13,7 +13,6 @@ import httpx
 
 from coffre.domain.accounts import Role
 from tests.conftest import (
-    ADMIN_EMAIL,
     ADMIN_PASSWORD,
     MailCatcher,
     Server,
@@ -22,7 +21,7 @@ from tests.conftest import (
     totp_code,
 )
 from tests.integration.flows import audit_events, make_transfer, sql
-from tests.integration.support import module_server, opened, send
+from tests.integration.support import module_server, opened, page_session, send
 from tests.integration.test_auth import COOKIE, PASSWORD, new_user
 
 mail, server, token, client, admin = module_server("account-pages")
@@ -95,13 +94,7 @@ def test_a_code_reused_by_its_browser_waits_and_one_replayed_elsewhere_is_report
 
 def _page_session(server: Server) -> tuple[httpx.Client, str]:
     """The administrator signed in through the pages: (client, CSRF token)."""
-    browser = httpx.Client(base_url=server.url, timeout=30, headers={"Origin": server.url})
-    signed = browser.post("/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-    pending = signed.cookies[COOKIE]
-    done = browser.post("/login/second-factor", headers={"Cookie": f"{COOKIE}={pending}"},
-                        data={"method": "recovery", "code": second_factor(server.url)})
-    assert done.status_code == 303, done.text
-    browser.headers["Cookie"] = f"{COOKIE}={done.cookies[COOKIE]}"
+    browser = page_session(server)
     found = CSRF.search(browser.get("/account").text)
     assert found
     return browser, found.group(1)

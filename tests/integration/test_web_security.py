@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Server, second_factor
-from tests.integration.support import module_server
+from tests.conftest import Server
+from tests.integration.support import module_server, page_session
 from tests.integration.test_auth import COOKIE, PASSWORD, new_user
 
 mail, server, token, client, admin = module_server("web-security")
@@ -50,22 +50,9 @@ def test_sec22_csrf_check_never_reads_an_upload_body_before_the_session(
         assert _raw(server, head, start).startswith("HTTP/1.1 401"), kind
 
 
-def _page_session(server: Server) -> httpx.Client:
-    """The administrator signed in through the pages (password, then a
-    recovery code), with the session cookie sent back by hand (it is Secure)."""
-    browser = httpx.Client(base_url=server.url, timeout=30, headers={"Origin": server.url})
-    signed = browser.post("/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-    pending = signed.cookies[COOKIE]
-    done = browser.post("/login/second-factor", headers={"Cookie": f"{COOKIE}={pending}"},
-                        data={"method": "recovery", "code": second_factor(server.url)})
-    assert done.status_code == 303, done.text
-    browser.headers["Cookie"] = f"{COOKIE}={done.cookies[COOKIE]}"
-    return browser
-
-
 @pytest.mark.usefixtures("token")
 def test_audit_viewer_answers_any_filter_without_a_server_error(server: Server) -> None:
-    browser = _page_session(server)
+    browser = page_session(server)
     try:
         for query in ("until=9999-12-31", "since=9999-12-31&until=9999-12-31",
                       f"before={2**70}", "since=0001-01-01"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,13 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import MailCatcher, Server, started_mail, totp_code
+from tests.conftest import totp_code
 from tests.e2e.browser.conftest import (
     PHONE,
+    Fresh,
     check_accessibility,
+    empty_server,
+    fits_the_screen,
     pages_on,
     screenshot,
 )
@@ -32,39 +34,12 @@ from tests.integration.flows import audit_events, sql, wait_for_events
 
 EMAIL = "secretariat@maison-sante.fr"
 PASSWORD = "quatre mots sans rapport entre eux"
-SETUP_LINK = re.compile(r"http://\S+/setup/[A-Za-z0-9_-]{43}")
-
-
-@dataclass
-class Fresh:
-    server: Server
-    mail: MailCatcher
-    setup_link: str
-    #: What the first test enrolled, for the ones after it.
-    secret: str = ""
-    recovery: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://localhost:{self.server.port}"
 
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fresh]:
-    base = tmp_path_factory.mktemp("accounts")
-    with started_mail() as mail:
-        server = Server(base / "data")
-        server.env.update({
-            "COFFRE_SMTP_HOST": "127.0.0.1", "COFFRE_SMTP_PORT": str(mail.port),
-            "COFFRE_SMTP_TLS": "none", "COFFRE_PUBLIC_URL": f"http://localhost:{server.port}",
-        })
-        server.start()
-        try:
-            found = SETUP_LINK.search(server.log())  # printed as `make run` shows it
-            assert found, server.log()
-            yield Fresh(server, mail, found.group(0))
-        finally:
-            server.stop()
+    with empty_server(tmp_path_factory.mktemp("accounts")) as started:
+        yield started
 
 
 @pytest.fixture
@@ -77,11 +52,6 @@ def at(path: str) -> re.Pattern[str]:
     """The page's URL is exactly ``path`` (regex) on the server, not a
     ``next=`` that ends with it."""
     return re.compile(rf"^http://localhost:\d+{path}$")
-
-
-def fits_the_screen(page: Any) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= page.viewport_size["width"], f"horizontal scrolling: {width}px"
 
 
 def sign_in_with_password(page: Any, email: str = EMAIL, password: str = PASSWORD,

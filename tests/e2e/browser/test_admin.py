@@ -22,6 +22,7 @@ from tests.e2e.browser.conftest import (
     ConsoleWatch,
     Web,
     check_accessibility,
+    fits_the_screen,
     screenshot,
     signed_in,
 )
@@ -50,11 +51,6 @@ def _member_signed_in(page: Any, web: Web) -> None:
         data={"email": MEMBER, "password": MEMBER_PASSWORD})
     assert answer.ok, answer.text()
     assert answer.json()["stage"] == "full", answer.json()
-
-
-def _fits(page: Any) -> bool:
-    return bool(page.evaluate(
-        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
 
 
 def test_administrator_manages_members_policy_and_reads_the_audit_trail(
@@ -163,11 +159,11 @@ def test_administrator_manages_members_policy_and_reads_the_audit_trail(
     signed_in(phone, web)
     phone.goto("/admin/audit")
     expect(phone.locator("ol.events > li").first).to_be_visible()
-    assert _fits(phone)
+    fits_the_screen(phone)
     check_accessibility(phone)
     screenshot(phone, "admin-audit-phone")
     phone.goto("/admin")
-    assert _fits(phone)
+    fits_the_screen(phone)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +206,7 @@ def test_dev_mailbox_shows_the_mail_of_a_server_without_smtp(
         expect(mail).to_have_count(1)
         expect(mail.locator("pre a").first).to_have_attribute("href", re.compile(r"/invitation/"))
         page.set_viewport_size(PHONE)
-        assert _fits(page)
+        fits_the_screen(page)
         check_accessibility(page)
         watch.check()
     finally:

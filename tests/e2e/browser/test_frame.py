@@ -9,7 +9,14 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.conftest import login
-from tests.e2e.browser.conftest import Web, check_accessibility, screenshot, signed_in
+from tests.e2e.browser.conftest import (
+    Web,
+    check_accessibility,
+    fits_the_screen,
+    screenshot,
+    signed_in,
+    small_touch_targets,
+)
 from tests.integration.flows import upload_bytes
 
 
@@ -72,17 +79,6 @@ def test_no_address_or_data_is_kept_in_browser_storage(page: Any, web: Web) -> N
 
 # -- phone layout and error pages (issue 16, defects 2 and 12) ---------------------
 
-#: Every visible link and button of the page smaller than 44x44 px.
-SMALL_TARGETS = """() => [...document.querySelectorAll('a[href], button, summary, [role=button]')]
-    .filter((e) => { const r = e.getBoundingClientRect();
-                     return r.width > 0 && r.height > 0
-                         && getComputedStyle(e).visibility !== 'hidden'; })
-    .map((e) => { const r = e.getBoundingClientRect();
-                  return [e.textContent.trim().slice(0, 30) || e.outerHTML.slice(0, 60),
-                          Math.round(r.width), Math.round(r.height)]; })
-    .filter(([, w, h]) => w < 44 || h < 44)"""
-
-
 #: Elements that stick out of their card on the right (px past its edge).
 CARD_SPILLS = """() => [...document.querySelectorAll('.card')].flatMap((card) => {
     const edge = card.getBoundingClientRect().right;
@@ -94,10 +90,9 @@ CARD_SPILLS = """() => [...document.querySelectorAll('.card')].flatMap((card) =>
 
 def _phone_checks(page: Any, name: str) -> None:
     """No sideways scroll, nothing out of its card, fingers-sized targets."""
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= page.viewport_size["width"], f"{name}: {width}px wide"
+    fits_the_screen(page)
     assert page.evaluate(CARD_SPILLS) == [], name
-    assert page.evaluate(SMALL_TARGETS) == [], name
+    assert small_touch_targets(page) == [], name
 
 
 def _transfer(web: Web, subject: str) -> str:
@@ -131,7 +126,7 @@ def test_the_phone_menu_folds_and_pages_fit(phone_page: Any, web: Web) -> None:
     menu.click()
     expect(menu).to_have_attribute("aria-expanded", "true")
     expect(nav.get_by_role("link", name="Nouveau transfert")).to_be_visible()
-    assert page.evaluate(SMALL_TARGETS) == []
+    assert small_touch_targets(page) == []
     screenshot(page, "frame-phone-menu-open")
     page.keyboard.press("Escape")
     expect(menu).to_have_attribute("aria-expanded", "false")

@@ -21,6 +21,7 @@ from tests.e2e.browser.conftest import (
     PHONE,
     Web,
     check_accessibility,
+    fits_the_screen,
     screenshot,
     small_touch_targets,
 )
@@ -56,10 +57,6 @@ def content_touch_targets(page: Any) -> list[str]:
     return [t for t in small_touch_targets(page) if t.rsplit(" ", 1)[0] not in frame]
 
 
-def no_horizontal_scroll(page: Any) -> None:
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-
-
 def test_a_recipient_opens_the_link_on_a_phone_and_downloads(
         phone_page: Any, web: Web, client: httpx.Client, tmp_path: Path) -> None:
     page = phone_page
@@ -76,7 +73,7 @@ def test_a_recipient_opens_the_link_on_a_phone_and_downloads(
         "Aucun code n'a encore été envoyé.")
     expect(page.get_by_label("Code reçu par e-mail")).to_have_count(0)
     assert not code_mails(web.mail, address)
-    no_horizontal_scroll(page)
+    fits_the_screen(page)
     assert not content_touch_targets(page)
     check_accessibility(page)
     screenshot(page, "recipient-code-phone")
@@ -95,7 +92,7 @@ def test_a_recipient_opens_the_link_on_a_phone_and_downloads(
             if e["details"].get("transfer") == transfer_id]
     assert [e["details"]["channel"] for e in sent] == ["email"]
     expect(page.get_by_role("button", name="Renvoyer le code")).to_be_visible()
-    no_horizontal_scroll(page)
+    fits_the_screen(page)
     assert not content_touch_targets(page)
     check_accessibility(page)
     screenshot(page, "recipient-code-sent-phone")
@@ -117,7 +114,7 @@ def test_a_recipient_opens_the_link_on_a_phone_and_downloads(
         item.get_by_text("Détails techniques").click()
         expect(item.locator("code.hash")).to_be_visible()  # the hash wraps, it is not cut
     expect(page.get_by_text("10,0 Ko")).to_be_visible()  # French units
-    no_horizontal_scroll(page)
+    fits_the_screen(page)
     assert not content_touch_targets(page)
     check_accessibility(page)
     screenshot(page, "recipient-files-phone")
@@ -136,7 +133,7 @@ def test_a_recipient_opens_the_link_on_a_phone_and_downloads(
     page.get_by_role("button", name="English").click()
     expect(page.get_by_role("link", name="Download all (ZIP, 30.0 KB)")).to_be_visible()
     expect(page.get_by_text("Check the SHA-256 fingerprint after downloading")).to_be_visible()
-    no_horizontal_scroll(page)
+    fits_the_screen(page)
 
 
 def test_code_page_and_file_list_on_a_desktop_in_english(
@@ -174,7 +171,7 @@ def test_revoked_expired_and_unknown_links_have_clear_pages(
     expect(page.get_by_role("heading", name="Lien révoqué")).to_be_visible()
     expect(page.get_by_text("L'expéditeur a révoqué ce transfert.")).to_be_visible()
     check_accessibility(page)
-    no_horizontal_scroll(page)
+    fits_the_screen(page)
 
     assert page.goto(expired_link).status == 410
     expect(page.get_by_role("heading", name="Lien expiré")).to_be_visible()

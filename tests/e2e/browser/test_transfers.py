@@ -17,7 +17,13 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.conftest import login
-from tests.e2e.browser.conftest import Web, check_accessibility, screenshot, signed_in
+from tests.e2e.browser.conftest import (
+    Web,
+    check_accessibility,
+    fits_the_screen,
+    screenshot,
+    signed_in,
+)
 from tests.integration.flows import upload_bytes, wait_code
 
 MB = 1 << 20
@@ -33,11 +39,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _no_horizontal_scroll(page: Any) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= page.viewport_size["width"], f"{width}px wide"
 
 
 def _hashes_shown(page: Any, digests: list[str], summary: str = "Détails techniques") -> None:
@@ -241,7 +242,7 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     page.goto("/send")
     page.get_by_role("button", name="English").click()
     expect(page.get_by_role("heading", name="New transfer")).to_be_visible()
-    _no_horizontal_scroll(page)
+    fits_the_screen(page)
     check_accessibility(page)
 
     # Sending with no file, or a file over the quota, is refused clearly.
@@ -261,7 +262,7 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     _add_recipient(page, _address("dora"))
     expect(page.locator(".upload[data-state=done]")).to_have_count(1)
     expect(page.locator(".upload-status")).to_have_text("Uploaded")
-    _no_horizontal_scroll(page)
+    fits_the_screen(page)
     screenshot(page, "transfers-new-phone")
     page.get_by_label("Subject").fill("Ordonnance")
     _add_recipient(page, "pas-une-adresse@exemple")
@@ -270,7 +271,7 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     expect(page.locator("#send-error")).to_have_text(
         "An address is not valid: correct it, or remove it.")
     _focused_and_seen(page, "recipient-input")
-    _no_horizontal_scroll(page)
+    fits_the_screen(page)
     check_accessibility(page)
     page.get_by_role("button", name="Remove pas-une-adresse@exemple").click()
     page.get_by_role("button", name="Send", exact=True).click()
@@ -279,7 +280,7 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     expect(page.locator(".notice")).to_have_text(
         "Transfer sent: each recipient gets their own link by e-mail.")
     _hashes_shown(page, [_sha256(note)], "Technical details")
-    _no_horizontal_scroll(page)
+    fits_the_screen(page)
     check_accessibility(page)
     screenshot(page, "transfers-detail-phone")
 
@@ -308,7 +309,7 @@ def test_on_a_phone_in_english_send_then_extend_forward_revoke_delete(
     page.get_by_role("button", name="Delete the transfer").click()
     page.wait_for_url(re.compile(r"/transfers\?done=deleted"))
     expect(page.locator(".notice")).to_have_text("Transfer deleted: its files are destroyed.")
-    _no_horizontal_scroll(page)
+    fits_the_screen(page)
     check_accessibility(page)
     screenshot(page, "transfers-dashboard-phone")
 
