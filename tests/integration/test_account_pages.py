@@ -10,6 +10,7 @@ import re
 from html import unescape
 
 import httpx
+import pytest
 
 from coffre.domain.accounts import Role
 from tests.conftest import (
@@ -173,5 +174,34 @@ def test_the_audit_view_says_who_downloaded_which_file_in_french(
         sent = unescape(browser.get("/admin/audit?category=sending").text)
         assert "a envoyé un transfert (1 fichier)" in sent
         assert "a téléchargé" not in sent
+    finally:
+        browser.close()
+
+
+@pytest.mark.usefixtures("token")  # the administrator's second factor is enrolled
+def test_new_recovery_codes_are_shown_once_and_a_reload_keeps_them(server: Server) -> None:
+    """Defect 8: a reload after regenerating must not void the codes just
+    written down: the POST answers a redirect, the codes page shows once."""
+    browser, csrf = _page_session(server)
+    try:
+        generated = len(audit_events(server.data_dir, "factor.recovery_codes_generated"))
+        made = browser.post("/account/recovery-codes", data={"csrf_token": csrf})
+        if made.headers.get("location", "").startswith("/reauth"):  # step-up first
+            browser.post("/reauth", data={"csrf_token": csrf, "password": ADMIN_PASSWORD,
+                                          "code": second_factor(server.url),
+                                          "next": "/account/recovery-codes"})
+            made = browser.post("/account/recovery-codes", data={"csrf_token": csrf})
+        assert made.status_code == 303 and made.headers["location"] == (
+            "/account/recovery-codes/new")
+        flash = made.cookies["__Host-coffre-flash"]
+        cookies = f"{browser.headers['Cookie']}; __Host-coffre-flash={flash}"
+        shown = browser.get("/account/recovery-codes/new", headers={"Cookie": cookies})
+        assert shown.status_code == 200
+        codes = re.findall(r"<code>([a-z2-9]{4}(?:-[a-z2-9]{4}){5})</code>", shown.text)
+        assert len(codes) == 10
+        reloaded = browser.get("/account/recovery-codes/new")  # the flash is spent
+        assert reloaded.status_code == 303 and reloaded.headers["location"] == "/account"
+        assert len(audit_events(server.data_dir, "factor.recovery_codes_generated")) == (
+            generated + 1)
     finally:
         browser.close()

@@ -151,11 +151,33 @@ async def totp_confirm(factor_id: str, actor: FactorManager, request: Request,
     return await to_thread.run_sync(_recovery_codes, request, actor, codes)
 
 
+RECOVERY_SHOWN = "/account/recovery-codes/new"
+
+
 def _recovery_codes(request: Request, actor: Actor, codes: list[str]) -> Response:
+    """New recovery codes go to a page of their own (a reload neither
+    regenerates them, voiding what was just written down, nor confirms a
+    factor twice), handed over once, sealed to this session."""
     if not codes:  # another factor: the recovery codes are unchanged
         return RedirectResponse("/account", status_code=303)
+    response = guard.redirect(request, RECOVERY_SHOWN)
+    if not flash.put(request, response, RECOVERY_SHOWN, {"codes": codes}):
+        return _shown_codes(request, actor, codes)
+    return response
+
+
+def _shown_codes(request: Request, actor: Actor, codes: list[str]) -> Response:
     return _page(request, "account/recovery_codes.html", actor, codes=codes,
                  relogin=must_sign_in_again(actor), email=_email(request, actor))
+
+
+@router.get(RECOVERY_SHOWN)
+def recovery_codes_shown(actor: FactorManager, request: Request) -> Response:
+    """The new codes, once; later, the account's page (they are not kept)."""
+    codes = flash.take(request, RECOVERY_SHOWN).get("codes")
+    if not isinstance(codes, list) or not codes:
+        return guard.redirect(request, "/account")
+    return flash.spent(request, _shown_codes(request, actor, [str(c) for c in codes]))
 
 
 # -- removing a factor, new recovery codes ----------------------------------------------
