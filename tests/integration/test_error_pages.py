@@ -15,8 +15,7 @@ import httpx
 
 from tests.conftest import ADMIN_EMAIL, MailCatcher, Server, login
 from tests.integration.flows import audit_events
-from tests.integration.support import assert_error, module_server, opened, send
-from tests.integration.test_web_security import _page_session
+from tests.integration.support import assert_error, module_server, opened, page_session, send
 
 mail, server, token, client, admin = module_server("error-pages",
                                                    COFFRE_LINK_PASSWORD_ATTEMPTS="1")
@@ -149,7 +148,7 @@ def test_mails_can_keep_the_subject_out(server: Server, client: httpx.Client,
     assert told["Subject"] == f"[Coffre] {subject}"
     assert message in _text(told)
 
-    browser = _page_session(server)
+    browser = page_session(server)
     try:
         policy = browser.get("/admin/policy").text
         assert "Garder l&#39;objet et le message hors des e-mails" in policy
@@ -184,7 +183,7 @@ def test_mails_can_keep_the_subject_out(server: Server, client: httpx.Client,
 
 
 def test_a_signed_in_person_is_offered_the_dashboard(server: Server) -> None:
-    browser = _page_session(server)
+    browser = page_session(server)
     try:
         html = page(browser.get("/nimporte-quoi", headers=BROWSER), 404, "Page introuvable")
         assert 'href="/transfers">Retour au tableau de bord</a>' in html

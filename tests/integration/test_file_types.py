@@ -22,9 +22,9 @@ from tests.integration.support import (
     blob_files,
     module_server,
     new_address,
+    page_session,
 )
 from tests.integration.test_upload_requests import deposit_link, make_request, prove
-from tests.integration.test_web_security import _page_session
 from tests.unit.test_filetypes import MEDICAL, dicom_file, pe_dicom_polyglot, pe_file
 
 mail, server, token, client, admin = module_server("filetypes")
@@ -192,7 +192,7 @@ def test_an_administrator_may_turn_the_policy_off(server: Server, client: httpx.
 
 def test_the_policy_page(server: Server, client: httpx.Client, admin: dict[str, Any],
                          policy_on: None) -> None:
-    browser = _page_session(server)
+    browser = page_session(server)
     try:
         page = browser.get("/admin/policy")
         assert page.status_code == 200

@@ -15,8 +15,7 @@ import pytest
 
 from tests.conftest import Server, login
 from tests.integration.flows import TUS
-from tests.integration.support import api_client, assert_error, module_server, send
-from tests.integration.test_web_security import _page_session
+from tests.integration.support import api_client, assert_error, module_server, page_session, send
 
 mail, server, token, client, admin = module_server("numbers")
 ADMIN_SCOPES = ["transfers:read", "transfers:write", "admin"]
@@ -104,7 +103,7 @@ def test_tus_headers(client: httpx.Client, header: str, value: str) -> None:
 @pytest.mark.parametrize("value", ["99999999999999", "1e300", "9" * 29])
 def test_the_policy_page(server: Server, manager: httpx.Client, value: str) -> None:
     """The page answers its form again with an error, never a 500."""
-    browser = _page_session(server)
+    browser = page_session(server)
     try:
         page = browser.get("/admin/policy")
         form = dict(re.findall(r'<input[^>]*name="([a-z_]+)"[^>]*value="([^"]*)"', page.text))
@@ -119,7 +118,7 @@ def test_the_policy_page(server: Server, manager: httpx.Client, value: str) -> N
 
 @pytest.mark.parametrize("value", HUGE_SIZES)
 def test_the_request_page(server: Server, value: str) -> None:
-    browser = _page_session(server)
+    browser = page_session(server)
     try:
         page = browser.get("/requests")
         assert page.status_code == 200, page.text[:300]

@@ -13,8 +13,7 @@ import pytest
 
 from tests.conftest import Server
 from tests.integration.flows import upload_bytes
-from tests.integration.support import module_server
-from tests.integration.test_web_security import _page_session
+from tests.integration.support import module_server, page_session
 
 mail, server, token, client, admin = module_server("sendform")
 JEAN = "jean.dupont@cabinet-exemple.fr"
@@ -24,7 +23,7 @@ JEAN = "jean.dupont@cabinet-exemple.fr"
 def browser_fixture(server: Server, client: httpx.Client) -> Iterator[httpx.Client]:
     made = client.post("/api/v1/contacts", json={"email": JEAN, "name": "Jean Dupont"})
     assert made.status_code == 201, made.text
-    session = _page_session(server)
+    session = page_session(server)
     yield session
     session.close()
 
