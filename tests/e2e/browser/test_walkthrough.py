@@ -219,6 +219,9 @@ def test_sending_with_an_error_at_the_bottom_of_the_form(story: Story, tmp_path:
     check_accessibility(page)
     screenshot(page, "walkthrough-transfer")
     story.patient_link = story.fresh.mail.link_for(story.patient)
+    mailed = story.fresh.mail.to(story.patient)[0].get_body(preferencelist=("plain",))
+    assert times.people(sent["expires_at"]) in mailed.get_content()  # Paris time in mail too
+    assert "UTC" not in mailed.get_content()
     story.colleague_link = story.fresh.mail.link_for(story.colleague)
 
 
