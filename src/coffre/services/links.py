@@ -50,6 +50,7 @@ from coffre.services.deliveries import (
     lock_recipient,
 )
 from coffre.services.keys import KeyRing
+from coffre.services.organisations import discreet_mail
 from coffre.services.throttle import Throttles
 from coffre.services.tracking import track
 from coffre.services.transfers import FileView, TransferService
@@ -481,6 +482,6 @@ class LinkService:
                         count=len(counted),
                         archive=archive and complete,
                         link=f"{self.transfers.public_url}/transfers/{transfer.id}",
-                        discreet=messages.discreet(session, transfer.organisation_id),
+                        discreet=discreet_mail(session, transfer.organisation_id),
                     ),
                 )

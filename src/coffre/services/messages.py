@@ -12,21 +12,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.orm import Session
-
-from coffre.db.tables import Organisation
 from coffre.domain import times
 from coffre.ports import Mail
 
 
 def _date(value: datetime | None) -> str:
     return times.people(value) if value else "sans limite"
-
-
-def discreet(session: Session, organisation_id: str) -> bool:
-    """Does the organisation keep subjects and messages out of mails?"""
-    org = session.get(Organisation, organisation_id)
-    return bool(org is not None and org.discreet_mail)
 
 
 def _one_line(text: str) -> str:

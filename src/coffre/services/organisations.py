@@ -107,6 +107,12 @@ class _Refused(Exception):
         self.invitation_id = invitation_id
 
 
+def discreet_mail(session: Session, organisation_id: str) -> bool:
+    """Does the organisation keep subjects and messages out of mails?"""
+    org = session.get(Organisation, organisation_id)
+    return bool(org is not None and org.discreet_mail)
+
+
 def parse_role(value: str) -> Role:
     try:
         return Role(value)

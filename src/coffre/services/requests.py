@@ -42,6 +42,7 @@ from coffre.services import blobs, messages, staging
 from coffre.services.deposits import new_depositor
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
+from coffre.services.organisations import discreet_mail
 from coffre.services.transfers import FileView, NewTransfer, TransferService, TransferView
 from coffre.services.uploads import UploadService
 from coffre.services.verification import RecipientVerification, check_phone
@@ -181,7 +182,7 @@ class RequestService:
                     to=email, requester=owner.display_name or owner.email,
                     requester_email=owner.email, message=new.message, link=links[email],
                     expires_at=request.expires_at, channel="sms" if phone else "email",
-                    discreet=messages.discreet(session, actor.organisation_id),
+                    discreet=discreet_mail(session, actor.organisation_id),
                 ))
             session.flush()
             trail.record(

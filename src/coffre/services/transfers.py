@@ -42,6 +42,7 @@ from coffre.ports import BlobStore, Clock, Mail
 from coffre.services import contacts, messages
 from coffre.services.keys import KeyRing
 from coffre.services.mail import MailQueue
+from coffre.services.organisations import discreet_mail
 from coffre.services.quotas import Quotas
 from coffre.services.tracking import record_admin_access, track
 from coffre.services.verification import check_phone, phone_context
@@ -246,7 +247,7 @@ class TransferService:
                 upload.metadata_sealed = None
                 total += file.size
             rules.check_transfer_size(total, limits)
-            discreet = messages.discreet(session, org)
+            discreet = discreet_mail(session, org)
             for position, email in enumerate(recipients):
                 token = credentials.new_token()
                 recipient = Recipient(

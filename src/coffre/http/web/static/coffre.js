@@ -177,8 +177,29 @@
     });
   }
 
+  // -- Uploads in the browser (send.js, deposit.js): a size as the server
+  // writes it (templating.filesize: 1,5 Mo / 1.5 MB) and a time left as
+  // people say it (45 s, 3 min, 1 h 05).
+  function size(bytes) {
+    const french = document.documentElement.lang === "fr";
+    const units = french ? ["octets", "Ko", "Mo", "Go", "To"] : ["bytes", "KB", "MB", "GB", "TB"];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+    const text = unit === 0 ? String(Math.round(value)) : value.toFixed(1);
+    return (french ? text.replace(".", ",") : text) + " " + units[unit];
+  }
+
+  function duration(seconds) {
+    const s = Math.max(Math.ceil(seconds), 1);
+    if (s < 60) { return s + " s"; }
+    if (s < 3600) { return Math.ceil(s / 60) + " min"; }
+    const minutes = Math.ceil(s / 60);
+    return Math.floor(minutes / 60) + " h " + String(minutes % 60).padStart(2, "0");
+  }
+
   window.Coffre = { api: api, csrf: csrf, showErrors: showErrors, clearErrors: clearErrors,
-                    fieldError: fieldError, reveal: reveal };
+                    fieldError: fieldError, reveal: reveal, size: size, duration: duration };
 })();
 
 // <button data-copy="source-id" data-copy-status="status-id" data-copied="…"

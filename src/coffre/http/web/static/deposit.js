@@ -49,26 +49,8 @@
   let counter = 0;
   let clock = null;  // since when, and from how many bytes, the speed is measured
 
-  // A time left as people say it: 45 s, 3 min, 1 h 05.
-  function duration(seconds) {
-    const s = Math.max(Math.ceil(seconds), 1);
-    if (s < 60) return s + " s";
-    if (s < 3600) return Math.ceil(s / 60) + " min";
-    const minutes = Math.ceil(s / 60);
-    return Math.floor(minutes / 60) + " h " + String(minutes % 60).padStart(2, "0");
-  }
-
-  // A size as the server writes it (1,5 Mo in French, 1.5 MB in English).
-  function size(bytes) {
-    const units = (form.getAttribute("data-units") || "B KB MB GB").split(" ");
-    const language = document.documentElement.lang || "fr";
-    let value = bytes;
-    let unit = 0;
-    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
-    const shown = unit ? value.toLocaleString(language, {
-      minimumFractionDigits: 1, maximumFractionDigits: 1, useGrouping: false }) : String(value);
-    return shown + " " + units[unit];
-  }
+  const duration = window.Coffre.duration;  // 45 s, 3 min, 1 h 05
+  const size = window.Coffre.size;  // as the server writes it: 1,5 Mo / 1.5 MB
 
   // Interrupted uploads the server holds for this depositor: name+size -> url.
   function interrupted() {

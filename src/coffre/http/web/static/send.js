@@ -41,23 +41,11 @@
     return { field: input, message: text, place: zone };
   }
 
-  // -- sizes, speed and time left, in the page's language.
-  function formatSize(bytes) {
-    const french = document.documentElement.lang === "fr";
-    const units = french ? ["octets", "Ko", "Mo", "Go", "To"] : ["bytes", "KB", "MB", "GB", "TB"];
-    let size = bytes;
-    let unit = 0;
-    while (size >= 1024 && unit < units.length - 1) { size /= 1024; unit += 1; }
-    const text = unit === 0 ? String(Math.round(size)) : size.toFixed(1);
-    return (french ? text.replace(".", ",") : text) + (french ? "\u00a0" : " ") + units[unit];
-  }
+  // -- sizes, speed and time left, in the page's language (coffre.js).
+  const formatSize = window.Coffre.size;
 
   function timeLeft(seconds) {
-    const s = Math.max(1, Math.ceil(seconds));
-    if (s < 60) { return t("left-s", { n: String(s) }); }
-    if (s < 3600) { return t("left-min", { n: String(Math.ceil(s / 60)) }); }
-    return t("left-h", { h: String(Math.floor(s / 3600)),
-                         min: String(Math.floor((s % 3600) / 60)) });
+    return t("left", { time: window.Coffre.duration(seconds) });
   }
 
   // Speed over the last few seconds (a sliding window of samples).
